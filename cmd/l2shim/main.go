@@ -1,0 +1,186 @@
+// Command l2shim lets a Linux host with several uplinks use all of them: per-flow load balancing
+// across gateways beside an unmodified host stack. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/l2shim/l2shim/conf"
+	"github.com/l2shim/l2shim/shim"
+)
+
+// Exit codes (DESIGN.md §6).
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+const usage = `usage: l2shim COMMAND [flags]
+
+commands:
+  run -c FILE      attach to the configured interfaces and run until SIGINT/SIGTERM
+  check -c FILE    validate FILE and the host it would run on; print every problem
+  demo             build a throwaway two-uplink topology and show l2shim at work (root)
+  status, reload, drain, undrain
+                   not implemented yet (the operator-surface issue)
+
+exit codes: 0 success, 1 runtime failure, 2 bad usage or config
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
+	case "status", "reload", "drain", "undrain":
+		fmt.Fprintf(stderr, "l2shim %s: not implemented yet; it arrives with the control socket\n", args[0])
+		return exitRuntime
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "l2shim: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// loadAndCheck loads the file and checks it against this host. It prints every error and
+// returns nil when there were any.
+func loadAndCheck(path string, stderr io.Writer) (*conf.Config, []string) {
+	cfg, err := conf.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, nil
+	}
+	errs, warnings := cfg.CheckHost(shim.Host{})
+	if len(errs) > 0 {
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "warning: %s\n", w)
+		}
+		fmt.Fprintln(stderr, errs)
+		return nil, nil
+	}
+	return cfg, warnings
+}
+
+func configFlag(name string, args []string, stderr io.Writer) (*flag.FlagSet, *string, *string, error) {
+	fs := flag.NewFlagSet("l2shim "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "/etc/l2shim/l2shim.toml", "configuration `FILE`")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, nil, fmt.Errorf("l2shim %s: unexpected argument %q", name, fs.Arg(0))
+	}
+	return fs, file, logFormat, nil
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	_, file, _, err := configFlag("check", args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, err)
+		}
+		return exitUsage
+	}
+	cfg, warnings := loadAndCheck(*file, stderr)
+	if cfg == nil {
+		return exitUsage
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d gateways on %d interfaces, mode %s)\n", *file, len(cfg.Gateways), len(cfg.Interfaces()), cfg.Shim.Mode)
+	return exitOK
+}
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("unknown log format %q (text or json)", format)
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	_, file, logFormat, err := configFlag("run", args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, err)
+		}
+		return exitUsage
+	}
+	log, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "l2shim run:", err)
+		return exitUsage
+	}
+	cfg, warnings := loadAndCheck(*file, stderr)
+	if cfg == nil {
+		return exitUsage
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			log.Warn("SIGHUP: reloading is not implemented yet; restart l2shim to apply a new config")
+		}
+	}()
+	if err := shim.New(cfg, shim.Options{Log: log}).Run(ctx); err != nil {
+		log.Error("l2shim stopped", "err", err)
+		return exitRuntime
+	}
+	return exitOK
+}
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("l2shim demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "l2shim demo: needs root (it creates network namespaces)")
+		return exitRuntime
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "l2shim demo:", err)
+		return exitRuntime
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runDemo(ctx, stdout, exe); err != nil {
+		fmt.Fprintln(stderr, "l2shim demo:", err)
+		return exitRuntime
+	}
+	return exitOK
+}

@@ -1,0 +1,391 @@
+package shim
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// natPortLo and natPortHi bound the ports a NAT mapping moves to when the host's own port is
+// taken on the new address. They lie above Linux's default ip_local_port_range
+// (32768-60999), so a remapped flow does not take a port the host is about to use.
+const (
+	natPortLo = 61000
+	natPortHi = 65535
+)
+
+// Iface is an external interface as the datapath sees it.
+type Iface struct {
+	Name     string
+	Index    int // ifindex
+	MAC      [6]byte
+	Addr     [4]byte // the address NAT uses on this interface
+	Prefixes []netip.Prefix
+	Up       bool
+}
+
+// Gateway is a configured gateway as the datapath sees it.
+type Gateway struct {
+	Name   string
+	Iface  int // index into Datapath.Ifaces
+	IP     [4]byte
+	MAC    [6]byte
+	HasMAC bool
+	Weight int
+	On     bool
+	// Alive is false while the gateway does not answer ARP.
+	Alive bool
+	// Flows counts flows placed on this gateway since start.
+	Flows atomic.Uint64
+}
+
+// Usable reports whether new flows may be placed on g.
+func (g *Gateway) Usable(ifaces []Iface) bool {
+	return g.On && g.HasMAC && g.Alive && ifaces[g.Iface].Up
+}
+
+// Where says where a processed frame goes.
+type Where uint8
+
+const (
+	// Drop discards the frame (counted by reason).
+	Drop Where = iota
+	// ToWire sends the frame out of external interface Verdict.Iface.
+	ToWire
+	// ToHost injects the frame into the host as if it arrived on Verdict.Iface.
+	ToHost
+)
+
+// Verdict is the datapath's answer for one frame.
+type Verdict struct {
+	Where  Where
+	Iface  int
+	Reason DropReason
+}
+
+// DropReason says why a frame was dropped.
+type DropReason uint8
+
+const (
+	DropNone DropReason = iota
+	DropMalformed
+	DropUnknownDirection
+	dropReasons
+)
+
+func (r DropReason) String() string {
+	switch r {
+	case DropMalformed:
+		return "malformed"
+	case DropUnknownDirection:
+		return "unknown-direction"
+	}
+	return "none"
+}
+
+// Counters are the datapath's running totals; all fields are updated atomically so a status
+// request never takes the datapath lock.
+type Counters struct {
+	Frames        [2]atomic.Uint64 // by conntrack direction: host→wire, wire→host
+	Passed        atomic.Uint64    // left exactly as the host sent it
+	NATed         atomic.Uint64
+	NewFlows      atomic.Uint64
+	TableFull     atomic.Uint64
+	SendErrors    atomic.Uint64 // frames the kernel refused to send
+	SendTooBig    atomic.Uint64 // ... of which EMSGSIZE
+	Lost          atomic.Uint64 // frames the kernel could not hand over with a virtio-net header
+	Drops         [dropReasons]atomic.Uint64
+	ParseFailures [32]atomic.Uint64 // by rewrite.Reason
+}
+
+// Datapath decides what happens to each captured frame: parse, conntrack, decide, rewrite. It
+// does no I/O, so tests drive it with frames built in memory.
+type Datapath struct {
+	mu     sync.Mutex
+	Ifaces []Iface
+	Gws    []*Gateway
+	mode   failover.Mode
+	table  *conntrack.Table
+	seed   uint64
+	cands  []failover.Candidate
+	frame  rewrite.Frame
+	C      Counters
+}
+
+// NewDatapath returns a datapath over ifaces and gateways.
+func NewDatapath(ifaces []Iface, gws []*Gateway, mode failover.Mode, table *conntrack.Table, seed uint64) *Datapath {
+	d := &Datapath{Ifaces: ifaces, Gws: gws, mode: mode, table: table, seed: seed}
+	d.cands = make([]failover.Candidate, len(gws))
+	for i, g := range gws {
+		d.cands[i] = failover.Candidate{ID: failover.GatewayID(g.Name), Weight: g.Weight}
+	}
+	d.refreshLocked()
+	return d
+}
+
+// Update runs fn with the datapath locked, then recomputes which gateways are usable. The
+// control plane changes gateway and interface state only through it.
+func (d *Datapath) Update(fn func(ifaces []Iface, gws []*Gateway)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fn(d.Ifaces, d.Gws)
+	d.refreshLocked()
+}
+
+func (d *Datapath) refreshLocked() {
+	for i, g := range d.Gws {
+		d.cands[i].Usable = g.Usable(d.Ifaces)
+	}
+}
+
+// Expire drops idle flows, looking at up to budget table slots.
+func (d *Datapath) Expire(now int64, budget int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.table.Expire(now, budget)
+}
+
+// Flows returns the number of tracked flows.
+func (d *Datapath) Flows() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.table.Len()
+}
+
+// Lock and Unlock let the frame loop process a whole batch under one lock.
+func (d *Datapath) Lock()   { d.mu.Lock() }
+func (d *Datapath) Unlock() { d.mu.Unlock() }
+
+// ProcessLocked handles one frame (buf: the Ethernet frame, vnet: its virtio-net header)
+// captured at external interface in; d must be locked. It rewrites buf in place and says where
+// it goes. The MACs tell the direction: from the interface's own MAC the host is sending, to it
+// the wire is delivering.
+func (d *Datapath) ProcessLocked(in int, buf []byte, vnet rewrite.VnetHdr, now int64) Verdict {
+	f := &d.frame
+	if r := f.Parse(buf, vnet); r != rewrite.OK {
+		if int(r) < len(d.C.ParseFailures) {
+			d.C.ParseFailures[r].Add(1)
+		}
+		d.C.Drops[DropMalformed].Add(1)
+		return Verdict{Where: Drop, Reason: DropMalformed}
+	}
+	ifc := &d.Ifaces[in]
+	switch {
+	case f.SrcMAC() == ifc.MAC:
+		d.C.Frames[conntrack.DirOrig].Add(1)
+		return d.egress(in, f, now)
+	case f.DstMAC() == ifc.MAC:
+		d.C.Frames[conntrack.DirReply].Add(1)
+		return d.ingress(in, f, now)
+	}
+	d.C.Drops[DropUnknownDirection].Add(1)
+	return Verdict{Where: Drop, Reason: DropUnknownDirection}
+}
+
+// flowKey returns the frame's conntrack key and whether the frame belongs to a flow l2shim
+// tracks at all (TCP, UDP, ICMP echo; not fragments, not tunnels' offloaded frames).
+func flowKey(f *rewrite.Frame) (conntrack.Key, bool) {
+	if f.L4 < 0 || f.MoreFrags || f.FragOff != 0 || f.Encap {
+		return conntrack.Key{}, false
+	}
+	switch f.Proto {
+	case 6, 17:
+	case 1:
+		if f.ICMPType != 8 && f.ICMPType != 0 {
+			return conntrack.Key{}, false
+		}
+	default:
+		return conntrack.Key{}, false
+	}
+	return conntrack.Key{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto}, true
+}
+
+// onLink reports whether ip is on a network directly attached to one of the interfaces.
+func (d *Datapath) onLink(ip [4]byte) bool {
+	a := netip.AddrFrom4(ip)
+	for i := range d.Ifaces {
+		for _, p := range d.Ifaces[i].Prefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (d *Datapath) pass(in int) Verdict {
+	d.C.Passed.Add(1)
+	return Verdict{Where: ToWire, Iface: in}
+}
+
+// opensFlow reports whether a frame may start a new tracked flow: a TCP SYN, any UDP
+// datagram, an ICMP echo request. A TCP segment of a connection that predates l2shim is not
+// one, so starting the shim never moves (and breaks) an established connection.
+func opensFlow(f *rewrite.Frame) bool {
+	switch f.Proto {
+	case 6:
+		return f.TCPFlags&0x12 == 0x02
+	case 1:
+		return f.ICMPType == 8
+	}
+	return true
+}
+
+func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
+	key, tracked := flowKey(f)
+	if !tracked || d.onLink(f.Dst) {
+		return d.pass(in)
+	}
+	fl := d.table.LookupOrig(key)
+	if fl == nil {
+		fl = d.newOutbound(in, f, key, now)
+		if fl == nil {
+			return d.pass(in)
+		}
+	}
+	d.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
+	if fl.Gateway < 0 {
+		return d.pass(in)
+	}
+	g := d.Gws[fl.Gateway]
+	if !g.HasMAC {
+		return d.pass(in)
+	}
+	if fl.NAT {
+		f.SetSrc(fl.Reply.Dst, fl.Reply.DstPort)
+		d.C.NATed.Add(1)
+	}
+	f.SetMACs(d.Ifaces[fl.WireIf].MAC, g.MAC)
+	return Verdict{Where: ToWire, Iface: int(fl.WireIf)}
+}
+
+// newOutbound decides where a new host flow goes and records it. It returns nil when the flow
+// is left to the host (not a flow start, no usable gateway, table full).
+func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now int64) *conntrack.Flow {
+	fl := conntrack.Flow{
+		Orig:           key,
+		Origin:         conntrack.Outbound,
+		HostIf:         int16(in),
+		WireIf:         int16(in),
+		Gateway:        -1,
+		HostGatewayMAC: f.DstMAC(),
+		Created:        now,
+		LastSeen:       now,
+	}
+	if opensFlow(f) {
+		if g := failover.Pick(d.mode, key.Hash(d.seed), d.cands); g >= 0 {
+			fl.Gateway = int16(g)
+			fl.WireIf = int16(d.Gws[g].Iface)
+		}
+	} else {
+		// Pinned: the flow stays where the host sent it, through the gateway it addressed.
+		for i, g := range d.Gws {
+			if g.Iface == in && g.HasMAC && g.MAC == fl.HostGatewayMAC {
+				fl.Gateway = int16(i)
+				break
+			}
+		}
+	}
+	natIP := key.Src
+	natPort := key.SrcPort
+	if fl.Gateway >= 0 {
+		if wa := d.Ifaces[fl.WireIf].Addr; wa != key.Src && wa != ([4]byte{}) {
+			fl.NAT = true
+			natIP = wa
+		}
+	}
+	fl.Reply = conntrack.Key{Src: key.Dst, Dst: natIP, SrcPort: key.DstPort, DstPort: natPort, Proto: key.Proto}
+	if key.Proto == 1 {
+		fl.Reply.SrcPort = natPort
+	}
+	if fl.NAT && d.table.ReplyInUse(fl.Reply) {
+		if !d.remapPort(&fl.Reply, key.Hash(d.seed^0x9e3779b97f4a7c15)) {
+			fl.NAT, fl.Gateway, fl.WireIf = false, -1, int16(in)
+			fl.Reply = key.Reverse()
+		}
+	}
+	p, err := d.table.Insert(fl)
+	if err != nil {
+		if err == conntrack.ErrFull {
+			d.C.TableFull.Add(1)
+		}
+		return nil
+	}
+	d.C.NewFlows.Add(1)
+	if p.Gateway >= 0 {
+		d.Gws[p.Gateway].Flows.Add(1)
+	}
+	return p
+}
+
+// remapPort finds a free port for a NAT mapping whose natural port is taken, starting at a
+// point derived from the flow so concurrent collisions spread out.
+func (d *Datapath) remapPort(r *conntrack.Key, h uint64) bool {
+	const span = natPortHi - natPortLo + 1
+	start := int(h % span)
+	for i := 0; i < span; i++ {
+		port := uint16(natPortLo + (start+i)%span)
+		r.DstPort = port
+		if r.Proto == 1 {
+			r.SrcPort = port
+		}
+		if !d.table.ReplyInUse(*r) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Datapath) toHost(in int) Verdict {
+	return Verdict{Where: ToHost, Iface: in}
+}
+
+func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
+	key, tracked := flowKey(f)
+	if !tracked {
+		return d.toHost(in)
+	}
+	fl := d.table.LookupReply(key)
+	if fl == nil {
+		if !opensFlow(f) || d.table.LookupOrig(key.Reverse()) != nil {
+			return d.toHost(in)
+		}
+		// A flow opened from the wire: remember where it arrived, so the host's replies are
+		// recognised as belonging to it and never placed like a new outgoing flow.
+		nf := conntrack.Flow{
+			Orig:           key.Reverse(),
+			Reply:          key,
+			Origin:         conntrack.Inbound,
+			HostIf:         int16(in),
+			WireIf:         int16(in),
+			Gateway:        -1,
+			HostGatewayMAC: f.SrcMAC(),
+			Created:        now,
+			LastSeen:       now,
+		}
+		p, err := d.table.Insert(nf)
+		if err != nil {
+			if err == conntrack.ErrFull {
+				d.C.TableFull.Add(1)
+			}
+			return d.toHost(in)
+		}
+		d.C.NewFlows.Add(1)
+		fl = p
+	}
+	d.table.Seen(fl, conntrack.DirReply, len(f.Buf), f.TCPFlags, now)
+	if !fl.NAT && int(fl.HostIf) == in {
+		return d.toHost(in)
+	}
+	if fl.NAT {
+		f.SetDst(fl.Orig.Src, fl.Orig.SrcPort)
+		d.C.NATed.Add(1)
+	}
+	host := int(fl.HostIf)
+	f.SetMACs(fl.HostGatewayMAC, d.Ifaces[host].MAC)
+	return Verdict{Where: ToHost, Iface: host}
+}

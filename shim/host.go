@@ -1,0 +1,83 @@
+package shim
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/l2shim/l2shim/conf"
+)
+
+// Host reads the facts conf.CheckHost needs from the running kernel (netlink, /proc/sys).
+type Host struct {
+	// Handle is the netlink handle to use; nil means the current network namespace.
+	Handle *netlink.Handle
+}
+
+func (h Host) handle() *netlink.Handle {
+	if h.Handle != nil {
+		return h.Handle
+	}
+	return &netlink.Handle{}
+}
+
+// Interface implements conf.Host.
+func (h Host) Interface(name string) (conf.HostInterface, error) {
+	nh := h.handle()
+	l, err := nh.LinkByName(name)
+	if err != nil {
+		return conf.HostInterface{}, fmt.Errorf("no interface %q on this host: %w", name, err)
+	}
+	a := l.Attrs()
+	hi := conf.HostInterface{
+		Name:     a.Name,
+		Index:    a.Index,
+		MTU:      a.MTU,
+		MAC:      a.HardwareAddr,
+		Ethernet: a.EncapType == "ether",
+		Kind:     l.Type(),
+		Up:       a.Flags&net.FlagUp != 0 && a.OperState != netlink.OperDown,
+	}
+	if a.MasterIndex != 0 {
+		if m, err := nh.LinkByIndex(a.MasterIndex); err == nil {
+			hi.Master = m.Attrs().Name
+			hi.MasterKind = m.Type()
+		}
+	}
+	addrs, err := nh.AddrList(l, unix.AF_INET)
+	if err != nil {
+		return conf.HostInterface{}, fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		hi.Prefixes = append(hi.Prefixes, netip.PrefixFrom(ip, ones))
+	}
+	hi.RPFilter = max(readSysctlInt("net/ipv4/conf/all/rp_filter"), readSysctlInt("net/ipv4/conf/"+name+"/rp_filter"))
+	if foreign, err := ForeignTCX(a.Index); err == nil {
+		hi.ForeignTCX = foreign
+	}
+	return hi, nil
+}
+
+func readSysctlInt(path string) int {
+	b, err := os.ReadFile("/proc/sys/" + path)
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return v
+}
+
+func writeSysctl(path, value string) error {
+	return os.WriteFile("/proc/sys/"+path, []byte(value), 0o644)
+}

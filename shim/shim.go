@@ -1,0 +1,437 @@
+// Package shim is l2shim's datapath: it attaches the TCX hooks to each external interface,
+// creates the capture/inject veths, opens the AF_PACKET sockets and runs the frame loops that
+// feed the Datapath (parse, conntrack, decide, rewrite).
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/l2shim/l2shim/conf"
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// Options tune a Shim; the zero value is usable.
+type Options struct {
+	// Log receives the shim's log records; nil means slog.Default().
+	Log *slog.Logger
+	// Batch is how many frames one recvmmsg reads (default 64).
+	Batch int
+	// MaxFlows bounds the flow table (default 262144).
+	MaxFlows int
+}
+
+// Shim is one running instance for one configuration.
+type Shim struct {
+	cfg  *conf.Config
+	log  *slog.Logger
+	opts Options
+	base time.Time
+
+	dp    *Datapath
+	maps  *maps
+	ports []*port
+}
+
+// port is everything l2shim owns for one external interface.
+type port struct {
+	ifi     *net.Interface
+	veth    *vethPair
+	capture *packetConn // on the veth's far end: reads diverted frames, writes injections
+	wire    *packetConn // on the external interface: writes to the gateways
+	links   []link.Link
+}
+
+// New prepares a shim for cfg; Run does the work.
+func New(cfg *conf.Config, opts Options) *Shim {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 64
+	}
+	if opts.MaxFlows <= 0 {
+		opts.MaxFlows = 262144
+	}
+	return &Shim{cfg: cfg, log: opts.Log, opts: opts, base: time.Now()}
+}
+
+// now returns monotonic nanoseconds since the shim started.
+func (s *Shim) now() int64 { return int64(time.Since(s.base)) }
+
+// Datapath returns the running datapath (nil before Run has set it up).
+func (s *Shim) Datapath() *Datapath { return s.dp }
+
+func modeOf(m conf.Mode) failover.Mode {
+	switch m {
+	case conf.ModeFailover:
+		return failover.Failover
+	case conf.ModeOff:
+		return failover.Off
+	}
+	return failover.LoadBalance
+}
+
+// lockInstance takes an exclusive lock next to the control socket, so a second instance in
+// the same network namespace cannot tear down the first one's veths as "leftovers".
+func lockInstance(control string) (*os.File, error) {
+	path := control + ".lock"
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another l2shim holds %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Run attaches everything, runs until ctx is done or a loop fails, then detaches everything
+// and removes its veths.
+func (s *Shim) Run(ctx context.Context) (err error) {
+	lock, err := lockInstance(s.cfg.Shim.Control)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	if removed, err := removeLeftovers(); err != nil {
+		return err
+	} else if len(removed) > 0 {
+		s.log.Warn("removed links left by an earlier instance", "links", removed)
+	}
+
+	defer s.teardown()
+	if err := s.setup(); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	loopErr := make(chan error, len(s.ports))
+	for i := range s.ports {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.loop(i); err != nil {
+				loopErr <- err
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.heartbeat(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.expiry(ctx) }()
+	for i := range s.dp.Gws {
+		if s.cfg.Gateways[i].MAC == nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); s.resolveLoop(ctx, i) }()
+		}
+	}
+
+	if err := s.attachHooks(); err != nil {
+		cancel()
+		s.closeSockets()
+		wg.Wait()
+		return err
+	}
+	names := make([]string, len(s.ports))
+	for i, p := range s.ports {
+		names[i] = p.ifi.Name
+	}
+	s.log.Info("running", "interfaces", names, "gateways", len(s.dp.Gws), "mode", string(s.cfg.Shim.Mode))
+
+	select {
+	case <-ctx.Done():
+	case err = <-loopErr:
+		s.log.Error("frame loop failed", "err", err)
+	}
+	s.log.Info("stopping")
+	// Detach the hooks first: from here on the host routes on its own, and nothing waits in
+	// a capture veth for a loop that is going away.
+	s.detachHooks()
+	cancel()
+	s.closeSockets()
+	wg.Wait()
+	return err
+}
+
+// setup builds the datapath state, veths, sockets and the veths' hooks. Nothing diverts
+// frames until attachHooks.
+func (s *Shim) setup() error {
+	names := s.cfg.Interfaces()
+	ifaces := make([]Iface, len(names))
+	index := map[string]int{}
+	mtu := 1500
+	for i, name := range names {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", name, err)
+		}
+		ifc, err := ifaceFromLink(l)
+		if err != nil {
+			return err
+		}
+		ifaces[i] = ifc
+		index[name] = i
+		mtu = max(mtu, l.Attrs().MTU)
+	}
+	gws := make([]*Gateway, len(s.cfg.Gateways))
+	for i, gc := range s.cfg.Gateways {
+		g := &Gateway{Name: gc.Name, Iface: index[gc.Interface], IP: gc.Address.As4(), Weight: gc.Weight, On: gc.On, Alive: true}
+		if gc.MAC != nil {
+			copy(g.MAC[:], gc.MAC)
+			g.HasMAC = true
+		}
+		gws[i] = g
+	}
+	table := conntrack.New(s.opts.MaxFlows, conntrack.DefaultTimeouts())
+	s.dp = NewDatapath(ifaces, gws, modeOf(s.cfg.Shim.Mode), table, rand.Uint64())
+
+	m, err := newMaps()
+	if err != nil {
+		return err
+	}
+	s.maps = m
+	for _, g := range gws {
+		if g.HasMAC {
+			if err := s.maps.gateways.Put(macKey(g.MAC[:]), uint32(1)); err != nil {
+				return fmt.Errorf("add gateway %s to the hook map: %w", g.Name, err)
+			}
+		}
+	}
+	if err := s.maps.beat(); err != nil {
+		return fmt.Errorf("write heartbeat: %w", err)
+	}
+
+	for i, name := range names {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", name, err)
+		}
+		p := &port{ifi: ifi}
+		s.ports = append(s.ports, p)
+		if p.veth, err = createVethPair(name, ifi.Index, mtu); err != nil {
+			return err
+		}
+		farIfi, err := net.InterfaceByName(p.veth.far.Attrs().Name)
+		if err != nil {
+			return err
+		}
+		if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
+			return err
+		}
+		if p.wire, err = openPacket(ifi, s.cfg.Shim.Mark, false); err != nil {
+			return err
+		}
+		sink, err := attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress)
+		if err != nil {
+			return err
+		}
+		p.links = append(p.links, sink)
+		inject, err := attach(progInject, injectInsns(ifi.Index), p.veth.near.Attrs().Index, ebpf.AttachTCXIngress)
+		if err != nil {
+			return err
+		}
+		p.links = append(p.links, inject)
+		_ = i
+	}
+	return nil
+}
+
+// attachHooks attaches the egress and ingress programs to each external interface, at the head
+// of its TCX chain.
+func (s *Shim) attachHooks() error {
+	for i, p := range s.ports {
+		params := hookParams{
+			mark:      s.cfg.Shim.Mark,
+			mask:      s.cfg.Shim.MarkMask,
+			mac:       p.ifi.HardwareAddr,
+			capture:   p.veth.near.Attrs().Index,
+			heartbeat: s.cfg.Shim.Heartbeat,
+		}
+		eg, err := attach(progEgress, egressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXEgress)
+		if err != nil {
+			return err
+		}
+		p.links = append(p.links, eg)
+		in, err := attach(progIngress, ingressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXIngress)
+		if err != nil {
+			return err
+		}
+		p.links = append(p.links, in)
+		s.log.Info("attached", "interface", p.ifi.Name, "ifindex", p.ifi.Index, "capture", p.veth.far.Attrs().Name, "addr", netip.AddrFrom4(s.dp.Ifaces[i].Addr))
+	}
+	return nil
+}
+
+func (s *Shim) detachHooks() {
+	for _, p := range s.ports {
+		for _, l := range p.links {
+			_ = l.Close()
+		}
+		p.links = nil
+	}
+}
+
+func (s *Shim) closeSockets() {
+	for _, p := range s.ports {
+		if p.capture != nil {
+			_ = p.capture.Close()
+		}
+		if p.wire != nil {
+			_ = p.wire.Close()
+		}
+	}
+}
+
+func (s *Shim) teardown() {
+	s.detachHooks()
+	s.closeSockets()
+	for _, p := range s.ports {
+		if p.veth != nil {
+			p.veth.delete()
+		}
+	}
+	s.ports = nil
+	if s.maps != nil {
+		s.maps.Close()
+		s.maps = nil
+	}
+}
+
+func ifaceFromLink(l netlink.Link) (Iface, error) {
+	a := l.Attrs()
+	ifc := Iface{Name: a.Name, Index: a.Index, Up: a.Flags&net.FlagUp != 0}
+	copy(ifc.MAC[:], a.HardwareAddr)
+	addrs, err := netlink.AddrList(l, unix.AF_INET)
+	if err != nil {
+		return Iface{}, fmt.Errorf("addresses of %s: %w", a.Name, err)
+	}
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		ifc.Prefixes = append(ifc.Prefixes, netip.PrefixFrom(ip, ones).Masked())
+		if ifc.Addr == ([4]byte{}) {
+			ifc.Addr = ip.As4()
+		}
+	}
+	return ifc, nil
+}
+
+// loop moves frames from one capture socket through the datapath to their sockets.
+func (s *Shim) loop(in int) error {
+	p := s.ports[in]
+	rb := newReadBatch(s.opts.Batch)
+	dropped := func(errno syscall.Errno) {
+		s.dp.C.SendErrors.Add(1)
+		if errno == unix.EMSGSIZE {
+			s.dp.C.SendTooBig.Add(1)
+		}
+	}
+	wireQ := make([]*sendQueue, len(s.ports))
+	hostQ := make([]*sendQueue, len(s.ports))
+	for j, q := range s.ports {
+		wireQ[j] = newSendQueue(q.wire, s.opts.Batch, dropped)
+		hostQ[j] = newSendQueue(q.capture, s.opts.Batch, dropped)
+	}
+	var vh rewrite.VnetHdr
+	for {
+		n, err := p.capture.read(rb)
+		if err != nil {
+			if errors.Is(err, errFrameLost) {
+				s.dp.C.Lost.Add(1)
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read %s: %w", p.capture.name, err)
+		}
+		now := s.now()
+		s.dp.Lock()
+		for i := 0; i < n; i++ {
+			b := rb.bufs[i][:rb.lens[i]]
+			if !vh.Decode(b) {
+				s.dp.C.Drops[DropMalformed].Add(1)
+				continue
+			}
+			v := s.dp.ProcessLocked(in, b[rewrite.VnetHdrLen:], vh, now)
+			switch v.Where {
+			case ToWire:
+				wireQ[v.Iface].add(b)
+			case ToHost:
+				hostQ[v.Iface].add(b)
+			}
+		}
+		s.dp.Unlock()
+		for j := range wireQ {
+			if err := wireQ[j].flush(); err != nil && !isClosed(err) {
+				return fmt.Errorf("write %s: %w", wireQ[j].pc.name, err)
+			}
+			if err := hostQ[j].flush(); err != nil && !isClosed(err) {
+				return fmt.Errorf("write %s: %w", hostQ[j].pc.name, err)
+			}
+		}
+	}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
+}
+
+// heartbeat tells the hooks the shim is alive every 100 ms; if the process hangs the hooks
+// stop diverting once the last beat is older than [shim] heartbeat.
+func (s *Shim) heartbeat(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.maps.beat(); err != nil {
+				s.log.Error("heartbeat", "err", err)
+			}
+		}
+	}
+}
+
+// expiry removes idle flows a slice at a time, so no frame ever waits behind a full sweep.
+func (s *Shim) expiry(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.dp.Expire(s.now(), 8192)
+		}
+	}
+}

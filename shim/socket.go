@@ -1,0 +1,229 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// maxFrame is the largest frame the datapath handles: a 64 KiB GSO super-frame plus its
+// Ethernet header and the virtio-net header in front.
+const maxFrame = rewrite.VnetHdrLen + 14 + 65535 + 64
+
+// packetConn is an AF_PACKET socket opened with PACKET_VNET_HDR (every frame read or written
+// carries a virtio-net header, so GSO super-frames and partial checksums cross user space
+// intact) and SO_MARK (so the shim's hooks recognise its own frames).
+type packetConn struct {
+	name string
+	c    *packet.Conn
+	rc   syscall.RawConn
+	// to is the destination written into every sendmmsg header: the bound interface and
+	// protocol IPv4, so the kernel never has to guess the frame's protocol.
+	to unix.RawSockaddrLinklayer
+}
+
+// openPacket opens a packet socket on ifi. With recv false the socket is bound with protocol
+// 0 and receives nothing; with recv true it receives every frame (ETH_P_ALL) but not its own
+// sends.
+func openPacket(ifi *net.Interface, mark uint32, recv bool) (*packetConn, error) {
+	proto := 0
+	if recv {
+		proto = unix.ETH_P_ALL
+	}
+	c, err := packet.Listen(ifi, packet.Raw, proto, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open packet socket on %s: %w", ifi.Name, err)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("packet socket on %s: %w", ifi.Name, err)
+	}
+	var serr error
+	set := func(fd int, level, opt, val int, what string) {
+		if serr != nil {
+			return
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, val); err != nil {
+			serr = os.NewSyscallError("setsockopt "+what, err)
+		}
+	}
+	err = rc.Control(func(fd uintptr) {
+		set(int(fd), unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1, "PACKET_VNET_HDR")
+		set(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark), "SO_MARK")
+		set(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20, "SO_SNDBUFFORCE")
+		if recv {
+			set(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")
+			set(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20, "SO_RCVBUFFORCE")
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("configure packet socket on %s: %w", ifi.Name, err)
+	}
+	pc := &packetConn{name: ifi.Name, c: c, rc: rc}
+	pc.to.Family = unix.AF_PACKET
+	pc.to.Protocol = htons(unix.ETH_P_IP)
+	pc.to.Ifindex = int32(ifi.Index)
+	return pc, nil
+}
+
+func (pc *packetConn) Close() error { return pc.c.Close() }
+
+// mmsghdr is struct mmsghdr from <sys/socket.h>.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+	_   [4]byte
+}
+
+// readBatch receives up to len(bufs) frames with one recvmmsg, each into its own buffer. The
+// header, iovec and callback are built once, so a read allocates nothing.
+type readBatch struct {
+	bufs [][]byte
+	lens []int
+	msgs []mmsghdr
+	iovs []unix.Iovec
+
+	n     int
+	errno syscall.Errno
+	fd    func(fd uintptr) bool
+}
+
+func newReadBatch(size int) *readBatch {
+	b := &readBatch{
+		bufs: make([][]byte, size),
+		lens: make([]int, size),
+		msgs: make([]mmsghdr, size),
+		iovs: make([]unix.Iovec, size),
+	}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, maxFrame)
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(maxFrame)
+		b.msgs[i].hdr.Iov = &b.iovs[i]
+		b.msgs[i].hdr.SetIovlen(1)
+	}
+	b.fd = b.recv
+	return b
+}
+
+func (b *readBatch) recv(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		b.n, b.errno = int(n), errno
+		return true
+	}
+}
+
+// read fills the batch and returns how many frames arrived. A frame the kernel could not
+// describe with a virtio-net header (EINVAL) is lost and reported as errFrameLost so the
+// caller can count it and go on.
+func (pc *packetConn) read(b *readBatch) (int, error) {
+	b.n, b.errno = 0, 0
+	if err := pc.rc.Read(b.fd); err != nil {
+		return 0, err
+	}
+	if b.errno != 0 {
+		if b.errno == unix.EINVAL {
+			return 0, errFrameLost
+		}
+		return 0, os.NewSyscallError("recvmmsg", b.errno)
+	}
+	for i := 0; i < b.n; i++ {
+		b.lens[i] = int(b.msgs[i].n)
+		b.msgs[i].hdr.Flags = 0
+	}
+	return b.n, nil
+}
+
+var errFrameLost = errors.New("frame lost: no virtio-net header possible")
+
+// sendQueue collects frames for one socket and writes them with sendmmsg.
+type sendQueue struct {
+	pc   *packetConn
+	msgs []mmsghdr
+	iovs []unix.Iovec
+	n    int
+
+	off     int
+	sent    int
+	errno   syscall.Errno
+	fd      func(fd uintptr) bool
+	dropped func(err syscall.Errno)
+}
+
+func newSendQueue(pc *packetConn, size int, dropped func(syscall.Errno)) *sendQueue {
+	q := &sendQueue{pc: pc, msgs: make([]mmsghdr, size), iovs: make([]unix.Iovec, size), dropped: dropped}
+	for i := range q.msgs {
+		q.msgs[i].hdr.Iov = &q.iovs[i]
+		q.msgs[i].hdr.SetIovlen(1)
+		q.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&pc.to))
+		q.msgs[i].hdr.Namelen = uint32(unsafe.Sizeof(pc.to))
+	}
+	q.fd = q.send
+	return q
+}
+
+// add queues b (virtio-net header and frame); the caller keeps b unchanged until flush.
+func (q *sendQueue) add(b []byte) {
+	if q.n == len(q.msgs) {
+		q.flush()
+	}
+	q.iovs[q.n].Base = &b[0]
+	q.iovs[q.n].SetLen(len(b))
+	q.n++
+}
+
+func (q *sendQueue) send(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&q.msgs[q.off])), uintptr(q.n-q.off), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			// The socket's send buffer is full: wait until the poller says it drained.
+			return false
+		}
+		q.sent, q.errno = int(n), errno
+		return true
+	}
+}
+
+// flush writes every queued frame. A frame the kernel refuses (EMSGSIZE, EINVAL, ...) is
+// counted through dropped and skipped; the rest still go out.
+func (q *sendQueue) flush() error {
+	q.off = 0
+	for q.off < q.n {
+		q.sent, q.errno = 0, 0
+		if err := q.pc.rc.Write(q.fd); err != nil {
+			q.n = 0
+			return err
+		}
+		if q.errno != 0 {
+			q.dropped(q.errno)
+			q.off++
+			continue
+		}
+		q.off += q.sent
+	}
+	q.n = 0
+	return nil
+}
