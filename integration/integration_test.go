@@ -1,0 +1,739 @@
+package integration
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Environment:
+//
+//	L2SHIM_BIN      use this l2shim binary instead of building ./cmd/l2shim
+//	L2SHIM_BULK_MB  size of the bulk transfers in MiB (default 1024)
+var (
+	shimOnce     sync.Once
+	shimBin      string
+	shimBuildErr error
+	buildDir     string
+	verboseShim  = flag.Bool("shimlog", false, "stream l2shim's output into the test log")
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("integration tests need root: they create network namespaces, veth pairs and eBPF (TCX) programs; run them as root")
+	}
+}
+
+// needShim returns the l2shim binary, built once per test run.
+func needShim(t *testing.T) string {
+	t.Helper()
+	shimOnce.Do(func() {
+		if b := os.Getenv("L2SHIM_BIN"); b != "" {
+			shimBin = b
+			return
+		}
+		buildDir, shimBuildErr = os.MkdirTemp("", "l2shim-it-bin-")
+		if shimBuildErr == nil {
+			shimBin, shimBuildErr = BuildShim(buildDir)
+		}
+	})
+	if shimBuildErr != nil {
+		t.Fatalf("cannot build l2shim: %v", shimBuildErr)
+	}
+	return shimBin
+}
+
+// newTopo builds a fresh topology removed in t.Cleanup, and checks that its
+// namespaces are really gone afterwards.
+func newTopo(t *testing.T) *Topology {
+	t.Helper()
+	requireRoot(t)
+	topo, err := NewTopology(Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("topology: %v", err)
+	}
+	t.Cleanup(func() {
+		names := []string{}
+		for _, n := range topo.Namespaces() {
+			names = append(names, n.Name)
+		}
+		if err := topo.Close(); err != nil {
+			t.Errorf("topology cleanup: %v", err)
+		}
+		for _, n := range names {
+			if _, err := os.Stat(filepath.Join("/run/netns", n)); err == nil {
+				t.Errorf("netns %s still exists after cleanup", n)
+			}
+		}
+	})
+	return topo
+}
+
+type servers struct {
+	echo *TCPEchoServer
+	udp  *UDPEchoServer
+	bulk *BulkServer
+}
+
+func (s servers) echoAddr() netip.AddrPort { return s.echo.Addr }
+func (s servers) udpAddr() netip.AddrPort  { return s.udp.Addr }
+func (s servers) bulkAddr() netip.AddrPort { return s.bulk.Addr }
+
+func startServers(t *testing.T, topo *Topology) servers {
+	t.Helper()
+	var s servers
+	var err error
+	if s.echo, err = StartTCPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort)); err != nil {
+		t.Fatal(err)
+	}
+	if s.udp, err = StartUDPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort)); err != nil {
+		t.Fatal(err)
+	}
+	if s.bulk, err = StartBulkServer(topo.Server, netip.AddrPortFrom(topo.ServerAddr, BulkPort)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// startShim starts l2shim on the topology with the standard config; its
+// output is logged if the test fails.
+func startShim(t *testing.T, topo *Topology, mode string) *Shim {
+	t.Helper()
+	bin := needShim(t)
+	cfg := topo.Config(ConfigOptions{Mode: mode, Control: filepath.Join(t.TempDir(), "l2shim.sock")})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var o ShimOptions
+	if *verboseShim {
+		o.Tee = func(s string) { t.Logf("l2shim: %s", strings.TrimRight(s, "\n")) }
+	}
+	start := time.Now()
+	s, err := topo.StartShimWith(ctx, bin, cfg, o)
+	if err != nil {
+		t.Fatalf("start l2shim: %v\nconfig:\n%s", err, cfg)
+	}
+	t.Logf("l2shim pid %d ready in %v", s.Pid(), time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("l2shim (pid %d) output:\n%s", s.Pid(), s.Output())
+		}
+	})
+	return s
+}
+
+func stopShim(t *testing.T, s *Shim) {
+	t.Helper()
+	if err := s.Stop(); err != nil {
+		t.Errorf("stop l2shim: %v", err)
+	}
+}
+
+// splitOK asserts that the server saw exactly the two host addresses, each at
+// least once, and logs the split.
+func splitOK(t *testing.T, what string, topo *Topology, counts map[netip.Addr]int, total int) {
+	t.Helper()
+	a, b := counts[topo.HostAddr0], counts[topo.HostAddr1]
+	pct := func(n int) float64 {
+		if total == 0 {
+			return 0
+		}
+		return 100 * float64(n) / float64(total)
+	}
+	t.Logf("%s: server saw %s (eth0/gw0 %.0f%%, eth1/gw1 %.0f%%)", what, FormatCounts(counts), pct(a), pct(b))
+	if a+b != total {
+		t.Errorf("%s: server saw unexpected client addresses: %s (want only %s and %s, %d in all)", what, FormatCounts(counts), topo.HostAddr0, topo.HostAddr1, total)
+	}
+	if a == 0 || b == 0 {
+		t.Errorf("%s: flows did not spread over both uplinks: %s", what, FormatCounts(counts))
+	}
+}
+
+func onlyFrom(t *testing.T, what string, counts map[netip.Addr]int, want netip.Addr, n int) {
+	t.Helper()
+	if counts[want] != n || len(counts) != 1 {
+		t.Errorf("%s: server saw %s, want %s=%d only (plain routing via eth0)", what, FormatCounts(counts), want, n)
+	}
+}
+
+func firstErrs(errs []error, n int) string {
+	var b strings.Builder
+	for i, e := range errs {
+		if i == n {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(errs)-n)
+			break
+		}
+		fmt.Fprintf(&b, "\n  %v", e)
+	}
+	return b.String()
+}
+
+// TestTopologyCleanup checks that a topology builds, holds what it should,
+// and leaves nothing behind (no namespace, nothing in the root namespace).
+func TestTopologyCleanup(t *testing.T) {
+	requireRoot(t)
+	rootBefore := rootLinks(t)
+	topo, err := NewTopology(Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := topo.Namespaces()
+	for _, c := range []struct {
+		ns  *NS
+		key string
+		val string
+	}{
+		{topo.Host, "net.ipv4.conf.eth0.rp_filter", "2"},
+		{topo.Host, "net.ipv4.conf.eth1.rp_filter", "2"},
+		{topo.GW0, "net.ipv4.conf.lan.rp_filter", "1"},
+		{topo.GW0, "net.ipv4.conf.all.rp_filter", "1"},
+		{topo.GW1, "net.ipv4.conf.lan.rp_filter", "1"},
+		{topo.GW0, "net.ipv4.ip_forward", "1"},
+		{topo.Host, "net.ipv6.conf.eth0.disable_ipv6", "1"},
+	} {
+		got, err := c.ns.ReadSysctl(c.key)
+		if err != nil || got != c.val {
+			t.Errorf("%s: %s = %q (%v), want %s", c.ns.Name, c.key, got, err, c.val)
+		}
+	}
+	// Root namespace sysctls must be untouched by our writes.
+	if v, err := os.ReadFile("/proc/sys/net/ipv4/conf/all/rp_filter"); err == nil {
+		t.Logf("root ns rp_filter (untouched): %s", strings.TrimSpace(string(v)))
+	}
+	hl, _ := topo.Host.LinkNames()
+	sort.Strings(hl)
+	if strings.Join(hl, ",") != "eth0,eth1,lo" {
+		t.Errorf("host links = %v, want eth0, eth1, lo", hl)
+	}
+	if mv, err := topo.AddMacvlan("mv", "eth0", netip.MustParsePrefix("10.1.0.50/24"), topo.GW0Addr); err != nil {
+		t.Errorf("macvlan: %v", err)
+	} else if n, _, err := Ping(context.Background(), mv, topo.GW0Addr, 1, time.Second); n != 1 {
+		t.Errorf("macvlan ping gw0: %d replies (%v)", n, err)
+	}
+	if err := SetGRO(topo.Host, "eth0", true); err != nil {
+		t.Errorf("GRO on: %v", err)
+	}
+	if err := topo.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if err := topo.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join("/run/netns", n.Name)); err == nil {
+			t.Errorf("netns %s still exists", n.Name)
+		}
+	}
+	if after := rootLinks(t); strings.Join(after, ",") != strings.Join(rootBefore, ",") {
+		t.Errorf("root namespace links changed: before %v after %v", rootBefore, after)
+	}
+}
+
+func rootLinks(t *testing.T) []string {
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// TestBaselineWithoutShim proves the topology proves something: without
+// l2shim every flow leaves through eth0, and a packet with eth1's source
+// address sent through gw0 is dropped by gw0's strict rp_filter.
+func TestBaselineWithoutShim(t *testing.T) {
+	topo := newTopo(t)
+	srv := startServers(t, topo)
+	ctx := context.Background()
+
+	if n, rtts, err := Ping(ctx, topo.Host, topo.ServerAddr, 3, time.Second); n != 3 {
+		t.Errorf("ping server: %d/3 replies (%v)", n, err)
+	} else {
+		t.Logf("ping server: 3/3, rtt %v", rtts)
+	}
+
+	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 20, 2, 2*time.Second)
+	if ok != 20 {
+		t.Errorf("TCP: %d/20 connections succeeded:%s", ok, firstErrs(errs, 5))
+	}
+	onlyFrom(t, "TCP without l2shim", srv.echo.Seen.Counts(), topo.HostAddr0, 20)
+
+	res := UDPExchange(ctx, topo.Host, srv.udpAddr(), 10, 1, time.Second)
+	if res.Answered != 10 {
+		t.Errorf("UDP: %d/10 answered:%s", res.Answered, firstErrs(res.Errors, 5))
+	}
+	onlyFrom(t, "UDP without l2shim", srv.udp.Seen.Counts(), topo.HostAddr0, 10)
+
+	// eth1's address through the default route (eth0 → gw0): gw0 drops it.
+	srv.udp.Seen.Reset()
+	if err := UDPSendFrom(topo.Host, topo.HostAddr1, srv.udpAddr(), []byte("spoofed?"), 5); err != nil {
+		t.Fatalf("send from %s: %v", topo.HostAddr1, err)
+	}
+	// Positive control on the other side: gw1 itself sending from its LAN
+	// address 10.2.0.1 reaches the server and the server's route back works.
+	if err := UDPSendFrom(topo.GW1, topo.GW1Addr, srv.udpAddr(), []byte("from gw1 lan address"), 1); err != nil {
+		t.Fatalf("send from gw1: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for srv.udp.Seen.Count(topo.GW1Addr) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	counts := srv.udp.Seen.Counts()
+	if counts[topo.HostAddr1] != 0 {
+		t.Errorf("a datagram from %s sent via gw0 reached the server (%s): gw0's rp_filter does not drop wrong sources, the topology proves nothing", topo.HostAddr1, FormatCounts(counts))
+	}
+	if counts[topo.GW1Addr] != 1 {
+		t.Errorf("control datagram from gw1 (%s) did not reach the server: %s", topo.GW1Addr, FormatCounts(counts))
+	}
+	t.Logf("from %s via gw0: dropped (server saw %s)", topo.HostAddr1, FormatCounts(counts))
+
+	// And it is gw0's rp_filter that drops it: loosened, the same datagram
+	// gets through; restored, it is dropped again.
+	setRP := func(v string) {
+		for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.lan.rp_filter"} {
+			if err := topo.GW0.Sysctl(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	setRP("0")
+	srv.udp.Seen.Reset()
+	UDPSendFrom(topo.Host, topo.HostAddr1, srv.udpAddr(), []byte("spoofed, rp_filter off"), 1)
+	deadline = time.Now().Add(2 * time.Second)
+	for srv.udp.Seen.Count(topo.HostAddr1) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	setRP("1")
+	if srv.udp.Seen.Count(topo.HostAddr1) != 1 {
+		t.Errorf("with gw0's rp_filter off the datagram from %s still did not arrive: something else drops it", topo.HostAddr1)
+	}
+	srv.udp.Seen.Reset()
+	UDPSendFrom(topo.Host, topo.HostAddr1, srv.udpAddr(), []byte("spoofed again"), 3)
+	time.Sleep(300 * time.Millisecond)
+	if n := srv.udp.Seen.Count(topo.HostAddr1); n != 0 {
+		t.Errorf("rp_filter restored but %d datagrams from %s arrived", n, topo.HostAddr1)
+	}
+}
+
+// TestShimSpreadsFlows: ICMP echo, 200 short TCP connections and 100 UDP
+// request/reply flows through l2shim in load-balance mode.
+func TestShimSpreadsFlows(t *testing.T) {
+	topo := newTopo(t)
+	srv := startServers(t, topo)
+	s := startShim(t, topo, "load-balance")
+	ctx := context.Background()
+
+	n, rtts, err := Ping(ctx, topo.Host, topo.ServerAddr, 5, time.Second)
+	if n != 5 {
+		t.Errorf("ICMP echo to server through l2shim: %d/5 replies (%v)", n, err)
+	} else {
+		t.Logf("ICMP echo: 5/5, rtt %v", rtts)
+	}
+
+	start := time.Now()
+	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 200, 4, 3*time.Second)
+	t.Logf("TCP: %d/200 short connections in %v", ok, time.Since(start).Round(time.Millisecond))
+	if ok != 200 {
+		t.Errorf("TCP: %d/200 connections succeeded:%s", ok, firstErrs(errs, 10))
+	}
+	splitOK(t, "TCP", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+
+	start = time.Now()
+	res := UDPExchange(ctx, topo.Host, srv.udpAddr(), 100, 2, time.Second)
+	t.Logf("UDP: %d/100 answered (%d resends) in %v", res.Answered, res.Retried, time.Since(start).Round(time.Millisecond))
+	if res.Answered != 100 {
+		t.Errorf("UDP: %d/100 requests answered:%s", res.Answered, firstErrs(res.Errors, 10))
+	}
+	splitOK(t, "UDP", topo, srv.udp.Seen.Counts(), srv.udp.Seen.Total())
+
+	stopShim(t, s)
+}
+
+func bulkSize() int64 {
+	mb := int64(1024)
+	if v, err := strconv.ParseInt(os.Getenv("L2SHIM_BULK_MB"), 10, 64); err == nil && v > 0 {
+		mb = v
+	}
+	return mb << 20
+}
+
+// TestShimBulkTransfer moves 1 GiB each way, byte-exact, over the NATed
+// uplink (eth1: source rewritten, checksums updated) and a smaller upload
+// over the direct one, with veth defaults and with GRO on the host's
+// external veths (as real NICs have it).
+func TestShimBulkTransfer(t *testing.T) {
+	for _, gro := range []bool{false, true} {
+		name := "veth-defaults"
+		if gro {
+			name = "gro-on"
+		}
+		t.Run(name, func(t *testing.T) {
+			topo := newTopo(t)
+			if gro {
+				for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
+					if err := SetGRO(topo.Host, ifn, true); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			srv := startServers(t, topo)
+			s := startShim(t, topo, "load-balance")
+			size := bulkSize()
+			type job struct {
+				name string
+				up   bool
+				via  netip.Addr
+				size int64
+			}
+			jobs := []job{
+				{"upload via eth1 (NAT)", true, topo.HostAddr1, size},
+				{"download via eth1 (NAT)", false, topo.HostAddr1, size},
+				{"upload via eth0 (direct)", true, topo.HostAddr0, size / 4},
+			}
+			for i, j := range jobs {
+				ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+				f := Download
+				if j.up {
+					f = Upload
+				}
+				res, err := f(ctx, topo.Host, srv.bulkAddr(), j.size, uint64(1000+i), From(j.via))
+				cancel()
+				if err != nil {
+					t.Errorf("%s, %d MiB: %v (moved %d bytes in %v, server saw %s)", j.name, j.size>>20, err, res.Bytes, res.Elapsed.Round(time.Millisecond), res.Seen)
+					if s.Exited() {
+						t.Fatalf("l2shim exited: %v", s.ExitCode())
+					}
+					continue
+				}
+				t.Logf("%s: %d MiB byte-exact in %v (%.2f Gbit/s), sha256 %s…, connection %d", j.name, j.size>>20, res.Elapsed.Round(time.Millisecond), res.Gbps(), res.SHA256[:16], res.Tries)
+			}
+			stopShim(t, s)
+		})
+	}
+}
+
+// TestMacvlanUntouched: a macvlan child of eth0 in its own namespace, with
+// its own address on the LAN, keeps full IPv4 connectivity while l2shim runs
+// (its frames pass eth0's hooks but are not the host's: not diverted).
+func TestMacvlanUntouched(t *testing.T) {
+	topo := newTopo(t)
+	mvAddr := netip.MustParsePrefix("10.1.0.50/24")
+	mv, err := topo.AddMacvlan("mv", topo.HostIf0, mvAddr, topo.GW0Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServers(t, topo)
+	ctx := context.Background()
+	check := func(phase string) {
+		if n, _, err := Ping(ctx, mv, topo.GW0Addr, 3, time.Second); n != 3 {
+			t.Errorf("%s: macvlan ping %s: %d/3 (%v)", phase, topo.GW0Addr, n, err)
+		}
+		if n, _, err := Ping(ctx, mv, topo.ServerAddr, 3, time.Second); n != 3 {
+			t.Errorf("%s: macvlan ping server: %d/3 (%v)", phase, n, err)
+		}
+		srv.echo.Seen.Reset()
+		ok, errs := TCPEchoMany(ctx, mv, srv.echoAddr(), 20, 2, 3*time.Second)
+		if ok != 20 {
+			t.Errorf("%s: macvlan TCP to server: %d/20:%s", phase, ok, firstErrs(errs, 5))
+		}
+		onlyFrom(t, phase+": macvlan TCP", srv.echo.Seen.Counts(), mvAddr.Addr(), 20)
+		srv.udp.Seen.Reset()
+		res := UDPExchange(ctx, mv, srv.udpAddr(), 10, 1, time.Second)
+		if res.Answered != 10 {
+			t.Errorf("%s: macvlan UDP: %d/10:%s", phase, res.Answered, firstErrs(res.Errors, 5))
+		}
+		onlyFrom(t, phase+": macvlan UDP", srv.udp.Seen.Counts(), mvAddr.Addr(), 10)
+	}
+	check("without l2shim")
+	s := startShim(t, topo, "load-balance")
+	check("with l2shim")
+	// The host itself is still steered meanwhile.
+	srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 40, 2, 3*time.Second)
+	if ok != 40 {
+		t.Errorf("host TCP with macvlan present: %d/40:%s", ok, firstErrs(errs, 5))
+	}
+	splitOK(t, "host TCP next to the macvlan", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+	stopShim(t, s)
+}
+
+// requireSteering checks that l2shim is really diverting (both uplinks in
+// use) before a fail-open measurement, which would prove nothing otherwise.
+func requireSteering(t *testing.T, topo *Topology, srv servers) {
+	t.Helper()
+	srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 3*time.Second)
+	c := srv.echo.Seen.Counts()
+	if ok != 40 || c[topo.HostAddr1] == 0 {
+		t.Fatalf("precondition: l2shim is not steering (%d/40 ok, server saw %s):%s", ok, FormatCounts(c), firstErrs(errs, 5))
+	}
+	t.Logf("precondition: l2shim steering, server saw %s", FormatCounts(c))
+}
+
+// plainRouting checks that n new connections all succeed via eth0 with the
+// host's own address.
+func plainRouting(t *testing.T, what string, topo *Topology, srv servers, n int) {
+	t.Helper()
+	srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), n, 1, 2*time.Second)
+	if ok != n {
+		t.Errorf("%s: %d/%d connections:%s", what, ok, n, firstErrs(errs, 5))
+	}
+	onlyFrom(t, what, srv.echo.Seen.Counts(), topo.HostAddr0, ok)
+}
+
+func tcxCounts(t *testing.T, topo *Topology) (total int, desc string) {
+	t.Helper()
+	var parts []string
+	for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
+		in, eg, err := TCXPrograms(topo.Host, ifn)
+		if err != nil {
+			t.Errorf("TCX query %s: %v", ifn, err)
+		}
+		total += in + eg
+		parts = append(parts, fmt.Sprintf("%s ingress=%d egress=%d", ifn, in, eg))
+	}
+	return total, strings.Join(parts, ", ")
+}
+
+// TestFailOpenKill: after SIGKILL the kernel detaches the hooks and new
+// connections route plainly within 1 s; a fresh start afterwards works.
+func TestFailOpenKill(t *testing.T) {
+	topo := newTopo(t)
+	srv := startServers(t, topo)
+	s := startShim(t, topo, "load-balance")
+	requireSteering(t, topo, srv)
+	if n, d := tcxCounts(t, topo); n == 0 {
+		t.Errorf("no TCX programs attached while l2shim runs (%s)", d)
+	}
+
+	t0 := time.Now()
+	if err := s.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	el, tries, err := FirstSuccess(ctx, topo.Host, srv.echoAddr(), t0, 150*time.Millisecond, 3*time.Second)
+	if err != nil {
+		t.Errorf("after SIGKILL: %v", err)
+	} else {
+		t.Logf("after SIGKILL: first new connection succeeded %v after the kill (attempt %d)", el.Round(time.Millisecond), tries)
+		if el > time.Second {
+			t.Errorf("after SIGKILL: plain routing took %v, want <= 1s", el)
+		}
+	}
+	deadline := t0.Add(time.Second)
+	for {
+		n, d := tcxCounts(t, topo)
+		if n == 0 {
+			t.Logf("TCX programs gone %v after SIGKILL", time.Since(t0).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("TCX programs still attached 1 s after SIGKILL: %s", d)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	plainRouting(t, "after SIGKILL", topo, srv, 20)
+	if l, _ := topo.ShimLinks(); len(l) > 0 {
+		t.Logf("leftover shim links after SIGKILL (expected, cleaned at next start): %v", l)
+	}
+
+	// A fresh start cleans up or reuses what the killed one left.
+	s2 := startShim(t, topo, "load-balance")
+	srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 60, 2, 3*time.Second)
+	if ok != 60 {
+		t.Errorf("restart after SIGKILL: %d/60 connections:%s", ok, firstErrs(errs, 5))
+	}
+	splitOK(t, "restart after SIGKILL", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+	stopShim(t, s2)
+	if l, _ := topo.ShimLinks(); len(l) > 0 {
+		t.Errorf("shim links left after clean stop of the restarted shim: %v", l)
+	}
+}
+
+// TestFailOpenStop: a hung shim (SIGSTOP) stops diverting within 2 s thanks
+// to the heartbeat; after SIGCONT it works again and stops cleanly.
+func TestFailOpenStop(t *testing.T) {
+	topo := newTopo(t)
+	srv := startServers(t, topo)
+	s := startShim(t, topo, "load-balance")
+	requireSteering(t, topo, srv)
+
+	t0 := time.Now()
+	if err := s.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			s.Resume()
+		}
+	}()
+	ctx := context.Background()
+	el, tries, err := FirstSuccess(ctx, topo.Host, srv.echoAddr(), t0, 150*time.Millisecond, 4*time.Second)
+	if err != nil {
+		t.Errorf("after SIGSTOP: %v", err)
+	} else {
+		t.Logf("after SIGSTOP: first new connection succeeded %v after the stop (attempt %d)", el.Round(time.Millisecond), tries)
+		if el > 2*time.Second {
+			t.Errorf("after SIGSTOP: plain routing took %v, want <= 2s", el)
+		}
+	}
+	plainRouting(t, "while l2shim is stopped", topo, srv, 20)
+
+	if err := s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	// Give it a heartbeat or two.
+	time.Sleep(500 * time.Millisecond)
+	srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 40, 2, 3*time.Second)
+	if ok != 40 {
+		t.Errorf("after SIGCONT: %d/40 connections:%s", ok, firstErrs(errs, 5))
+	}
+	t.Logf("after SIGCONT: server saw %s", srv.echo.Seen.String())
+	stopShim(t, s)
+}
+
+type hostState struct{ routes, addrs string }
+
+func snapshotHost(t *testing.T, topo *Topology) hostState {
+	t.Helper()
+	h := topo.Host.Netlink()
+	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []string
+	for _, r := range routes {
+		rs = append(rs, r.String())
+	}
+	sort.Strings(rs)
+	var as []string
+	for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
+		l, err := h.LinkByName(ifn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			as = append(as, ifn+" "+a.IPNet.String())
+		}
+		as = append(as, fmt.Sprintf("%s mtu=%d up=%v", ifn, l.Attrs().MTU, l.Attrs().Flags&(1<<0) != 0))
+	}
+	return hostState{strings.Join(rs, "\n"), strings.Join(as, "\n")}
+}
+
+// TestCleanStop: SIGINT and SIGTERM each detach every hook and delete the
+// shim's veths; the host's routes and addresses are never touched.
+func TestCleanStop(t *testing.T) {
+	topo := newTopo(t)
+	srv := startServers(t, topo)
+	before := snapshotHost(t, topo)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		s := startShim(t, topo, "load-balance")
+		links, _ := topo.ShimLinks()
+		n, d := tcxCounts(t, topo)
+		t.Logf("running: shim links %v; TCX %s", links, d)
+		if len(links) == 0 {
+			t.Errorf("no l2s* links while l2shim runs")
+		}
+		if n == 0 {
+			t.Errorf("no TCX programs while l2shim runs")
+		}
+		if during := snapshotHost(t, topo); during != before {
+			t.Errorf("host routes/addresses changed while l2shim runs:\nbefore:\n%s\n%s\nduring:\n%s\n%s", before.routes, before.addrs, during.routes, during.addrs)
+		}
+		if err := s.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Wait(15 * time.Second); err != nil {
+			t.Fatalf("%v: %v", sig, err)
+		}
+		if code := s.ExitCode(); code != 0 {
+			t.Errorf("exit code after %v = %d, want 0", sig, code)
+		}
+		if l, _ := topo.ShimLinks(); len(l) > 0 {
+			t.Errorf("after %v: l2s* links remain: %v", sig, l)
+		}
+		if n, d := tcxCounts(t, topo); n != 0 {
+			t.Errorf("after %v: TCX programs remain: %s", sig, d)
+		}
+		if after := snapshotHost(t, topo); after != before {
+			t.Errorf("host routes/addresses changed after %v:\nbefore:\n%s\n%s\nafter:\n%s\n%s", sig, before.routes, before.addrs, after.routes, after.addrs)
+		}
+		plainRouting(t, fmt.Sprintf("after %v", sig), topo, srv, 5)
+		if t.Failed() {
+			t.Logf("l2shim output:\n%s", s.Output())
+		}
+	}
+}
+
+// TestBadConfigExit2: a config error makes `l2shim run` exit 2 without
+// touching the host.
+func TestBadConfigExit2(t *testing.T) {
+	topo := newTopo(t)
+	bin := needShim(t)
+	cfg := topo.Config(ConfigOptions{Control: filepath.Join(t.TempDir(), "l2shim.sock"), Extra: "[shim2]\nbogus = 1\n"})
+	cfg = strings.Replace(cfg, "[shim]\n", "[shim]\nno_such_key = true\n", 1)
+	f := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(f, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := topo.Host.Command(ctx, bin, "run", "-c", f).CombinedOutput()
+	code := 0
+	if err != nil {
+		if ee, ok := err.(interface{ ExitCode() int }); ok {
+			code = ee.ExitCode()
+		} else {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("l2shim run with a bad config: exit %d, output:\n%s", code, out)
+	if code != 2 {
+		t.Errorf("exit code %d, want 2", code)
+	}
+	if !strings.Contains(string(out), "no_such_key") {
+		t.Errorf("output does not name the unknown key no_such_key")
+	}
+	if l, _ := topo.ShimLinks(); len(l) > 0 {
+		t.Errorf("links created despite the bad config: %v", l)
+	}
+	if n, d := tcxCounts(t, topo); n != 0 {
+		t.Errorf("TCX programs attached despite the bad config: %s", d)
+	}
+}

@@ -1,0 +1,305 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ReadyMarker is what l2shim logs (slog text) once everything is attached.
+const ReadyMarker = "msg=running"
+
+// DefaultStartTimeout bounds how long StartShim waits for ReadyMarker when the
+// context has no earlier deadline.
+const DefaultStartTimeout = 30 * time.Second
+
+// ConfigOptions describe a config for the standard topology.
+type ConfigOptions struct {
+	Mode    string // "load-balance" (default), "failover", "off"
+	Control string // status socket path; default: TMPDIR/l2shim-ID.sock
+	// Extra is appended verbatim (e.g. [failover] tuning, [[rule]]s).
+	Extra string
+	// ShimExtra is inserted into the [shim] table (e.g. `heartbeat = "1s"`).
+	ShimExtra string
+}
+
+// Config returns an l2shim TOML config for the topology: two gateways, eth0
+// via 10.1.0.1 first and eth1 via 10.2.0.1, MACs resolved with ARP.
+func (t *Topology) Config(o ConfigOptions) string {
+	if o.Mode == "" {
+		o.Mode = "load-balance"
+	}
+	if o.Control == "" {
+		o.Control = filepath.Join(os.TempDir(), "l2shim-"+t.ID+".sock")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[shim]\nmode = %q\ncontrol = %q\n", o.Mode, o.Control)
+	if o.ShimExtra != "" {
+		b.WriteString(strings.TrimSpace(o.ShimExtra) + "\n")
+	}
+	fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\naddress = %q\ncomment = \"uplink A (gw0)\"\n", t.HostIf0, t.GW0Addr)
+	fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\naddress = %q\ncomment = \"uplink B (gw1)\"\n", t.HostIf1, t.GW1Addr)
+	if o.Extra != "" {
+		b.WriteString("\n" + strings.TrimSpace(o.Extra) + "\n")
+	}
+	return b.String()
+}
+
+// Shim is an l2shim child process (`ip netns exec HOST BIN run -c FILE`;
+// ip execs the binary, so the process is l2shim itself).
+type Shim struct {
+	ConfigPath string
+
+	cmd  *exec.Cmd
+	out  *outBuf
+	done chan struct{}
+	err  error // from Wait, valid after done
+	dir  string
+}
+
+// outBuf collects the child's combined output and notices ReadyMarker.
+type outBuf struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{}
+	seen  bool
+	tee   func(string)
+}
+
+func (o *outBuf) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	start := o.buf.Len() - len(ReadyMarker)
+	if start < 0 {
+		start = 0
+	}
+	o.buf.Write(p)
+	if !o.seen && bytes.Contains(o.buf.Bytes()[start:], []byte(ReadyMarker)) {
+		o.seen = true
+		close(o.ready)
+	}
+	if o.tee != nil {
+		o.tee(string(p))
+	}
+	return len(p), nil
+}
+
+func (o *outBuf) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// ShimOptions tune StartShimWith.
+type ShimOptions struct {
+	// Tee receives the child's output as it arrives (e.g. for -v logs).
+	Tee func(string)
+	// Dir holds the config file; default: a new temp dir, removed at Stop.
+	Dir string
+}
+
+// StartShim writes config to a temp file, starts `bin run -c FILE` in the
+// host namespace and waits for ReadyMarker, bounded by ctx (or
+// DefaultStartTimeout). The topology's Close stops it if nobody else does.
+func (t *Topology) StartShim(ctx context.Context, bin, config string) (*Shim, error) {
+	return t.StartShimWith(ctx, bin, config, ShimOptions{})
+}
+
+// StartShimWith is StartShim with options.
+func (t *Topology) StartShimWith(ctx context.Context, bin, config string, o ShimOptions) (*Shim, error) {
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return nil, errors.New("topology closed")
+	}
+	dir := o.Dir
+	ownDir := false
+	if dir == "" {
+		d, err := os.MkdirTemp("", "l2shim-"+t.ID+"-")
+		if err != nil {
+			return nil, err
+		}
+		dir, ownDir = d, true
+	}
+	cfg := filepath.Join(dir, "l2shim.toml")
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		return nil, err
+	}
+	s := &Shim{
+		ConfigPath: cfg,
+		out:        &outBuf{ready: make(chan struct{}), tee: o.Tee},
+		done:       make(chan struct{}),
+	}
+	if ownDir {
+		s.dir = dir
+	}
+	// Not CommandContext: the shim outlives the start context.
+	s.cmd = exec.Command("ip", "netns", "exec", t.Host.Name, bin, "run", "-c", cfg)
+	s.cmd.Stdout = s.out
+	s.cmd.Stderr = s.out
+	s.cmd.WaitDelay = 2 * time.Second
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid: true, // a terminal's ctrl-C reaches us, we stop the shim in order
+		// If this process dies without cleaning up, the shim gets SIGTERM and
+		// detaches (the namespaces are left for `ip netns del`).
+		Pdeathsig: syscall.SIGTERM,
+	}
+	if err := s.cmd.Start(); err != nil {
+		s.cleanupDir()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	t.mu.Lock()
+	t.shims = append(t.shims, s)
+	t.mu.Unlock()
+
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
+		defer cancel()
+	}
+	select {
+	case <-s.out.ready:
+		return s, nil
+	case <-s.done:
+		return s, fmt.Errorf("l2shim exited before %q (%v); output:\n%s", ReadyMarker, s.err, s.Output())
+	case <-ctx.Done():
+		s.terminate(5 * time.Second)
+		return s, fmt.Errorf("l2shim not ready (%q not logged): %w; output:\n%s", ReadyMarker, ctx.Err(), s.Output())
+	}
+}
+
+// Pid is the shim's process id.
+func (s *Shim) Pid() int { return s.cmd.Process.Pid }
+
+// Output returns everything the shim wrote to stdout and stderr so far.
+func (s *Shim) Output() string { return s.out.String() }
+
+// Done is closed when the process has exited.
+func (s *Shim) Done() <-chan struct{} { return s.done }
+
+// Exited reports whether the process has exited.
+func (s *Shim) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ExitCode is the exit code (-1 if killed by a signal or still running).
+func (s *Shim) ExitCode() int {
+	if !s.Exited() {
+		return -1
+	}
+	return s.cmd.ProcessState.ExitCode()
+}
+
+func (s *Shim) signal(sig syscall.Signal) error {
+	if s.Exited() {
+		return fmt.Errorf("l2shim already exited (%v)", s.err)
+	}
+	return s.cmd.Process.Signal(sig)
+}
+
+// Signal sends sig to the shim.
+func (s *Shim) Signal(sig syscall.Signal) error { return s.signal(sig) }
+
+// Pause stops the process (SIGSTOP): a hung shim.
+func (s *Shim) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process (SIGCONT).
+func (s *Shim) Resume() error { return s.signal(syscall.SIGCONT) }
+
+// Wait waits up to timeout for the process to exit.
+func (s *Shim) Wait(timeout time.Duration) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("l2shim (pid %d) still running after %v", s.Pid(), timeout)
+	}
+}
+
+// Stop sends SIGTERM (and SIGCONT, in case it is paused), waits up to 15 s,
+// and reports an error unless the shim exited with status 0. A shim that does
+// not exit in time is killed.
+func (s *Shim) Stop() error {
+	return s.StopTimeout(15 * time.Second)
+}
+
+// StopTimeout is Stop with a custom wait.
+func (s *Shim) StopTimeout(timeout time.Duration) error {
+	defer s.cleanupDir()
+	if s.Exited() {
+		return fmt.Errorf("l2shim had already exited (%v); output:\n%s", s.err, s.Output())
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+		s.cmd.Process.Kill()
+		<-s.done
+		return fmt.Errorf("l2shim did not exit within %v of SIGTERM (killed); output:\n%s", timeout, s.Output())
+	}
+	if s.err != nil {
+		return fmt.Errorf("l2shim exit after SIGTERM: %v; output:\n%s", s.err, s.Output())
+	}
+	return nil
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (s *Shim) Kill() error {
+	defer s.cleanupDir()
+	if s.Exited() {
+		return fmt.Errorf("l2shim had already exited (%v)", s.err)
+	}
+	if err := s.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("l2shim not reaped 10 s after SIGKILL")
+	}
+}
+
+// terminate is the best-effort stop used by cleanup paths.
+func (s *Shim) terminate(timeout time.Duration) {
+	defer s.cleanupDir()
+	if s.Exited() {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+		s.cmd.Process.Kill()
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+func (s *Shim) cleanupDir() {
+	if s.dir != "" && s.Exited() {
+		os.RemoveAll(s.dir)
+	}
+}

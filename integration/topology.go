@@ -1,0 +1,429 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Addresses of the standard topology (DESIGN.md §1).
+//
+//	host ns                     gw0 ns                          server ns
+//	eth0 10.1.0.2/24 ───── lan 10.1.0.1/24   wan 192.0.2.1/30 ───── up0 192.0.2.2/30
+//	eth1 10.2.0.2/24 ───── lan 10.2.0.1/24   wan 192.0.2.5/30 ───── up1 192.0.2.6/30
+//	default via 10.1.0.1        gw1 ns                          lo 203.0.113.10/32
+//
+// The server routes 10.1.0.0/24 back through gw0 and 10.2.0.0/24 through
+// gw1; each gateway routes everything else to the server. The gateways do no
+// NAT: the server sees the host's own source address, which is how the tests
+// tell which uplink a flow took.
+var (
+	HostAddr0  = netip.MustParseAddr("10.1.0.2")
+	HostAddr1  = netip.MustParseAddr("10.2.0.2")
+	GW0Addr    = netip.MustParseAddr("10.1.0.1")
+	GW1Addr    = netip.MustParseAddr("10.2.0.1")
+	ServerAddr = netip.MustParseAddr("203.0.113.10")
+
+	gw0WAN  = netip.MustParsePrefix("192.0.2.1/30")
+	srvUp0  = netip.MustParsePrefix("192.0.2.2/30")
+	gw1WAN  = netip.MustParsePrefix("192.0.2.5/30")
+	srvUp1  = netip.MustParsePrefix("192.0.2.6/30")
+	lan0    = netip.MustParsePrefix("10.1.0.0/24")
+	lan1    = netip.MustParsePrefix("10.2.0.0/24")
+	srvHost = netip.PrefixFrom(ServerAddr, 32)
+)
+
+// Fixed, locally administered MACs: every topology is its own L2 world, and
+// stable addresses make captures readable.
+var (
+	macHostEth0 = net.HardwareAddr{0x02, 0x4c, 0x32, 0x01, 0x00, 0x02}
+	macGW0LAN   = net.HardwareAddr{0x02, 0x4c, 0x32, 0x01, 0x00, 0x01}
+	macHostEth1 = net.HardwareAddr{0x02, 0x4c, 0x32, 0x02, 0x00, 0x02}
+	macGW1LAN   = net.HardwareAddr{0x02, 0x4c, 0x32, 0x02, 0x00, 0x01}
+)
+
+// Options tune NewTopology.
+type Options struct {
+	// Prefix starts every namespace name (default "l2t"). A random suffix
+	// makes the names unique per topology.
+	Prefix string
+	// MTU of every link (default: the veth default, 1500).
+	MTU int
+	// Logf, when set, receives progress messages.
+	Logf func(format string, args ...any)
+}
+
+// Topology is the standard two-uplink test network of DESIGN.md §1.
+type Topology struct {
+	ID string // the random part shared by all namespace names
+
+	Host, GW0, GW1, Server *NS
+
+	HostIf0, HostIf1 string // host's external interfaces: "eth0", "eth1"
+
+	HostAddr0, HostAddr1 netip.Addr // 10.1.0.2, 10.2.0.2
+	GW0Addr, GW1Addr     netip.Addr // 10.1.0.1, 10.2.0.1
+	ServerAddr           netip.Addr // 203.0.113.10
+
+	opts   Options
+	mu     sync.Mutex
+	extra  []*NS
+	shims  []*Shim
+	closed bool
+}
+
+func (o Options) logf(format string, args ...any) {
+	if o.Logf != nil {
+		o.Logf(format, args...)
+	}
+}
+
+// NewTopology builds the namespaces, links, addresses, routes and sysctls of
+// the standard topology. On error everything already built is removed.
+//
+// Sysctls and why:
+//   - host: rp_filter=2 (loose) on all and on eth0/eth1. A multi-homed host
+//     needs loose reverse-path filtering: with strict (1) an inbound connection
+//     arriving on eth1 is dropped because the route back to its source is the
+//     default route via eth0. l2shim warns about rp_filter=1 for that reason
+//     (DESIGN.md §2), and real multi-uplink hosts run with 2.
+//   - gateways: ip_forward=1 and rp_filter=1 (strict) on all and on the LAN
+//     side, so a frame whose source address is not on the LAN (10.2.0.2 sent
+//     to gw0) is dropped, as ISPs do. This is what makes the baseline fail
+//     without l2shim and what makes NAT necessary with it.
+//   - everywhere: IPv6 disabled (no RS/DAD/MLD frames in the way).
+func NewTopology(opts Options) (t *Topology, err error) {
+	if opts.Prefix == "" {
+		opts.Prefix = "l2t"
+	}
+	t = &Topology{
+		ID:         randSuffix(6),
+		HostIf0:    "eth0",
+		HostIf1:    "eth1",
+		HostAddr0:  HostAddr0,
+		HostAddr1:  HostAddr1,
+		GW0Addr:    GW0Addr,
+		GW1Addr:    GW1Addr,
+		ServerAddr: ServerAddr,
+		opts:       opts,
+	}
+	defer func() {
+		if err != nil {
+			t.Close()
+			t = nil
+		}
+	}()
+	name := func(role string) string { return opts.Prefix + t.ID + "-" + role }
+	for _, p := range []struct {
+		ns   **NS
+		role string
+	}{{&t.Host, "host"}, {&t.GW0, "gw0"}, {&t.GW1, "gw1"}, {&t.Server, "server"}} {
+		ns, err := NewNS(name(p.role))
+		if err != nil {
+			return t, err
+		}
+		*p.ns = ns
+	}
+	opts.logf("topology %s: namespaces %s %s %s %s", t.ID, t.Host.Name, t.GW0.Name, t.GW1.Name, t.Server.Name)
+
+	// Namespace-wide sysctls first, so that links inherit "default".
+	for _, s := range []struct {
+		ns       *NS
+		key, val string
+	}{
+		{t.Host, "net.ipv4.conf.all.rp_filter", "2"},
+		{t.Host, "net.ipv4.conf.default.rp_filter", "2"},
+		{t.GW0, "net.ipv4.ip_forward", "1"},
+		{t.GW0, "net.ipv4.conf.all.rp_filter", "1"},
+		{t.GW0, "net.ipv4.conf.default.rp_filter", "1"},
+		{t.GW1, "net.ipv4.ip_forward", "1"},
+		{t.GW1, "net.ipv4.conf.all.rp_filter", "1"},
+		{t.GW1, "net.ipv4.conf.default.rp_filter", "1"},
+		{t.Server, "net.ipv4.conf.all.rp_filter", "0"},
+		{t.Server, "net.ipv4.conf.default.rp_filter", "0"},
+	} {
+		if err := s.ns.Sysctl(s.key, s.val); err != nil {
+			return t, err
+		}
+	}
+
+	// veth pairs, each created by the netlink handle of one namespace with
+	// its peer placed directly in the other: nothing touches the root ns.
+	type pair struct {
+		a       *NS
+		aName   string
+		aMAC    net.HardwareAddr
+		b       *NS
+		bName   string
+		bMAC    net.HardwareAddr
+		aPrefix netip.Prefix
+		bPrefix netip.Prefix
+	}
+	pairs := []pair{
+		{t.Host, t.HostIf0, macHostEth0, t.GW0, "lan", macGW0LAN, netip.PrefixFrom(HostAddr0, 24), netip.PrefixFrom(GW0Addr, 24)},
+		{t.Host, t.HostIf1, macHostEth1, t.GW1, "lan", macGW1LAN, netip.PrefixFrom(HostAddr1, 24), netip.PrefixFrom(GW1Addr, 24)},
+		{t.GW0, "wan", nil, t.Server, "up0", nil, gw0WAN, srvUp0},
+		{t.GW1, "wan", nil, t.Server, "up1", nil, gw1WAN, srvUp1},
+	}
+	for _, p := range pairs {
+		v := &netlink.Veth{
+			LinkAttrs:        netlink.LinkAttrs{Name: p.aName, HardwareAddr: p.aMAC, MTU: opts.MTU},
+			PeerName:         p.bName,
+			PeerHardwareAddr: p.bMAC,
+			PeerNamespace:    netlink.NsFd(int(p.b.Handle())),
+		}
+		if err := p.a.Netlink().LinkAdd(v); err != nil {
+			return t, fmt.Errorf("veth %s/%s - %s/%s: %w", p.a.Name, p.aName, p.b.Name, p.bName, err)
+		}
+		if opts.MTU > 0 {
+			if err := setMTU(p.b, p.bName, opts.MTU); err != nil {
+				return t, err
+			}
+		}
+		if err := addAddrUp(p.a, p.aName, p.aPrefix); err != nil {
+			return t, err
+		}
+		if err := addAddrUp(p.b, p.bName, p.bPrefix); err != nil {
+			return t, err
+		}
+	}
+	if err := addAddrUp(t.Server, "lo", srvHost); err != nil {
+		return t, err
+	}
+
+	// Per-interface sysctls.
+	for _, s := range []struct {
+		ns       *NS
+		key, val string
+	}{
+		{t.Host, "net.ipv4.conf." + t.HostIf0 + ".rp_filter", "2"},
+		{t.Host, "net.ipv4.conf." + t.HostIf1 + ".rp_filter", "2"},
+		{t.GW0, "net.ipv4.conf.lan.rp_filter", "1"},
+		{t.GW1, "net.ipv4.conf.lan.rp_filter", "1"},
+	} {
+		if err := s.ns.Sysctl(s.key, s.val); err != nil {
+			return t, err
+		}
+	}
+
+	// Routes.
+	for _, r := range []struct {
+		ns  *NS
+		dev string
+		dst netip.Prefix // invalid: default
+		via netip.Addr
+	}{
+		{t.Host, t.HostIf0, netip.Prefix{}, GW0Addr},
+		{t.GW0, "wan", netip.Prefix{}, srvUp0.Addr()},
+		{t.GW1, "wan", netip.Prefix{}, srvUp1.Addr()},
+		{t.Server, "up0", lan0, gw0WAN.Addr()},
+		{t.Server, "up1", lan1, gw1WAN.Addr()},
+	} {
+		if err := addRoute(r.ns, r.dev, r.dst, r.via); err != nil {
+			return t, err
+		}
+	}
+	for _, w := range []struct {
+		ns  *NS
+		dev string
+	}{{t.Host, t.HostIf0}, {t.Host, t.HostIf1}, {t.GW0, "wan"}, {t.GW1, "wan"}} {
+		if err := waitCarrier(w.ns, w.dev, 5*time.Second); err != nil {
+			return t, err
+		}
+	}
+	opts.logf("topology %s: ready", t.ID)
+	return t, nil
+}
+
+func setMTU(ns *NS, ifname string, mtu int) error {
+	l, err := ns.Netlink().LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ns.Name, ifname, err)
+	}
+	if err := ns.Netlink().LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("%s: mtu %s: %w", ns.Name, ifname, err)
+	}
+	return nil
+}
+
+func addAddrUp(ns *NS, ifname string, p netip.Prefix) error {
+	h := ns.Netlink()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ns.Name, ifname, err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+	if err := h.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("%s: addr %s on %s: %w", ns.Name, p, ifname, err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("%s: up %s: %w", ns.Name, ifname, err)
+	}
+	return nil
+}
+
+func addRoute(ns *NS, dev string, dst netip.Prefix, via netip.Addr) error {
+	h := ns.Netlink()
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ns.Name, dev, err)
+	}
+	r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: via.AsSlice()}
+	if dst.IsValid() {
+		r.Dst = &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), 32)}
+	} else {
+		r.Dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	}
+	if err := h.RouteAdd(r); err != nil {
+		return fmt.Errorf("%s: route %v via %s dev %s: %w", ns.Name, dst, via, dev, err)
+	}
+	return nil
+}
+
+func waitCarrier(ns *NS, dev string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		l, err := ns.Netlink().LinkByName(dev)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", ns.Name, dev, err)
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s has no carrier after %v (operstate %v)", ns.Name, dev, timeout, l.Attrs().OperState)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Namespaces returns every namespace of the topology, extra ones included.
+func (t *Topology) Namespaces() []*NS {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var all []*NS
+	for _, n := range []*NS{t.Host, t.GW0, t.GW1, t.Server} {
+		if n != nil {
+			all = append(all, n)
+		}
+	}
+	return append(all, t.extra...)
+}
+
+// AddMacvlan creates a macvlan child (mode bridge) of the host interface
+// parent directly inside a new namespace ("<prefix><id>-<role>"), named eth0
+// there, with address addr and a default route via gw.
+func (t *Topology) AddMacvlan(role, parent string, addr netip.Prefix, gw netip.Addr) (*NS, error) {
+	ns, err := NewNS(t.opts.Prefix + t.ID + "-" + role)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		ns.Close()
+		return nil, errors.New("topology closed")
+	}
+	t.extra = append(t.extra, ns)
+	t.mu.Unlock()
+
+	pl, err := t.Host.Netlink().LinkByName(parent)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", t.Host.Name, parent, err)
+	}
+	mv := &netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{
+			Name:        "eth0",
+			ParentIndex: pl.Attrs().Index,
+			Namespace:   netlink.NsFd(int(ns.Handle())),
+		},
+		Mode: netlink.MACVLAN_MODE_BRIDGE,
+	}
+	if err := t.Host.Netlink().LinkAdd(mv); err != nil {
+		return nil, fmt.Errorf("macvlan of %s into %s: %w", parent, ns.Name, err)
+	}
+	if err := addAddrUp(ns, "eth0", addr); err != nil {
+		return nil, err
+	}
+	if gw.IsValid() {
+		if err := addRoute(ns, "eth0", netip.Prefix{}, gw); err != nil {
+			return nil, err
+		}
+	}
+	return ns, waitCarrier(ns, "eth0", 5*time.Second)
+}
+
+// SetLinkUp sets a link in ns administratively up or down (for failure
+// scenarios: cutting an uplink).
+func SetLinkUp(ns *NS, ifname string, up bool) error {
+	l, err := ns.Netlink().LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ns.Name, ifname, err)
+	}
+	if up {
+		return ns.Netlink().LinkSetUp(l)
+	}
+	return ns.Netlink().LinkSetDown(l)
+}
+
+// ShimLinks returns the links in the host namespace whose names start with
+// "l2s" (l2shim's own capture and inject veths).
+func (t *Topology) ShimLinks() ([]string, error) {
+	names, err := t.Host.LinkNames()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "l2s") {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Close stops every shim started on the topology and removes every namespace
+// it made (their links go with them). Best effort and idempotent.
+func (t *Topology) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	shims := t.shims
+	t.shims = nil
+	t.mu.Unlock()
+
+	var errs []error
+	for _, s := range shims {
+		s.terminate(5 * time.Second)
+	}
+	t.mu.Lock()
+	extra := t.extra
+	t.mu.Unlock()
+	for i := len(extra) - 1; i >= 0; i-- {
+		if err := extra[i].Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, n := range []*NS{t.Host, t.GW0, t.GW1, t.Server} {
+		if n != nil {
+			if err := n.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: topology %s cleanup: %v\n", t.ID, err)
+		return err
+	}
+	return nil
+}

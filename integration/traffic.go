@@ -1,0 +1,868 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// Well-known ports of the servers the tools start in the server namespace.
+const (
+	EchoPort = 7    // TCP and UDP echo
+	BulkPort = 5001 // bulk transfers (upload, download, sink)
+)
+
+// Recorder counts connections or datagrams by the remote address a server
+// saw: which uplink (which host address) a flow arrived from.
+type Recorder struct {
+	mu sync.Mutex
+	m  map[netip.Addr]int
+}
+
+func (r *Recorder) add(a netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[netip.Addr]int)
+	}
+	r.m[a.Unmap()]++
+}
+
+// Counts returns a copy of the counts.
+func (r *Recorder) Counts() map[netip.Addr]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[netip.Addr]int, len(r.m))
+	for k, v := range r.m {
+		out[k] = v
+	}
+	return out
+}
+
+// Count returns the count for a.
+func (r *Recorder) Count(a netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m[a]
+}
+
+// Total returns the sum of all counts.
+func (r *Recorder) Total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, v := range r.m {
+		n += v
+	}
+	return n
+}
+
+// Reset forgets everything.
+func (r *Recorder) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m = nil
+}
+
+// String formats the counts as "10.1.0.2=103 10.2.0.2=97", sorted.
+func (r *Recorder) String() string { return FormatCounts(r.Counts()) }
+
+// FormatCounts formats counts sorted by address.
+func FormatCounts(m map[netip.Addr]int) string {
+	keys := make([]netip.Addr, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Less(keys[j]) })
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "(none)"
+	}
+	return strings.Join(parts, " ")
+}
+
+func remoteAddr(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.IPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// tcpServer is the accept loop shared by the TCP servers.
+type tcpServer struct {
+	Addr netip.AddrPort
+	Seen *Recorder
+
+	ln     net.Listener
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func startTCP(ns *NS, addr netip.AddrPort, handle func(net.Conn)) (*tcpServer, error) {
+	s := &tcpServer{Addr: addr, Seen: &Recorder{}, conns: map[net.Conn]struct{}{}}
+	err := ns.Do(func() error {
+		ln, err := net.Listen("tcp4", addr.String())
+		s.ln = ln
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen tcp %s: %w", ns.Name, addr, err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := s.ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				c.Close()
+				return
+			}
+			s.conns[c] = struct{}{}
+			s.wg.Add(1)
+			s.mu.Unlock()
+			s.Seen.add(remoteAddr(c.RemoteAddr()))
+			go func() {
+				defer s.wg.Done()
+				defer func() {
+					c.Close()
+					s.mu.Lock()
+					delete(s.conns, c)
+					s.mu.Unlock()
+				}()
+				handle(c)
+			}()
+		}
+	}()
+	ns.AddCloser(s)
+	return s, nil
+}
+
+// Close stops accepting, closes open connections and waits for handlers.
+func (s *tcpServer) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.ln.Close()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// TCPEchoServer echoes every TCP connection back and records who connected.
+type TCPEchoServer struct{ *tcpServer }
+
+// StartTCPEcho starts a TCP echo server on addr inside ns.
+func StartTCPEcho(ns *NS, addr netip.AddrPort) (*TCPEchoServer, error) {
+	s, err := startTCP(ns, addr, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		io.Copy(c, c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &TCPEchoServer{s}, nil
+}
+
+// UDPEchoServer echoes datagrams and records their source. A datagram
+// starting with "?whoami" is answered with the source address it came from.
+type UDPEchoServer struct {
+	Addr netip.AddrPort
+	Seen *Recorder
+	// Packets counts every datagram received (for sink-style use).
+	Packets atomic.Int64
+
+	conn *net.UDPConn
+	wg   sync.WaitGroup
+	// Silent: count and record only, do not answer (except ?whoami).
+	silent atomic.Bool
+}
+
+// StartUDPEcho starts a UDP echo server on addr inside ns.
+func StartUDPEcho(ns *NS, addr netip.AddrPort) (*UDPEchoServer, error) {
+	s := &UDPEchoServer{Addr: addr, Seen: &Recorder{}}
+	err := ns.Do(func() error {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		s.conn = c
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen udp %s: %w", ns.Name, addr, err)
+	}
+	s.conn.SetReadBuffer(4 << 20)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			s.Packets.Add(1)
+			src := from.Addr().Unmap()
+			if bytes.HasPrefix(buf[:n], []byte("?whoami")) {
+				s.conn.WriteToUDPAddrPort([]byte(src.String()), from)
+				continue
+			}
+			if s.silent.Load() {
+				continue
+			}
+			s.Seen.add(src)
+			s.conn.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	ns.AddCloser(s)
+	return s, nil
+}
+
+// SetSilent makes the server count datagrams without recording or answering
+// them (a sink for packet-rate measurements).
+func (s *UDPEchoServer) SetSilent(on bool) { s.silent.Store(on) }
+
+// Close stops the server.
+func (s *UDPEchoServer) Close() error {
+	err := s.conn.Close()
+	s.wg.Wait()
+	return err
+}
+
+// ---- deterministic data stream ----
+
+// Stream is a deterministic pseudo-random byte stream (splitmix64). Fill
+// must be called with lengths that are multiples of 8, except possibly the
+// last call.
+type Stream struct{ x uint64 }
+
+// NewStream returns the stream for seed.
+func NewStream(seed uint64) *Stream { return &Stream{x: seed} }
+
+func (s *Stream) next() uint64 {
+	s.x += 0x9e3779b97f4a7c15
+	z := s.x
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// Fill fills b with the next len(b) bytes of the stream.
+func (s *Stream) Fill(b []byte) {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], s.next())
+	}
+	if i < len(b) {
+		var w [8]byte
+		binary.LittleEndian.PutUint64(w[:], s.next())
+		copy(b[i:], w[:])
+	}
+}
+
+// ---- bulk server ----
+
+const (
+	opUpload   = 'U' // client sends size bytes; server answers sha256
+	opDownload = 'D' // server sends size bytes then their sha256
+	opSink     = 'S' // client sends until it half-closes; server answers the byte count
+)
+
+const chunk = 256 << 10
+
+// BulkServer serves byte-exact transfers. On accept it first writes the
+// client's address as it sees it ("10.2.0.2\n") so a client can keep only a
+// connection on the uplink it wants, then reads a 17-byte header: op, size
+// (uint64 BE), seed (uint64 BE).
+type BulkServer struct{ *tcpServer }
+
+// StartBulkServer starts the bulk server on addr inside ns.
+func StartBulkServer(ns *NS, addr netip.AddrPort) (*BulkServer, error) {
+	s, err := startTCP(ns, addr, serveBulk)
+	if err != nil {
+		return nil, err
+	}
+	return &BulkServer{s}, nil
+}
+
+func serveBulk(c net.Conn) {
+	c.SetDeadline(time.Now().Add(10 * time.Minute))
+	if _, err := io.WriteString(c, remoteAddr(c.RemoteAddr()).String()+"\n"); err != nil {
+		return
+	}
+	var hdr [17]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return // client chose another connection
+	}
+	size := int64(binary.BigEndian.Uint64(hdr[1:9]))
+	seed := binary.BigEndian.Uint64(hdr[9:17])
+	buf := make([]byte, chunk)
+	switch hdr[0] {
+	case opUpload:
+		h := sha256.New()
+		if _, err := io.CopyBuffer(h, io.LimitReader(c, size), buf); err != nil {
+			return
+		}
+		c.Write(h.Sum(nil))
+	case opDownload:
+		h := sha256.New()
+		st := NewStream(seed)
+		for left := size; left > 0; {
+			b := buf
+			if int64(len(b)) > left {
+				b = b[:left]
+			}
+			st.Fill(b)
+			h.Write(b)
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+			left -= int64(len(b))
+		}
+		c.Write(h.Sum(nil))
+	case opSink:
+		var n int64
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		var out [8]byte
+		binary.BigEndian.PutUint64(out[:], uint64(n))
+		c.Write(out[:])
+	}
+}
+
+// ---- clients ----
+
+// DialTCP dials addr over TCP from inside ns.
+func DialTCP(ctx context.Context, ns *NS, addr netip.AddrPort) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, "tcp4", addr.String())
+		return err
+	})
+	return c, err
+}
+
+// TCPEcho makes one short connection to an echo server: connect, send
+// payload, read it back, close; all within timeout.
+func TCPEcho(ctx context.Context, ns *NS, addr netip.AddrPort, payload []byte, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := DialTCP(ctx, ns, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	c.SetDeadline(dl)
+	if _, err := c.Write(payload); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if !bytes.Equal(got, payload) {
+		return fmt.Errorf("echo mismatch: sent %q got %q", payload, got)
+	}
+	return nil
+}
+
+// TCPEchoMany makes n short echo connections with the given concurrency and
+// returns how many succeeded and the errors of the others.
+func TCPEchoMany(ctx context.Context, ns *NS, addr netip.AddrPort, n, workers int, timeout time.Duration) (int, []error) {
+	if workers < 1 {
+		workers = 1
+	}
+	var (
+		mu   sync.Mutex
+		ok   int
+		errs []error
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				err := TCPEcho(ctx, ns, addr, []byte(fmt.Sprintf("hello %04d from l2shim test", i)), timeout)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("connection %d: %w", i, err))
+				} else {
+					ok++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		errs = append(errs, ctx.Err())
+	}
+	return ok, errs
+}
+
+// UDPResult is the outcome of UDPExchange.
+type UDPResult struct {
+	Answered, Retried int
+	Errors            []error
+}
+
+// UDPExchange sends n request datagrams to an echo server, each from its own
+// socket (a distinct source port: a distinct flow), and waits for each
+// answer; a request is resent up to retries times after timeout.
+func UDPExchange(ctx context.Context, ns *NS, addr netip.AddrPort, n, retries int, timeout time.Duration) UDPResult {
+	var res UDPResult
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		var c *net.UDPConn
+		err := ns.Do(func() error {
+			var err error
+			c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
+			return err
+		})
+		if err != nil {
+			res.Errors = append(res.Errors, fmt.Errorf("request %d: %w", i, err))
+			continue
+		}
+		payload := []byte(fmt.Sprintf("udp request %04d", i))
+		buf := make([]byte, 1500)
+		answered := false
+		for try := 0; try <= retries && !answered; try++ {
+			if try > 0 {
+				res.Retried++
+			}
+			if _, err := c.Write(payload); err != nil {
+				res.Errors = append(res.Errors, fmt.Errorf("request %d: write: %w", i, err))
+				break
+			}
+			c.SetReadDeadline(time.Now().Add(timeout))
+			for {
+				k, err := c.Read(buf)
+				if err != nil {
+					break
+				}
+				if bytes.Equal(buf[:k], payload) {
+					answered = true
+					break
+				}
+			}
+		}
+		c.Close()
+		if answered {
+			res.Answered++
+		} else {
+			res.Errors = append(res.Errors, fmt.Errorf("request %d from %s: no answer after %d tries", i, c.LocalAddr(), retries+1))
+		}
+	}
+	return res
+}
+
+// UDPSendFrom sends payload count times to dst from a socket bound to src
+// (port 0: any) inside ns, without waiting for answers.
+func UDPSendFrom(ns *NS, src netip.Addr, dst netip.AddrPort, payload []byte, count int) error {
+	var c *net.UDPConn
+	err := ns.Do(func() error {
+		var err error
+		c, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(dst))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for i := 0; i < count; i++ {
+		if _, err := c.Write(payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ping sends count ICMP echo requests to dst from inside ns (raw socket), one
+// at a time, waiting up to timeout for each reply, and returns the number of
+// replies and their round-trip times.
+func Ping(ctx context.Context, ns *NS, dst netip.Addr, count int, timeout time.Duration) (int, []time.Duration, error) {
+	var c *icmp.PacketConn
+	err := ns.Do(func() error {
+		var err error
+		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: icmp socket: %w", ns.Name, err)
+	}
+	defer c.Close()
+	id := int(rand.Uint32() & 0xffff)
+	var rtts []time.Duration
+	buf := make([]byte, 1500)
+	for seq := 1; seq <= count && ctx.Err() == nil; seq++ {
+		m := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("l2shim integration ping")}}
+		b, err := m.Marshal(nil)
+		if err != nil {
+			return len(rtts), rtts, err
+		}
+		start := time.Now()
+		if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			return len(rtts), rtts, fmt.Errorf("send echo: %w", err)
+		}
+		c.SetReadDeadline(start.Add(timeout))
+		for {
+			n, peer, err := c.ReadFrom(buf)
+			if err != nil {
+				break // timeout: lost
+			}
+			rm, err := icmp.ParseMessage(1, buf[:n])
+			if err != nil || rm.Type != ipv4.ICMPTypeEchoReply || remoteAddr(peer) != dst {
+				continue
+			}
+			if e, ok := rm.Body.(*icmp.Echo); ok && e.ID == id && e.Seq == seq {
+				rtts = append(rtts, time.Since(start))
+				break
+			}
+		}
+		if seq < count {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return len(rtts), rtts, ctx.Err()
+}
+
+// TransferResult describes a bulk transfer.
+type TransferResult struct {
+	Bytes   int64
+	Elapsed time.Duration
+	Seen    netip.Addr // the client address the server saw (the uplink)
+	Tries   int        // connections made until one was on the wanted uplink
+	SHA256  string     // hex, equal at both ends
+}
+
+// Gbps is the goodput in Gbit/s.
+func (r TransferResult) Gbps() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) * 8 / r.Elapsed.Seconds() / 1e9
+}
+
+// dialBulk connects to a bulk server until the server sees a client address
+// accepted by want (nil: any), at most tries times.
+func dialBulk(ctx context.Context, ns *NS, addr netip.AddrPort, want func(netip.Addr) bool, tries int) (net.Conn, netip.Addr, int, error) {
+	var seen []string
+	for i := 1; i <= tries; i++ {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := DialTCP(dctx, ns, addr)
+		cancel()
+		if err != nil {
+			return nil, netip.Addr{}, i, err
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line := make([]byte, 0, 64)
+		var one [1]byte
+		for {
+			if _, err := c.Read(one[:]); err != nil {
+				c.Close()
+				return nil, netip.Addr{}, i, fmt.Errorf("read server hello: %w", err)
+			}
+			if one[0] == '\n' || len(line) == 63 {
+				break
+			}
+			line = append(line, one[0])
+		}
+		c.SetReadDeadline(time.Time{})
+		a, err := netip.ParseAddr(string(line))
+		if err != nil {
+			c.Close()
+			return nil, netip.Addr{}, i, fmt.Errorf("bad server hello %q", line)
+		}
+		if want == nil || want(a) {
+			return c, a, i, nil
+		}
+		seen = append(seen, a.String())
+		c.Close()
+	}
+	return nil, netip.Addr{}, tries, fmt.Errorf("no connection on the wanted uplink in %d tries (server saw %s)", tries, strings.Join(seen, ","))
+}
+
+// From returns a predicate accepting exactly a (for Upload/Download's want).
+func From(a netip.Addr) func(netip.Addr) bool {
+	return func(b netip.Addr) bool { return a == b }
+}
+
+func writeHeader(c net.Conn, op byte, size int64, seed uint64) error {
+	var hdr [17]byte
+	hdr[0] = op
+	binary.BigEndian.PutUint64(hdr[1:9], uint64(size))
+	binary.BigEndian.PutUint64(hdr[9:17], seed)
+	_, err := c.Write(hdr[:])
+	return err
+}
+
+func setCtxDeadline(ctx context.Context, c net.Conn) {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	go func() {
+		<-ctx.Done()
+		c.SetDeadline(time.Unix(1, 0))
+	}()
+}
+
+// Upload sends size bytes of the stream for seed from ns to a bulk server
+// over a connection whose client address satisfies want, and checks the
+// server's sha256 of what it received against the sender's.
+func Upload(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, want func(netip.Addr) bool) (TransferResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c, seen, tries, err := dialBulk(ctx, ns, addr, want, 32)
+	res := TransferResult{Seen: seen, Tries: tries}
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	setCtxDeadline(ctx, c)
+	start := time.Now()
+	if err := writeHeader(c, opUpload, size, seed); err != nil {
+		return res, err
+	}
+	h := sha256.New()
+	st := NewStream(seed)
+	buf := make([]byte, chunk)
+	for left := size; left > 0; {
+		b := buf
+		if int64(len(b)) > left {
+			b = b[:left]
+		}
+		st.Fill(b)
+		h.Write(b)
+		k, err := c.Write(b)
+		res.Bytes += int64(k)
+		if err != nil {
+			res.Elapsed = time.Since(start)
+			return res, fmt.Errorf("upload write after %d bytes: %w", res.Bytes, err)
+		}
+		left -= int64(k)
+	}
+	var sum [32]byte
+	if _, err := io.ReadFull(c, sum[:]); err != nil {
+		res.Elapsed = time.Since(start)
+		return res, fmt.Errorf("upload: read server hash after %d bytes sent: %w", res.Bytes, err)
+	}
+	res.Elapsed = time.Since(start)
+	mine := h.Sum(nil)
+	res.SHA256 = hex.EncodeToString(mine)
+	if !bytes.Equal(sum[:], mine) {
+		return res, fmt.Errorf("upload corrupted: sender sha256 %x, receiver sha256 %x (%d bytes)", mine, sum, size)
+	}
+	return res, nil
+}
+
+// Download receives size bytes of the stream for seed from a bulk server in
+// ns over a connection whose client address satisfies want, and checks the
+// receiver's sha256 against the server's.
+func Download(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, want func(netip.Addr) bool) (TransferResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c, seen, tries, err := dialBulk(ctx, ns, addr, want, 32)
+	res := TransferResult{Seen: seen, Tries: tries}
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	setCtxDeadline(ctx, c)
+	start := time.Now()
+	if err := writeHeader(c, opDownload, size, seed); err != nil {
+		return res, err
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, io.LimitReader(c, size), make([]byte, chunk))
+	res.Bytes = n
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		res.Elapsed = time.Since(start)
+		return res, fmt.Errorf("download: read after %d of %d bytes: %w", n, size, err)
+	}
+	var sum [32]byte
+	if _, err := io.ReadFull(c, sum[:]); err != nil {
+		res.Elapsed = time.Since(start)
+		return res, fmt.Errorf("download: read server hash: %w", err)
+	}
+	res.Elapsed = time.Since(start)
+	mine := h.Sum(nil)
+	res.SHA256 = hex.EncodeToString(mine)
+	if !bytes.Equal(sum[:], mine) {
+		return res, fmt.Errorf("download corrupted: sender sha256 %x, receiver sha256 %x (%d bytes)", sum, mine, size)
+	}
+	return res, nil
+}
+
+// Sink sends data as fast as possible for d over a connection whose client
+// address satisfies want and returns the bytes the server received and the
+// time until the server confirmed them.
+func Sink(ctx context.Context, ns *NS, addr netip.AddrPort, d time.Duration, want func(netip.Addr) bool) (TransferResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c, seen, tries, err := dialBulk(ctx, ns, addr, want, 32)
+	res := TransferResult{Seen: seen, Tries: tries}
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	setCtxDeadline(ctx, c)
+	if err := writeHeader(c, opSink, 0, 0); err != nil {
+		return res, err
+	}
+	buf := make([]byte, chunk)
+	NewStream(1).Fill(buf)
+	start := time.Now()
+	end := start.Add(d)
+	for time.Now().Before(end) {
+		if _, err := c.Write(buf); err != nil {
+			return res, fmt.Errorf("sink write: %w", err)
+		}
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return res, err
+	}
+	var out [8]byte
+	if _, err := io.ReadFull(c, out[:]); err != nil {
+		return res, fmt.Errorf("sink: read count: %w", err)
+	}
+	res.Elapsed = time.Since(start)
+	res.Bytes = int64(binary.BigEndian.Uint64(out[:]))
+	return res, nil
+}
+
+// FirstSuccess repeats short echo connections (each bounded by attempt) until
+// one succeeds or within elapses, and returns the time from since to that
+// success and the number of attempts.
+func FirstSuccess(ctx context.Context, ns *NS, addr netip.AddrPort, since time.Time, attempt, within time.Duration) (time.Duration, int, error) {
+	deadline := since.Add(within)
+	var last error
+	for n := 1; ; n++ {
+		err := TCPEcho(ctx, ns, addr, []byte("are you there?"), attempt)
+		if err == nil {
+			return time.Since(since), n, nil
+		}
+		last = err
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return time.Since(since), n, fmt.Errorf("no connection succeeded within %v (%d attempts, last: %v)", within, n, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// DialUDPPath opens a UDP socket in ns connected to a UDPEchoServer at addr
+// whose flow the server sees coming from an address accepted by want (nil:
+// any), trying at most tries source ports.
+func DialUDPPath(ns *NS, addr netip.AddrPort, want func(netip.Addr) bool, tries int) (*net.UDPConn, netip.Addr, error) {
+	var seen []string
+	buf := make([]byte, 128)
+	for i := 0; i < tries; i++ {
+		var c *net.UDPConn
+		err := ns.Do(func() error {
+			var err error
+			c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
+			return err
+		})
+		if err != nil {
+			return nil, netip.Addr{}, err
+		}
+		var a netip.Addr
+		for try := 0; try < 3 && !a.IsValid(); try++ {
+			c.Write([]byte("?whoami"))
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil {
+				a, _ = netip.ParseAddr(string(buf[:n]))
+			}
+		}
+		c.SetReadDeadline(time.Time{})
+		if a.IsValid() && (want == nil || want(a)) {
+			return c, a, nil
+		}
+		seen = append(seen, a.String())
+		c.Close()
+	}
+	return nil, netip.Addr{}, fmt.Errorf("no UDP flow on the wanted uplink in %d tries (server saw %s)", tries, strings.Join(seen, ","))
+}
+
+// UDPBlast sends size-byte datagrams on c as fast as it can for d, in
+// batches (sendmmsg), and returns how many were handed to the kernel.
+func UDPBlast(ctx context.Context, c *net.UDPConn, size int, d time.Duration) (int64, error) {
+	pc := ipv4.NewPacketConn(c)
+	const batch = 64
+	payload := make([]byte, size)
+	NewStream(7).Fill(payload)
+	ms := make([]ipv4.Message, batch)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{payload}
+	}
+	var sent int64
+	end := time.Now().Add(d)
+	for i := 0; ctx.Err() == nil; i++ {
+		if i%16 == 0 && time.Now().After(end) {
+			break
+		}
+		n, err := pc.WriteBatch(ms, 0)
+		sent += int64(n)
+		if err != nil {
+			if errors.Is(err, unix.ENOBUFS) {
+				continue
+			}
+			return sent, err
+		}
+	}
+	return sent, ctx.Err()
+}
