@@ -1,0 +1,178 @@
+package conf
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// HostInterface is what CheckHost needs to know about one network interface of the host.
+type HostInterface struct {
+	Name       string
+	Index      int
+	MTU        int
+	MAC        net.HardwareAddr
+	Ethernet   bool           // ARPHRD_ETHER
+	Kind       string         // netlink link type: "veth", "device", "bridge", "bond", "macvlan", "vlan", "tun", "wireguard", "ppp", ...
+	MasterKind string         // "" or the kind of the master: "bridge", "bond", ...
+	Master     string         // name of the master, if any
+	Prefixes   []netip.Prefix // IPv4 addresses with their prefix length
+	RPFilter   int            // effective: max(conf.all.rp_filter, conf.IFACE.rp_filter)
+	ForeignTCX []string       // descriptions of TCX programs already attached that are not l2shim's
+	Up         bool
+}
+
+// Host looks up the host's interfaces. Interface returns an error when the interface does not
+// exist. Tests use fakes; the real implementation reads netlink.
+type Host interface {
+	Interface(name string) (HostInterface, error)
+}
+
+// CheckHost checks the configuration against the host it would run on. errs lists what l2shim
+// refuses (a missing or non-Ethernet interface, a bridge port or bond slave, an interface without
+// an IPv4 address, a gateway outside the interface's networks without onlink, a gateway MTU above
+// the interface's), each naming the file, the line and the key; warnings lists what works but
+// deserves attention (strict rp_filter, foreign TCX programs, an interface that is down), in the
+// same format.
+func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
+	report := func(line int, key, format string, args ...any) {
+		errs = append(errs, &Error{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	warn := func(line int, key, format string, args ...any) {
+		warnings = append(warnings, (&Error{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}).Error())
+	}
+	// keyLine returns the rendered key and line of key k of the i-th (0-based) gateway.
+	keyLine := func(i int, k string) (string, int) {
+		line := c.lines.lookup("gateway", elem(i), k)
+		if line == 0 {
+			line = c.Gateways[i].Line
+		}
+		return fmt.Sprintf("gateway[%d].%s", i+1, k), line
+	}
+
+	ifaces := map[string]*HostInterface{}
+	for i, g := range c.Gateways {
+		hi, seen := ifaces[g.Interface]
+		if !seen {
+			// Interface-level problems are reported once, at the first gateway using it.
+			ifaces[g.Interface] = nil
+			key, line := keyLine(i, "interface")
+			got, err := h.Interface(g.Interface)
+			if err != nil {
+				report(line, key, "no interface %q on this host: %v", g.Interface, err)
+				continue
+			}
+			hi = &got
+			ifaces[g.Interface] = hi
+			if !hi.Ethernet {
+				report(line, key, "%s is %s (not Ethernet): l2shim works on Ethernet frames; "+
+					"bpf_redirect from it to an Ethernet veth would drop every frame, so use an Ethernet uplink",
+					g.Interface, describeKind(hi.Kind))
+			}
+			switch hi.MasterKind {
+			case "bridge", "openvswitch":
+				report(line, key, "%s is a port of bridge %s: l2shim cannot divert frames of a bridge port; "+
+					"configure the gateway on %s instead", g.Interface, masterName(hi), masterName(hi))
+			case "bond", "team":
+				report(line, key, "%s is a slave of %s %s: l2shim cannot divert frames of an aggregated link; "+
+					"configure the gateway on %s instead", g.Interface, hi.MasterKind, masterName(hi), masterName(hi))
+			}
+			if len(hi.Prefixes) == 0 {
+				report(line, key, "%s has no IPv4 address: l2shim needs one on every external interface (for ARP, probes and NAT)",
+					g.Interface)
+			}
+			if hi.RPFilter == 1 {
+				warn(line, key, "%s has rp_filter = 1 (strict): the kernel drops inbound connections whose replies it "+
+					"would route through another interface; use loose mode: sysctl -w net.ipv4.conf.%s.rp_filter=2",
+					g.Interface, strings.ReplaceAll(g.Interface, ".", "/"))
+			}
+			if len(hi.ForeignTCX) > 0 {
+				warn(line, key, "%s already has TCX programs that are not l2shim's (%s); l2shim attaches ahead of them, "+
+					"so they will not see the frames it diverts", g.Interface, strings.Join(hi.ForeignTCX, "; "))
+			}
+			if !hi.Up {
+				warn(line, key, "%s is down: its gateways are unusable until it comes up", g.Interface)
+			}
+		}
+		if hi == nil {
+			continue // missing interface, already reported
+		}
+		c.checkGatewayOnHost(i, g, hi, keyLine, report)
+	}
+	errs.sort()
+	return errs, warnings
+}
+
+// checkGatewayOnHost checks one gateway's address and MTU against its interface.
+func (c *Config) checkGatewayOnHost(i int, g Gateway, hi *HostInterface,
+	keyLine func(int, string) (string, int), report func(int, string, string, ...any)) {
+	key, line := keyLine(i, "address")
+	if g.Address.IsValid() && len(hi.Prefixes) > 0 {
+		inside := false
+		for _, p := range hi.Prefixes {
+			if p.Addr() == g.Address {
+				report(line, key, "%v is %s's own address, not a gateway", g.Address, g.Interface)
+				inside = true // do not also report it as outside
+				break
+			}
+			if !p.Contains(g.Address) {
+				continue
+			}
+			inside = true
+			if p.Bits() <= 30 {
+				m := p.Masked()
+				if g.Address == m.Addr() {
+					report(line, key, "%v is the network address of %v, not a gateway", g.Address, m)
+				} else if g.Address == lastAddr(m) {
+					report(line, key, "%v is the broadcast address of %v, not a gateway", g.Address, m)
+				}
+			}
+		}
+		if !inside && !g.Onlink {
+			ps := make([]string, len(hi.Prefixes))
+			for j, p := range hi.Prefixes {
+				ps[j] = p.String()
+			}
+			report(line, key, "%v is not inside %s's networks (%s); correct the address, or set onlink = true "+
+				"if the gateway is reachable on that link anyway", g.Address, g.Interface, strings.Join(ps, ", "))
+		}
+	}
+	if g.MTU > 0 && hi.MTU > 0 && g.MTU > hi.MTU {
+		key, line := keyLine(i, "mtu")
+		report(line, key, "%d is above %s's MTU of %d: mtu can only lower the path MTU", g.MTU, g.Interface, hi.MTU)
+	}
+}
+
+// lastAddr returns the highest address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// masterName names an interface's master for messages.
+func masterName(hi *HostInterface) string {
+	if hi.Master == "" {
+		return "(its master)"
+	}
+	return hi.Master
+}
+
+// describeKind names a non-Ethernet link type for messages.
+func describeKind(kind string) string {
+	switch kind {
+	case "wireguard":
+		return "a WireGuard interface"
+	case "ppp":
+		return "a PPP interface"
+	case "tun":
+		return "a TUN interface"
+	case "ipip", "gre", "sit", "ip6tnl", "ip6gre", "vti", "vti6":
+		return fmt.Sprintf("an IP tunnel (%s)", kind)
+	case "", "device":
+		return "a non-Ethernet device"
+	}
+	return fmt.Sprintf("a %s interface", kind)
+}

@@ -1,0 +1,190 @@
+package conf
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// fakeHost is a Host made of a map; missing names are errors.
+type fakeHost map[string]HostInterface
+
+func (h fakeHost) Interface(name string) (HostInterface, error) {
+	hi, ok := h[name]
+	if !ok {
+		return HostInterface{}, fmt.Errorf("Link not found")
+	}
+	return hi, nil
+}
+
+// eth returns a healthy Ethernet interface with the given prefixes.
+func eth(name string, prefixes ...string) HostInterface {
+	hi := HostInterface{Name: name, Index: 2, MTU: 1500, Ethernet: true, Kind: "veth", Up: true, RPFilter: 2}
+	for _, p := range prefixes {
+		hi.Prefixes = append(hi.Prefixes, netip.MustParsePrefix(p))
+	}
+	return hi
+}
+
+func TestCheckHost(t *testing.T) {
+	const twoGateways = `[[gateway]]
+interface = "eth0"
+address = "10.1.0.1"
+
+[[gateway]]
+name = "isp-b"
+interface = "eth1"
+address = "10.2.0.1"
+mtu = 1492
+`
+	healthy := fakeHost{"eth0": eth("eth0", "10.1.0.2/24"), "eth1": eth("eth1", "10.2.0.2/24")}
+	with := func(name string, change func(*HostInterface)) fakeHost {
+		h := fakeHost{}
+		for k, v := range healthy {
+			h[k] = v
+		}
+		hi := h[name]
+		change(&hi)
+		h[name] = hi
+		return h
+	}
+	tests := []struct {
+		name     string
+		config   string
+		host     fakeHost
+		errs     []string
+		warnings []string
+	}{
+		{name: "healthy", config: twoGateways, host: healthy},
+		{
+			name:   "missing interface",
+			config: twoGateways,
+			host:   fakeHost{"eth0": healthy["eth0"]},
+			errs:   []string{`l2shim.toml:7: gateway[2].interface: no interface "eth1" on this host: Link not found`},
+		},
+		{
+			name:   "WireGuard",
+			config: twoGateways,
+			host:   with("eth1", func(hi *HostInterface) { hi.Ethernet, hi.Kind, hi.MTU = false, "wireguard", 1420 }),
+			errs: []string{
+				"l2shim.toml:7: gateway[2].interface: eth1 is a WireGuard interface (not Ethernet): l2shim works on Ethernet frames;",
+				"l2shim.toml:9: gateway[2].mtu: 1492 is above eth1's MTU of 1420",
+			},
+		},
+		{
+			name:   "PPP",
+			config: twoGateways,
+			host:   with("eth0", func(hi *HostInterface) { hi.Ethernet, hi.Kind = false, "ppp" }),
+			errs:   []string{"l2shim.toml:2: gateway[1].interface: eth0 is a PPP interface (not Ethernet)"},
+		},
+		{
+			name:   "bridge port",
+			config: twoGateways,
+			host:   with("eth0", func(hi *HostInterface) { hi.MasterKind, hi.Master = "bridge", "br0" }),
+			errs:   []string{"l2shim.toml:2: gateway[1].interface: eth0 is a port of bridge br0: l2shim cannot divert frames of a bridge port; configure the gateway on br0 instead"},
+		},
+		{
+			name:   "bond slave",
+			config: twoGateways,
+			host:   with("eth1", func(hi *HostInterface) { hi.MasterKind, hi.Master = "bond", "bond0" }),
+			errs:   []string{"l2shim.toml:7: gateway[2].interface: eth1 is a slave of bond bond0"},
+		},
+		{
+			name:   "no IPv4 address",
+			config: twoGateways,
+			host:   with("eth0", func(hi *HostInterface) { hi.Prefixes = nil }),
+			errs:   []string{"l2shim.toml:2: gateway[1].interface: eth0 has no IPv4 address"},
+		},
+		{
+			name:   "gateway outside the interface's networks",
+			config: twoGateways,
+			host: with("eth1", func(hi *HostInterface) {
+				hi.Prefixes = []netip.Prefix{netip.MustParsePrefix("10.9.0.2/24"), netip.MustParsePrefix("10.8.0.2/16")}
+			}),
+			errs: []string{"l2shim.toml:8: gateway[2].address: 10.2.0.1 is not inside eth1's networks (10.9.0.2/24, 10.8.0.2/16); correct the address, or set onlink = true"},
+		},
+		{
+			name:   "onlink gateway outside the interface's networks",
+			config: strings.Replace(twoGateways, "mtu = 1492", "onlink = true", 1),
+			host:   with("eth1", func(hi *HostInterface) { hi.Prefixes = []netip.Prefix{netip.MustParsePrefix("10.9.0.2/24")} }),
+		},
+		{
+			name:   "gateway is the interface's own, network or broadcast address",
+			config: "[[gateway]]\nname = \"o\"\ninterface = \"eth0\"\naddress = \"10.1.0.2\"\n[[gateway]]\nname = \"n\"\ninterface = \"eth0\"\naddress = \"10.1.0.0\"\n[[gateway]]\nname = \"b\"\ninterface = \"eth0\"\naddress = \"10.1.0.255\"\n",
+			host:   healthy,
+			errs: []string{
+				"l2shim.toml:4: gateway[1].address: 10.1.0.2 is eth0's own address",
+				"l2shim.toml:8: gateway[2].address: 10.1.0.0 is the network address of 10.1.0.0/24",
+				"l2shim.toml:12: gateway[3].address: 10.1.0.255 is the broadcast address of 10.1.0.0/24",
+			},
+		},
+		{
+			name:     "strict rp_filter",
+			config:   twoGateways,
+			host:     with("eth0", func(hi *HostInterface) { hi.RPFilter = 1 }),
+			warnings: []string{"l2shim.toml:2: gateway[1].interface: eth0 has rp_filter = 1 (strict): the kernel drops inbound connections whose replies it would route through another interface; use loose mode: sysctl -w net.ipv4.conf.eth0.rp_filter=2"},
+		},
+		{
+			name:     "rp_filter on a VLAN interface names the sysctl with slashes",
+			config:   "[[gateway]]\ninterface = \"eth0.7\"\naddress = \"10.7.0.1\"\n",
+			host:     fakeHost{"eth0.7": func() HostInterface { hi := eth("eth0.7", "10.7.0.2/24"); hi.RPFilter = 1; return hi }()},
+			warnings: []string{"sysctl -w net.ipv4.conf.eth0/7.rp_filter=2"},
+		},
+		{
+			name:     "foreign TCX programs",
+			config:   twoGateways,
+			host:     with("eth1", func(hi *HostInterface) { hi.ForeignTCX = []string{"cilium_host (id 12)", "prog 40"} }),
+			warnings: []string{"l2shim.toml:7: gateway[2].interface: eth1 already has TCX programs that are not l2shim's (cilium_host (id 12); prog 40)"},
+		},
+		{
+			name:     "interface down",
+			config:   twoGateways,
+			host:     with("eth1", func(hi *HostInterface) { hi.Up = false }),
+			warnings: []string{"l2shim.toml:7: gateway[2].interface: eth1 is down: its gateways are unusable until it comes up"},
+		},
+		{
+			name:   "interface problems are reported once per interface",
+			config: "[[gateway]]\nname = \"a\"\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\n[[gateway]]\nname = \"b\"\ninterface = \"eth0\"\naddress = \"10.1.0.254\"\n",
+			host:   fakeHost{},
+			errs:   []string{`l2shim.toml:3: gateway[1].interface: no interface "eth0" on this host`},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("l2shim.toml", []byte(tc.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			errs, warnings := c.CheckHost(tc.host)
+			if len(errs) != len(tc.errs) {
+				t.Errorf("got %d errors, want %d:\n%v", len(errs), len(tc.errs), errs)
+			} else {
+				for i, want := range tc.errs {
+					if !strings.Contains(errs[i].Error(), want) {
+						t.Errorf("error %d:\n got %s\nwant substring %s", i, errs[i], want)
+					}
+				}
+			}
+			if len(warnings) != len(tc.warnings) {
+				t.Errorf("got %d warnings, want %d:\n%s", len(warnings), len(tc.warnings), strings.Join(warnings, "\n"))
+			} else {
+				for i, want := range tc.warnings {
+					if !strings.Contains(warnings[i], want) {
+						t.Errorf("warning %d:\n got %s\nwant substring %s", i, warnings[i], want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCheckHostHandMadeConfig checks that a Config built in code (no line index) still gets the
+// gateway's header line in messages.
+func TestCheckHostHandMadeConfig(t *testing.T) {
+	c := &Config{File: "x.toml", Gateways: []Gateway{{Name: "a", Interface: "eth0", Address: netip.MustParseAddr("10.1.0.1"), Line: 42}}}
+	errs, _ := c.CheckHost(fakeHost{})
+	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "x.toml:42: gateway[1].interface: ") {
+		t.Errorf("errs = %v", errs)
+	}
+}
