@@ -99,7 +99,7 @@ type Counters struct {
 	SendTooBig    atomic.Uint64 // ... of which EMSGSIZE
 	Lost          atomic.Uint64 // frames the kernel could not hand over with a virtio-net header
 	Drops         [dropReasons]atomic.Uint64
-	ParseFailures [32]atomic.Uint64 // by rewrite.Reason
+	ParseFailures [rewrite.NumReasons]atomic.Uint64
 }
 
 // Datapath decides what happens to each captured frame: parse, conntrack, decide, rewrite. It
@@ -167,7 +167,7 @@ func (d *Datapath) Unlock() { d.mu.Unlock() }
 func (d *Datapath) ProcessLocked(in int, buf []byte, vnet rewrite.VnetHdr, now int64) Verdict {
 	f := &d.frame
 	if r := f.Parse(buf, vnet); r != rewrite.OK {
-		if int(r) < len(d.C.ParseFailures) {
+		if r < rewrite.NumReasons {
 			d.C.ParseFailures[r].Add(1)
 		}
 		d.C.Drops[DropMalformed].Add(1)
