@@ -60,7 +60,11 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 			key, line := keyLine(i, "interface")
 			got, err := h.Interface(g.Interface)
 			if err != nil {
-				report(line, key, "no interface %q on this host: %v", g.Interface, err)
+				if strings.Contains(err.Error(), g.Interface) {
+					report(line, key, "%v", err) // the Host already named the interface
+				} else {
+					report(line, key, "no interface %q on this host: %v", g.Interface, err)
+				}
 				continue
 			}
 			hi = &got

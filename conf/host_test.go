@@ -13,6 +13,9 @@ type fakeHost map[string]HostInterface
 func (h fakeHost) Interface(name string) (HostInterface, error) {
 	hi, ok := h[name]
 	if !ok {
+		if name == "eth9" {
+			return HostInterface{}, fmt.Errorf("no interface %q on this host: Link not found", name)
+		}
 		return HostInterface{}, fmt.Errorf("Link not found")
 	}
 	return hi, nil
@@ -62,6 +65,12 @@ mtu = 1492
 			config: twoGateways,
 			host:   fakeHost{"eth0": healthy["eth0"]},
 			errs:   []string{`l2shim.toml:7: gateway[2].interface: no interface "eth1" on this host: Link not found`},
+		},
+		{
+			name:   "missing interface, the Host's error naming it",
+			config: "[[gateway]]\ninterface = \"eth9\"\naddress = \"10.9.0.1\"\n",
+			host:   fakeHost{},
+			errs:   []string{`l2shim.toml:2: gateway[1].interface: no interface "eth9" on this host: Link not found`},
 		},
 		{
 			name:   "WireGuard",
