@@ -66,14 +66,12 @@ func RunDemo(ctx context.Context, w io.Writer, shimBin string) (err error) {
 		p("removed namespaces %s-{host,gw0,gw1,server}; nothing was changed outside them.", "l2d"+topo.ID)
 	}()
 
-	p(`
-    host (%s)                        gateways                    server
-    +-----------------------+
-    | eth0 %-11s ------- gw0 %-9s (ISP A) --+
-    | eth1 %-11s ------- gw1 %-9s (ISP B) --+-- %s
-    | default via %-9s |     both drop wrong source addresses
-    +-----------------------+     (rp_filter=1), as ISPs do`,
-		topo.Host.Name, topo.HostAddr0.String()+"/24", topo.GW0Addr, topo.HostAddr1.String()+"/24", topo.GW1Addr, topo.ServerAddr, topo.GW0Addr)
+	p("")
+	p("    host (netns %s)", topo.Host.Name)
+	p("    eth0 %-15s ----- gw0 %-9s (ISP A) ---+", topo.HostAddr0.String()+"/24", topo.GW0Addr)
+	p("    eth1 %-15s ----- gw1 %-9s (ISP B) ---+--- server %s", topo.HostAddr1.String()+"/24", topo.GW1Addr, topo.ServerAddr)
+	p("    default via %s dev eth0", topo.GW0Addr)
+	p("    gw0 and gw1 drop packets whose source is not on their LAN, as ISPs do.")
 
 	if env.srv.echo, err = StartTCPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort)); err != nil {
 		return err
@@ -131,7 +129,7 @@ func demoStartShim(ctx context.Context, e *demoEnv) error {
 	cfg := e.topo.Config(ConfigOptions{Mode: "load-balance", Control: dir + "/l2shim.sock"})
 	fmt.Fprintf(e.w, "    config:\n")
 	for _, l := range strings.Split(strings.TrimSpace(cfg), "\n") {
-		fmt.Fprintf(e.w, "      %s\n", l)
+		fmt.Fprintf(e.w, "%s\n", strings.TrimRight("      "+l, " "))
 	}
 	sctx, cancel := context.WithTimeout(ctx, DefaultStartTimeout)
 	defer cancel()
@@ -200,7 +198,14 @@ func demoTable(e *demoEnv, tcp, udp map[netip.Addr]int) {
 		}
 		return fmt.Sprintf("%4d %5.1f%%", m[a], 100*float64(m[a])/float64(t))
 	}
-	fmt.Fprintf(e.w, "    %-22s %-12s %-12s %s\n", "uplink", "source", "tcp", map[bool]string{true: "udp", false: ""}[udp != nil])
+	line := func(a, b, c, d string) {
+		fmt.Fprintf(e.w, "%s\n", strings.TrimRight(fmt.Sprintf("    %-22s %-12s %-12s %s", a, b, c, d), " "))
+	}
+	udpHead := ""
+	if udp != nil {
+		udpHead = "udp"
+	}
+	line("uplink", "source", "tcp", udpHead)
 	rows := []struct {
 		name string
 		addr netip.Addr
@@ -209,7 +214,7 @@ func demoTable(e *demoEnv, tcp, udp map[netip.Addr]int) {
 		{e.topo.HostIf1 + " via " + e.topo.GW1Addr.String(), e.topo.HostAddr1},
 	}
 	for _, r := range rows {
-		fmt.Fprintf(e.w, "    %-22s %-12s %-12s %s\n", r.name, r.addr, cell(tcp, r.addr, tt), cell(udp, r.addr, ut))
+		line(r.name, r.addr.String(), cell(tcp, r.addr, tt), cell(udp, r.addr, ut))
 	}
 	other := 0
 	for a, v := range tcp {

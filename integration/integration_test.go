@@ -583,7 +583,6 @@ func TestFailOpenKill(t *testing.T) {
 	if err := s.Wait(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("DEBUG reaped at %v", time.Since(t0))
 	plainRouting(t, "after SIGKILL", topo, srv, 20)
 	if l, _ := topo.ShimLinks(); len(l) > 0 {
 		t.Logf("leftover shim links after SIGKILL (expected, cleaned at next start): %v", l)
