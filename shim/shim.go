@@ -169,6 +169,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 		s.log.Error("frame loop failed", "err", err)
 	}
 	s.log.Info("stopping")
+	s.logTotals()
 	// Detach the hooks first: from here on the host routes on its own, and nothing waits in
 	// a capture veth for a loop that is going away.
 	s.detachHooks()
@@ -434,4 +435,35 @@ func (s *Shim) expiry(ctx context.Context) {
 			s.dp.Expire(s.now(), 8192)
 		}
 	}
+}
+
+// logTotals writes what the datapath did, so a run can be seen to have worked even before the
+// status socket exists.
+func (s *Shim) logTotals() {
+	c := &s.dp.C
+	attrs := []any{
+		"frames_out", c.Frames[conntrack.DirOrig].Load(),
+		"frames_in", c.Frames[conntrack.DirReply].Load(),
+		"flows_created", c.NewFlows.Load(),
+		"flows_now", s.dp.Flows(),
+		"nated", c.NATed.Load(),
+		"passed", c.Passed.Load(),
+		"table_full", c.TableFull.Load(),
+		"send_errors", c.SendErrors.Load(),
+		"send_too_big", c.SendTooBig.Load(),
+		"lost", c.Lost.Load(),
+	}
+	for r := DropReason(1); r < dropReasons; r++ {
+		attrs = append(attrs, "drop_"+r.String(), c.Drops[r].Load())
+	}
+	for _, g := range s.dp.Gws {
+		attrs = append(attrs, "flows_"+g.Name, g.Flows.Load())
+	}
+	for _, p := range s.ports {
+		// Frames the kernel dropped because the shim did not read fast enough.
+		if st, err := p.capture.c.Stats(); err == nil {
+			attrs = append(attrs, "capture_drops_"+p.ifi.Name, st.Drops)
+		}
+	}
+	s.log.Info("totals", attrs...)
 }
