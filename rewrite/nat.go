@@ -18,10 +18,9 @@ const (
 // The L4 checksum field is updated by the rule that fits what it holds:
 //
 //   - A full checksum (no NEEDS_CSUM, the usual case on the wire; also an Encap frame's outer
-//     checksum): TCP and UDP checksums cover
-//     the pseudo-header, so both an address and a port change adjust them; the ICMP checksum
-//     covers the ICMP message only, so an address change leaves it alone and an identifier
-//     change adjusts it. A UDP checksum of 0 means "none" and stays 0; a UDP result of 0 is sent
+//     checksum): TCP and UDP checksums cover the pseudo-header, so both an address and a port
+//     change adjust them; the ICMP checksum covers the ICMP message only, so an address change
+//     leaves it alone and an identifier change adjusts it. A UDP checksum of 0 means "none" and stays 0; a UDP result of 0 is sent
 //     as 0xffff, as RFC 768 asks.
 //   - A partial sum (PartialCsum: NEEDS_CSUM and csum_start/csum_offset at this frame's
 //     checksum field, as for every TCP segment the host sends on a veth and every GRO'd frame):
