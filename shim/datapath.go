@@ -302,10 +302,14 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 	if key.Proto == 1 {
 		fl.Reply.SrcPort = natPort
 	}
-	if fl.NAT && d.table.ReplyInUse(fl.Reply) {
-		if !d.remapPort(&fl.Reply, key.Hash(d.seed^0x9e3779b97f4a7c15)) {
-			fl.NAT, fl.Gateway, fl.WireIf = false, -1, int16(in)
-			fl.Reply = key.Reverse()
+	// conntrack owns every tuple on an external address, the host's un-NATed flows included:
+	// whichever flow arrives second with a wire tuple already taken is remapped to a free port
+	// (and mapped back on replies), so two flows never share one.
+	if d.table.ReplyInUse(fl.Reply) {
+		if fl.Gateway >= 0 && d.remapPort(&fl.Reply, key.Hash(d.seed^0x9e3779b97f4a7c15)) {
+			fl.NAT = true
+		} else {
+			return nil
 		}
 	}
 	p, err := d.table.Insert(fl)

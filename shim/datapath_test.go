@@ -382,3 +382,36 @@ func FuzzDatapath(f *testing.F) {
 		})
 	})
 }
+
+// TestHostFlowAfterNATFlowIsRemapped is the other order of TestNATPortCollision: a NATed flow
+// holds eth1's address and port 7100 first, then the host itself opens a flow from that address
+// and port; the host's flow must be remapped so replies reach the right one.
+func TestHostFlowAfterNATFlowIsRemapped(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	nat := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7100, dport: 53}.build(t)
+	if v := process(d, 0, nat); v.Iface != 1 {
+		t.Fatalf("first flow verdict %+v", v)
+	}
+	own := pkt{srcMAC: mac1, dstMAC: gwMAC1, src: addr1, dst: server, proto: 17, sport: 7100, dport: 53}.build(t)
+	if v := process(d, 1, own); v.Where != ToWire || v.Iface != 1 {
+		t.Fatalf("host flow verdict %+v", v)
+	}
+	udp := gopacket.NewPacket(own, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if udp.SrcPort == 7100 {
+		t.Fatal("second flow on the same wire tuple was not remapped")
+	}
+	checkFrame(t, own)
+	for _, c := range []struct {
+		port     uint16
+		wantHost [4]byte
+	}{{7100, addr0}, {uint16(udp.SrcPort), addr1}} {
+		rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: c.port}.build(t)
+		process(d, 1, rep)
+		p := gopacket.NewPacket(rep, layers.LayerTypeEthernet, gopacket.Default)
+		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		ru := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		if !bytes.Equal(ip.DstIP.To4(), c.wantHost[:]) || ru.DstPort != 7100 {
+			t.Fatalf("reply to wire port %d reached %v:%d", c.port, ip.DstIP, ru.DstPort)
+		}
+	}
+}
