@@ -41,6 +41,9 @@ func RunDemo(ctx context.Context, w io.Writer, shimBin string) (err error) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 
+	if gone := CleanupStale("l2d"); len(gone) > 0 {
+		p("l2shim demo: removed namespaces left by an earlier demo that was killed: %v", gone)
+	}
 	p("l2shim demo: building a throwaway topology in network namespaces ...")
 	topo, err := NewTopology(Options{Prefix: "l2d"})
 	if err != nil {

@@ -32,6 +32,11 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if os.Geteuid() == 0 {
+		if gone := CleanupStale("l2t"); len(gone) > 0 {
+			fmt.Fprintf(os.Stderr, "integration: removed namespaces left by dead test processes: %v\n", gone)
+		}
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
@@ -388,6 +393,7 @@ func bulkSize() int64 {
 // over the direct one, with veth defaults and with GRO on the host's
 // external veths (as real NICs have it).
 func TestShimBulkTransfer(t *testing.T) {
+	requireRoot(t)
 	for _, gro := range []bool{false, true} {
 		name := "veth-defaults"
 		if gro {
@@ -432,6 +438,13 @@ func TestShimBulkTransfer(t *testing.T) {
 					continue
 				}
 				t.Logf("%s: %d MiB byte-exact in %v (%.2f Gbit/s), sha256 %s…, connection %d", j.name, j.size>>20, res.Elapsed.Round(time.Millisecond), res.Gbps(), res.SHA256[:16], res.Tries)
+			}
+			if gro {
+				for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
+					if on, err := GRO(topo.Host, ifn); err != nil || !on {
+						t.Errorf("GRO on %s is %v after the transfers (%v): the measurement did not run with GRO", ifn, on, err)
+					}
+				}
 			}
 			stopShim(t, s)
 		})

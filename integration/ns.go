@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -101,6 +102,9 @@ func NewNS(name string) (*NS, error) {
 		n.handle = h
 		return nil
 	})
+	if err == nil {
+		writeOwner(name)
+	}
 	if err != nil {
 		if n.handle.IsOpen() {
 			n.handle.Close()
@@ -226,7 +230,55 @@ func (n *NS) Close() error {
 		errs = append(errs, fmt.Errorf("delete netns %s: %w", n.Name, err))
 	}
 	os.Remove(filepath.Join("/run/netns", n.Name))
+	os.Remove(filepath.Join(ownerDir, n.Name))
 	return errors.Join(errs...)
+}
+
+// ownerDir records which process created each namespace, so that namespaces
+// left by a process that died without cleaning up (a test binary killed by
+// its timeout) can be recognised and removed by CleanupStale.
+const ownerDir = "/run/l2shim-integration"
+
+func writeOwner(name string) {
+	if err := os.MkdirAll(ownerDir, 0o755); err == nil {
+		os.WriteFile(filepath.Join(ownerDir, name), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	}
+}
+
+// CleanupStale deletes namespaces named prefix* that this package created in
+// a process that no longer exists, and returns their names. Namespaces of
+// live processes, and namespaces this package did not create, are left alone.
+func CleanupStale(prefix string) []string {
+	ents, err := os.ReadDir(ownerDir)
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(ownerDir, name))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
+			continue // owner alive
+		}
+		if _, err := os.Stat(filepath.Join("/run/netns", name)); err == nil {
+			if err := netns.DeleteNamed(name); err != nil {
+				continue
+			}
+			removed = append(removed, name)
+		}
+		os.Remove(filepath.Join(ownerDir, name))
+	}
+	return removed
 }
 
 // LinkNames lists the names of the links in the namespace.

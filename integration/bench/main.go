@@ -17,10 +17,11 @@
 // "load-balance"). -mode overrides the mode. A flow that lands on the other
 // uplink is redialled from another source port.
 //
-// On veth the kernel-only path runs almost entirely in the sender's softirq
-// context on one CPU, while through l2shim the work is split between the
-// sender's CPU and the shim's thread: on a 2-CPU machine a ratio above 1 for
-// tcp_bulk is possible and not an error.
+// Run it on an otherwise idle machine. On veth the kernel-only path runs
+// almost entirely in the sender's softirq context on one CPU, while through
+// l2shim the work is split between the sender's CPU and the shim's thread, so
+// other load on a small machine hurts the kernel run more: ratios above 1
+// seen under load are artifacts of that, not speed-ups.
 //
 // Needs root. Progress goes to stderr, result lines to stdout.
 package main
@@ -91,6 +92,9 @@ func run(shimBin string, dur time.Duration, mode, path string, gro bool, udpSize
 		shimBin = abs
 	}
 
+	if gone := integration.CleanupStale("l2b"); len(gone) > 0 {
+		logf("removed namespaces left by dead bench runs: %v", gone)
+	}
 	topo, err := integration.NewTopology(integration.Options{Prefix: "l2b"})
 	if err != nil {
 		return err
