@@ -28,7 +28,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDatapath$$' -fuzztime $(FUZZTIME) ./shim/
 
 integration: build
-	$(GO) test -count=1 -timeout 20m -v ./integration/
+	L2SHIM_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 20m -v ./integration/
 
 test: build lint unit fuzz integration
 

@@ -53,6 +53,10 @@ func (s *Shim) resolveLoop(ctx context.Context, gi int) {
 				if misses == arpMisses {
 					s.markGatewayDead(gi, log)
 				}
+				// Dial again next time: the interface may have been re-created or given a
+				// new address, and the client is bound to what it was at dial time.
+				client.Close()
+				client = nil
 			}
 		}
 		select {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,15 +49,23 @@ type Shim struct {
 	dp    *Datapath
 	maps  *maps
 	ports []*port
+	mu    sync.Mutex // serialises control-plane changes to ports
 }
 
-// port is everything l2shim owns for one external interface.
+// port is everything l2shim owns for one external interface. The veth pair and the capture
+// socket live as long as the shim; the hooks, the inject program and the wire socket are tied
+// to the interface's ifindex and MAC and are replaced when the interface is re-created.
 type port struct {
-	ifi     *net.Interface
+	name    string
 	veth    *vethPair
-	capture *packetConn // on the veth's far end: reads diverted frames, writes injections
-	wire    *packetConn // on the external interface: writes to the gateways
-	links   []link.Link
+	capture *packetConn                // on the veth's far end: reads diverted frames, writes injections
+	wire    atomic.Pointer[packetConn] // on the external interface: writes to the gateways
+	sink    link.Link
+
+	// Guarded by Shim.mu.
+	ifi    *net.Interface
+	inject link.Link
+	hooks  []link.Link // egress and ingress on the external interface
 }
 
 // New prepares a shim for cfg; Run does the work.
@@ -123,7 +132,12 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 
 	defer s.teardown()
+	w, err := s.subscribe()
+	if err != nil {
+		return fmt.Errorf("netlink subscribe: %w", err)
+	}
 	if err := s.setup(); err != nil {
+		close(w.done)
 		return err
 	}
 
@@ -144,6 +158,8 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	go func() { defer wg.Done(); s.heartbeat(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.expiry(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.watch(ctx, w) }()
 	for i := range s.dp.Gws {
 		if s.cfg.Gateways[i].MAC == nil {
 			wg.Add(1)
@@ -159,7 +175,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	names := make([]string, len(s.ports))
 	for i, p := range s.ports {
-		names[i] = p.ifi.Name
+		names[i] = p.name
 	}
 	s.log.Info("running", "interfaces", names, "gateways", len(s.dp.Gws), "mode", string(s.cfg.Shim.Mode))
 
@@ -227,12 +243,12 @@ func (s *Shim) setup() error {
 		return fmt.Errorf("write heartbeat: %w", err)
 	}
 
-	for i, name := range names {
+	for _, name := range names {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", name, err)
 		}
-		p := &port{ifi: ifi}
+		p := &port{name: name, ifi: ifi}
 		s.ports = append(s.ports, p)
 		if p.veth, err = createVethPair(name, ifi.Index, mtu); err != nil {
 			return err
@@ -244,56 +260,84 @@ func (s *Shim) setup() error {
 		if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
 			return err
 		}
-		if p.wire, err = openPacket(ifi, s.cfg.Shim.Mark, false); err != nil {
+		if p.sink, err = attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress); err != nil {
 			return err
 		}
-		sink, err := attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress)
-		if err != nil {
+		if err := s.bindPort(p, ifi); err != nil {
 			return err
 		}
-		p.links = append(p.links, sink)
-		inject, err := attach(progInject, injectInsns(ifi.Index), p.veth.near.Attrs().Index, ebpf.AttachTCXIngress)
-		if err != nil {
-			return err
-		}
-		p.links = append(p.links, inject)
-		_ = i
 	}
+	return nil
+}
+
+// bindPort ties p to the external interface ifi as it is now: the wire socket and the inject
+// program, which carry its ifindex. The hooks follow in attachPortHooks.
+func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
+	wire, err := openPacket(ifi, s.cfg.Shim.Mark, false)
+	if err != nil {
+		return err
+	}
+	if old := p.wire.Swap(wire); old != nil {
+		_ = old.Close()
+	}
+	if p.inject != nil {
+		_ = p.inject.Close()
+		p.inject = nil
+	}
+	if p.inject, err = attach(progInject, injectInsns(ifi.Index), p.veth.near.Attrs().Index, ebpf.AttachTCXIngress); err != nil {
+		return err
+	}
+	p.ifi = ifi
 	return nil
 }
 
 // attachHooks attaches the egress and ingress programs to each external interface, at the head
 // of its TCX chain.
 func (s *Shim) attachHooks() error {
-	for i, p := range s.ports {
-		params := hookParams{
-			mark:      s.cfg.Shim.Mark,
-			mask:      s.cfg.Shim.MarkMask,
-			mac:       p.ifi.HardwareAddr,
-			capture:   p.veth.near.Attrs().Index,
-			heartbeat: s.cfg.Shim.Heartbeat,
-		}
-		eg, err := attach(progEgress, egressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXEgress)
-		if err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.ports {
+		if err := s.attachPortHooks(p); err != nil {
 			return err
 		}
-		p.links = append(p.links, eg)
-		in, err := attach(progIngress, ingressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXIngress)
-		if err != nil {
-			return err
-		}
-		p.links = append(p.links, in)
-		s.log.Info("attached", "interface", p.ifi.Name, "ifindex", p.ifi.Index, "capture", p.veth.far.Attrs().Name, "addr", netip.AddrFrom4(s.dp.Ifaces[i].Addr))
 	}
 	return nil
 }
 
+func (s *Shim) attachPortHooks(p *port) error {
+	params := hookParams{
+		mark:      s.cfg.Shim.Mark,
+		mask:      s.cfg.Shim.MarkMask,
+		mac:       p.ifi.HardwareAddr,
+		capture:   p.veth.near.Attrs().Index,
+		heartbeat: s.cfg.Shim.Heartbeat,
+	}
+	eg, err := attach(progEgress, egressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXEgress)
+	if err != nil {
+		return err
+	}
+	p.hooks = append(p.hooks, eg)
+	in, err := attach(progIngress, ingressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXIngress)
+	if err != nil {
+		return err
+	}
+	p.hooks = append(p.hooks, in)
+	s.log.Info("attached", "interface", p.ifi.Name, "ifindex", p.ifi.Index, "mac", p.ifi.HardwareAddr.String(), "capture", p.veth.far.Attrs().Name)
+	return nil
+}
+
+func detachPortHooks(p *port) {
+	for _, l := range p.hooks {
+		_ = l.Close()
+	}
+	p.hooks = nil
+}
+
 func (s *Shim) detachHooks() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range s.ports {
-		for _, l := range p.links {
-			_ = l.Close()
-		}
-		p.links = nil
+		detachPortHooks(p)
 	}
 }
 
@@ -302,8 +346,8 @@ func (s *Shim) closeSockets() {
 		if p.capture != nil {
 			_ = p.capture.Close()
 		}
-		if p.wire != nil {
-			_ = p.wire.Close()
+		if w := p.wire.Swap(nil); w != nil {
+			_ = w.Close()
 		}
 	}
 }
@@ -312,6 +356,11 @@ func (s *Shim) teardown() {
 	s.detachHooks()
 	s.closeSockets()
 	for _, p := range s.ports {
+		for _, l := range []link.Link{p.inject, p.sink} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
 		if p.veth != nil {
 			p.veth.delete()
 		}
@@ -358,8 +407,9 @@ func (s *Shim) loop(in int) error {
 	wireQ := make([]*sendQueue, len(s.ports))
 	hostQ := make([]*sendQueue, len(s.ports))
 	for j, q := range s.ports {
-		wireQ[j] = newSendQueue(q.wire, s.opts.Batch, dropped)
-		hostQ[j] = newSendQueue(q.capture, s.opts.Batch, dropped)
+		wireQ[j] = newSendQueue(q.wire.Load, s.opts.Batch, dropped)
+		capture := q.capture
+		hostQ[j] = newSendQueue(func() *packetConn { return capture }, s.opts.Batch, dropped)
 	}
 	var vh rewrite.VnetHdr
 	for {
@@ -391,19 +441,13 @@ func (s *Shim) loop(in int) error {
 			}
 		}
 		s.dp.Unlock()
+		// A failed write (a socket closed while its interface is being re-created, or at
+		// shutdown) has been counted; reading decides when the loop ends.
 		for j := range wireQ {
-			if err := wireQ[j].flush(); err != nil && !isClosed(err) {
-				return fmt.Errorf("write %s: %w", wireQ[j].pc.name, err)
-			}
-			if err := hostQ[j].flush(); err != nil && !isClosed(err) {
-				return fmt.Errorf("write %s: %w", hostQ[j].pc.name, err)
-			}
+			_ = wireQ[j].flush()
+			_ = hostQ[j].flush()
 		}
 	}
-}
-
-func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
 }
 
 // heartbeat tells the hooks the shim is alive every 100 ms; if the process hangs the hooks
@@ -462,7 +506,7 @@ func (s *Shim) logTotals() {
 	for _, p := range s.ports {
 		// Frames the kernel dropped because the shim did not read fast enough.
 		if st, err := p.capture.c.Stats(); err == nil {
-			attrs = append(attrs, "capture_drops_"+p.ifi.Name, st.Drops)
+			attrs = append(attrs, "capture_drops_"+p.name, st.Drops)
 		}
 	}
 	s.log.Info("totals", attrs...)

@@ -156,9 +156,14 @@ func (pc *packetConn) read(b *readBatch) (int, error) {
 
 var errFrameLost = errors.New("frame lost: no virtio-net header possible")
 
-// sendQueue collects frames for one socket and writes them with sendmmsg.
+// sendQueue collects frames for one socket and writes them with sendmmsg. It asks get for the
+// socket at every flush, so a socket replaced under it (an interface re-created with a new
+// ifindex) is picked up without the frame loops knowing; while get returns nil the queued frames
+// are dropped and counted.
 type sendQueue struct {
-	pc   *packetConn
+	get  func() *packetConn
+	cur  *packetConn
+	to   unix.RawSockaddrLinklayer
 	msgs []mmsghdr
 	iovs []unix.Iovec
 	n    int
@@ -170,13 +175,13 @@ type sendQueue struct {
 	dropped func(err syscall.Errno)
 }
 
-func newSendQueue(pc *packetConn, size int, dropped func(syscall.Errno)) *sendQueue {
-	q := &sendQueue{pc: pc, msgs: make([]mmsghdr, size), iovs: make([]unix.Iovec, size), dropped: dropped}
+func newSendQueue(get func() *packetConn, size int, dropped func(syscall.Errno)) *sendQueue {
+	q := &sendQueue{get: get, msgs: make([]mmsghdr, size), iovs: make([]unix.Iovec, size), dropped: dropped}
 	for i := range q.msgs {
 		q.msgs[i].hdr.Iov = &q.iovs[i]
 		q.msgs[i].hdr.SetIovlen(1)
-		q.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&pc.to))
-		q.msgs[i].hdr.Namelen = uint32(unsafe.Sizeof(pc.to))
+		q.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&q.to))
+		q.msgs[i].hdr.Namelen = uint32(unsafe.Sizeof(q.to))
 	}
 	q.fd = q.send
 	return q
@@ -185,7 +190,7 @@ func newSendQueue(pc *packetConn, size int, dropped func(syscall.Errno)) *sendQu
 // add queues b (virtio-net header and frame); the caller keeps b unchanged until flush.
 func (q *sendQueue) add(b []byte) {
 	if q.n == len(q.msgs) {
-		q.flush()
+		_ = q.flush()
 	}
 	q.iovs[q.n].Base = &b[0]
 	q.iovs[q.n].SetLen(len(b))
@@ -208,14 +213,32 @@ func (q *sendQueue) send(fd uintptr) bool {
 }
 
 // flush writes every queued frame. A frame the kernel refuses (EMSGSIZE, EINVAL, ...) is
-// counted through dropped and skipped; the rest still go out.
+// counted through dropped and skipped; the rest still go out. A socket closed under the queue
+// (its interface went away) drops what was queued.
 func (q *sendQueue) flush() error {
+	if q.n == 0 {
+		return nil
+	}
+	pc := q.get()
+	if pc == nil {
+		for i := 0; i < q.n; i++ {
+			q.dropped(unix.ENODEV)
+		}
+		q.n = 0
+		return nil
+	}
+	if pc != q.cur {
+		q.cur, q.to = pc, pc.to
+	}
 	q.off = 0
 	for q.off < q.n {
 		q.sent, q.errno = 0, 0
-		if err := q.pc.rc.Write(q.fd); err != nil {
+		if err := pc.rc.Write(q.fd); err != nil {
+			for ; q.off < q.n; q.off++ {
+				q.dropped(unix.EBADF)
+			}
 			q.n = 0
-			return err
+			return fmt.Errorf("write %s: %w", pc.name, err)
 		}
 		if q.errno != 0 {
 			q.dropped(q.errno)

@@ -1,0 +1,190 @@
+package shim
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// watcher follows the host through netlink: links going down or up, addresses changing (DHCP),
+// interfaces re-created with a new ifindex (USB modems), all without a restart.
+type watcher struct {
+	links chan netlink.LinkUpdate
+	addrs chan netlink.AddrUpdate
+	done  chan struct{}
+}
+
+// subscribe starts listening before the shim attaches anything, so no change slips between
+// reading the interfaces and following them.
+func (s *Shim) subscribe() (*watcher, error) {
+	w := &watcher{
+		links: make(chan netlink.LinkUpdate, 256),
+		addrs: make(chan netlink.AddrUpdate, 256),
+		done:  make(chan struct{}),
+	}
+	onErr := func(err error) {
+		select {
+		case <-w.done: // closing the subscription makes its reader fail; that is no news
+		default:
+			s.log.Warn("netlink subscription", "err", err)
+		}
+	}
+	if err := netlink.LinkSubscribeWithOptions(w.links, w.done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return nil, err
+	}
+	if err := netlink.AddrSubscribeWithOptions(w.addrs, w.done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		close(w.done)
+		return nil, err
+	}
+	return w, nil
+}
+
+func (s *Shim) watch(ctx context.Context, w *watcher) {
+	defer close(w.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-w.links:
+			if !ok {
+				return
+			}
+			s.onLink(u)
+		case a, ok := <-w.addrs:
+			if !ok {
+				return
+			}
+			s.onAddr(a.LinkIndex)
+		}
+	}
+}
+
+func (s *Shim) portByName(name string) (int, *port) {
+	for i, p := range s.ports {
+		if p.name == name {
+			return i, p
+		}
+	}
+	return -1, nil
+}
+
+func linkUp(a *netlink.LinkAttrs) bool {
+	return a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown)
+}
+
+func (s *Shim) onLink(u netlink.LinkUpdate) {
+	a := u.Attrs()
+	i, p := s.portByName(a.Name)
+	if p == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	log := s.log.With("interface", a.Name)
+	if u.Header.Type == unix.RTM_DELLINK {
+		if p.ifi == nil || a.Index != p.ifi.Index {
+			return
+		}
+		detachPortHooks(p)
+		if w := p.wire.Swap(nil); w != nil {
+			_ = w.Close()
+		}
+		s.setIfaceState(i, false)
+		log.Warn("interface removed; its gateways take no new flows until it comes back")
+		p.ifi = &net.Interface{Name: a.Name, Index: -1}
+		return
+	}
+	var mac [6]byte
+	copy(mac[:], a.HardwareAddr)
+	var cur [6]byte
+	copy(cur[:], p.ifi.HardwareAddr)
+	if a.Index != p.ifi.Index || mac != cur {
+		ifi, err := net.InterfaceByIndex(a.Index)
+		if err != nil {
+			log.Error("re-attach: interface vanished again", "err", err)
+			return
+		}
+		detachPortHooks(p)
+		if err := s.bindPort(p, ifi); err != nil {
+			log.Error("re-attach failed; the interface is left to the host", "err", err)
+			s.setIfaceState(i, false)
+			return
+		}
+		if err := s.attachPortHooks(p); err != nil {
+			log.Error("re-attach failed; the interface is left to the host", "err", err)
+			detachPortHooks(p)
+			s.setIfaceState(i, false)
+			return
+		}
+		s.dp.Update(func(ifaces []Iface, _ []*Gateway) {
+			ifaces[i].Index = ifi.Index
+			ifaces[i].MAC = mac
+		})
+		s.refreshAddrs(i, a.Index)
+		log.Info("interface re-created; re-attached", "ifindex", ifi.Index, "mac", ifi.HardwareAddr.String())
+	}
+	s.setIfaceState(i, linkUp(a))
+}
+
+// setIfaceState records whether interface i is up. Going down makes its gateways unusable at
+// once; coming up, each must answer ARP again before it takes new flows.
+func (s *Shim) setIfaceState(i int, up bool) {
+	changed := false
+	s.dp.Update(func(ifaces []Iface, gws []*Gateway) {
+		if ifaces[i].Up == up {
+			return
+		}
+		changed = true
+		ifaces[i].Up = up
+		if !up {
+			for _, g := range gws {
+				if g.Iface == i {
+					g.Alive = false
+				}
+			}
+		}
+	})
+	if changed {
+		if up {
+			s.log.Info("interface up; its gateways return when they answer ARP", "interface", s.ports[i].name)
+		} else {
+			s.log.Warn("interface down; its gateways take no new flows", "interface", s.ports[i].name)
+		}
+	}
+}
+
+func (s *Shim) onAddr(ifindex int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.ports {
+		if p.ifi != nil && p.ifi.Index == ifindex {
+			s.refreshAddrs(i, ifindex)
+		}
+	}
+}
+
+// refreshAddrs re-reads interface i's IPv4 addresses: the first is the one new NATed flows use.
+func (s *Shim) refreshAddrs(i, ifindex int) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return
+	}
+	ifc, err := ifaceFromLink(l)
+	if err != nil {
+		s.log.Warn("read addresses", "interface", s.ports[i].name, "err", err)
+		return
+	}
+	var old [4]byte
+	s.dp.Update(func(ifaces []Iface, _ []*Gateway) {
+		old = ifaces[i].Addr
+		ifaces[i].Addr = ifc.Addr
+		ifaces[i].Prefixes = ifc.Prefixes
+	})
+	if old != ifc.Addr {
+		s.log.Info("interface address changed; new flows NAT to the new one", "interface", s.ports[i].name,
+			"old", netip.AddrFrom4(old), "new", netip.AddrFrom4(ifc.Addr))
+	}
+}
