@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/l2shim/l2shim/conf"
@@ -82,11 +83,14 @@ func loadAndCheck(path string, stderr io.Writer) (*conf.Config, []string) {
 	return cfg, warnings
 }
 
-func configFlag(name string, args []string, stderr io.Writer) (*flag.FlagSet, *string, *string, error) {
+func configFlag(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*flag.FlagSet, *string, *string, error) {
 	fs := flag.NewFlagSet("l2shim "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("c", "/etc/l2shim/l2shim.toml", "configuration `FILE`")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	for _, e := range extra {
+		e(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, nil, err
 	}
@@ -126,7 +130,10 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
-	_, file, logFormat, err := configFlag("run", args, stderr)
+	var cpuProfile string
+	_, file, logFormat, err := configFlag("run", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to `FILE` (for developers)")
+	})
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stderr, err)
@@ -157,6 +164,19 @@ func cmdRun(args []string, stderr io.Writer) int {
 			log.Warn("SIGHUP: reloading is not implemented yet; restart l2shim to apply a new config")
 		}
 	}()
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "l2shim run:", err)
+			return exitUsage
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "l2shim run:", err)
+			return exitRuntime
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := shim.New(cfg, shim.Options{Log: log}).Run(ctx); err != nil {
 		log.Error("l2shim stopped", "err", err)
 		return exitRuntime
