@@ -58,6 +58,8 @@ const (
 	ToWire
 	// ToHost injects the frame into the host as if it arrived on Verdict.Iface.
 	ToHost
+	// Consumed means the shim itself was the frame's destination (a probe reply).
+	Consumed
 )
 
 // Verdict is the datapath's answer for one frame.
@@ -98,6 +100,7 @@ type Counters struct {
 	SendErrors    atomic.Uint64 // frames the kernel refused to send
 	SendTooBig    atomic.Uint64 // ... of which EMSGSIZE
 	Lost          atomic.Uint64 // frames the kernel could not hand over with a virtio-net header
+	ProbeReplies  atomic.Uint64 // replies to the shim's own probes, consumed
 	Drops         [dropReasons]atomic.Uint64
 	ParseFailures [rewrite.NumReasons]atomic.Uint64
 }
@@ -113,6 +116,7 @@ type Datapath struct {
 	seed   uint64
 	cands  []failover.Candidate
 	frame  rewrite.Frame
+	probes map[probeKey]*ProbeTarget
 	C      Counters
 }
 
@@ -305,7 +309,7 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 	// conntrack owns every tuple on an external address, the host's un-NATed flows included:
 	// whichever flow arrives second with a wire tuple already taken is remapped to a free port
 	// (and mapped back on replies), so two flows never share one.
-	if d.table.ReplyInUse(fl.Reply) {
+	if d.table.ReplyInUse(fl.Reply) || d.probeTaken(fl.Reply) {
 		if fl.Gateway >= 0 && d.remapPort(&fl.Reply, key.Hash(d.seed^0x9e3779b97f4a7c15)) {
 			fl.NAT = true
 		} else {
@@ -337,7 +341,7 @@ func (d *Datapath) remapPort(r *conntrack.Key, h uint64) bool {
 		if r.Proto == 1 {
 			r.SrcPort = port
 		}
-		if !d.table.ReplyInUse(*r) {
+		if !d.table.ReplyInUse(*r) && !d.probeTaken(*r) {
 			return true
 		}
 	}
@@ -349,6 +353,10 @@ func (d *Datapath) toHost(in int) Verdict {
 }
 
 func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
+	if d.consumeProbe(f, now) {
+		d.C.ProbeReplies.Add(1)
+		return Verdict{Where: Consumed}
+	}
 	key, tracked := flowKey(f)
 	if !tracked {
 		return d.toHost(in)

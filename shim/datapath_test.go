@@ -415,3 +415,38 @@ func TestHostFlowAfterNATFlowIsRemapped(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeRepliesConsumed checks the datapath keeps the replies to its own probes from the
+// host, records them, and never gives a host ping the probe's identifier on the wire.
+func TestProbeRepliesConsumed(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	pt := d.RegisterProbe(1, server)
+	buf := make([]byte, 128)
+	d.Lock()
+	n := buildProbe(buf, &d.Ifaces[1], d.Gws[1], pt, 9)
+	pt.Seq, pt.SentAt = 9, 1
+	d.Unlock()
+	checkFrame(t, buf[rewrite.VnetHdrLen:n])
+	// The target answers: same id and sequence, addresses swapped.
+	rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 1, icmpType: 0, sport: pt.ID}.build(t)
+	// pkt.build uses sequence 1; put the probe's.
+	rep[14+20+6], rep[14+20+7] = 0, 9
+	rep[14+20+2], rep[14+20+3] = 0, 0
+	c := rewrite.Checksum(rep[14+20:], 0)
+	rep[14+20+2], rep[14+20+3] = byte(c>>8), byte(c)
+	if v := process(d, 1, rep); v.Where != Consumed {
+		t.Fatalf("probe reply verdict %+v", v)
+	}
+	if !pt.Replied || pt.Replies != 1 {
+		t.Fatalf("probe reply not recorded: %+v", pt)
+	}
+	// A host ping to the same target with the same identifier is remapped on the wire.
+	req := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: pt.ID}.build(t)
+	if v := process(d, 0, req); v.Iface != 1 {
+		t.Fatalf("host ping verdict %+v", v)
+	}
+	icmp := gopacket.NewPacket(req, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if icmp.Id == pt.ID {
+		t.Fatal("host ping left with the probe's identifier")
+	}
+}
