@@ -23,8 +23,9 @@ type Iface struct {
 	Name     string
 	Index    int // ifindex
 	MAC      [6]byte
-	Addr     [4]byte // the address NAT uses on this interface
-	Prefixes []netip.Prefix
+	Addr     [4]byte        // the address NAT uses on this interface
+	Addrs    [][4]byte      // all its IPv4 addresses
+	Prefixes []netip.Prefix // the networks directly attached through it
 	Up       bool
 }
 
@@ -111,18 +112,28 @@ type Datapath struct {
 	mu     sync.Mutex
 	Ifaces []Iface
 	Gws    []*Gateway
-	mode   failover.Mode
+	cfg    DatapathConfig
 	table  *conntrack.Table
-	seed   uint64
 	cands  []failover.Candidate
 	frame  rewrite.Frame
 	probes map[probeKey]*ProbeTarget
 	C      Counters
 }
 
+// DatapathConfig holds the policy knobs of a datapath.
+type DatapathConfig struct {
+	Mode failover.Mode
+	// SourceAware sends the host's side of a flow that arrived on interface X back through
+	// the gateway it arrived from.
+	SourceAware bool
+	// Seed keys the per-flow hash, so placement differs between runs and cannot be steered
+	// from outside.
+	Seed uint64
+}
+
 // NewDatapath returns a datapath over ifaces and gateways.
-func NewDatapath(ifaces []Iface, gws []*Gateway, mode failover.Mode, table *conntrack.Table, seed uint64) *Datapath {
-	d := &Datapath{Ifaces: ifaces, Gws: gws, mode: mode, table: table, seed: seed}
+func NewDatapath(ifaces []Iface, gws []*Gateway, cfg DatapathConfig, table *conntrack.Table) *Datapath {
+	d := &Datapath{Ifaces: ifaces, Gws: gws, cfg: cfg, table: table}
 	d.cands = make([]failover.Candidate, len(gws))
 	for i, g := range gws {
 		d.cands[i] = failover.Candidate{ID: failover.GatewayID(g.Name), Weight: g.Weight}
@@ -281,18 +292,23 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 		LastSeen:       now,
 	}
 	if opensFlow(f) {
-		if g := failover.Pick(d.mode, key.Hash(d.seed), d.cands); g >= 0 {
+		g := -1
+		if y := d.ifaceOwning(key.Src); y >= 0 && y != in {
+			// The host chose the source address of another uplink (a socket bound to it, a
+			// port-forward's reply): that uplink's gateway, as per-source routing tables
+			// would do, without NAT.
+			g = d.firstUsableOn(y)
+		}
+		if g < 0 {
+			g = failover.Pick(d.cfg.Mode, key.Hash(d.cfg.Seed), d.cands)
+		}
+		if g >= 0 {
 			fl.Gateway = int16(g)
 			fl.WireIf = int16(d.Gws[g].Iface)
 		}
 	} else {
 		// Pinned: the flow stays where the host sent it, through the gateway it addressed.
-		for i, g := range d.Gws {
-			if g.Iface == in && g.HasMAC && g.MAC == fl.HostGatewayMAC {
-				fl.Gateway = int16(i)
-				break
-			}
-		}
+		fl.Gateway = int16(d.gatewayByMAC(in, fl.HostGatewayMAC))
 	}
 	natIP := key.Src
 	natPort := key.SrcPort
@@ -310,7 +326,7 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 	// whichever flow arrives second with a wire tuple already taken is remapped to a free port
 	// (and mapped back on replies), so two flows never share one.
 	if d.table.ReplyInUse(fl.Reply) || d.probeTaken(fl.Reply) {
-		if fl.Gateway >= 0 && d.remapPort(&fl.Reply, key.Hash(d.seed^0x9e3779b97f4a7c15)) {
+		if fl.Gateway >= 0 && d.remapPort(&fl.Reply, key.Hash(d.cfg.Seed^0x9e3779b97f4a7c15)) {
 			fl.NAT = true
 		} else {
 			return nil
@@ -328,6 +344,38 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 		d.Gws[p.Gateway].Flows.Add(1)
 	}
 	return p
+}
+
+// ifaceOwning returns the interface that has ip as one of its addresses, or -1.
+func (d *Datapath) ifaceOwning(ip [4]byte) int {
+	for i := range d.Ifaces {
+		for _, a := range d.Ifaces[i].Addrs {
+			if a == ip {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// firstUsableOn returns the first usable gateway on interface i in configured order, or -1.
+func (d *Datapath) firstUsableOn(i int) int {
+	for g := range d.Gws {
+		if d.Gws[g].Iface == i && d.cands[g].Usable {
+			return g
+		}
+	}
+	return -1
+}
+
+// gatewayByMAC returns the gateway on interface i with the given MAC, or -1.
+func (d *Datapath) gatewayByMAC(i int, mac [6]byte) int {
+	for g, gw := range d.Gws {
+		if gw.Iface == i && gw.HasMAC && gw.MAC == mac {
+			return g
+		}
+	}
+	return -1
 }
 
 // remapPort finds a free port for a NAT mapping whose natural port is taken, starting at a
@@ -378,6 +426,12 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 			HostGatewayMAC: f.SrcMAC(),
 			Created:        now,
 			LastSeen:       now,
+		}
+		if d.cfg.SourceAware {
+			// Source-aware: the host's side leaves through the gateway the flow came in
+			// from, whatever the host's routes say. A flow from a LAN neighbour (no
+			// gateway's MAC) stays with the host's routing.
+			nf.Gateway = int16(d.gatewayByMAC(in, nf.HostGatewayMAC))
 		}
 		p, err := d.table.Insert(nf)
 		if err != nil {

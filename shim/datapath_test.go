@@ -28,14 +28,14 @@ var (
 func testDatapath(t testing.TB, mode failover.Mode, w0, w1 int) *Datapath {
 	t.Helper()
 	ifaces := []Iface{
-		{Name: "eth0", Index: 2, MAC: mac0, Addr: addr0, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Up: true},
-		{Name: "eth1", Index: 3, MAC: mac1, Addr: addr1, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}, Up: true},
+		{Name: "eth0", Index: 2, MAC: mac0, Addr: addr0, Addrs: [][4]byte{addr0}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Up: true},
+		{Name: "eth1", Index: 3, MAC: mac1, Addr: addr1, Addrs: [][4]byte{addr1}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}, Up: true},
 	}
 	gws := []*Gateway{
 		{Name: "isp-a", Iface: 0, IP: [4]byte{10, 1, 0, 1}, MAC: gwMAC0, HasMAC: true, Weight: w0, On: true, Alive: true},
 		{Name: "isp-b", Iface: 1, IP: [4]byte{10, 2, 0, 1}, MAC: gwMAC1, HasMAC: true, Weight: w1, On: true, Alive: true},
 	}
-	return NewDatapath(ifaces, gws, mode, conntrack.New(1<<16, conntrack.DefaultTimeouts()), 42)
+	return NewDatapath(ifaces, gws, DatapathConfig{Mode: mode, SourceAware: true, Seed: 42}, conntrack.New(1<<16, conntrack.DefaultTimeouts()))
 }
 
 type pkt struct {
@@ -448,5 +448,59 @@ func TestProbeRepliesConsumed(t *testing.T) {
 	icmp := gopacket.NewPacket(req, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
 	if icmp.Id == pt.ID {
 		t.Fatal("host ping left with the probe's identifier")
+	}
+}
+
+// TestSourceAware: a connection that arrived on eth1 through gw1 is answered through gw1,
+// without NAT, though the host routes the answer to gw0 on eth0. Without source_aware the
+// answer leaves as the host sent it.
+func TestSourceAware(t *testing.T) {
+	for _, aware := range []bool{true, false} {
+		d := testDatapath(t, failover.LoadBalance, 1000, 1)
+		d.cfg.SourceAware = aware
+		in := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 6, sport: 40000, dport: 22, syn: true}.build(t)
+		if v := process(d, 1, in); v.Where != ToHost || v.Iface != 1 {
+			t.Fatalf("aware=%v: inbound SYN verdict %+v", aware, v)
+		}
+		out := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr1, dst: server, proto: 6, sport: 22, dport: 40000, syn: true, ack: true}.build(t)
+		orig := append([]byte(nil), out...)
+		v := process(d, 0, out)
+		if !aware {
+			if v.Where != ToWire || v.Iface != 0 || !bytes.Equal(out, orig) {
+				t.Fatalf("source_aware off: verdict %+v changed=%v", v, !bytes.Equal(out, orig))
+			}
+			continue
+		}
+		if v.Where != ToWire || v.Iface != 1 {
+			t.Fatalf("source-aware reply verdict %+v, want out of eth1", v)
+		}
+		p := checkFrame(t, out)
+		eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if !bytes.Equal(eth.SrcMAC, mac1[:]) || !bytes.Equal(eth.DstMAC, gwMAC1[:]) || !bytes.Equal(ip.SrcIP.To4(), addr1[:]) {
+			t.Fatalf("reply left as %v→%v from %v", eth.SrcMAC, eth.DstMAC, ip.SrcIP)
+		}
+	}
+}
+
+// TestPerSource: a new flow the host sends on eth0 with eth1's address (a bound socket) leaves
+// through eth1's gateway, un-NATed, whatever the weights say.
+func TestPerSource(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1000, 1)
+	for sport := uint16(9000); sport < 9020; sport++ {
+		b := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr1, dst: server, proto: 17, sport: sport, dport: 53}.build(t)
+		v := process(d, 0, b)
+		if v.Where != ToWire || v.Iface != 1 {
+			t.Fatalf("bound-socket flow verdict %+v", v)
+		}
+		ip := checkFrame(t, b).Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if !bytes.Equal(ip.SrcIP.To4(), addr1[:]) {
+			t.Fatalf("bound-socket flow NATed to %v", ip.SrcIP)
+		}
+		// Its replies arrive on eth1 and go to the host on eth0, where it sent from.
+		rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: sport}.build(t)
+		if v := process(d, 1, rep); v.Where != ToHost || v.Iface != 0 {
+			t.Fatalf("reply verdict %+v", v)
+		}
 	}
 }

@@ -225,7 +225,7 @@ func (s *Shim) setup() error {
 		gws[i] = g
 	}
 	table := conntrack.New(s.opts.MaxFlows, conntrack.DefaultTimeouts())
-	s.dp = NewDatapath(ifaces, gws, modeOf(s.cfg.Shim.Mode), table, rand.Uint64())
+	s.dp = NewDatapath(ifaces, gws, DatapathConfig{Mode: modeOf(s.cfg.Shim.Mode), SourceAware: s.cfg.Shim.SourceAware, Seed: rand.Uint64()}, table)
 
 	m, err := newMaps()
 	if err != nil {
@@ -387,6 +387,7 @@ func ifaceFromLink(l netlink.Link) (Iface, error) {
 		}
 		ones, _ := ad.Mask.Size()
 		ifc.Prefixes = append(ifc.Prefixes, netip.PrefixFrom(ip, ones).Masked())
+		ifc.Addrs = append(ifc.Addrs, ip.As4())
 		if ifc.Addr == ([4]byte{}) {
 			ifc.Addr = ip.As4()
 		}

@@ -182,6 +182,7 @@ func (s *Shim) refreshAddrs(i, ifindex int) {
 		old = ifaces[i].Addr
 		ifaces[i].Addr = ifc.Addr
 		ifaces[i].Prefixes = ifc.Prefixes
+		ifaces[i].Addrs = ifc.Addrs
 	})
 	if old != ifc.Addr {
 		s.log.Info("interface address changed; new flows NAT to the new one", "interface", s.ports[i].name,
