@@ -1,7 +1,13 @@
-// Package filters will evaluate the [[rule]] tables of the configuration for each new flow:
-// first match wins, actions route-to, pass and drop, the verdict kept in the flow.
+// Package filters evaluates the [[rule]] tables of the configuration (DESIGN.md §3 decide step 2,
+// §5): the datapath asks it once per new flow which rule, if any, the flow's first frame matches,
+// and keeps the verdict in the flow so that later frames never pay for matching again.
 //
-// Not yet: conf parses and validates rules today, and `l2shim run` warns that they are not
-// applied. The datapath's decide step (shim.Datapath.newOutbound) is where a rule's verdict will
-// be consulted, before load balancing.
+// Rules are evaluated in file order and the first match wins, as in IPNetRouterX's filter table.
+// A configuration may hold hundreds or thousands of rules (generated block lists, per-customer
+// pins), so matching must not cost a scan of every rule: Compile turns the rules into a
+// bit-vector classifier whose lookup is a handful of binary searches and an AND of short
+// bitsets, and which allocates nothing, so it can sit on the frame loop's hot path.
+//
+// The package also keeps per-rule counters (flows, packets, bytes) that the datapath bumps with
+// atomic adds and that status reads without stopping it.
 package filters
