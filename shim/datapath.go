@@ -26,6 +26,7 @@ type Iface struct {
 	Addr     [4]byte        // the address NAT uses on this interface
 	Addrs    [][4]byte      // all its IPv4 addresses
 	Prefixes []netip.Prefix // the networks directly attached through it
+	MTU      int
 	Up       bool
 }
 
@@ -38,6 +39,9 @@ type Gateway struct {
 	HasMAC bool
 	Weight int
 	On     bool
+	// MTU is the path MTU through this gateway when the config sets one below the
+	// interface's; 0 means the interface's.
+	MTU int
 	// Alive is false while the gateway does not answer ARP.
 	Alive bool
 	// Flows counts flows placed on this gateway since start.
@@ -68,6 +72,9 @@ type Verdict struct {
 	Where  Where
 	Iface  int
 	Reason DropReason
+	// Len, when not 0, is the new length of the buffer (virtio-net header included): the
+	// datapath replaced the frame with an answer of its own (an ICMP error to the host).
+	Len int
 }
 
 // DropReason says why a frame was dropped.
@@ -77,6 +84,9 @@ const (
 	DropNone DropReason = iota
 	DropMalformed
 	DropUnknownDirection
+	// DropTooBig: a DF frame larger than its uplink's MTU; the host got an ICMP
+	// fragmentation-needed instead.
+	DropTooBig
 	dropReasons
 )
 
@@ -86,6 +96,8 @@ func (r DropReason) String() string {
 		return "malformed"
 	case DropUnknownDirection:
 		return "unknown-direction"
+	case DropTooBig:
+		return "too-big"
 	}
 	return "none"
 }
@@ -116,7 +128,10 @@ type Datapath struct {
 	table  *conntrack.Table
 	cands  []failover.Candidate
 	frame  rewrite.Frame
-	probes map[probeKey]*ProbeTarget
+	vnet   rewrite.VnetHdr
+	// scratch holds an answer the datapath builds before it replaces a frame with it.
+	scratch [256]byte
+	probes  map[probeKey]*ProbeTarget
 	C      Counters
 }
 
@@ -175,13 +190,18 @@ func (d *Datapath) Flows() int {
 func (d *Datapath) Lock()   { d.mu.Lock() }
 func (d *Datapath) Unlock() { d.mu.Unlock() }
 
-// ProcessLocked handles one frame (buf: the Ethernet frame, vnet: its virtio-net header)
-// captured at external interface in; d must be locked. It rewrites buf in place and says where
-// it goes. The MACs tell the direction: from the interface's own MAC the host is sending, to it
-// the wire is delivering.
-func (d *Datapath) ProcessLocked(in int, buf []byte, vnet rewrite.VnetHdr, now int64) Verdict {
+// ProcessLocked handles one frame captured at external interface in; pkt holds its virtio-net
+// header and the Ethernet frame, and d must be locked. It rewrites pkt in place (virtio-net
+// header included, when the frame's GSO size must shrink) and says where it goes. The MACs tell
+// the direction: from the interface's own MAC the host is sending, to it the wire is
+// delivering.
+func (d *Datapath) ProcessLocked(in int, pkt []byte, now int64) Verdict {
+	if !d.vnet.Decode(pkt) {
+		d.C.Drops[DropMalformed].Add(1)
+		return Verdict{Where: Drop, Reason: DropMalformed}
+	}
 	f := &d.frame
-	if r := f.Parse(buf, vnet); r != rewrite.OK {
+	if r := f.Parse(pkt[rewrite.VnetHdrLen:], d.vnet); r != rewrite.OK {
 		if r < rewrite.NumReasons {
 			d.C.ParseFailures[r].Add(1)
 		}
@@ -189,16 +209,65 @@ func (d *Datapath) ProcessLocked(in int, buf []byte, vnet rewrite.VnetHdr, now i
 		return Verdict{Where: Drop, Reason: DropMalformed}
 	}
 	ifc := &d.Ifaces[in]
+	var v Verdict
 	switch {
 	case f.SrcMAC() == ifc.MAC:
 		d.C.Frames[conntrack.DirOrig].Add(1)
-		return d.egress(in, f, now)
+		v = d.egress(in, f, now)
 	case f.DstMAC() == ifc.MAC:
 		d.C.Frames[conntrack.DirReply].Add(1)
-		return d.ingress(in, f, now)
+		v = d.ingress(in, f, now)
+	default:
+		d.C.Drops[DropUnknownDirection].Add(1)
+		return Verdict{Where: Drop, Reason: DropUnknownDirection}
 	}
-	d.C.Drops[DropUnknownDirection].Add(1)
-	return Verdict{Where: Drop, Reason: DropUnknownDirection}
+	if f.Vnet != d.vnet {
+		f.Vnet.Encode(pkt)
+	}
+	if v.Len > 0 {
+		// The frame was replaced by an answer built in scratch.
+		clear(pkt[:rewrite.VnetHdrLen])
+		copy(pkt[rewrite.VnetHdrLen:], d.scratch[:v.Len])
+		v.Len += rewrite.VnetHdrLen
+	}
+	return v
+}
+
+// pathMTU returns the MTU of the path through gateway g.
+func (d *Datapath) pathMTU(g *Gateway) int {
+	m := d.Ifaces[g.Iface].MTU
+	if g.MTU > 0 && (m == 0 || g.MTU < m) {
+		m = g.MTU
+	}
+	return m
+}
+
+// fitPath makes an egress frame of a flow placed on gateway g fit the path's MTU when it is
+// smaller than the MTU of the interface the host chose: the MSS of a SYN is clamped, a GSO
+// frame's segment size lowered, and an oversized DF frame answered with an ICMP
+// fragmentation-needed to the host (the kernel gives it no such signal for a frame the shim
+// sends). It returns a verdict when the frame was replaced by that answer.
+func (d *Datapath) fitPath(in int, f *rewrite.Frame, g *Gateway) (Verdict, bool) {
+	mtu := d.pathMTU(g)
+	if mtu <= 0 || mtu >= d.Ifaces[in].MTU {
+		return Verdict{}, false
+	}
+	if f.Proto == rewrite.ProtoTCP && f.TCPFlags&rewrite.TCPSyn != 0 {
+		f.ClampMSS(uint16(mtu - 40))
+	}
+	if f.Vnet.IsGSO() {
+		f.FitGSO(mtu)
+		return Verdict{}, false
+	}
+	if f.End-f.L3 <= mtu || !f.DontFrag {
+		return Verdict{}, false
+	}
+	n := f.BuildFragNeeded(d.scratch[:], uint16(mtu), g.IP)
+	d.C.Drops[DropTooBig].Add(1)
+	if n == 0 {
+		return Verdict{Where: Drop, Reason: DropTooBig}, true
+	}
+	return Verdict{Where: ToHost, Iface: in, Reason: DropTooBig, Len: n}, true
 }
 
 // flowKey returns the frame's conntrack key and whether the frame belongs to a flow l2shim
@@ -269,6 +338,9 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 	g := d.Gws[fl.Gateway]
 	if !g.HasMAC {
 		return d.pass(in)
+	}
+	if v, replaced := d.fitPath(in, f, g); replaced {
+		return v
 	}
 	if fl.NAT {
 		f.SetSrc(fl.Reply.Dst, fl.Reply.DstPort)
@@ -446,6 +518,13 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 	d.table.Seen(fl, conntrack.DirReply, len(f.Buf), f.TCPFlags, now)
 	if !fl.NAT && int(fl.HostIf) == in {
 		return d.toHost(in)
+	}
+	if fl.Gateway >= 0 && f.Proto == rewrite.ProtoTCP && f.TCPFlags&rewrite.TCPSyn != 0 {
+		// The SYN-ACK's MSS tells the host how large its segments may be: clamp it to the
+		// path the flow is placed on.
+		if mtu := d.pathMTU(d.Gws[fl.Gateway]); mtu > 0 && mtu < d.Ifaces[fl.HostIf].MTU {
+			f.ClampMSS(uint16(mtu - 40))
+		}
 	}
 	if fl.NAT {
 		f.SetDst(fl.Orig.Src, fl.Orig.SrcPort)

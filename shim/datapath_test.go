@@ -28,8 +28,8 @@ var (
 func testDatapath(t testing.TB, mode failover.Mode, w0, w1 int) *Datapath {
 	t.Helper()
 	ifaces := []Iface{
-		{Name: "eth0", Index: 2, MAC: mac0, Addr: addr0, Addrs: [][4]byte{addr0}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Up: true},
-		{Name: "eth1", Index: 3, MAC: mac1, Addr: addr1, Addrs: [][4]byte{addr1}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}, Up: true},
+		{Name: "eth0", Index: 2, MTU: 1500, MAC: mac0, Addr: addr0, Addrs: [][4]byte{addr0}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Up: true},
+		{Name: "eth1", Index: 3, MTU: 1500, MAC: mac1, Addr: addr1, Addrs: [][4]byte{addr1}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}, Up: true},
 	}
 	gws := []*Gateway{
 		{Name: "isp-a", Iface: 0, IP: [4]byte{10, 1, 0, 1}, MAC: gwMAC0, HasMAC: true, Weight: w0, On: true, Alive: true},
@@ -45,6 +45,8 @@ type pkt struct {
 	sport, dport   uint16
 	syn, ack, rst  bool
 	icmpType       uint8
+	mss            uint16
+	df             bool
 	payload        []byte
 }
 
@@ -52,11 +54,17 @@ func (p pkt) build(t testing.TB) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(p.srcMAC[:]), DstMAC: net.HardwareAddr(p.dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 7, SrcIP: net.IP(p.src[:]), DstIP: net.IP(p.dst[:])}
+	if p.df {
+		ip.Flags = layers.IPv4DontFragment
+	}
 	var l4 []gopacket.SerializableLayer
 	switch p.proto {
 	case 6:
 		ip.Protocol = layers.IPProtocolTCP
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: p.syn, ACK: p.ack, RST: p.rst, Seq: 1000, Window: 65535}
+		if p.mss != 0 {
+			tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{byte(p.mss >> 8), byte(p.mss)}}}
+		}
 		tcp.SetNetworkLayerForChecksum(ip)
 		l4 = append(l4, tcp)
 	case 17:
@@ -108,10 +116,33 @@ func checkFrame(t *testing.T, b []byte) gopacket.Packet {
 	return p
 }
 
+// scratchOut receives the frame process hands to ProcessLocked, so tests keep working on the
+// bare Ethernet frame.
+var scratchOut = make([]byte, 70000)
+
+func withVnet(b []byte) []byte {
+	clear(scratchOut[:rewrite.VnetHdrLen])
+	copy(scratchOut[rewrite.VnetHdrLen:], b)
+	return scratchOut[:rewrite.VnetHdrLen+len(b)]
+}
+
 func process(d *Datapath, in int, b []byte) Verdict {
+	v, _ := processVnet(d, in, b, rewrite.VnetHdr{})
+	return v
+}
+
+// processVnet runs one frame with a virtio-net header and returns the verdict, the header as
+// the datapath left it, and (for an answer that replaced the frame) the new frame in b's place.
+func processVnet(d *Datapath, in int, b []byte, vnet rewrite.VnetHdr) (Verdict, rewrite.VnetHdr) {
 	d.Lock()
 	defer d.Unlock()
-	return d.ProcessLocked(in, b, rewrite.VnetHdr{}, 1)
+	pkt := withVnet(b)
+	vnet.Encode(pkt)
+	v := d.ProcessLocked(in, pkt, 1)
+	copy(b, scratchOut[rewrite.VnetHdrLen:])
+	var out rewrite.VnetHdr
+	out.Decode(scratchOut)
+	return v, out
 }
 
 func syn(sport uint16) pkt {
@@ -331,13 +362,13 @@ func TestHotPathAllocs(t *testing.T) {
 	p.syn, p.ack = false, true
 	data := p.build(t)
 	rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 6, sport: 80, dport: 5555, ack: true}.build(t)
-	bo, br := make([]byte, len(data)), make([]byte, len(rep))
+	bo, br := make([]byte, rewrite.VnetHdrLen+len(data)), make([]byte, rewrite.VnetHdrLen+len(rep))
 	allocs := testing.AllocsPerRun(1000, func() {
-		copy(bo, data)
-		copy(br, rep)
+		copy(bo[rewrite.VnetHdrLen:], data)
+		copy(br[rewrite.VnetHdrLen:], rep)
 		d.Lock()
-		d.ProcessLocked(0, bo, rewrite.VnetHdr{}, 2)
-		d.ProcessLocked(1, br, rewrite.VnetHdr{}, 2)
+		d.ProcessLocked(0, bo, 2)
+		d.ProcessLocked(1, br, 2)
 		d.Unlock()
 	})
 	if allocs != 0 {
@@ -352,13 +383,14 @@ func BenchmarkDatapathEstablished(b *testing.B) {
 	p.syn, p.ack = false, true
 	p.payload = make([]byte, 1400)
 	data := p.build(b)
-	buf := make([]byte, len(data))
+	buf := make([]byte, rewrite.VnetHdrLen+len(data))
+	copy(buf[rewrite.VnetHdrLen:], data)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		copy(buf[:60], data[:60])
+		copy(buf[rewrite.VnetHdrLen:][:60], data[:60])
 		d.Lock()
-		d.ProcessLocked(0, buf, rewrite.VnetHdr{}, 2)
+		d.ProcessLocked(0, buf, 2)
 		d.Unlock()
 	}
 }
@@ -366,14 +398,15 @@ func BenchmarkDatapathEstablished(b *testing.B) {
 // FuzzDatapath drives arbitrary frames, in both directions, through one datapath: it must
 // never panic and the table must stay consistent (every flow findable by both keys).
 func FuzzDatapath(f *testing.F) {
-	f.Add(syn(1).build(f), uint8(0))
-	f.Add(pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: 7000}.build(f), uint8(1))
-	f.Add(pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: 3}.build(f), uint8(0))
+	vn := func(b []byte) []byte { return append(make([]byte, rewrite.VnetHdrLen), b...) }
+	f.Add(vn(syn(1).build(f)), uint8(0))
+	f.Add(vn(pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: 7000}.build(f)), uint8(1))
+	f.Add(vn(pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: 3}.build(f)), uint8(0))
 	d := testDatapath(f, failover.LoadBalance, 1, 1)
 	f.Fuzz(func(t *testing.T, b []byte, in uint8) {
 		d.Lock()
 		defer d.Unlock()
-		d.ProcessLocked(int(in%2), b, rewrite.VnetHdr{}, 3)
+		d.ProcessLocked(int(in%2), b, 3)
 		d.table.Range(func(fl *conntrack.Flow) bool {
 			if d.table.LookupOrig(fl.Orig) != fl || d.table.LookupReply(fl.Reply) != fl {
 				t.Fatalf("flow %+v not findable by both keys", fl)
@@ -502,5 +535,81 @@ func TestPerSource(t *testing.T) {
 		if v := process(d, 1, rep); v.Where != ToHost || v.Iface != 0 {
 			t.Fatalf("reply verdict %+v", v)
 		}
+	}
+}
+
+func mssOf(t *testing.T, b []byte) uint16 {
+	t.Helper()
+	tcp := checkFrame(t, b).Layer(layers.LayerTypeTCP).(*layers.TCP)
+	for _, o := range tcp.Options {
+		if o.OptionType == layers.TCPOptionKindMSS {
+			return uint16(o.OptionData[0])<<8 | uint16(o.OptionData[1])
+		}
+	}
+	return 0
+}
+
+// TestPathMTU places flows on a gateway whose path MTU (1400) is below the host interface's
+// (1500): SYN and SYN-ACK MSS are clamped, GSO frames get a smaller segment size, an oversized
+// DF frame is answered with an ICMP fragmentation-needed to the host. Flows on eth0 are
+// untouched.
+func TestPathMTU(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	d.Gws[1].MTU = 1400
+	s := syn(6000)
+	s.mss = 1460
+	b := s.build(t)
+	if v := process(d, 0, b); v.Iface != 1 {
+		t.Fatalf("SYN verdict %+v", v)
+	}
+	if got := mssOf(t, b); got != 1360 {
+		t.Fatalf("SYN MSS %d after clamping, want 1360", got)
+	}
+	sa := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 6, sport: 80, dport: 6000, syn: true, ack: true, mss: 1460}.build(t)
+	process(d, 1, sa)
+	if got := mssOf(t, sa); got != 1360 {
+		t.Fatalf("SYN-ACK MSS %d after clamping, want 1360", got)
+	}
+
+	// A GSO super-frame of the same flow: gso_size must shrink to fit 1400.
+	g := syn(6000)
+	g.syn, g.ack = false, true
+	g.payload = make([]byte, 4*1448)
+	gb := g.build(t)
+	vnet := rewrite.VnetHdr{GSOType: rewrite.GSOTCPv4, GSOSize: 1448, HdrLen: 54}
+	v, out := processVnet(d, 0, gb, vnet)
+	if v.Where != ToWire || v.Iface != 1 || out.GSOSize != 1400-40 {
+		t.Fatalf("GSO frame verdict %+v gso_size %d, want 1360", v, out.GSOSize)
+	}
+
+	// A full-size DF frame without GSO: answered with ICMP fragmentation-needed, not sent.
+	big := syn(6000)
+	big.syn, big.ack, big.df = false, true, true
+	big.payload = make([]byte, 1460)
+	bb := big.build(t)
+	v = process(d, 0, bb)
+	if v.Where != ToHost || v.Iface != 0 || v.Reason != DropTooBig || v.Len == 0 {
+		t.Fatalf("oversized DF frame verdict %+v", v)
+	}
+	p := gopacket.NewPacket(bb[:v.Len-rewrite.VnetHdrLen], layers.LayerTypeEthernet, gopacket.Default)
+	icmp, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || icmp.TypeCode != layers.CreateICMPv4TypeCode(3, 4) {
+		t.Fatalf("answer is not an ICMP fragmentation-needed: %v", p)
+	}
+	if mtu := uint16(icmp.Seq); mtu != 1400 {
+		t.Fatalf("next-hop MTU %d, want 1400", mtu)
+	}
+	eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	if !bytes.Equal(eth.DstMAC, mac0[:]) {
+		t.Fatalf("ICMP addressed to %v, want the host's eth0", eth.DstMAC)
+	}
+
+	// A flow on eth0 (MTU 1500 all the way) keeps its MSS.
+	d.Update(func(_ []Iface, gws []*Gateway) { gws[1].On = false })
+	s0 := syn(6001)
+	s0.mss = 1460
+	b0 := s0.build(t)
+	if v := process(d, 0, b0); v.Iface != 0 || mssOf(t, b0) != 1460 {
+		t.Fatalf("eth0 flow verdict %+v mss %d", v, mssOf(t, b0))
 	}
 }

@@ -26,7 +26,6 @@ import (
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/failover"
-	"github.com/l2shim/l2shim/rewrite"
 )
 
 // Options tune a Shim; the zero value is usable.
@@ -217,7 +216,7 @@ func (s *Shim) setup() error {
 	}
 	gws := make([]*Gateway, len(s.cfg.Gateways))
 	for i, gc := range s.cfg.Gateways {
-		g := &Gateway{Name: gc.Name, Iface: index[gc.Interface], IP: gc.Address.As4(), Weight: gc.Weight, On: gc.On, Alive: true}
+		g := &Gateway{Name: gc.Name, Iface: index[gc.Interface], IP: gc.Address.As4(), Weight: gc.Weight, On: gc.On, MTU: gc.MTU, Alive: true}
 		if gc.MAC != nil {
 			copy(g.MAC[:], gc.MAC)
 			g.HasMAC = true
@@ -374,7 +373,7 @@ func (s *Shim) teardown() {
 
 func ifaceFromLink(l netlink.Link) (Iface, error) {
 	a := l.Attrs()
-	ifc := Iface{Name: a.Name, Index: a.Index, Up: a.Flags&net.FlagUp != 0}
+	ifc := Iface{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
 	copy(ifc.MAC[:], a.HardwareAddr)
 	addrs, err := netlink.AddrList(l, unix.AF_INET)
 	if err != nil {
@@ -412,7 +411,6 @@ func (s *Shim) loop(in int) error {
 		capture := q.capture
 		hostQ[j] = newSendQueue(func() *packetConn { return capture }, s.opts.Batch, dropped)
 	}
-	var vh rewrite.VnetHdr
 	for {
 		n, err := p.capture.read(rb)
 		if err != nil {
@@ -429,11 +427,10 @@ func (s *Shim) loop(in int) error {
 		s.dp.Lock()
 		for i := 0; i < n; i++ {
 			b := rb.bufs[i][:rb.lens[i]]
-			if !vh.Decode(b) {
-				s.dp.C.Drops[DropMalformed].Add(1)
-				continue
+			v := s.dp.ProcessLocked(in, b, now)
+			if v.Len > 0 {
+				b = b[:v.Len]
 			}
-			v := s.dp.ProcessLocked(in, b[rewrite.VnetHdrLen:], vh, now)
 			switch v.Where {
 			case ToWire:
 				wireQ[v.Iface].add(b)

@@ -183,6 +183,7 @@ func (s *Shim) refreshAddrs(i, ifindex int) {
 		ifaces[i].Addr = ifc.Addr
 		ifaces[i].Prefixes = ifc.Prefixes
 		ifaces[i].Addrs = ifc.Addrs
+		ifaces[i].MTU = ifc.MTU
 	})
 	if old != ifc.Addr {
 		s.log.Info("interface address changed; new flows NAT to the new one", "interface", s.ports[i].name,
