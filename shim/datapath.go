@@ -132,7 +132,7 @@ type Datapath struct {
 	// scratch holds an answer the datapath builds before it replaces a frame with it.
 	scratch [256]byte
 	probes  map[probeKey]*ProbeTarget
-	C      Counters
+	C       Counters
 }
 
 // DatapathConfig holds the policy knobs of a datapath.
