@@ -114,6 +114,7 @@ type Counters struct {
 	SendTooBig    atomic.Uint64 // ... of which EMSGSIZE
 	Lost          atomic.Uint64 // frames the kernel could not hand over with a virtio-net header
 	ProbeReplies  atomic.Uint64 // replies to the shim's own probes, consumed
+	FragTableFull atomic.Uint64 // first fragments whose followers could not be remembered
 	Drops         [dropReasons]atomic.Uint64
 	ParseFailures [rewrite.NumReasons]atomic.Uint64
 }
@@ -132,6 +133,7 @@ type Datapath struct {
 	// scratch holds an answer the datapath builds before it replaces a frame with it.
 	scratch [256]byte
 	probes  map[probeKey]*ProbeTarget
+	frags   map[fragKey]fragEntry
 	C       Counters
 }
 
@@ -176,6 +178,7 @@ func (d *Datapath) refreshLocked() {
 func (d *Datapath) Expire(now int64, budget int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.expireFragments(now)
 	return d.table.Expire(now, budget)
 }
 
@@ -273,7 +276,7 @@ func (d *Datapath) fitPath(in int, f *rewrite.Frame, g *Gateway) (Verdict, bool)
 // flowKey returns the frame's conntrack key and whether the frame belongs to a flow l2shim
 // tracks at all (TCP, UDP, ICMP echo; not fragments, not tunnels' offloaded frames).
 func flowKey(f *rewrite.Frame) (conntrack.Key, bool) {
-	if f.L4 < 0 || f.MoreFrags || f.FragOff != 0 || f.Encap {
+	if f.L4 < 0 || f.FragOff != 0 || f.Encap {
 		return conntrack.Key{}, false
 	}
 	switch f.Proto {
@@ -320,18 +323,32 @@ func opensFlow(f *rewrite.Frame) bool {
 }
 
 func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
-	key, tracked := flowKey(f)
-	if !tracked || d.onLink(f.Dst) {
+	if d.onLink(f.Dst) {
 		return d.pass(in)
 	}
-	fl := d.table.LookupOrig(key)
-	if fl == nil {
-		fl = d.newOutbound(in, f, key, now)
-		if fl == nil {
+	var fl *conntrack.Flow
+	key, tracked := flowKey(f)
+	switch {
+	case tracked:
+		if fl = d.table.LookupOrig(key); fl == nil {
+			if fl = d.newOutbound(in, f, key, now); fl == nil {
+				return d.pass(in)
+			}
+		}
+		if f.MoreFrags {
+			d.rememberFragment(f, conntrack.DirOrig, fl.Orig, now)
+		}
+		d.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
+	case f.FragOff != 0:
+		// A later fragment follows its first fragment's flow.
+		if fl = d.fragmentFlow(f, conntrack.DirOrig, now); fl == nil {
 			return d.pass(in)
 		}
+	case f.Proto == rewrite.ProtoICMP && f.InnerL4 >= 0:
+		return d.egressICMPError(in, f)
+	default:
+		return d.pass(in)
 	}
-	d.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
 	if fl.Gateway < 0 {
 		return d.pass(in)
 	}
@@ -479,9 +496,19 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 	}
 	key, tracked := flowKey(f)
 	if !tracked {
+		if f.FragOff != 0 {
+			if fl := d.fragmentFlow(f, conntrack.DirReply, now); fl != nil {
+				return d.toHostFor(in, f, fl)
+			}
+		} else if f.Proto == rewrite.ProtoICMP && f.InnerL4 >= 0 {
+			return d.ingressICMPError(in, f)
+		}
 		return d.toHost(in)
 	}
 	fl := d.table.LookupReply(key)
+	if fl != nil && f.MoreFrags {
+		d.rememberFragment(f, conntrack.DirReply, fl.Orig, now)
+	}
 	if fl == nil {
 		if !opensFlow(f) || d.table.LookupOrig(key.Reverse()) != nil {
 			return d.toHost(in)
@@ -516,6 +543,12 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 		fl = p
 	}
 	d.table.Seen(fl, conntrack.DirReply, len(f.Buf), f.TCPFlags, now)
+	return d.toHostFor(in, f, fl)
+}
+
+// toHostFor delivers a wire frame of flow fl to the host: reverse-translated when the flow is
+// NATed, and on the interface the host used for it.
+func (d *Datapath) toHostFor(in int, f *rewrite.Frame, fl *conntrack.Flow) Verdict {
 	if !fl.NAT && int(fl.HostIf) == in {
 		return d.toHost(in)
 	}
@@ -533,4 +566,113 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 	host := int(fl.HostIf)
 	f.SetMACs(fl.HostGatewayMAC, d.Ifaces[host].MAC)
 	return Verdict{Where: ToHost, Iface: host}
+}
+
+// innerKey returns the tuple of the packet an ICMP error quotes, seen from its receiver: the
+// quote is a packet that went the other way.
+func innerKey(f *rewrite.Frame) (conntrack.Key, bool) {
+	switch f.InnerProto {
+	case rewrite.ProtoTCP, rewrite.ProtoUDP, rewrite.ProtoICMP:
+	default:
+		return conntrack.Key{}, false
+	}
+	return conntrack.Key{Src: f.InnerDst, Dst: f.InnerSrc, SrcPort: f.InnerDstPort, DstPort: f.InnerSrcPort, Proto: f.InnerProto}, true
+}
+
+// ingressICMPError translates an ICMP error from the wire about a NATed flow (destination
+// unreachable, fragmentation needed, time exceeded): the outer destination and the quoted
+// source go back to what the host sent, so its socket learns of the error.
+func (d *Datapath) ingressICMPError(in int, f *rewrite.Frame) Verdict {
+	k, ok := innerKey(f)
+	if !ok {
+		return d.toHost(in)
+	}
+	fl := d.table.LookupReply(k)
+	if fl == nil {
+		return d.toHost(in)
+	}
+	if fl.NAT {
+		f.SetInnerSrc(fl.Orig.Src, fl.Orig.SrcPort)
+	}
+	return d.toHostFor(in, f, fl)
+}
+
+// egressICMPError sends the host's own ICMP error about a flow (a port unreachable for a NATed
+// flow's datagram, say) the way the flow goes, with the flow's external address outside and in
+// the quote.
+func (d *Datapath) egressICMPError(in int, f *rewrite.Frame) Verdict {
+	k, ok := innerKey(f)
+	if !ok {
+		return d.pass(in)
+	}
+	fl := d.table.LookupOrig(k)
+	if fl == nil || fl.Gateway < 0 {
+		return d.pass(in)
+	}
+	g := d.Gws[fl.Gateway]
+	if !g.HasMAC {
+		return d.pass(in)
+	}
+	if fl.NAT {
+		f.SetSrc(fl.Reply.Dst, 0)
+		f.SetInnerDst(fl.Reply.Dst, fl.Reply.DstPort)
+		d.C.NATed.Add(1)
+	}
+	f.SetMACs(d.Ifaces[fl.WireIf].MAC, g.MAC)
+	return Verdict{Where: ToWire, Iface: int(fl.WireIf)}
+}
+
+// fragKey identifies the fragments of one IPv4 datagram in one direction.
+type fragKey struct {
+	src, dst [4]byte
+	id       uint16
+	proto    uint8
+	dir      uint8
+}
+
+type fragEntry struct {
+	flow    conntrack.Key // the flow's Orig key
+	expires int64
+}
+
+// Fragments: the first fragment carries the ports and finds the flow; the others are matched to
+// it by source, destination, protocol and IP ID for a short while.
+const (
+	fragTimeout = int64(5e9)
+	maxFrags    = 4096
+)
+
+func (d *Datapath) rememberFragment(f *rewrite.Frame, dir uint8, orig conntrack.Key, now int64) {
+	if d.frags == nil {
+		d.frags = make(map[fragKey]fragEntry, maxFrags)
+	}
+	k := fragKey{src: f.Src, dst: f.Dst, id: f.IPID, proto: f.Proto, dir: dir}
+	if _, ok := d.frags[k]; !ok && len(d.frags) >= maxFrags {
+		d.C.FragTableFull.Add(1)
+		return
+	}
+	d.frags[k] = fragEntry{flow: orig, expires: now + fragTimeout}
+}
+
+// fragmentFlow returns the flow of a non-first fragment, or nil when its first fragment was
+// not seen (it is then left as it is).
+func (d *Datapath) fragmentFlow(f *rewrite.Frame, dir uint8, now int64) *conntrack.Flow {
+	e, ok := d.frags[fragKey{src: f.Src, dst: f.Dst, id: f.IPID, proto: f.Proto, dir: dir}]
+	if !ok || now > e.expires {
+		return nil
+	}
+	fl := d.table.LookupOrig(e.flow)
+	if fl != nil {
+		d.table.Seen(fl, int(dir), len(f.Buf), 0, now)
+	}
+	return fl
+}
+
+// expireFragments forgets fragment entries past their time.
+func (d *Datapath) expireFragments(now int64) {
+	for k, e := range d.frags {
+		if now > e.expires {
+			delete(d.frags, k)
+		}
+	}
 }

@@ -613,3 +613,122 @@ func TestPathMTU(t *testing.T) {
 		t.Fatalf("eth0 flow verdict %+v mss %d", v, mssOf(t, b0))
 	}
 }
+
+// icmpError builds an ICMP error frame quoting the IPv4 packet inside frame q.
+func icmpError(t *testing.T, srcMAC, dstMAC [6]byte, src, dst [4]byte, typ, code uint8, q []byte) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IP(src[:]), DstIP: net.IP(dst[:])}
+	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code)}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, icmp, gopacket.Payload(q[14:14+28])); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// quoted decodes the packet an ICMP error frame quotes.
+func quoted(t *testing.T, b []byte) (*layers.IPv4, *layers.UDP) {
+	t.Helper()
+	p := checkFrame(t, b)
+	icmp := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	q := gopacket.NewPacket(icmp.Payload, layers.LayerTypeIPv4, gopacket.Default)
+	ip := q.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	var sum [20]byte
+	copy(sum[:], icmp.Payload[:20])
+	if c := rewrite.Checksum(sum[:], 0); c != 0 {
+		t.Fatalf("quoted IPv4 header checksum does not verify (%#x)", c)
+	}
+	udp, _ := q.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	return ip, udp
+}
+
+// TestICMPErrorsBothWays translates ICMP errors about a NATed flow: from the wire to the host
+// (outer destination and quoted source back to the host's), and from the host to the wire
+// (outer source and quoted destination to the flow's external address).
+func TestICMPErrorsBothWays(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	out := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7300, dport: 53}.build(t)
+	if v := process(d, 0, out); v.Iface != 1 {
+		t.Fatalf("flow verdict %+v", v)
+	}
+	// The datagram as it left eth1 is what a router quotes.
+	router := [4]byte{198, 51, 100, 1}
+	e := icmpError(t, gwMAC1, mac1, router, addr1, 3, 3, out)
+	if v := process(d, 1, e); v.Where != ToHost || v.Iface != 0 {
+		t.Fatalf("wire ICMP error verdict %+v", v)
+	}
+	ip, udp := quoted(t, e)
+	outer := checkFrame(t, e).Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !bytes.Equal(outer.DstIP.To4(), addr0[:]) || !bytes.Equal(ip.SrcIP.To4(), addr0[:]) || udp.SrcPort != 7300 {
+		t.Fatalf("host sees error to %v quoting %v:%d", outer.DstIP, ip.SrcIP, udp.SrcPort)
+	}
+
+	// The host's own port unreachable about a reply it got on eth0 for that flow.
+	rep := pkt{srcMAC: gwMAC0, dstMAC: mac0, src: server, dst: addr0, proto: 17, sport: 53, dport: 7300}.build(t)
+	he := icmpError(t, mac0, gwMAC0, addr0, server, 3, 3, rep)
+	if v := process(d, 0, he); v.Where != ToWire || v.Iface != 1 {
+		t.Fatalf("host ICMP error verdict %+v", v)
+	}
+	ip, udp = quoted(t, he)
+	outer = checkFrame(t, he).Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !bytes.Equal(outer.SrcIP.To4(), addr1[:]) || !bytes.Equal(ip.DstIP.To4(), addr1[:]) || udp.DstPort != 7300 {
+		t.Fatalf("wire sees error from %v quoting %v:%d", outer.SrcIP, ip.DstIP, udp.DstPort)
+	}
+}
+
+// fragments returns the two fragments of one UDP datagram, built by hand: gopacket does not
+// fragment.
+func fragments(t *testing.T, p pkt, id uint16) (first, second []byte) {
+	t.Helper()
+	p.payload = make([]byte, 64)
+	whole := p.build(t)
+	ipHdr := whole[14:34]
+	l4 := whole[34:]
+	mk := func(off int, part []byte, more bool) []byte {
+		b := append(append(append([]byte(nil), whole[:14]...), ipHdr...), part...)
+		ip := b[14:34]
+		ip[2], ip[3] = byte((20+len(part))>>8), byte(20+len(part))
+		ip[4], ip[5] = byte(id>>8), byte(id)
+		fo := uint16(off / 8)
+		if more {
+			fo |= 0x2000
+		}
+		ip[6], ip[7] = byte(fo>>8), byte(fo)
+		ip[10], ip[11] = 0, 0
+		c := rewrite.Checksum(ip, 0)
+		ip[10], ip[11] = byte(c>>8), byte(c)
+		return b
+	}
+	return mk(0, l4[:40], true), mk(40, l4[40:], false)
+}
+
+// TestFragmentsFollowFirst: the later fragments of a NATed datagram get the same translation as
+// the first, in both directions.
+func TestFragmentsFollowFirst(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	f1, f2 := fragments(t, pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7400, dport: 5000}, 99)
+	for i, b := range [][]byte{f1, f2} {
+		if v := process(d, 0, b); v.Where != ToWire || v.Iface != 1 {
+			t.Fatalf("fragment %d verdict %+v", i, v)
+		}
+		if !bytes.Equal(b[26:30], addr1[:]) || rewrite.Checksum(b[14:34], 0) != 0 {
+			t.Fatalf("fragment %d left from %v (header checksum %#x)", i, b[26:30], rewrite.Checksum(b[14:34], 0))
+		}
+	}
+	r1, r2 := fragments(t, pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 5000, dport: 7400}, 77)
+	for i, b := range [][]byte{r1, r2} {
+		if v := process(d, 1, b); v.Where != ToHost || v.Iface != 0 {
+			t.Fatalf("reply fragment %d verdict %+v", i, v)
+		}
+		if !bytes.Equal(b[30:34], addr0[:]) || rewrite.Checksum(b[14:34], 0) != 0 {
+			t.Fatalf("reply fragment %d reached %v", i, b[30:34])
+		}
+	}
+	// A later fragment whose first was never seen passes as it is.
+	_, lone := fragments(t, pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7401, dport: 5000}, 5)
+	orig := append([]byte(nil), lone...)
+	if v := process(d, 0, lone); v.Where != ToWire || v.Iface != 0 || !bytes.Equal(lone, orig) {
+		t.Fatalf("orphan fragment verdict %+v", v)
+	}
+}
