@@ -1,0 +1,156 @@
+package control
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Status is a running instance's state, as `l2shim status --json` prints it.
+type Status struct {
+	Started     time.Time         `json:"started"`
+	Mode        string            `json:"mode"`
+	SourceAware bool              `json:"source_aware"`
+	Config      string            `json:"config"`
+	Reloads     uint64            `json:"reloads"`
+	Gateways    []GatewayStatus   `json:"gateways"`
+	Rules       []RuleStatus      `json:"rules"`
+	Conntrack   ConntrackStatus   `json:"conntrack"`
+	Datapath    map[string]uint64 `json:"datapath"` // frames_out, frames_in, nated, ...
+	Drops       map[string]uint64 `json:"drops"`    // by reason
+}
+
+// GatewayStatus is one row of the gateway table, the heir of IPNetRouterX's Alternate Route
+// window.
+type GatewayStatus struct {
+	Name      string `json:"name"`
+	Interface string `json:"interface"`
+	Address   string `json:"address"`
+	MAC       string `json:"mac"`
+	On        bool   `json:"on"`
+	Comment   string `json:"comment"`
+	Weight    int    `json:"weight"`
+	State     string `json:"state"`  // up, degraded, down
+	Reason    string `json:"reason"` // why it is not up, or "" when up
+	Drained   bool   `json:"drained"`
+	// Active and Failed are the connection attempts and the counted failures in the window.
+	Active int `json:"active"`
+	Failed int `json:"failed"`
+	// Flows is the number of flows placed on the gateway since start.
+	Flows      uint64    `json:"flows"`
+	PacketsOut uint64    `json:"packets_out"`
+	PacketsIn  uint64    `json:"packets_in"`
+	BytesOut   uint64    `json:"bytes_out"`
+	BytesIn    uint64    `json:"bytes_in"`
+	RTTMillis  float64   `json:"rtt_ms"` // last probe round trip, 0 when none
+	LastChange time.Time `json:"last_change"`
+}
+
+// RuleStatus holds one rule's counters.
+type RuleStatus struct {
+	Index   int    `json:"index"`
+	Name    string `json:"name"`
+	Action  string `json:"action"`
+	Gateway string `json:"gateway,omitempty"`
+	Flows   uint64 `json:"flows"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// ConntrackStatus describes the flow table.
+type ConntrackStatus struct {
+	Flows     int    `json:"flows"`
+	Max       int    `json:"max"`
+	Evictions uint64 `json:"evictions"`
+}
+
+// WriteTable prints s for a person.
+func WriteTable(w io.Writer, s *Status, now time.Time) error {
+	fmt.Fprintf(w, "l2shim: mode %s, source-aware %v, up %s, config %s, reloads %d\n\n",
+		s.Mode, s.SourceAware, now.Sub(s.Started).Round(time.Second), s.Config, s.Reloads)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INTERFACE\tGATEWAY\tADDRESS\tMAC\tON\tSTATE\tACTIVE\tFAILED\tFLOWS\tOUT\tIN\tRTT\tSINCE\tCOMMENT")
+	for _, g := range s.Gateways {
+		state := g.State
+		if g.Drained {
+			state += ",drained"
+		}
+		rtt := "-"
+		if g.RTTMillis > 0 {
+			rtt = fmt.Sprintf("%.1fms", g.RTTMillis)
+		}
+		since := "-"
+		if !g.LastChange.IsZero() {
+			since = now.Sub(g.LastChange).Round(time.Second).String()
+		}
+		on := "yes"
+		if !g.On {
+			on = "no"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s/%d\t%s/%d\t%s\t%s\t%s\n",
+			g.Interface, g.Name, g.Address, orDash(g.MAC), on, state, g.Active, g.Failed, g.Flows,
+			bytesText(g.BytesOut), g.PacketsOut, bytesText(g.BytesIn), g.PacketsIn, rtt, since, g.Comment)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, g := range s.Gateways {
+		if g.Reason != "" {
+			fmt.Fprintf(w, "  %s: %s\n", g.Name, g.Reason)
+		}
+	}
+	if len(s.Rules) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "RULE\tACTION\tGATEWAY\tFLOWS\tPACKETS\tBYTES")
+		for _, r := range s.Rules {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, r.Action, orDash(r.Gateway), r.Flows, r.Packets, bytesText(r.Bytes))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "\nconntrack: %d flows (max %d), %d evicted\n", s.Conntrack.Flows, s.Conntrack.Max, s.Conntrack.Evictions)
+	fmt.Fprintf(w, "datapath: %s\n", kv(s.Datapath))
+	_, err := fmt.Fprintf(w, "drops: %s\n", kv(s.Drops))
+	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func kv(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func bytesText(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
