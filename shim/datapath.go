@@ -44,13 +44,18 @@ type Gateway struct {
 	MTU int
 	// Alive is false while the gateway does not answer ARP.
 	Alive bool
-	// Flows counts flows placed on this gateway since start.
-	Flows atomic.Uint64
+	// Drained is set by `l2shim drain`: no new flows.
+	Drained bool
+	// Flows counts flows placed on this gateway since start; the others count the frames
+	// of those flows each way.
+	Flows                 atomic.Uint64
+	PacketsOut, PacketsIn atomic.Uint64
+	BytesOut, BytesIn     atomic.Uint64
 }
 
 // Usable reports whether new flows may be placed on g.
 func (g *Gateway) Usable(ifaces []Iface) bool {
-	return g.On && g.HasMAC && g.Alive && ifaces[g.Iface].Up
+	return g.On && !g.Drained && g.HasMAC && g.Alive && ifaces[g.Iface].Up
 }
 
 // Where says where a processed frame goes.
@@ -364,6 +369,8 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 		d.C.NATed.Add(1)
 	}
 	f.SetMACs(d.Ifaces[fl.WireIf].MAC, g.MAC)
+	g.PacketsOut.Add(1)
+	g.BytesOut.Add(uint64(len(f.Buf)))
 	return Verdict{Where: ToWire, Iface: int(fl.WireIf)}
 }
 
@@ -549,6 +556,11 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 // toHostFor delivers a wire frame of flow fl to the host: reverse-translated when the flow is
 // NATed, and on the interface the host used for it.
 func (d *Datapath) toHostFor(in int, f *rewrite.Frame, fl *conntrack.Flow) Verdict {
+	if fl.Gateway >= 0 {
+		g := d.Gws[fl.Gateway]
+		g.PacketsIn.Add(1)
+		g.BytesIn.Add(uint64(len(f.Buf)))
+	}
 	if !fl.NAT && int(fl.HostIf) == in {
 		return d.toHost(in)
 	}
