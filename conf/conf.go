@@ -49,24 +49,72 @@ const (
 	DefaultProtocol      = "any"
 )
 
+// Defaults of the [conntrack] table. The timeouts are idle timeouts: each frame of a flow
+// restarts its clock. They follow the kernel's nf_conntrack where that suits a bounded table
+// that sits in front of the host's own conntrack (net/netfilter/nf_conntrack_proto_*.c).
+const (
+	// DefaultMaxFlows bounds the table: about 200 bytes a flow (the slab and both maps), so
+	// 50 MiB when full.
+	DefaultMaxFlows = 262144
+	// DefaultTCPSynSent covers a connection whose handshake is not complete (SYN sent, SYN-ACK
+	// seen, or a picked-up connection not yet answered). nf_conntrack's syn_sent is 2 minutes:
+	// Linux retries a SYN six times over 127 s with gaps of up to 64 s, and a shorter timeout
+	// would lose the flow's SYN count and placement between two retries. Unconfirmed flows are
+	// evicted first, so a SYN flood gains nothing from the length.
+	DefaultTCPSynSent = 120 * time.Second
+	// DefaultTCPEstablished is 2h4m, not nf_conntrack's 5 days: established flows are never
+	// evicted, so flows whose ends vanished without FIN or RST (a peer rebooted, a laptop
+	// suspended, a NAT upstream forgot them) would pin the bounded table for days and make it
+	// refuse new flows. RFC 5382 (REQ-5) sets 2h4m as the least a NAT may use: Linux's
+	// default keepalive probes an idle connection after exactly 2 hours (tcp_keepalive_time
+	// 7200 s), and the extra 4 minutes keep a kept-alive connection's flow alive; exactly 2
+	// hours would race the first probe.
+	DefaultTCPEstablished = 2*time.Hour + 4*time.Minute
+	// DefaultTCPClosing is nf_conntrack's fin_wait and time_wait, 2 minutes: a half-closed
+	// connection (a FIN one way) stays tracked while the other way keeps sending, and for 2
+	// idle minutes after.
+	DefaultTCPClosing = 120 * time.Second
+	// DefaultTCPClosed is nf_conntrack's close, 10 s, for flows with a FIN each way or an RST:
+	// enough for the last ACK and retransmitted FINs; the host's own TIME_WAIT protects the
+	// host, and a SYN that reuses the tuple re-opens the flow anyway.
+	DefaultTCPClosed = 10 * time.Second
+	// DefaultUDPUnreplied is nf_conntrack's udp_timeout, 30 s, for UDP flows without a reply or
+	// whose replies stopped within 2 s of the first frame (a DNS query and its answer).
+	DefaultUDPUnreplied = 30 * time.Second
+	// DefaultUDPReplied is 3 minutes for assured UDP flows (replies, and still busy after 2 s):
+	// RFC 4787 (REQ-5) forbids a NAT to drop a UDP mapping in less than 2 minutes and
+	// recommends 5; nf_conntrack's udp_timeout_stream is 2 minutes today, 3 in older kernels.
+	// 3 minutes leaves a margin over the 2 minutes some applications' keepalives assume.
+	DefaultUDPReplied = 180 * time.Second
+	// DefaultICMPTimeout is nf_conntrack's icmp_timeout, 30 s, for ICMP echo flows.
+	DefaultICMPTimeout = 30 * time.Second
+	// DefaultOtherTimeout is nf_conntrack's generic_timeout, 10 minutes, for other protocols.
+	DefaultOtherTimeout = 600 * time.Second
+)
+
 // Limits that validation enforces.
 const (
-	MinHeartbeat     = 200 * time.Millisecond
-	MaxHeartbeat     = 60 * time.Second
-	MinProbeInterval = 50 * time.Millisecond
-	MaxSynRetries    = 10
-	MaxWeight        = 1000
-	MinMTU           = 576
-	MaxMTU           = 65535
+	MinHeartbeat        = 200 * time.Millisecond
+	MaxHeartbeat        = 60 * time.Second
+	MinProbeInterval    = 50 * time.Millisecond
+	MaxSynRetries       = 10
+	MaxWeight           = 1000
+	MinMTU              = 576
+	MaxMTU              = 65535
+	MinMaxFlows         = 1024
+	MaxMaxFlows         = 16 << 20
+	MinConntrackTimeout = time.Second         // least [conntrack] timeout
+	MaxConntrackTimeout = 30 * 24 * time.Hour // greatest [conntrack] timeout
 )
 
 // Config is a loaded and statically validated configuration file.
 type Config struct {
-	File     string    // path it was loaded from (or the name given to Parse)
-	Shim     Shim      // the [shim] table
-	Failover Failover  // the [failover] table
-	Gateways []Gateway // the [[gateway]] tables, in file order
-	Rules    []Rule    // the [[rule]] tables, in file order
+	File      string    // path it was loaded from (or the name given to Parse)
+	Shim      Shim      // the [shim] table
+	Failover  Failover  // the [failover] table
+	Conntrack Conntrack // the [conntrack] table
+	Gateways  []Gateway // the [[gateway]] tables, in file order
+	Rules     []Rule    // the [[rule]] tables, in file order
 
 	lines lineIndex // where each key is, for CheckHost's messages; nil for a Config built by hand
 }
@@ -90,6 +138,20 @@ type Failover struct {
 	Window        time.Duration // accounting window; default 60s, > 0
 	ProbeInterval time.Duration // default 1s; 0 = probing off; otherwise >= 50ms
 	ProbeMisses   int           // consecutive misses before a gateway is down; default 3, >= 1
+}
+
+// Conntrack holds the [conntrack] table: the flow table's bound and idle timeouts (see the
+// Default* constants for the defaults and why). Every timeout is from 1s to 720h.
+type Conntrack struct {
+	MaxFlows       int           // hard bound on tracked flows; default 262144, 1024..16777216
+	TCPSynSent     time.Duration // handshake not complete; default 2m
+	TCPEstablished time.Duration // default 2h4m
+	TCPClosing     time.Duration // a FIN one way (half-closed); default 2m
+	TCPClosed      time.Duration // a FIN each way, or an RST; default 10s
+	UDPUnreplied   time.Duration // UDP without replies, or with replies for less than 2s; default 30s
+	UDPReplied     time.Duration // UDP with replies and still busy after 2s; default 3m
+	ICMP           time.Duration // ICMP echo; default 30s
+	Other          time.Duration // other protocols; default 10m
 }
 
 // Gateway is one [[gateway]] table: a next hop on an external interface.

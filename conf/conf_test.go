@@ -223,6 +223,79 @@ func TestParse(t *testing.T) {
 			errs:  []string{"l2shim.toml:2: failover.fail_ratio: 1.5 is out of range", "l2shim.toml:8: failover.x: unknown table"},
 		},
 
+		// [conntrack].
+		{
+			name:  "conntrack keys at their bounds",
+			input: withGW("[conntrack]\nmax_flows = 1024\ntcp_syn_sent = \"1s\"\ntcp_established = \"720h\"\ntcp_closing = \" 90s \"\ntcp_closed = \"1.5s\"\nudp_unreplied = \"1m30s\"\nudp_replied = \"1h\"\nicmp = \"1s\"\nother = \"720h\""),
+			check: func(t *testing.T, c *Config) {
+				want := Conntrack{MaxFlows: 1024, TCPSynSent: time.Second, TCPEstablished: 720 * time.Hour, TCPClosing: 90 * time.Second, TCPClosed: 1500 * time.Millisecond,
+					UDPUnreplied: 90 * time.Second, UDPReplied: time.Hour, ICMP: time.Second, Other: 720 * time.Hour}
+				if c.Conntrack != want {
+					t.Errorf("conntrack = %+v, want %+v", c.Conntrack, want)
+				}
+			},
+		},
+		{
+			name:  "conntrack max_flows at its upper bound, other keys default",
+			input: withGW("conntrack = { max_flows = 16777216 }"),
+			check: func(t *testing.T, c *Config) {
+				if c.Conntrack.MaxFlows != 16<<20 || c.Conntrack.TCPEstablished != DefaultTCPEstablished || c.Conntrack.Other != DefaultOtherTimeout {
+					t.Errorf("conntrack = %+v", c.Conntrack)
+				}
+			},
+		},
+		{
+			name:  "conntrack out of range",
+			input: withGW("[conntrack]\nmax_flows = 1023\ntcp_syn_sent = \"999ms\"\ntcp_established = \"721h\"\ntcp_closing = \"0s\"\ntcp_closed = \"-10s\""),
+			errs: []string{
+				"l2shim.toml:2: conntrack.max_flows: 1023 is out of range: must be from 1024 to 16777216",
+				"l2shim.toml:3: conntrack.tcp_syn_sent: 999ms is out of range: must be from 1s to 720h0m0s",
+				"l2shim.toml:4: conntrack.tcp_established: 721h0m0s is out of range: must be from 1s to 720h0m0s",
+				"l2shim.toml:5: conntrack.tcp_closing: 0s is out of range",
+				"l2shim.toml:6: conntrack.tcp_closed: -10s is out of range",
+			},
+		},
+		{
+			name:  "conntrack wrong types and bad durations",
+			input: withGW("[conntrack]\nmax_flows = \"262144\"\nudp_unreplied = 30\nudp_replied = \"3 minutes\"\nicmp = \"30\"\nother = true"),
+			errs: []string{
+				`l2shim.toml:2: conntrack.max_flows: must be an integer, not the string "262144"`,
+				"l2shim.toml:3: conntrack.udp_unreplied: must be a string, not the integer 30",
+				`l2shim.toml:4: conntrack.udp_replied: "3 minutes" is not a duration; write it like "1s", "200ms" or "1m30s"`,
+				`l2shim.toml:5: conntrack.icmp: "30" is not a duration`,
+				"l2shim.toml:6: conntrack.other: must be a string, not the boolean true",
+			},
+		},
+		{
+			name:  "conntrack max_flows too large, unknown subtable",
+			input: withGW("[conntrack]\nmax_flows = 16777217\n[[gateway]]\ninterface = \"eth2\"\naddress = \"10.3.0.1\"\n[conntrack.x]\n"),
+			errs:  []string{"l2shim.toml:2: conntrack.max_flows: 16777217 is out of range: must be from 1024 to 16777216", "l2shim.toml:6: conntrack.x: unknown table"},
+		},
+		{
+			name:  "conntrack max_flows as a float",
+			input: withGW("[conntrack]\nmax_flows = 1e6"),
+			errs:  []string{"l2shim.toml:2: conntrack.max_flows: must be an integer, not the float 1e+06"},
+		},
+		{
+			name:  "conntrack unknown keys",
+			input: withGW("[conntrack]\ntcp_establised = \"2h\"\nudp_replyed = \"30s\"\nsize = 1"),
+			errs: []string{
+				`l2shim.toml:2: conntrack.tcp_establised: unknown key; did you mean "tcp_established"?`,
+				`l2shim.toml:3: conntrack.udp_replyed: unknown key; did you mean "udp_replied"?`,
+				"l2shim.toml:4: conntrack.size: unknown key (known: icmp, max_flows, other, tcp_closed, tcp_closing, tcp_established, tcp_syn_sent, udp_replied, udp_unreplied)",
+			},
+		},
+		{
+			name:  "conntrack as an array of tables",
+			input: withGW("[[conntrack]]\nmax_flows = 2048"),
+			errs:  []string{"l2shim.toml:1: conntrack: must be a single table: write [conntrack], not [[conntrack]]"},
+		},
+		{
+			name:  "conntrack as a value",
+			input: withGW("conntrack = 5"),
+			errs:  []string{"l2shim.toml:1: conntrack: must be a table ([conntrack]), not the integer 5"},
+		},
+
 		// [[gateway]].
 		{
 			name:  "no gateways",
@@ -485,6 +558,11 @@ func TestDefaults(t *testing.T) {
 	if c.Failover != wantFailover {
 		t.Errorf("failover = %+v, want %+v", c.Failover, wantFailover)
 	}
+	wantConntrack := Conntrack{MaxFlows: 262144, TCPSynSent: 2 * time.Minute, TCPEstablished: 2*time.Hour + 4*time.Minute, TCPClosing: 2 * time.Minute,
+		TCPClosed: 10 * time.Second, UDPUnreplied: 30 * time.Second, UDPReplied: 3 * time.Minute, ICMP: 30 * time.Second, Other: 10 * time.Minute}
+	if c.Conntrack != wantConntrack {
+		t.Errorf("conntrack = %+v, want %+v", c.Conntrack, wantConntrack)
+	}
 	g := c.Gateways[0]
 	if g.Name != "eth0" || g.Weight != 1 || !g.On || g.Onlink || g.MAC != nil || g.Probe != nil || g.MTU != 0 || g.Comment != "" || g.Line != 1 {
 		t.Errorf("gateway = %+v", g)
@@ -518,6 +596,14 @@ func TestExample(t *testing.T) {
 	if g, ok := c.GatewayByRef(r.Gateway); !ok || g != &c.Gateways[1] {
 		t.Errorf("GatewayByRef(%q) = %v, %v", r.Gateway, g, ok)
 	}
+	// The example spells out the [conntrack] defaults.
+	d, err := Parse("d.toml", []byte(baseGateways))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Conntrack != d.Conntrack {
+		t.Errorf("example's conntrack = %+v, defaults %+v", c.Conntrack, d.Conntrack)
+	}
 }
 
 // TestFull loads a file that sets every key and checks every value.
@@ -530,15 +616,17 @@ func TestFull(t *testing.T) {
 		File:     "testdata/full.toml",
 		Shim:     Shim{Mode: ModeFailover, SourceAware: false, Control: "/tmp/l2shim-test.sock", Metrics: "127.0.0.1:9617", Mark: 0x100, MarkMask: 0xf00, Heartbeat: 500 * time.Millisecond},
 		Failover: Failover{SynRetries: 3, FailRatio: 0.75, MinAttempts: 6, Window: 2 * time.Minute, ProbeInterval: 0, ProbeMisses: 5},
+		Conntrack: Conntrack{MaxFlows: 1 << 20, TCPSynSent: time.Minute, TCPEstablished: 120 * time.Hour, TCPClosing: 4 * time.Minute, TCPClosed: 5 * time.Second,
+			UDPUnreplied: 20 * time.Second, UDPReplied: 5 * time.Minute, ICMP: 15 * time.Second, Other: time.Hour},
 		Gateways: []Gateway{
 			{Name: "isp-a", Interface: "eth0", Address: netip.MustParseAddr("10.1.0.1"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Weight: 3, Comment: "ISP A", On: true, Onlink: true,
-				Probe: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")}, MTU: 1492, Line: 20},
-			{Name: "isp-b", Interface: "eth1", Address: netip.MustParseAddr("10.2.0.1"), Weight: 1, On: false, Line: 32},
+				Probe: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")}, MTU: 1492, Line: 31},
+			{Name: "isp-b", Interface: "eth1", Address: netip.MustParseAddr("10.2.0.1"), Weight: 1, On: false, Line: 43},
 		},
 		Rules: []Rule{
 			{Name: "mail via ISP B", Index: 0, Interface: "eth0", Direction: "out", Src: netip.MustParsePrefix("10.1.0.0/24"), Dst: netip.MustParsePrefix("192.0.2.7/32"), Protocol: "tcp",
-				SrcPort: PortRange{25, 25}, DstPort: PortRange{1000, 2000}, Action: "route-to", Gateway: "10.2.0.1", Strict: true, Line: 38},
-			{Name: "rule 2", Index: 1, Direction: "in", Protocol: "icmp", Action: "drop", Line: 51},
+				SrcPort: PortRange{25, 25}, DstPort: PortRange{1000, 2000}, Action: "route-to", Gateway: "10.2.0.1", Strict: true, Line: 49},
+			{Name: "rule 2", Index: 1, Direction: "in", Protocol: "icmp", Action: "drop", Line: 62},
 		},
 	}
 	c.lines = nil

@@ -80,6 +80,17 @@ func (d *decoder) decode() *Config {
 			ProbeInterval: DefaultProbeInterval,
 			ProbeMisses:   DefaultProbeMisses,
 		},
+		Conntrack: Conntrack{
+			MaxFlows:       DefaultMaxFlows,
+			TCPSynSent:     DefaultTCPSynSent,
+			TCPEstablished: DefaultTCPEstablished,
+			TCPClosing:     DefaultTCPClosing,
+			TCPClosed:      DefaultTCPClosed,
+			UDPUnreplied:   DefaultUDPUnreplied,
+			UDPReplied:     DefaultUDPReplied,
+			ICMP:           DefaultICMPTimeout,
+			Other:          DefaultOtherTimeout,
+		},
 	}
 	top := &table{d: d, m: tree, used: map[string]bool{}}
 	if t := top.subtable("shim"); t != nil {
@@ -87,6 +98,9 @@ func (d *decoder) decode() *Config {
 	}
 	if t := top.subtable("failover"); t != nil {
 		d.failover(t, &c.Failover)
+	}
+	if t := top.subtable("conntrack"); t != nil {
+		d.conntrack(t, &c.Conntrack)
 	}
 	var infos []gatewayInfo
 	gateways, ok := top.tables("gateway", "gateway")
@@ -413,6 +427,35 @@ func (d *decoder) failover(t *table, f *Failover) {
 	}
 	if v, ok := t.integer("probe_misses", 1, math.MaxInt32); ok {
 		f.ProbeMisses = int(v)
+	}
+	t.finish()
+}
+
+// conntrack decodes the [conntrack] table over the defaults in c.
+func (d *decoder) conntrack(t *table, c *Conntrack) {
+	if v, ok := t.integer("max_flows", MinMaxFlows, MaxMaxFlows); ok {
+		c.MaxFlows = int(v)
+	}
+	for _, k := range []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"tcp_syn_sent", &c.TCPSynSent},
+		{"tcp_established", &c.TCPEstablished},
+		{"tcp_closing", &c.TCPClosing},
+		{"tcp_closed", &c.TCPClosed},
+		{"udp_unreplied", &c.UDPUnreplied},
+		{"udp_replied", &c.UDPReplied},
+		{"icmp", &c.ICMP},
+		{"other", &c.Other},
+	} {
+		if v, ok := t.duration(k.key); ok {
+			if v < MinConntrackTimeout || v > MaxConntrackTimeout {
+				t.errorf(k.key, "%v is out of range: must be from %v to %v", v, MinConntrackTimeout, MaxConntrackTimeout)
+			} else {
+				*k.dst = v
+			}
+		}
 	}
 	t.finish()
 }

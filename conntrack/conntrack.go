@@ -1,14 +1,51 @@
 // Package conntrack is l2shim's flow table: every flow the datapath has seen, keyed twice (as the
 // host sends it and as the wire returns it), with the decision made for it when it was new.
 //
-// The table is not safe for concurrent use; the datapath serialises access to it. Flows live in a
-// chunked slab so a *Flow stays valid until the flow is deleted, and keys are small comparable
-// structs without pointers, so lookups do not allocate and the garbage collector never scans them.
+// The table is not safe for concurrent use; the datapath serialises access to it (only the
+// counters in Table.C may be read from anywhere). Flows live in a chunked slab so a *Flow stays
+// valid until the flow is removed, and keys are small comparable structs without pointers, so
+// lookups do not allocate and the garbage collector never scans the table.
+//
+// # Bounded
+//
+// A table never holds more than its maximum number of flows. When it is full, Insert evicts one
+// flow to make room, choosing from the first non-empty group below, the least recently seen
+// first:
+//
+//  1. closed TCP flows (an RST, or a FIN each way): they only wait for stragglers;
+//  2. unconfirmed flows: no reply yet, a TCP handshake not complete, a UDP (or other) flow
+//     whose replies have not kept it busy for two seconds (a DNS query and its answer); this is
+//     where a SYN or UDP flood lands, so the oldest unreplied flow goes first;
+//  3. half-closed TCP flows and replied ICMP echo flows.
+//
+// Established TCP flows and assured UDP (or other) flows are never evicted: when nothing else
+// is left, Insert refuses the new flow with ErrFull and the datapath leaves it to the host's
+// routing. A flood therefore cannot push out the connections that work; it can only compete
+// with other unconfirmed flows. That is nf_conntrack's early_drop rule (only flows that are not
+// ASSURED may go), made deterministic.
+//
+// # Expiry
+//
+// Each flow sits on one of a few intrusive doubly linked lists threaded through the slab by
+// int32 indexes, one list per idle timeout (TCP handshake, established, closing, closed; UDP
+// unconfirmed, assured; ICMP; other). A list holds flows of a single timeout in the order they
+// were last seen, so the flows to expire are always at its head: Expire removes them in
+// O(removed), never scans, and the same heads give eviction its victim in O(1).
+//
+// To keep the per-frame cost down, Seen moves a flow to the tail of its list only when its
+// state's list changes or when the frame is the first in a new period of Resolution; within a
+// period a flow keeps its place. The order is therefore by last-seen time rounded down to
+// Resolution, and a flow is removed at the latest by the first Expire call (with enough budget)
+// made more than Resolution after its timeout ran out: with the shim's 100 ms expiry tick, no
+// flow outlives its timeout by more than about 170 ms.
 package conntrack
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
+
+	"github.com/l2shim/l2shim/conf"
 )
 
 // Key is a flow's 5-tuple in one direction. For ICMP echo both ports hold the identifier.
@@ -54,13 +91,27 @@ const (
 	Inbound
 )
 
-// TCP states, coarse on purpose: enough to pick an idle timeout.
+// TCP states. They follow the connection closely enough to pick an idle timeout and an eviction
+// group; sequence numbers are not tracked (the endpoints check those).
 const (
+	// TCPNone: no SYN seen; a connection picked up in the middle (one that predates l2shim).
+	// The first segment without SYN, FIN or RST makes it TCPEstablished.
 	TCPNone uint8 = iota
+	// TCPSynSent: the initiator's SYN was seen, no SYN-ACK yet.
 	TCPSynSent
+	// TCPEstablished: the handshake completed (the initiator acknowledged the SYN-ACK), or a
+	// picked-up connection carries data.
 	TCPEstablished
-	TCPClosing // a FIN was seen
-	TCPClosed  // an RST was seen or both FINs
+	// TCPClosing: a FIN was seen one way; the other way may still send data for as long as it
+	// likes (each segment restarts the idle clock).
+	TCPClosing
+	// TCPClosed: a FIN was seen each way, or an RST. A new SYN from the initiator re-opens
+	// the flow with its placement and NAT mapping; after an RST, segments without RST seen
+	// again both ways (the RST was one the endpoints ignored) bring the flow back.
+	TCPClosed
+	// TCPSynRecv: the responder's SYN-ACK was seen; the initiator's final ACK makes it
+	// TCPEstablished.
+	TCPSynRecv
 )
 
 // Direction indexes per-direction counters.
@@ -70,17 +121,21 @@ const (
 )
 
 // Flow is one tracked connection and the decision the datapath made for it.
+//
+// A *Flow from Lookup*, Insert or Range is valid until the flow is removed: by Delete, by
+// Expire, or by an Insert that evicts it when the table is full. Do not keep one across an
+// Insert or an Expire unless you look it up again.
 type Flow struct {
 	Orig  Key // as the host sends it
 	Reply Key // as it arrives from the wire (after NAT, when NATed)
 
-	Origin Origin
 	// HostIf is the interface the host sent the first frame on (outbound) or the flow arrived on
 	// (inbound); WireIf the one its frames leave through. They are indexes into the shim's list.
 	HostIf, WireIf int16
 	// Gateway is the index of the gateway the flow is placed on, or -1 when the flow is left to
 	// the host's routing.
 	Gateway int16
+	Origin  Origin
 	// NAT is true when the flow's source address (and maybe port) is rewritten on the wire.
 	NAT bool
 	// HostGatewayMAC is the MAC the host addressed its first frame to, put back as the source
@@ -88,77 +143,302 @@ type Flow struct {
 	HostGatewayMAC [6]byte
 
 	TCPState uint8
-	finSeen  [2]bool
-	Replied  bool
-	// SynCount counts connection requests seen for this flow (for SYN-retry rotation later).
+	// Replied is true once the end that did not open the flow has sent a frame: the wire for
+	// an outbound flow, the host for an inbound one.
+	Replied bool
+	// SynCount counts the initiator's SYNs (retransmissions included) since the flow was
+	// opened or re-opened, for SYN-retry rotation.
 	SynCount uint8
+	// Rule is the index of the [[rule]] that decided the flow, -1 for none; Drop is set when
+	// that verdict (or a strict route-to to a dead gateway) drops the flow's frames.
+	Rule int16
+	Drop bool
+	// HostRcvNext is the sequence number the host expects next from the remote end of a TCP
+	// flow: an RST toward the host must carry it to be accepted at once (RFC 5961).
+	HostRcvNext uint32
+
+	list       uint8 // the LRU list holding the flow; listFree when the slot is free
+	bits       uint8 // bit* flags
+	prev, next int32 // LRU neighbours (next also links the free list); -1 = none
+	idx        int32 // the flow's own slot
 
 	Created, LastSeen int64 // monotonic nanoseconds
 	Packets, Bytes    [2]uint64
-
-	live bool
 }
+
+// Private per-flow flags.
+const (
+	bitFinOrig    = 1 << iota // FIN seen host → wire
+	bitFinReply               // FIN seen wire → host
+	bitRst                    // closed by an RST
+	bitAliveOrig              // after the RST, a segment without RST host → wire
+	bitAliveReply             // ... and wire → host
+	bitAssured                // UDP or other: replied and still busy StreamAfter after creation
+)
+
+// StreamAfter is how long after its creation a replied UDP (or other) flow must still be seen
+// to become assured: kept for udp_replied and never evicted. A query and its answer (DNS) stay
+// unconfirmed with the short timeout, as in nf_conntrack.
+const StreamAfter = 2 * time.Second
+
+// Resolution is the default granularity of the LRU order (see the package comment): a flow
+// outlives its idle timeout by at most this much plus the interval between Expire calls. It
+// is a power of two nanoseconds (2^26 ns, about 67 ms).
+const Resolution = time.Duration(1 << resolutionShift)
+
+const resolutionShift = 26
 
 // Timeouts are the idle timeouts by state.
 type Timeouts struct {
-	TCPSynSent, TCPEstablished, TCPClosing, TCPClosed time.Duration
-	UDPUnreplied, UDPReplied                          time.Duration
-	ICMP, Other                                       time.Duration
+	TCPSynSent     time.Duration // TCPNone (not yet established), TCPSynSent and TCPSynRecv
+	TCPEstablished time.Duration
+	TCPClosing     time.Duration
+	TCPClosed      time.Duration
+	UDPUnreplied   time.Duration // UDP flows not assured (see StreamAfter)
+	UDPReplied     time.Duration // assured UDP flows
+	ICMP           time.Duration // ICMP echo
+	Other          time.Duration // any other protocol
 }
 
-// DefaultTimeouts returns timeouts close to the kernel's nf_conntrack defaults, except that an
-// established TCP flow idles out after two hours rather than five days so a bounded table does
-// not fill with flows whose ends vanished.
+// DefaultTimeouts returns the defaults of the [conntrack] section (conf.Default*; the reasons
+// for each are there): nf_conntrack's, except for established TCP flows, which idle out after
+// 2h4m (RFC 5382) instead of five days.
 func DefaultTimeouts() Timeouts {
 	return Timeouts{
-		TCPSynSent:     60 * time.Second,
-		TCPEstablished: 2 * time.Hour,
-		TCPClosing:     120 * time.Second,
-		TCPClosed:      10 * time.Second,
-		UDPUnreplied:   30 * time.Second,
-		UDPReplied:     180 * time.Second,
-		ICMP:           30 * time.Second,
-		Other:          600 * time.Second,
+		TCPSynSent:     conf.DefaultTCPSynSent,
+		TCPEstablished: conf.DefaultTCPEstablished,
+		TCPClosing:     conf.DefaultTCPClosing,
+		TCPClosed:      conf.DefaultTCPClosed,
+		UDPUnreplied:   conf.DefaultUDPUnreplied,
+		UDPReplied:     conf.DefaultUDPReplied,
+		ICMP:           conf.DefaultICMPTimeout,
+		Other:          conf.DefaultOtherTimeout,
 	}
 }
 
-// ErrFull is returned by Insert when the table holds its maximum number of flows.
+// TimeoutsFrom returns the timeouts of a [conntrack] section. A zero field (a conf.Conntrack
+// built by hand) takes its default.
+func TimeoutsFrom(c conf.Conntrack) Timeouts {
+	return Timeouts{
+		TCPSynSent:     c.TCPSynSent,
+		TCPEstablished: c.TCPEstablished,
+		TCPClosing:     c.TCPClosing,
+		TCPClosed:      c.TCPClosed,
+		UDPUnreplied:   c.UDPUnreplied,
+		UDPReplied:     c.UDPReplied,
+		ICMP:           c.ICMP,
+		Other:          c.Other,
+	}.withDefaults()
+}
+
+// withDefaults replaces zero and negative fields by their defaults.
+func (to Timeouts) withDefaults() Timeouts {
+	d := DefaultTimeouts()
+	for _, p := range []struct{ v, def *time.Duration }{
+		{&to.TCPSynSent, &d.TCPSynSent}, {&to.TCPEstablished, &d.TCPEstablished},
+		{&to.TCPClosing, &d.TCPClosing}, {&to.TCPClosed, &d.TCPClosed},
+		{&to.UDPUnreplied, &d.UDPUnreplied}, {&to.UDPReplied, &d.UDPReplied},
+		{&to.ICMP, &d.ICMP}, {&to.Other, &d.Other},
+	} {
+		if *p.v <= 0 {
+			*p.v = *p.def
+		}
+	}
+	return to
+}
+
+// ErrFull is returned by Insert when the table holds its maximum number of flows and none of
+// them may be evicted (all are established or assured).
 var ErrFull = errors.New("conntrack: table full")
 
 // ErrExists is returned by Insert when either key is already in use.
 var ErrExists = errors.New("conntrack: tuple in use")
 
-const chunkSize = 4096
+// Class is a flow's eviction group (see the package comment), in eviction order.
+type Class uint8
+
+// The eviction groups.
+const (
+	ClassClosed      Class = iota // closed TCP flows: evicted first
+	ClassUnconfirmed              // no reply, handshake incomplete, not assured
+	ClassClosing                  // half-closed TCP, replied ICMP echo
+	ClassEstablished              // never evicted
+	NumClasses
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassClosed:
+		return "closed"
+	case ClassUnconfirmed:
+		return "unconfirmed"
+	case ClassClosing:
+		return "closing"
+	case ClassEstablished:
+		return "established"
+	}
+	return "invalid"
+}
+
+// The LRU lists, one per idle timeout and eviction group.
+const (
+	listTCPNew = iota
+	listTCPEstablished
+	listTCPClosing
+	listTCPClosed
+	listUDPNew
+	listUDPAssured
+	listICMPNew
+	listICMPReplied
+	listOtherNew
+	listOtherAssured
+	numLists
+
+	listFree = 0xff
+)
+
+// listClass is the eviction group of each list.
+var listClass = [numLists]Class{
+	listTCPNew:         ClassUnconfirmed,
+	listTCPEstablished: ClassEstablished,
+	listTCPClosing:     ClassClosing,
+	listTCPClosed:      ClassClosed,
+	listUDPNew:         ClassUnconfirmed,
+	listUDPAssured:     ClassEstablished,
+	listICMPNew:        ClassUnconfirmed,
+	listICMPReplied:    ClassClosing,
+	listOtherNew:       ClassUnconfirmed,
+	listOtherAssured:   ClassEstablished,
+}
+
+// classLists lists the lists of each evictable group.
+var classLists = [...][]uint8{
+	ClassClosed:      {listTCPClosed},
+	ClassUnconfirmed: {listTCPNew, listUDPNew, listICMPNew, listOtherNew},
+	ClassClosing:     {listTCPClosing, listICMPReplied},
+}
+
+// RemoveReason says why a flow left the table.
+type RemoveReason uint8
+
+// The reasons given to an OnRemove hook.
+const (
+	Deleted RemoveReason = iota // by Delete
+	Expired                     // idle longer than its timeout
+	Evicted                     // to make room for a new flow
+)
+
+// Counters count what the table did since it was made. They are safe to read concurrently.
+type Counters struct {
+	Inserted atomic.Uint64 // flows added
+	Expired  atomic.Uint64 // flows removed by Expire
+	Evicted  atomic.Uint64 // flows removed by Insert to make room (see the package comment)
+	Refused  atomic.Uint64 // Inserts that failed with ErrFull
+}
+
+const chunkShift = 12
+const chunkSize = 1 << chunkShift
+
+// lru is one intrusive list: slot indexes, -1 when empty.
+type lru struct {
+	head, tail int32
+	n          int32
+}
 
 // Table is a bounded flow table.
 type Table struct {
+	C Counters // what the table did; safe to read from any goroutine
+
 	max      int
 	timeouts Timeouts
+	to       [numLists]int64 // idle timeout of each list, ns
 	orig     map[Key]int32
 	reply    map[Key]int32
 	chunks   [][]Flow
-	free     []int32
+	free     int32 // first free slot, linked through Flow.next; -1 = none
 	n        int
-	cursor   int
+	lists    [numLists]lru
+	clock    int64 // the latest time Insert or Seen was given; LastSeen never goes below it
+	shift    uint8 // log2 of the LRU resolution in ns
+	start    int   // list Expire starts with, rotating so no list starves on a small budget
+	onRemove func(*Flow, RemoveReason)
 }
 
-// New returns a table that holds at most max flows.
+// New returns a table that holds at most max flows (conf.DefaultMaxFlows when max <= 0).
+// A zero or negative timeout takes its default.
 func New(max int, timeouts Timeouts) *Table {
 	if max <= 0 {
-		max = 1
+		max = conf.DefaultMaxFlows
 	}
-	return &Table{
-		max:      max,
-		timeouts: timeouts,
-		orig:     make(map[Key]int32, min(max, 65536)),
-		reply:    make(map[Key]int32, min(max, 65536)),
+	t := &Table{
+		max:   max,
+		orig:  make(map[Key]int32, min(max, 65536)),
+		reply: make(map[Key]int32, min(max, 65536)),
+		free:  -1,
+		shift: resolutionShift,
+	}
+	for i := range t.lists {
+		t.lists[i] = lru{head: -1, tail: -1}
+	}
+	t.SetTimeouts(timeouts)
+	return t
+}
+
+// SetTimeouts changes the idle timeouts, for live flows too (a configuration reload). A zero
+// or negative timeout takes its default.
+func (t *Table) SetTimeouts(timeouts Timeouts) {
+	to := timeouts.withDefaults()
+	t.timeouts = to
+	t.to = [numLists]int64{
+		listTCPNew:         int64(to.TCPSynSent),
+		listTCPEstablished: int64(to.TCPEstablished),
+		listTCPClosing:     int64(to.TCPClosing),
+		listTCPClosed:      int64(to.TCPClosed),
+		listUDPNew:         int64(to.UDPUnreplied),
+		listUDPAssured:     int64(to.UDPReplied),
+		listICMPNew:        int64(to.ICMP),
+		listICMPReplied:    int64(to.ICMP),
+		listOtherNew:       int64(to.Other),
+		listOtherAssured:   int64(to.Other),
 	}
 }
+
+// Timeouts returns the idle timeouts in force.
+func (t *Table) Timeouts() Timeouts { return t.timeouts }
+
+// OnRemove sets a function called with each flow just before it leaves the table, and why.
+// It must not modify the table. nil removes the hook.
+func (t *Table) OnRemove(fn func(f *Flow, why RemoveReason)) { t.onRemove = fn }
+
+// Max returns the most flows the table holds.
+func (t *Table) Max() int { return t.max }
 
 // Len returns the number of live flows.
 func (t *Table) Len() int { return t.n }
 
-func (t *Table) at(i int32) *Flow { return &t.chunks[i/chunkSize][i%chunkSize] }
+// ClassLen returns the number of live flows in eviction group c.
+func (t *Table) ClassLen(c Class) int {
+	n := 0
+	for l := range t.lists {
+		if listClass[l] == c {
+			n += int(t.lists[l].n)
+		}
+	}
+	return n
+}
+
+// Class returns the eviction group f is in.
+func (f *Flow) Class() Class {
+	if f.list >= numLists {
+		return NumClasses
+	}
+	return listClass[f.list]
+}
+
+// Timeout returns how long f may stay idle in its current state.
+func (t *Table) Timeout(f *Flow) time.Duration { return time.Duration(t.to[listOf(f)]) }
+
+func (t *Table) at(i int32) *Flow { return &t.chunks[i>>chunkShift][i&(chunkSize-1)] }
 
 // LookupOrig finds a flow by its key as the host sends it.
 func (t *Table) LookupOrig(k Key) *Flow {
@@ -183,7 +463,10 @@ func (t *Table) ReplyInUse(k Key) bool {
 	return ok
 }
 
-// Insert adds f and returns a pointer to the stored copy.
+// Insert adds f and returns a pointer to the stored copy. When the table is full it first
+// evicts a flow (see the package comment), which invalidates that flow's *Flow; when only
+// established or assured flows are left it returns ErrFull. Its LastSeen is raised to the
+// latest time the table has been given if it is older, and a zero Created becomes LastSeen.
 func (t *Table) Insert(f Flow) (*Flow, error) {
 	if _, ok := t.orig[f.Orig]; ok {
 		return nil, ErrExists
@@ -192,132 +475,310 @@ func (t *Table) Insert(f Flow) (*Flow, error) {
 		return nil, ErrExists
 	}
 	if t.n >= t.max {
-		return nil, ErrFull
-	}
-	var i int32
-	if n := len(t.free); n > 0 {
-		i = t.free[n-1]
-		t.free = t.free[:n-1]
-	} else {
-		i = int32(len(t.chunks) * chunkSize)
-		t.chunks = append(t.chunks, make([]Flow, chunkSize))
-		for j := int32(chunkSize - 1); j > 0; j-- {
-			t.free = append(t.free, i+j)
+		v := t.victim()
+		if v == nil {
+			t.C.Refused.Add(1)
+			return nil, ErrFull
 		}
+		t.remove(v, Evicted)
+		t.C.Evicted.Add(1)
 	}
+	i := t.alloc()
 	p := t.at(i)
 	*p = f
-	p.live = true
+	p.idx = i
+	if p.LastSeen < t.clock {
+		p.LastSeen = t.clock
+	} else {
+		t.clock = p.LastSeen
+	}
+	if p.Created == 0 {
+		p.Created = p.LastSeen
+	}
+	t.push(p, listOf(p))
 	t.orig[f.Orig] = i
 	t.reply[f.Reply] = i
 	t.n++
+	t.C.Inserted.Add(1)
 	return p, nil
 }
 
-// Delete removes the flow stored at p.
+// alloc takes a free slot, growing the slab by a chunk when none is left.
+func (t *Table) alloc() int32 {
+	if t.free < 0 {
+		base := int32(len(t.chunks) * chunkSize)
+		c := make([]Flow, chunkSize)
+		for j := range c {
+			c[j].list = listFree
+			c[j].next = base + int32(j) + 1
+		}
+		c[chunkSize-1].next = -1
+		t.chunks = append(t.chunks, c)
+		t.free = base
+	}
+	i := t.free
+	t.free = t.at(i).next
+	return i
+}
+
+// victim returns the flow to evict: the least recently seen of the first non-empty evictable
+// group, or nil.
+func (t *Table) victim() *Flow {
+	for _, lists := range classLists {
+		var best *Flow
+		for _, l := range lists {
+			if h := t.lists[l].head; h >= 0 {
+				if f := t.at(h); best == nil || f.LastSeen < best.LastSeen {
+					best = f
+				}
+			}
+		}
+		if best != nil {
+			return best
+		}
+	}
+	return nil
+}
+
+// Delete removes the flow stored at p. A pointer that is not a live flow of this table is
+// ignored.
 func (t *Table) Delete(p *Flow) {
-	i, ok := t.orig[p.Orig]
-	if !ok || t.at(i) != p {
+	if p == nil || p.list >= numLists || p.idx < 0 || int(p.idx) >= len(t.chunks)*chunkSize || t.at(p.idx) != p {
 		return
+	}
+	t.remove(p, Deleted)
+}
+
+// remove takes a live flow out of the maps and its list and frees its slot.
+func (t *Table) remove(p *Flow, why RemoveReason) {
+	if t.onRemove != nil {
+		t.onRemove(p, why)
 	}
 	delete(t.orig, p.Orig)
 	delete(t.reply, p.Reply)
-	*p = Flow{}
-	t.free = append(t.free, i)
+	t.unlink(p)
+	i := p.idx
+	*p = Flow{list: listFree, next: t.free, idx: i}
+	t.free = i
 	t.n--
 }
 
-// Seen updates a flow's counters, TCP state and idle clock for one frame.
-func (t *Table) Seen(f *Flow, dir int, bytes int, tcpFlags uint8, now int64) {
-	f.LastSeen = now
-	f.Packets[dir]++
-	f.Bytes[dir] += uint64(bytes)
-	if dir == DirReply {
-		f.Replied = true
+// push appends p at the tail of list l.
+func (t *Table) push(p *Flow, l uint8) {
+	L := &t.lists[l]
+	p.list = l
+	p.next = -1
+	p.prev = L.tail
+	if L.tail >= 0 {
+		t.at(L.tail).next = p.idx
+	} else {
+		L.head = p.idx
 	}
-	if f.Orig.Proto != 6 {
+	L.tail = p.idx
+	L.n++
+}
+
+// unlink takes p out of its list.
+func (t *Table) unlink(p *Flow) {
+	L := &t.lists[p.list]
+	if p.prev >= 0 {
+		t.at(p.prev).next = p.next
+	} else {
+		L.head = p.next
+	}
+	if p.next >= 0 {
+		t.at(p.next).prev = p.prev
+	} else {
+		L.tail = p.prev
+	}
+	L.n--
+	p.prev, p.next = -1, -1
+}
+
+// listOf returns the list f belongs on given its protocol and state.
+func listOf(f *Flow) uint8 {
+	switch f.Orig.Proto {
+	case 6:
+		switch f.TCPState {
+		case TCPEstablished:
+			if f.Replied {
+				return listTCPEstablished
+			}
+		case TCPClosing:
+			return listTCPClosing
+		case TCPClosed:
+			return listTCPClosed
+		}
+		return listTCPNew
+	case 17:
+		if f.bits&bitAssured != 0 {
+			return listUDPAssured
+		}
+		return listUDPNew
+	case 1:
+		if f.Replied {
+			return listICMPReplied
+		}
+		return listICMPNew
+	}
+	if f.bits&bitAssured != 0 {
+		return listOtherAssured
+	}
+	return listOtherNew
+}
+
+// TCP flags.
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
+
+// Seen updates a flow's counters, state and idle clock for one frame going in direction dir
+// (DirOrig or DirReply) at time now. tcpFlags are the TCP header's flags (0 for other
+// protocols). A pointer to a flow that has been removed is ignored.
+func (t *Table) Seen(f *Flow, dir int, bytes int, tcpFlags uint8, now int64) {
+	if f.list >= numLists {
 		return
 	}
-	const fin, syn, rst, ack = 0x01, 0x02, 0x04, 0x10
-	switch {
-	case tcpFlags&rst != 0:
-		f.TCPState = TCPClosed
-	case tcpFlags&fin != 0:
-		f.finSeen[dir] = true
-		if f.finSeen[0] && f.finSeen[1] {
-			f.TCPState = TCPClosed
-		} else {
-			f.TCPState = TCPClosing
+	if now < t.clock {
+		now = t.clock
+	} else {
+		t.clock = now
+	}
+	dir &= 1
+	f.Packets[dir]++
+	f.Bytes[dir] += uint64(bytes)
+	// The initiator sends host → wire on an outbound flow, wire → host on an inbound one.
+	fromInit := (dir == DirOrig) == (f.Origin != Inbound)
+	if !fromInit {
+		f.Replied = true
+	}
+	switch f.Orig.Proto {
+	case 6:
+		f.tcp(dir, fromInit, tcpFlags)
+	case 1:
+	default:
+		if f.Replied && f.bits&bitAssured == 0 && now-f.Created >= int64(StreamAfter) {
+			f.bits |= bitAssured
 		}
-	case tcpFlags&syn != 0 && tcpFlags&ack == 0:
-		if dir == DirOrig && f.Origin == Outbound || dir == DirReply && f.Origin == Inbound {
+	}
+	if l := listOf(f); l != f.list {
+		t.unlink(f)
+		t.push(f, l)
+	} else if now>>t.shift != f.LastSeen>>t.shift && t.lists[l].tail != f.idx {
+		t.unlink(f)
+		t.push(f, l)
+	}
+	f.LastSeen = now
+}
+
+// tcp moves f's TCP state for one segment.
+func (f *Flow) tcp(dir int, fromInit bool, flags uint8) {
+	finBit := uint8(bitFinOrig)
+	aliveBit := uint8(bitAliveOrig)
+	if dir == DirReply {
+		finBit, aliveBit = bitFinReply, bitAliveReply
+	}
+	switch {
+	case flags&tcpRST != 0:
+		f.TCPState = TCPClosed
+		f.bits = f.bits&^(bitAliveOrig|bitAliveReply) | bitRst
+
+	case flags&(tcpSYN|tcpACK) == tcpSYN:
+		if !fromInit {
+			return // simultaneous open: leave it to the endpoints
+		}
+		switch f.TCPState {
+		case TCPClosed:
+			// The tuple is reused for a new connection: start over, keeping the placement.
+			f.TCPState = TCPSynSent
+			f.bits = 0
+			f.Replied = false
+			f.SynCount = 1
+		case TCPNone:
+			f.TCPState = TCPSynSent
+			f.SynCount = 1
+		case TCPSynSent, TCPSynRecv:
 			if f.SynCount < 255 {
 				f.SynCount++
 			}
 		}
-		if f.TCPState == TCPNone {
-			f.TCPState = TCPSynSent
-		}
-	default:
-		if f.TCPState == TCPNone || f.TCPState == TCPSynSent && f.Replied {
-			f.TCPState = TCPEstablished
-		}
-	}
-}
 
-// timeout returns how long f may stay idle.
-func (t *Table) timeout(f *Flow) time.Duration {
-	switch f.Orig.Proto {
-	case 6:
+	case flags&tcpSYN != 0: // SYN-ACK
+		if !fromInit && (f.TCPState == TCPNone || f.TCPState == TCPSynSent || f.TCPState == TCPSynRecv) {
+			f.TCPState = TCPSynRecv
+		}
+
+	case f.TCPState == TCPClosed:
+		// Stragglers after a close. After an RST, segments both ways mean the endpoints
+		// ignored it (it was out of window, or forged): the connection lives on.
+		if f.bits&bitRst != 0 {
+			f.bits |= aliveBit
+			if f.bits&(bitAliveOrig|bitAliveReply) == bitAliveOrig|bitAliveReply {
+				f.bits &^= bitRst | bitAliveOrig | bitAliveReply
+				f.TCPState = TCPEstablished
+				if f.bits&(bitFinOrig|bitFinReply) != 0 {
+					f.TCPState = TCPClosing
+				}
+			}
+		}
+
+	case flags&tcpFIN != 0:
 		switch f.TCPState {
-		case TCPSynSent:
-			return t.timeouts.TCPSynSent
-		case TCPClosing:
-			return t.timeouts.TCPClosing
-		case TCPClosed:
-			return t.timeouts.TCPClosed
-		default:
-			return t.timeouts.TCPEstablished
+		case TCPNone, TCPSynRecv, TCPEstablished, TCPClosing:
+			f.bits |= finBit
+			if f.bits&(bitFinOrig|bitFinReply) == bitFinOrig|bitFinReply {
+				f.TCPState = TCPClosed
+			} else {
+				f.TCPState = TCPClosing
+			}
 		}
-	case 17:
-		if f.Replied {
-			return t.timeouts.UDPReplied
+
+	default: // ACK, data
+		switch f.TCPState {
+		case TCPNone:
+			f.TCPState = TCPEstablished
+		case TCPSynRecv:
+			if fromInit {
+				f.TCPState = TCPEstablished
+			}
 		}
-		return t.timeouts.UDPUnreplied
-	case 1:
-		return t.timeouts.ICMP
 	}
-	return t.timeouts.Other
 }
 
-// Expire looks at up to budget slots from where the last call stopped and deletes the flows
-// that have been idle longer than their timeout. Calling it often with a small budget spreads
-// the work so no frame ever waits behind a full sweep. It returns how many flows it removed.
+// Expire removes flows idle longer than their timeout at time now, at most budget of them,
+// and returns how many it removed. It looks only at the heads of the LRU lists, so its cost is
+// the number it removes plus a constant: calling it often with a modest budget keeps every
+// frame clear of long pauses. When it returns less than budget, no flow is left that has been
+// idle longer than its timeout plus Resolution.
 func (t *Table) Expire(now int64, budget int) int {
-	total := len(t.chunks) * chunkSize
-	if total == 0 {
-		return 0
-	}
 	removed := 0
-	for ; budget > 0; budget-- {
-		if t.cursor >= total {
-			t.cursor = 0
-		}
-		f := t.at(int32(t.cursor))
-		t.cursor++
-		if f.live && now-f.LastSeen > int64(t.timeout(f)) {
-			t.Delete(f)
+	for k := 0; k < numLists && removed < budget; k++ {
+		l := (t.start + k) % numLists
+		L := &t.lists[l]
+		to := t.to[l]
+		for removed < budget && L.head >= 0 {
+			f := t.at(L.head)
+			if now-f.LastSeen <= to {
+				break
+			}
+			t.remove(f, Expired)
 			removed++
 		}
 	}
+	t.start = (t.start + 1) % numLists
+	t.C.Expired.Add(uint64(removed))
 	return removed
 }
 
-// Range calls fn for every live flow until fn returns false.
+// Range calls fn for every live flow until fn returns false. fn may Delete the flow it is
+// given.
 func (t *Table) Range(fn func(*Flow) bool) {
 	for _, c := range t.chunks {
 		for i := range c {
-			if c[i].live && !fn(&c[i]) {
+			if c[i].list < numLists && !fn(&c[i]) {
 				return
 			}
 		}
