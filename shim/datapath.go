@@ -7,6 +7,7 @@ import (
 
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/filters"
 	"github.com/l2shim/l2shim/rewrite"
 )
 
@@ -46,6 +47,10 @@ type Gateway struct {
 	Alive bool
 	// Drained is set by `l2shim drain`: no new flows.
 	Drained bool
+	// ProbeDown is set while active probes say the gateway's path is dead; Benched while
+	// failure accounting keeps it out.
+	ProbeDown, Benched bool
+	probe              failover.ProbeSummary
 	// Flows counts flows placed on this gateway since start; the others count the frames
 	// of those flows each way.
 	Flows                 atomic.Uint64
@@ -55,7 +60,7 @@ type Gateway struct {
 
 // Usable reports whether new flows may be placed on g.
 func (g *Gateway) Usable(ifaces []Iface) bool {
-	return g.On && !g.Drained && g.HasMAC && g.Alive && ifaces[g.Iface].Up
+	return g.On && !g.Drained && !g.ProbeDown && !g.Benched && g.HasMAC && g.Alive && ifaces[g.Iface].Up
 }
 
 // Where says where a processed frame goes.
@@ -92,6 +97,10 @@ const (
 	// DropTooBig: a DF frame larger than its uplink's MTU; the host got an ICMP
 	// fragmentation-needed instead.
 	DropTooBig
+	// DropRotated: a late frame for a tuple its flow rotated away from.
+	DropRotated
+	// DropRule: a frame of a flow a rule drops (or a strict route-to whose gateway is down).
+	DropRule
 	dropReasons
 )
 
@@ -103,6 +112,10 @@ func (r DropReason) String() string {
 		return "unknown-direction"
 	case DropTooBig:
 		return "too-big"
+	case DropRotated:
+		return "rotated"
+	case DropRule:
+		return "rule"
 	}
 	return "none"
 }
@@ -120,6 +133,10 @@ type Counters struct {
 	Lost          atomic.Uint64 // frames the kernel could not hand over with a virtio-net header
 	ProbeReplies  atomic.Uint64 // replies to the shim's own probes, consumed
 	FragTableFull atomic.Uint64 // first fragments whose followers could not be remembered
+	Rotations     atomic.Uint64 // connection requests moved to the next gateway
+	Resets        atomic.Uint64 // TCP flows of a down gateway reset toward the host
+	Moved         atomic.Uint64 // UDP flows of a down gateway moved to a live one
+	LateAnswers   atomic.Uint64 // wire frames for a tuple a flow rotated away from
 	Drops         [dropReasons]atomic.Uint64
 	ParseFailures [rewrite.NumReasons]atomic.Uint64
 }
@@ -139,6 +156,11 @@ type Datapath struct {
 	scratch [256]byte
 	probes  map[probeKey]*ProbeTarget
 	frags   map[fragKey]fragEntry
+	rotated map[conntrack.Key]rotEntry
+	health  *failover.Health
+	rules   *filters.Set
+	allDown bool
+	lastNow int64
 	C       Counters
 }
 
@@ -151,11 +173,19 @@ type DatapathConfig struct {
 	// Seed keys the per-flow hash, so placement differs between runs and cannot be steered
 	// from outside.
 	Seed uint64
+	// SynRetries: a connection request seen more than this many times moves to the next
+	// usable gateway; negative turns rotation off.
+	SynRetries int
+	// Health configures failure accounting; a zero Window turns it off.
+	Health failover.HealthConfig
 }
 
 // NewDatapath returns a datapath over ifaces and gateways.
 func NewDatapath(ifaces []Iface, gws []*Gateway, cfg DatapathConfig, table *conntrack.Table) *Datapath {
 	d := &Datapath{Ifaces: ifaces, Gws: gws, cfg: cfg, table: table}
+	if cfg.Health.Window > 0 {
+		d.health = failover.NewHealth(cfg.Health, len(gws))
+	}
 	d.cands = make([]failover.Candidate, len(gws))
 	for i, g := range gws {
 		d.cands[i] = failover.Candidate{ID: failover.GatewayID(g.Name), Weight: g.Weight}
@@ -184,6 +214,7 @@ func (d *Datapath) Expire(now int64, budget int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.expireFragments(now)
+	d.expireRotated(now)
 	return d.table.Expire(now, budget)
 }
 
@@ -216,6 +247,7 @@ func (d *Datapath) ProcessLocked(in int, pkt []byte, now int64) Verdict {
 		d.C.Drops[DropMalformed].Add(1)
 		return Verdict{Where: Drop, Reason: DropMalformed}
 	}
+	d.lastNow = now
 	ifc := &d.Ifaces[in]
 	var v Verdict
 	switch {
@@ -343,7 +375,11 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 		if f.MoreFrags {
 			d.rememberFragment(f, conntrack.DirOrig, fl.Orig, now)
 		}
+		gap := now - fl.LastSeen
 		d.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
+		if d.isRetry(f, fl, gap) {
+			d.rotate(fl, now)
+		}
 	case f.FragOff != 0:
 		// A later fragment follows its first fragment's flow.
 		if fl = d.fragmentFlow(f, conntrack.DirOrig, now); fl == nil {
@@ -353,6 +389,13 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 		return d.egressICMPError(in, f)
 	default:
 		return d.pass(in)
+	}
+	if fl.Rule >= 0 {
+		d.rules.CountPackets(int(fl.Rule), 1, uint64(len(f.Buf)))
+	}
+	if fl.Drop {
+		d.C.Drops[DropRule].Add(1)
+		return Verdict{Where: Drop, Reason: DropRule}
 	}
 	if fl.Gateway < 0 {
 		return d.pass(in)
@@ -384,18 +427,19 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 		WireIf:         int16(in),
 		Gateway:        -1,
 		HostGatewayMAC: f.DstMAC(),
+		Rule:           -1,
 		Created:        now,
 		LastSeen:       now,
 	}
 	if opensFlow(f) {
-		g := -1
-		if y := d.ifaceOwning(key.Src); y >= 0 && y != in {
+		g, decided := d.applyRule(&fl, filters.Out, in, f)
+		if y := d.ifaceOwning(key.Src); !decided && y >= 0 && y != in {
 			// The host chose the source address of another uplink (a socket bound to it, a
 			// port-forward's reply): that uplink's gateway, as per-source routing tables
 			// would do, without NAT.
 			g = d.firstUsableOn(y)
 		}
-		if g < 0 {
+		if g < 0 && !decided {
 			g = failover.Pick(d.cfg.Mode, key.Hash(d.cfg.Seed), d.cands)
 		}
 		if g >= 0 {
@@ -406,27 +450,8 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 		// Pinned: the flow stays where the host sent it, through the gateway it addressed.
 		fl.Gateway = int16(d.gatewayByMAC(in, fl.HostGatewayMAC))
 	}
-	natIP := key.Src
-	natPort := key.SrcPort
-	if fl.Gateway >= 0 {
-		if wa := d.Ifaces[fl.WireIf].Addr; wa != key.Src && wa != ([4]byte{}) {
-			fl.NAT = true
-			natIP = wa
-		}
-	}
-	fl.Reply = conntrack.Key{Src: key.Dst, Dst: natIP, SrcPort: key.DstPort, DstPort: natPort, Proto: key.Proto}
-	if key.Proto == 1 {
-		fl.Reply.SrcPort = natPort
-	}
-	// conntrack owns every tuple on an external address, the host's un-NATed flows included:
-	// whichever flow arrives second with a wire tuple already taken is remapped to a free port
-	// (and mapped back on replies), so two flows never share one.
-	if d.table.ReplyInUse(fl.Reply) || d.probeTaken(fl.Reply) {
-		if fl.Gateway >= 0 && d.remapPort(&fl.Reply, key.Hash(d.cfg.Seed^0x9e3779b97f4a7c15)) {
-			fl.NAT = true
-		} else {
-			return nil
-		}
+	if !d.mapOnto(&fl) {
+		return nil
 	}
 	p, err := d.table.Insert(fl)
 	if err != nil {
@@ -438,8 +463,52 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 	d.C.NewFlows.Add(1)
 	if p.Gateway >= 0 {
 		d.Gws[p.Gateway].Flows.Add(1)
+		if d.health != nil && opensFlow(f) && key.Proto != rewrite.ProtoICMP {
+			d.health.Attempt(int(p.Gateway), now)
+		}
 	}
 	return p
+}
+
+// mapOnto computes the wire side of flow fl for its gateway (fl.Gateway, -1 for none): the
+// interface it leaves through and, when that interface's address is not the flow's source, the
+// NAT mapping. It reports false when no free wire tuple exists.
+func (d *Datapath) mapOnto(fl *conntrack.Flow) bool {
+	key := fl.Orig
+	fl.NAT = false
+	fl.WireIf = fl.HostIf
+	natIP, natPort := key.Src, key.SrcPort
+	if fl.Gateway >= 0 {
+		fl.WireIf = int16(d.Gws[fl.Gateway].Iface)
+		if wa := d.Ifaces[fl.WireIf].Addr; wa != key.Src && wa != ([4]byte{}) {
+			fl.NAT = true
+			natIP = wa
+		}
+	}
+	r := conntrack.Key{Src: key.Dst, Dst: natIP, SrcPort: key.DstPort, DstPort: natPort, Proto: key.Proto}
+	if key.Proto == rewrite.ProtoICMP {
+		r.SrcPort = natPort
+	}
+	// conntrack owns every tuple on an external address, the host's un-NATed flows included:
+	// whichever flow arrives second with a wire tuple already taken is remapped to a free port
+	// (and mapped back on replies), so two flows never share one.
+	if d.wireTupleTaken(r, fl) {
+		if fl.Gateway < 0 || !d.remapPort(&r, key.Hash(d.cfg.Seed^0x9e3779b97f4a7c15), fl) {
+			return false
+		}
+		fl.NAT = true
+	}
+	fl.Reply = r
+	return true
+}
+
+// wireTupleTaken reports whether another flow (not self) or a probe holds wire tuple r.
+func (d *Datapath) wireTupleTaken(r conntrack.Key, self *conntrack.Flow) bool {
+	if d.probeTaken(r) {
+		return true
+	}
+	other := d.table.LookupReply(r)
+	return other != nil && other != self
 }
 
 // ifaceOwning returns the interface that has ip as one of its addresses, or -1.
@@ -476,7 +545,7 @@ func (d *Datapath) gatewayByMAC(i int, mac [6]byte) int {
 
 // remapPort finds a free port for a NAT mapping whose natural port is taken, starting at a
 // point derived from the flow so concurrent collisions spread out.
-func (d *Datapath) remapPort(r *conntrack.Key, h uint64) bool {
+func (d *Datapath) remapPort(r *conntrack.Key, h uint64, self *conntrack.Flow) bool {
 	const span = natPortHi - natPortLo + 1
 	start := int(h % span)
 	for i := 0; i < span; i++ {
@@ -485,7 +554,7 @@ func (d *Datapath) remapPort(r *conntrack.Key, h uint64) bool {
 		if r.Proto == 1 {
 			r.SrcPort = port
 		}
-		if !d.table.ReplyInUse(*r) && !d.probeTaken(*r) {
+		if !d.wireTupleTaken(*r, self) {
 			return true
 		}
 	}
@@ -517,6 +586,9 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 		d.rememberFragment(f, conntrack.DirReply, fl.Orig, now)
 	}
 	if fl == nil {
+		if v, late := d.lateAnswer(in, f, key, now); late {
+			return v
+		}
 		if !opensFlow(f) || d.table.LookupOrig(key.Reverse()) != nil {
 			return d.toHost(in)
 		}
@@ -530,14 +602,22 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 			WireIf:         int16(in),
 			Gateway:        -1,
 			HostGatewayMAC: f.SrcMAC(),
+			Rule:           -1,
 			Created:        now,
 			LastSeen:       now,
 		}
-		if d.cfg.SourceAware {
+		g, decided := d.applyRule(&nf, filters.In, in, f)
+		switch {
+		case decided:
+			nf.Gateway = int16(g)
+		case d.cfg.SourceAware:
 			// Source-aware: the host's side leaves through the gateway the flow came in
 			// from, whatever the host's routes say. A flow from a LAN neighbour (no
 			// gateway's MAC) stays with the host's routing.
 			nf.Gateway = int16(d.gatewayByMAC(in, nf.HostGatewayMAC))
+		}
+		if nf.Gateway >= 0 {
+			nf.WireIf = int16(d.Gws[nf.Gateway].Iface)
 		}
 		p, err := d.table.Insert(nf)
 		if err != nil {
@@ -549,6 +629,11 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 		d.C.NewFlows.Add(1)
 		fl = p
 	}
+	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && d.health != nil {
+		// The first answer (a SYN-ACK, an RST, a datagram) proves the path through the gateway.
+		d.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
+	}
+	trackHostSeq(f, fl)
 	d.table.Seen(fl, conntrack.DirReply, len(f.Buf), f.TCPFlags, now)
 	return d.toHostFor(in, f, fl)
 }
@@ -556,6 +641,13 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 // toHostFor delivers a wire frame of flow fl to the host: reverse-translated when the flow is
 // NATed, and on the interface the host used for it.
 func (d *Datapath) toHostFor(in int, f *rewrite.Frame, fl *conntrack.Flow) Verdict {
+	if fl.Rule >= 0 {
+		d.rules.CountPackets(int(fl.Rule), 1, uint64(len(f.Buf)))
+	}
+	if fl.Drop {
+		d.C.Drops[DropRule].Add(1)
+		return Verdict{Where: Drop, Reason: DropRule}
+	}
 	if fl.Gateway >= 0 {
 		g := d.Gws[fl.Gateway]
 		g.PacketsIn.Add(1)
@@ -602,6 +694,10 @@ func (d *Datapath) ingressICMPError(in int, f *rewrite.Frame) Verdict {
 	fl := d.table.LookupReply(k)
 	if fl == nil {
 		return d.toHost(in)
+	}
+	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && d.health != nil && f.Src == fl.Orig.Dst {
+		// An unreachable from the destination itself proves the path works.
+		d.health.Success(int(fl.Gateway), fl.Orig.Dst, d.lastNow)
 	}
 	if fl.NAT {
 		f.SetInnerSrc(fl.Orig.Src, fl.Orig.SrcPort)
@@ -687,4 +783,54 @@ func (d *Datapath) expireFragments(now int64) {
 			delete(d.frags, k)
 		}
 	}
+}
+
+// SetRules installs the compiled [[rule]]s; nil means none.
+func (d *Datapath) SetRules(rules *filters.Set) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rules = rules
+}
+
+// Rules returns the installed rules (for their counters).
+func (d *Datapath) Rules() *filters.Set {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rules
+}
+
+// applyRule evaluates the rules for the first frame of a new flow. It returns the gateway the
+// rule places the flow on (-1: the host's routing) and whether a rule decided at all; a drop
+// verdict, or a strict route-to whose gateway is unusable, marks the flow dropped. A route-to
+// whose gateway is unusable and not strict falls back to the normal choice (decided false).
+func (d *Datapath) applyRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame) (int, bool) {
+	if d.rules.Len() == 0 {
+		return -1, false
+	}
+	p := filters.Packet{Iface: in, Dir: dir, Src: f.Src, Dst: f.Dst, Proto: f.Proto}
+	if f.Proto == rewrite.ProtoTCP || f.Proto == rewrite.ProtoUDP {
+		p.SrcPort, p.DstPort = f.SrcPort, f.DstPort
+	}
+	v, ok := d.rules.Match(&p)
+	if !ok {
+		return -1, false
+	}
+	fl.Rule = int16(v.Rule)
+	d.rules.CountFlow(v.Rule)
+	switch v.Action {
+	case filters.Drop:
+		fl.Drop = true
+		return -1, true
+	case filters.Pass:
+		return -1, true
+	case filters.RouteTo:
+		if d.cands[v.Gateway].Usable {
+			return v.Gateway, true
+		}
+		if v.Strict {
+			fl.Drop = true
+			return -1, true
+		}
+	}
+	return -1, false
 }

@@ -35,7 +35,7 @@ func testDatapath(t testing.TB, mode failover.Mode, w0, w1 int) *Datapath {
 		{Name: "isp-a", Iface: 0, IP: [4]byte{10, 1, 0, 1}, MAC: gwMAC0, HasMAC: true, Weight: w0, On: true, Alive: true},
 		{Name: "isp-b", Iface: 1, IP: [4]byte{10, 2, 0, 1}, MAC: gwMAC1, HasMAC: true, Weight: w1, On: true, Alive: true},
 	}
-	return NewDatapath(ifaces, gws, DatapathConfig{Mode: mode, SourceAware: true, Seed: 42}, conntrack.New(1<<16, conntrack.DefaultTimeouts()))
+	return NewDatapath(ifaces, gws, DatapathConfig{Mode: mode, SourceAware: true, Seed: 42, SynRetries: 2}, conntrack.New(1<<16, conntrack.DefaultTimeouts()))
 }
 
 type pkt struct {
@@ -62,6 +62,9 @@ func (p pkt) build(t testing.TB) []byte {
 	case 6:
 		ip.Protocol = layers.IPProtocolTCP
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: p.syn, ACK: p.ack, RST: p.rst, Seq: 1000, Window: 65535}
+		if p.ack {
+			tcp.Ack = 1001
+		}
 		if p.mss != 0 {
 			tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{byte(p.mss >> 8), byte(p.mss)}}}
 		}

@@ -17,6 +17,7 @@ type ProbeTarget struct {
 	ID      uint16 // ICMP echo identifier, unique per target and gateway
 
 	Seq      uint16 // sequence number of the last request sent
+	RoundSeq uint16 // sequence number of the first request of the current round
 	SentAt   int64  // when it was sent (monotonic ns)
 	Replied  bool   // a reply to Seq arrived
 	RTT      int64  // round-trip time of the last reply (ns)
@@ -72,7 +73,11 @@ func (d *Datapath) consumeProbe(f *rewrite.Frame, now int64) bool {
 	if !ok {
 		return false
 	}
-	if f.L4+8 <= f.End && binary.BigEndian.Uint16(f.Buf[f.L4+6:]) == pt.Seq && !pt.Replied {
+	// A reply to any of this round's requests counts (a retry may cross a late answer).
+	if f.L4+8 > f.End || pt.Replied {
+		return true
+	}
+	if seq := binary.BigEndian.Uint16(f.Buf[f.L4+6:]); seq-pt.RoundSeq <= pt.Seq-pt.RoundSeq {
 		pt.Replied = true
 		pt.RTT = now - pt.SentAt
 		pt.Replies++

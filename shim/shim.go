@@ -26,6 +26,7 @@ import (
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/filters"
 )
 
 // Options tune a Shim; the zero value is usable.
@@ -160,11 +161,11 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watch(ctx, w) }()
 	for i := range s.dp.Gws {
-		if s.cfg.Gateways[i].MAC == nil {
-			wg.Add(1)
-			go func() { defer wg.Done(); s.resolveLoop(ctx, i) }()
-		}
+		wg.Add(1)
+		go func() { defer wg.Done(); s.probeLoop(ctx, i) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.healthLoop(ctx) }()
 
 	if err := s.attachHooks(); err != nil {
 		cancel()
@@ -224,7 +225,25 @@ func (s *Shim) setup() error {
 		gws[i] = g
 	}
 	table := conntrack.New(s.opts.MaxFlows, conntrack.DefaultTimeouts())
-	s.dp = NewDatapath(ifaces, gws, DatapathConfig{Mode: modeOf(s.cfg.Shim.Mode), SourceAware: s.cfg.Shim.SourceAware, Seed: rand.Uint64()}, table)
+	fo := s.cfg.Failover
+	s.dp = NewDatapath(ifaces, gws, DatapathConfig{
+		Mode:        modeOf(s.cfg.Shim.Mode),
+		SourceAware: s.cfg.Shim.SourceAware,
+		Seed:        rand.Uint64(),
+		SynRetries:  fo.SynRetries,
+		Health: failover.HealthConfig{
+			Window:       fo.Window,
+			FailRatio:    fo.FailRatio,
+			MinAttempts:  fo.MinAttempts,
+			ProbeConfirm: fo.ProbeInterval > 0,
+		},
+	}, table)
+
+	rules, err := filters.Compile(s.cfg, names)
+	if err != nil {
+		return err
+	}
+	s.dp.SetRules(rules)
 
 	m, err := newMaps()
 	if err != nil {

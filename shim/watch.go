@@ -152,6 +152,11 @@ func (s *Shim) setIfaceState(i int, up bool) {
 			s.log.Info("interface up; its gateways return when they answer ARP", "interface", s.ports[i].name)
 		} else {
 			s.log.Warn("interface down; its gateways take no new flows", "interface", s.ports[i].name)
+			for gi, gc := range s.cfg.Gateways {
+				if gc.Interface == s.ports[i].name {
+					s.gatewayDown(gi, "interface "+gc.Interface+" down")
+				}
+			}
 		}
 	}
 }

@@ -152,9 +152,6 @@ func cmdRun(args []string, stderr io.Writer) int {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	if len(cfg.Rules) > 0 {
-		log.Warn("[[rule]] tables are validated but not applied yet; traffic they match is load-balanced like any other", "rules", len(cfg.Rules))
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
