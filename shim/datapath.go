@@ -51,9 +51,10 @@ type Gateway struct {
 	// failure accounting keeps it out.
 	ProbeDown, Benched bool
 	probe              failover.ProbeSummary
-	// Flows counts flows placed on this gateway since start; the others count the frames
-	// of those flows each way.
+	// Flows counts flows placed on this gateway since start, Live those in the table now;
+	// the others count the frames of those flows each way.
 	Flows                 atomic.Uint64
+	Live                  atomic.Int64
 	PacketsOut, PacketsIn atomic.Uint64
 	BytesOut, BytesIn     atomic.Uint64
 }
@@ -183,6 +184,11 @@ type DatapathConfig struct {
 // NewDatapath returns a datapath over ifaces and gateways.
 func NewDatapath(ifaces []Iface, gws []*Gateway, cfg DatapathConfig, table *conntrack.Table) *Datapath {
 	d := &Datapath{Ifaces: ifaces, Gws: gws, cfg: cfg, table: table}
+	table.OnRemove(func(f *conntrack.Flow, _ conntrack.RemoveReason) {
+		if f.Gateway >= 0 && int(f.Gateway) < len(d.Gws) {
+			d.Gws[f.Gateway].Live.Add(-1)
+		}
+	})
 	if cfg.Health.Window > 0 {
 		d.health = failover.NewHealth(cfg.Health, len(gws))
 	}
@@ -463,6 +469,7 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 	d.C.NewFlows.Add(1)
 	if p.Gateway >= 0 {
 		d.Gws[p.Gateway].Flows.Add(1)
+		d.Gws[p.Gateway].Live.Add(1)
 		if d.health != nil && opensFlow(f) && key.Proto != rewrite.ProtoICMP {
 			d.health.Attempt(int(p.Gateway), now)
 		}
@@ -627,6 +634,9 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 			return d.toHost(in)
 		}
 		d.C.NewFlows.Add(1)
+		if p.Gateway >= 0 {
+			d.Gws[p.Gateway].Live.Add(1)
+		}
 		fl = p
 	}
 	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && d.health != nil {

@@ -87,16 +87,7 @@ func (d *Datapath) Evacuate(gi int, now int64) (rsts []Injection, reset, moved i
 			if g < 0 || g == gi {
 				continue
 			}
-			old := fl.Reply
-			fl.Gateway = int16(g)
-			if !d.mapOnto(fl) {
-				fl.Reply = old
-				continue
-			}
-			nr := fl.Reply
-			fl.Reply = old
-			if d.table.Rekey(fl, nr) == nil {
-				d.Gws[g].Flows.Add(1)
+			if d.moveFlow(fl, g) {
 				moved++
 			}
 		}

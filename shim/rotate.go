@@ -67,16 +67,8 @@ func (d *Datapath) rotate(fl *conntrack.Flow, now int64) bool {
 	if next < 0 {
 		return false
 	}
-	oldReply, oldWire, oldNAT := fl.Reply, fl.WireIf, fl.NAT
-	fl.Gateway = int16(next)
-	if !d.mapOnto(fl) {
-		fl.Gateway, fl.Reply, fl.WireIf, fl.NAT = int16(old), oldReply, oldWire, oldNAT
-		return false
-	}
-	newReply := fl.Reply
-	fl.Reply = oldReply
-	if err := d.table.Rekey(fl, newReply); err != nil {
-		fl.Gateway, fl.WireIf, fl.NAT = int16(old), oldWire, oldNAT
+	oldReply := fl.Reply
+	if !d.moveFlow(fl, next) {
 		return false
 	}
 	if d.rotated == nil {
@@ -89,9 +81,30 @@ func (d *Datapath) rotate(fl *conntrack.Flow, now int64) bool {
 		d.health.Failure(old, fl.Orig.Dst, fl.Created, now)
 		d.health.Attempt(next, now)
 	}
-	d.Gws[next].Flows.Add(1)
 	d.C.Rotations.Add(1)
 	return true
+}
+
+// moveFlow places fl on gateway g, NAT following, and re-keys it in the table. On failure (no
+// free wire tuple) fl is left as it was.
+func (d *Datapath) moveFlow(fl *conntrack.Flow, g int) bool {
+	old := int(fl.Gateway)
+	oldReply, oldWire, oldNAT := fl.Reply, fl.WireIf, fl.NAT
+	fl.Gateway = int16(g)
+	if d.mapOnto(fl) {
+		nr := fl.Reply
+		fl.Reply = oldReply
+		if d.table.Rekey(fl, nr) == nil {
+			if old >= 0 {
+				d.Gws[old].Live.Add(-1)
+			}
+			d.Gws[g].Flows.Add(1)
+			d.Gws[g].Live.Add(1)
+			return true
+		}
+	}
+	fl.Gateway, fl.Reply, fl.WireIf, fl.NAT = int16(old), oldReply, oldWire, oldNAT
+	return false
 }
 
 // lateAnswer handles a wire frame for a tuple a flow rotated away from: a SYN-ACK is answered

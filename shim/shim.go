@@ -35,8 +35,6 @@ type Options struct {
 	Log *slog.Logger
 	// Batch is how many frames one recvmmsg reads (default 64).
 	Batch int
-	// MaxFlows bounds the flow table (default 262144).
-	MaxFlows int
 }
 
 // Shim is one running instance for one configuration.
@@ -75,9 +73,6 @@ func New(cfg *conf.Config, opts Options) *Shim {
 	}
 	if opts.Batch <= 0 {
 		opts.Batch = 64
-	}
-	if opts.MaxFlows <= 0 {
-		opts.MaxFlows = 262144
 	}
 	return &Shim{cfg: cfg, log: opts.Log, opts: opts, base: time.Now()}
 }
@@ -224,7 +219,7 @@ func (s *Shim) setup() error {
 		}
 		gws[i] = g
 	}
-	table := conntrack.New(s.opts.MaxFlows, conntrack.DefaultTimeouts())
+	table := conntrack.New(s.cfg.Conntrack.MaxFlows, conntrack.TimeoutsFrom(s.cfg.Conntrack))
 	fo := s.cfg.Failover
 	s.dp = NewDatapath(ifaces, gws, DatapathConfig{
 		Mode:        modeOf(s.cfg.Shim.Mode),
@@ -510,6 +505,12 @@ func (s *Shim) logTotals() {
 		"nated", c.NATed.Load(),
 		"passed", c.Passed.Load(),
 		"table_full", c.TableFull.Load(),
+		"evicted", s.dp.table.C.Evicted.Load(),
+		"rotations", c.Rotations.Load(),
+		"late_answers", c.LateAnswers.Load(),
+		"tcp_reset", c.Resets.Load(),
+		"udp_moved", c.Moved.Load(),
+		"probe_replies", c.ProbeReplies.Load(),
 		"send_errors", c.SendErrors.Load(),
 		"send_too_big", c.SendTooBig.Load(),
 		"lost", c.Lost.Load(),
