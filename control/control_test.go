@@ -28,7 +28,10 @@ func (f *fakeHandler) Drain(g string, reset bool) (string, error) {
 	f.drained[g] = true
 	return "drained", nil
 }
-func (f *fakeHandler) Undrain(g string) (string, error) { f.drained[g] = false; return "undrained", nil }
+func (f *fakeHandler) Undrain(g string) (string, error) {
+	f.drained[g] = false
+	return "undrained", nil
+}
 
 func TestServerRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "l2shim.sock")

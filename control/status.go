@@ -39,8 +39,10 @@ type GatewayStatus struct {
 	// Active and Failed are the connection attempts and the counted failures in the window.
 	Active int `json:"active"`
 	Failed int `json:"failed"`
-	// Flows is the number of flows placed on the gateway since start.
+	// Flows is the number of the gateway's flows in the table now, Placed how many were
+	// placed on it since start.
 	Flows      uint64    `json:"flows"`
+	Placed     uint64    `json:"placed"`
 	PacketsOut uint64    `json:"packets_out"`
 	PacketsIn  uint64    `json:"packets_in"`
 	BytesOut   uint64    `json:"bytes_out"`

@@ -148,6 +148,7 @@ func (s *Shim) healthLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		trans, changed, allDown := s.dp.HealthTick(s.now())
+		s.publishView()
 		for _, tr := range trans {
 			name := s.cfg.Gateways[tr.Gateway].Name
 			if tr.Benched {

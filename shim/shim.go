@@ -25,6 +25,7 @@ import (
 
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/control"
 	"github.com/l2shim/l2shim/failover"
 	"github.com/l2shim/l2shim/filters"
 )
@@ -48,6 +49,10 @@ type Shim struct {
 	maps  *maps
 	ports []*port
 	mu    sync.Mutex // serialises control-plane changes to ports
+
+	started time.Time
+	view    atomic.Pointer[view]
+	reloads atomic.Uint64
 }
 
 // port is everything l2shim owns for one external interface. The veth pair and the capture
@@ -74,7 +79,7 @@ func New(cfg *conf.Config, opts Options) *Shim {
 	if opts.Batch <= 0 {
 		opts.Batch = 64
 	}
-	return &Shim{cfg: cfg, log: opts.Log, opts: opts, base: time.Now()}
+	return &Shim{cfg: cfg, log: opts.Log, opts: opts, base: time.Now(), started: time.Now()}
 }
 
 // now returns monotonic nanoseconds since the shim started.
@@ -161,6 +166,17 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.healthLoop(ctx) }()
+
+	s.publishView()
+	srv, err := control.Listen(s.cfg.Shim.Control, s, s.log)
+	if err != nil {
+		cancel()
+		s.closeSockets()
+		wg.Wait()
+		return err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.Serve(ctx) }()
 
 	if err := s.attachHooks(); err != nil {
 		cancel()

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,8 +14,10 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/l2shim/l2shim/conf"
+	"github.com/l2shim/l2shim/control"
 	"github.com/l2shim/l2shim/shim"
 )
 
@@ -30,9 +33,15 @@ const usage = `usage: l2shim COMMAND [flags]
 commands:
   run -c FILE      attach to the configured interfaces and run until SIGINT/SIGTERM
   check -c FILE    validate FILE and the host it would run on; print every problem
+  status [-s SOCKET] [--json]
+                   the gateway table, rule counters and datapath counters of a running l2shim
+  drain NAME [--reset] [-s SOCKET]
+                   no new flows through gateway NAME; --reset also resets its TCP flows
+  undrain NAME [-s SOCKET]
+                   let gateway NAME take new flows again
+  reload [-s SOCKET]
+                   the same as SIGHUP (not implemented yet: restart to apply a new config)
   demo             build a throwaway two-uplink topology and show l2shim at work (root)
-  status, reload, drain, undrain
-                   not implemented yet (the operator-surface issue)
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or config
 `
@@ -54,8 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "status", "reload", "drain", "undrain":
-		fmt.Fprintf(stderr, "l2shim %s: not implemented yet; it arrives with the control socket\n", args[0])
-		return exitRuntime
+		return cmdControl(args[0], args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -201,6 +209,61 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if err := runDemo(ctx, stdout, exe); err != nil {
 		fmt.Fprintln(stderr, "l2shim demo:", err)
 		return exitRuntime
+	}
+	return exitOK
+}
+
+// cmdControl talks to a running instance through its control socket.
+func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("l2shim "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("s", conf.DefaultControl, "control `SOCKET` of the running l2shim")
+	asJSON := fs.Bool("json", false, "status: print JSON for scripts")
+	reset := fs.Bool("reset", false, "drain: also reset the gateway's TCP flows toward the host")
+	// Flags may come after the gateway name too: `l2shim drain isp-a --reset`.
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return exitUsage
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	req := control.Request{Command: name}
+	switch name {
+	case "drain", "undrain":
+		if len(pos) != 1 {
+			fmt.Fprintf(stderr, "usage: l2shim %s NAME [-s SOCKET]%s\n", name, map[bool]string{true: " [--reset]"}[name == "drain"])
+			return exitUsage
+		}
+		req.Gateway, req.Reset = pos[0], *reset
+	default:
+		if len(pos) > 0 {
+			fmt.Fprintf(stderr, "l2shim %s: unexpected argument %q\n", name, pos[0])
+			return exitUsage
+		}
+	}
+	resp, err := control.Call(*sock, req, 10*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "l2shim %s: %v\n", name, err)
+		return exitRuntime
+	}
+	switch {
+	case name == "status" && *asJSON:
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(resp.Status); err != nil {
+			return exitRuntime
+		}
+	case name == "status":
+		if err := control.WriteTable(stdout, resp.Status, time.Now()); err != nil {
+			return exitRuntime
+		}
+	default:
+		fmt.Fprintln(stdout, resp.Message)
 	}
 	return exitOK
 }
