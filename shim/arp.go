@@ -96,10 +96,21 @@ func (p *prober) round(ctx context.Context, interval time.Duration, results []bo
 		}
 	}
 	p.s.dp.Lock()
+	var rtts [8]time.Duration
 	for i, t := range p.targets {
 		results[1+i] = t.Replied
+		if t.Replied && i < len(rtts) {
+			rtts[i] = time.Duration(t.RTT)
+		}
 	}
 	p.s.dp.Unlock()
+	if m := p.s.metrics; m != nil {
+		for _, r := range rtts {
+			if r > 0 {
+				m.ObserveRTT(p.s.cfg.Gateways[p.gi].Name, r)
+			}
+		}
+	}
 	return results[0]
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/l2shim/l2shim/control"
 	"github.com/l2shim/l2shim/failover"
 	"github.com/l2shim/l2shim/filters"
+	"github.com/l2shim/l2shim/metrics"
 )
 
 // Options tune a Shim; the zero value is usable.
@@ -51,6 +52,7 @@ type Shim struct {
 	mu    sync.Mutex // serialises control-plane changes to ports
 
 	started time.Time
+	metrics *metrics.Exporter
 	view    atomic.Pointer[view]
 	reloads atomic.Uint64
 }
@@ -177,6 +179,16 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); srv.Serve(ctx) }()
+	if addr := s.cfg.Shim.Metrics; addr != "" {
+		s.metrics = metrics.New(s)
+		if err := s.metrics.Serve(ctx, addr, s.log); err != nil {
+			cancel()
+			s.closeSockets()
+			wg.Wait()
+			return err
+		}
+		s.log.Info("serving Prometheus metrics", "addr", addr, "path", "/metrics")
+	}
 
 	if err := s.attachHooks(); err != nil {
 		cancel()
