@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := bin/l2shim
 FUZZTIME ?= 10s
-UNIT     := ./cmd/... ./conf/... ./conntrack/... ./failover/... ./filters/... ./rewrite/... ./shim/...
+UNIT     := ./cmd/... ./conf/... ./conntrack/... ./control/... ./failover/... ./filters/... ./metrics/... ./rewrite/... ./shim/...
 export CGO_ENABLED := 0
 
 .PHONY: all build test unit lint fuzz integration demo bench clean
@@ -26,6 +26,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRewrite$$' -fuzztime $(FUZZTIME) ./rewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./conf/
 	$(GO) test -run '^$$' -fuzz '^FuzzDatapath$$' -fuzztime $(FUZZTIME) ./shim/
+	$(GO) test -run '^$$' -fuzz '^FuzzTable$$' -fuzztime $(FUZZTIME) ./conntrack/
 
 integration: build
 	L2SHIM_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 20m -v ./integration/
@@ -41,3 +42,33 @@ bench: build
 
 clean:
 	rm -rf bin
+
+# `make` as yourself, then `sudo make install`: the binary to $(PREFIX)/sbin, the systemd unit
+# to $(UNITDIR) (/usr/local/lib/systemd/system is on systemd's unit path; packagers use
+# PREFIX=/usr), the example config to /etc/l2shim/l2shim.toml unless one is there already, the
+# docs to $(DOCDIR). DESTDIR stages the whole tree. uninstall keeps /etc/l2shim.
+PREFIX  ?= /usr/local
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR  ?= $(PREFIX)/share/doc/l2shim
+
+.PHONY: install uninstall
+
+install:
+	@if command -v $(GO) >/dev/null 2>&1; then $(MAKE) --no-print-directory build; \
+	elif [ -x $(BIN) ]; then echo "install: no $(GO) here; installing the $(BIN) already built"; \
+	else echo "install: no $(BIN) and no $(GO): run make first" >&2; exit 1; fi
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/l2shim
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/docs
+	sed 's|/usr/local/|$(PREFIX)/|g' dist/l2shim.service >$(DESTDIR)$(UNITDIR)/l2shim.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/l2shim.service
+	install -m 0644 README.md dist/l2shim.toml $(DESTDIR)$(DOCDIR)/
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	@if [ -e $(DESTDIR)/etc/l2shim/l2shim.toml ]; then \
+		echo "install: kept $(DESTDIR)/etc/l2shim/l2shim.toml; the new example is $(DESTDIR)$(DOCDIR)/l2shim.toml"; \
+	else install -D -m 0644 dist/l2shim.toml $(DESTDIR)/etc/l2shim/l2shim.toml && \
+		echo "install: edit /etc/l2shim/l2shim.toml, then: l2shim check && systemctl daemon-reload && systemctl enable --now l2shim"; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/l2shim $(DESTDIR)$(UNITDIR)/l2shim.service
+	rm -rf $(DESTDIR)$(DOCDIR)
+	@echo "uninstall: kept /etc/l2shim (your configuration); systemctl daemon-reload to forget the unit"
