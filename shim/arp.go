@@ -9,6 +9,7 @@ import (
 	"github.com/mdlayher/arp"
 	"golang.org/x/sys/unix"
 
+	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/failover"
 )
 
@@ -21,6 +22,7 @@ import (
 type prober struct {
 	s       *Shim
 	gi      int
+	gc      conf.Gateway
 	log     *slog.Logger
 	targets []*ProbeTarget
 	state   *failover.ProbeState
@@ -29,15 +31,16 @@ type prober struct {
 }
 
 func (s *Shim) probeLoop(ctx context.Context, gi int) {
-	gc := s.cfg.Gateways[gi]
-	p := &prober{s: s, gi: gi, log: s.log.With("gateway", gc.Name, "address", gc.Address), buf: make([]byte, 128)}
+	cfg := s.config()
+	gc := cfg.Gateways[gi]
+	p := &prober{s: s, gi: gi, gc: gc, log: s.log.With("gateway", gc.Name, "address", gc.Address), buf: make([]byte, 128)}
 	defer func() {
 		if p.client != nil {
 			p.client.Close()
 		}
 	}()
-	probing := s.cfg.Failover.ProbeInterval > 0
-	interval := s.cfg.Failover.ProbeInterval
+	probing := cfg.Failover.ProbeInterval > 0
+	interval := cfg.Failover.ProbeInterval
 	if !probing {
 		// MAC resolution only: keep trying until it answers, then check now and then that
 		// it has not moved.
@@ -46,7 +49,7 @@ func (s *Shim) probeLoop(ctx context.Context, gi int) {
 	for _, t := range gc.Probe {
 		p.targets = append(p.targets, s.dp.RegisterProbe(gi, t.As4()))
 	}
-	p.state = failover.NewProbeState(len(p.targets), s.cfg.Failover.ProbeMisses)
+	p.state = failover.NewProbeState(len(p.targets), cfg.Failover.ProbeMisses)
 	results := make([]bool, 1+len(p.targets))
 	resolved := gc.MAC != nil
 	next := time.Now()
@@ -107,7 +110,7 @@ func (p *prober) round(ctx context.Context, interval time.Duration, results []bo
 	if m := p.s.metrics; m != nil {
 		for _, r := range rtts {
 			if r > 0 {
-				m.ObserveRTT(p.s.cfg.Gateways[p.gi].Name, r)
+				m.ObserveRTT(p.gc.Name, r)
 			}
 		}
 	}
@@ -157,7 +160,7 @@ func (p *prober) sendEchoes() {
 
 // arp asks the gateway for its MAC, waiting until deadline, and records a new MAC.
 func (p *prober) arp(deadline time.Time, record bool) bool {
-	gc := p.s.cfg.Gateways[p.gi]
+	gc := p.gc
 	if p.client == nil {
 		ifi, err := net.InterfaceByName(gc.Interface)
 		if err == nil {

@@ -61,40 +61,17 @@ type Injection struct {
 func (d *Datapath) Evacuate(gi int, now int64) (rsts []Injection, reset, moved int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var victims []*conntrack.Flow
-	d.table.Range(func(fl *conntrack.Flow) bool {
-		if int(fl.Gateway) == gi {
-			victims = append(victims, fl)
-		}
-		return true
-	})
-	for _, fl := range victims {
-		switch fl.Orig.Proto {
-		case rewrite.ProtoTCP:
-			if fl.TCPState != conntrack.TCPClosed {
-				buf := make([]byte, 64)
-				o := fl.Orig
-				// Toward the host: from the remote end, with the sequence number the host
-				// expects next, so it resets at once (RFC 5961 would answer any other
-				// in-window RST with a challenge ACK).
-				n := buildRST(buf, fl.HostGatewayMAC, d.Ifaces[fl.HostIf].MAC, o.Dst, o.Src, o.DstPort, o.SrcPort, fl.HostRcvNext, 0, false)
-				rsts = append(rsts, Injection{Iface: int(fl.HostIf), Frame: buf[:n]})
-				reset++
-			}
-			d.table.Delete(fl)
-		case rewrite.ProtoUDP:
-			g := failover.Pick(d.cfg.Mode, fl.Orig.Hash(d.cfg.Seed), d.cands)
-			if g < 0 || g == gi {
-				continue
-			}
-			if d.moveFlow(fl, g) {
-				moved++
-			}
-		}
-	}
-	d.C.Resets.Add(uint64(reset))
-	d.C.Moved.Add(uint64(moved))
-	return rsts, reset, moved
+	return d.evacuateLocked(func(fl *conntrack.Flow) bool { return int(fl.Gateway) == gi }, now)
+}
+
+// resetToHost builds an RST for flow fl toward the host: from the remote end, with the
+// sequence number the host expects next, so it resets at once (RFC 5961 would answer any other
+// in-window RST with a challenge ACK).
+func (d *Datapath) resetToHost(fl *conntrack.Flow) Injection {
+	buf := make([]byte, 64)
+	o := fl.Orig
+	n := buildRST(buf, fl.HostGatewayMAC, d.Ifaces[fl.HostIf].MAC, o.Dst, o.Src, o.DstPort, o.SrcPort, fl.HostRcvNext, 0, false)
+	return Injection{Iface: int(fl.HostIf), Frame: buf[:n]}
 }
 
 // trackHostSeq remembers, for a TCP frame from the wire, the sequence number the host will
@@ -123,13 +100,13 @@ func (s *Shim) gatewayDown(gi int, reason string) {
 		s.inject(r)
 	}
 	if reset+moved > 0 {
-		s.log.Warn("flows of a down gateway handled", "gateway", s.cfg.Gateways[gi].Name, "reason", reason, "tcp_reset", reset, "udp_moved", moved)
+		s.log.Warn("flows of a down gateway handled", "gateway", s.config().Gateways[gi].Name, "reason", reason, "tcp_reset", reset, "udp_moved", moved)
 	}
 }
 
 // inject hands one frame to the host through the capture veth of its interface.
 func (s *Shim) inject(r Injection) {
-	p := s.ports[r.Iface]
+	p := (*s.portsSnap.Load())[r.Iface]
 	buf := make([]byte, rewrite.VnetHdrLen+len(r.Frame))
 	copy(buf[rewrite.VnetHdrLen:], r.Frame)
 	q := newSendQueue(func() *packetConn { return p.capture }, 1, func(syscall.Errno) { s.dp.C.SendErrors.Add(1) })
@@ -150,7 +127,7 @@ func (s *Shim) healthLoop(ctx context.Context) {
 		trans, changed, allDown := s.dp.HealthTick(s.now())
 		s.publishView()
 		for _, tr := range trans {
-			name := s.cfg.Gateways[tr.Gateway].Name
+			name := s.config().Gateways[tr.Gateway].Name
 			if tr.Benched {
 				s.log.Warn("gateway benched: no new flows", "gateway", name, "reason", tr.Reason)
 			} else {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -55,6 +56,29 @@ type Shim struct {
 	metrics *metrics.Exporter
 	view    atomic.Pointer[view]
 	reloads atomic.Uint64
+
+	// cfgMu guards cfg, which a reload replaces; goroutines that outlive a reload read it
+	// through config().
+	cfgMu sync.RWMutex
+	// reloadMu serialises reloads.
+	reloadMu sync.Mutex
+
+	runCtx   context.Context
+	loops    sync.WaitGroup
+	loopErr  chan error
+	portsGen atomic.Uint64
+	// portsSnap is s.ports as of its last change, for readers that cannot take s.mu.
+	portsSnap atomic.Pointer[[]*port]
+
+	probeCancel context.CancelFunc
+	probeWG     sync.WaitGroup
+}
+
+// config returns the configuration in force.
+func (s *Shim) config() *conf.Config {
+	s.cfgMu.RLock()
+	defer s.cfgMu.RUnlock()
+	return s.cfg
 }
 
 // port is everything l2shim owns for one external interface. The veth pair and the capture
@@ -66,11 +90,15 @@ type port struct {
 	capture *packetConn                // on the veth's far end: reads diverted frames, writes injections
 	wire    atomic.Pointer[packetConn] // on the external interface: writes to the gateways
 	sink    link.Link
+	// closing is set before the capture socket is closed on purpose (a reload removed the
+	// interface, or the shim stops), so its loop ends quietly.
+	closing atomic.Bool
 
 	// Guarded by Shim.mu.
-	ifi    *net.Interface
-	inject link.Link
-	hooks  []link.Link // egress and ingress on the external interface
+	removed bool // a reload detached the interface
+	ifi     *net.Interface
+	inject  link.Link
+	hooks   []link.Link // egress and ingress on the external interface
 }
 
 // New prepares a shim for cfg; Run does the work.
@@ -145,27 +173,21 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.runCtx = ctx
 	var wg sync.WaitGroup
-	loopErr := make(chan error, len(s.ports))
+	s.loopErr = make(chan error, 64)
 	for i := range s.ports {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.loop(i); err != nil {
-				loopErr <- err
-			}
-		}()
+		s.startLoop(i)
 	}
+	defer s.loops.Wait()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.heartbeat(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.expiry(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.watch(ctx, w) }()
-	for i := range s.dp.Gws {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.probeLoop(ctx, i) }()
-	}
+	s.startProbes()
+	defer s.stopProbes()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.healthLoop(ctx) }()
 
@@ -204,7 +226,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 
 	select {
 	case <-ctx.Done():
-	case err = <-loopErr:
+	case err = <-s.loopErr:
 		s.log.Error("frame loop failed", "err", err)
 	}
 	s.log.Info("stopping")
@@ -224,7 +246,6 @@ func (s *Shim) setup() error {
 	names := s.cfg.Interfaces()
 	ifaces := make([]Iface, len(names))
 	index := map[string]int{}
-	mtu := 1500
 	for i, name := range names {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
@@ -236,7 +257,6 @@ func (s *Shim) setup() error {
 		}
 		ifaces[i] = ifc
 		index[name] = i
-		mtu = max(mtu, l.Attrs().MTU)
 	}
 	gws := make([]*Gateway, len(s.cfg.Gateways))
 	for i, gc := range s.cfg.Gateways {
@@ -285,31 +305,79 @@ func (s *Shim) setup() error {
 	}
 
 	for _, name := range names {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return fmt.Errorf("interface %s: %w", name, err)
-		}
-		p := &port{name: name, ifi: ifi}
-		s.ports = append(s.ports, p)
-		if p.veth, err = createVethPair(name, ifi.Index, mtu); err != nil {
-			return err
-		}
-		farIfi, err := net.InterfaceByName(p.veth.far.Attrs().Name)
-		if err != nil {
-			return err
-		}
-		if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
-			return err
-		}
-		if p.sink, err = attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress); err != nil {
-			return err
-		}
-		if err := s.bindPort(p, ifi); err != nil {
+		if _, err := s.addPort(name); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// addPort creates everything l2shim owns for external interface name except the hooks on the
+// interface itself: the veth pair, the capture socket, the sink and inject programs and the
+// wire socket. The port is appended to s.ports; its index is the datapath's interface index.
+func (s *Shim) addPort(name string) (*port, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", name, err)
+	}
+	p := &port{name: name, ifi: ifi}
+	s.ports = append(s.ports, p)
+	ports := slices.Clone(s.ports)
+	s.portsSnap.Store(&ports)
+	s.portsGen.Add(1)
+	if p.veth, err = createVethPair(name, ifi.Index, max(1500, ifi.MTU)); err != nil {
+		return nil, err
+	}
+	farIfi, err := net.InterfaceByName(p.veth.far.Attrs().Name)
+	if err != nil {
+		return nil, err
+	}
+	if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
+		return nil, err
+	}
+	if p.sink, err = attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress); err != nil {
+		return nil, err
+	}
+	if err := s.bindPort(p, ifi); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// startLoop runs the frame loop of port i until its capture socket closes.
+func (s *Shim) startLoop(i int) {
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		if err := s.loop(i); err != nil {
+			select {
+			case s.loopErr <- err:
+			default:
+			}
+		}
+	}()
+}
+
+// startProbes starts a prober for every gateway of the configuration in force.
+func (s *Shim) startProbes() {
+	ctx, cancel := context.WithCancel(s.runCtx)
+	s.probeCancel = cancel
+	for i := range s.config().Gateways {
+		s.probeWG.Add(1)
+		go func() { defer s.probeWG.Done(); s.probeLoop(ctx, i) }()
+	}
+}
+
+// stopProbes stops the probers and waits for them.
+func (s *Shim) stopProbes() {
+	if s.probeCancel != nil {
+		s.probeCancel()
+	}
+	s.probeWG.Wait()
+}
+
+// captureConn returns the port's capture socket (closed once the port is removed).
+func (p *port) captureConn() *packetConn { return p.capture }
 
 // bindPort ties p to the external interface ifi as it is now: the wire socket and the inject
 // program, which carry its ifindex. The hooks follow in attachPortHooks.
@@ -384,6 +452,7 @@ func (s *Shim) detachHooks() {
 
 func (s *Shim) closeSockets() {
 	for _, p := range s.ports {
+		p.closing.Store(true)
 		if p.capture != nil {
 			_ = p.capture.Close()
 		}
@@ -446,13 +515,19 @@ func (s *Shim) loop(in int) error {
 			s.dp.C.SendTooBig.Add(1)
 		}
 	}
-	wireQ := make([]*sendQueue, len(s.ports))
-	hostQ := make([]*sendQueue, len(s.ports))
-	for j, q := range s.ports {
-		wireQ[j] = newSendQueue(q.wire.Load, s.opts.Batch, dropped)
-		capture := q.capture
-		hostQ[j] = newSendQueue(func() *packetConn { return capture }, s.opts.Batch, dropped)
+	var wireQ, hostQ []*sendQueue
+	var gen uint64
+	queues := func() {
+		// Interfaces a reload added get queues; indexes never change.
+		gen = s.portsGen.Load()
+		ports := *s.portsSnap.Load()
+		for j := len(wireQ); j < len(ports); j++ {
+			q := ports[j]
+			wireQ = append(wireQ, newSendQueue(q.wire.Load, s.opts.Batch, dropped))
+			hostQ = append(hostQ, newSendQueue(q.captureConn, s.opts.Batch, dropped))
+		}
 	}
+	queues()
 	for {
 		n, err := p.capture.read(rb)
 		if err != nil {
@@ -460,10 +535,13 @@ func (s *Shim) loop(in int) error {
 				s.dp.C.Lost.Add(1)
 				continue
 			}
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			if p.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("read %s: %w", p.capture.name, err)
+		}
+		if s.portsGen.Load() != gen {
+			queues()
 		}
 		now := s.now()
 		s.dp.Lock()
@@ -472,6 +550,9 @@ func (s *Shim) loop(in int) error {
 			v := s.dp.ProcessLocked(in, b, now)
 			if v.Len > 0 {
 				b = b[:v.Len]
+			}
+			if v.Where != Drop && v.Where != Consumed && v.Iface >= len(wireQ) {
+				queues()
 			}
 			switch v.Where {
 			case ToWire:

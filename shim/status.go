@@ -6,13 +6,16 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/control"
 	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/filters"
 )
 
 // gatewayView is what the status needs from one gateway, copied under the datapath lock by
 // the health loop every 100 ms, so a status request never takes that lock.
 type gatewayView struct {
+	g          *Gateway
 	in         failover.Inputs
 	mac        [6]byte
 	rttNS      int64
@@ -22,7 +25,9 @@ type gatewayView struct {
 
 // view is a published snapshot of control-plane state.
 type view struct {
+	cfg       *conf.Config // the configuration these gateways belong to
 	gateways  []gatewayView
+	rules     *filters.Set
 	flows     int
 	published time.Time
 }
@@ -32,6 +37,7 @@ func (d *Datapath) snapshotLocked(probing bool, window time.Duration, now int64)
 	out := make([]gatewayView, len(d.Gws))
 	for i, g := range d.Gws {
 		v := &out[i]
+		v.g = g
 		v.mac = g.MAC
 		v.in = failover.Inputs{
 			On:       g.On,
@@ -61,40 +67,50 @@ func (d *Datapath) snapshotLocked(probing bool, window time.Duration, now int64)
 func (s *Shim) publishView() {
 	now := s.now()
 	s.dp.mu.Lock()
-	gws := s.dp.snapshotLocked(s.cfg.Failover.ProbeInterval > 0, s.cfg.Failover.Window, now)
+	// s.cfg changes only under the datapath lock too, so it matches d.Gws here.
+	cfg := s.cfg
+	gws := s.dp.snapshotLocked(cfg.Failover.ProbeInterval > 0, cfg.Failover.Window, now)
 	flows := s.dp.table.Len()
+	rules := s.dp.rules
 	s.dp.mu.Unlock()
 	prev := s.view.Load()
 	wall := time.Now()
 	for i := range gws {
 		gws[i].state = failover.Evaluate(gws[i].in)
 		gws[i].lastChange = s.started
-		if prev != nil {
-			p := prev.gateways[i]
+		if prev == nil {
+			continue
+		}
+		for _, p := range prev.gateways {
+			if p.g != gws[i].g {
+				continue
+			}
 			gws[i].lastChange = p.lastChange
 			if p.state.State != gws[i].state.State {
 				gws[i].lastChange = wall
-				s.log.Info("gateway state", "gateway", s.cfg.Gateways[i].Name, "from", p.state.State.String(), "to", gws[i].state.State.String(), "reason", gws[i].state.Reason)
+				s.log.Info("gateway state", "gateway", gws[i].g.Name, "from", p.state.State.String(), "to", gws[i].state.State.String(), "reason", gws[i].state.Reason)
 			}
 		}
 	}
-	s.view.Store(&view{gateways: gws, flows: flows, published: wall})
+	s.view.Store(&view{cfg: cfg, gateways: gws, rules: rules, flows: flows, published: wall})
 }
 
-// Status implements control.Handler.
+// Status implements control.Handler. It reads the published snapshot and atomic counters only.
 func (s *Shim) Status() *control.Status {
 	v := s.view.Load()
+	cfg := v.cfg
 	st := &control.Status{
 		Started:     s.started,
-		Mode:        string(s.cfg.Shim.Mode),
-		SourceAware: s.cfg.Shim.SourceAware,
-		Config:      s.cfg.File,
+		Mode:        string(cfg.Shim.Mode),
+		SourceAware: cfg.Shim.SourceAware,
+		Config:      cfg.File,
 		Reloads:     s.reloads.Load(),
 		Datapath:    map[string]uint64{},
 		Drops:       map[string]uint64{},
 	}
-	for i, gc := range s.cfg.Gateways {
-		g := s.dp.Gws[i]
+	for i, gv := range v.gateways {
+		gc := cfg.Gateways[i]
+		g := gv.g
 		gs := control.GatewayStatus{
 			Name:       gc.Name,
 			Interface:  gc.Interface,
@@ -108,29 +124,24 @@ func (s *Shim) Status() *control.Status {
 			PacketsIn:  g.PacketsIn.Load(),
 			BytesOut:   g.BytesOut.Load(),
 			BytesIn:    g.BytesIn.Load(),
+			State:      gv.state.State.String(),
+			Reason:     gv.state.Reason,
+			Drained:    gv.in.Drained,
+			Active:     gv.in.Health.Attempts,
+			Failed:     gv.in.Health.Failures,
+			RTTMillis:  float64(gv.rttNS) / 1e6,
+			LastChange: gv.lastChange,
 		}
-		if v != nil {
-			gv := v.gateways[i]
-			if gv.mac != ([6]byte{}) {
-				gs.MAC = net.HardwareAddr(gv.mac[:]).String()
-			}
-			gs.State = gv.state.State.String()
-			gs.Reason = gv.state.Reason
-			gs.Drained = gv.in.Drained
-			gs.Active = gv.in.Health.Attempts
-			gs.Failed = gv.in.Health.Failures
-			gs.RTTMillis = float64(gv.rttNS) / 1e6
-			gs.LastChange = gv.lastChange
+		if gv.mac != ([6]byte{}) {
+			gs.MAC = net.HardwareAddr(gv.mac[:]).String()
 		}
 		st.Gateways = append(st.Gateways, gs)
 	}
-	for _, r := range s.dp.Rules().Stats() {
+	for _, r := range v.rules.Stats() {
 		st.Rules = append(st.Rules, control.RuleStatus{Index: r.Index, Name: r.Name, Action: r.Action, Gateway: r.Gateway, Flows: r.Flows, Packets: r.Packets, Bytes: r.Bytes})
 	}
-	if v != nil {
-		st.Conntrack.Flows = v.flows
-	}
-	st.Conntrack.Max = s.cfg.Conntrack.MaxFlows
+	st.Conntrack.Flows = v.flows
+	st.Conntrack.Max = cfg.Conntrack.MaxFlows
 	st.Conntrack.Evictions = s.dp.table.C.Evicted.Load()
 	c := &s.dp.C
 	for k, val := range map[string]uint64{
@@ -157,12 +168,13 @@ func (s *Shim) Status() *control.Status {
 }
 
 func (s *Shim) gatewayIndex(name string) (int, error) {
-	for i, gc := range s.cfg.Gateways {
+	cfg := s.config()
+	for i, gc := range cfg.Gateways {
 		if gc.Name == name {
 			return i, nil
 		}
 	}
-	for i, gc := range s.cfg.Gateways {
+	for i, gc := range cfg.Gateways {
 		if a, err := netip.ParseAddr(name); err == nil && gc.Address == a {
 			return i, nil
 		}
@@ -173,12 +185,14 @@ func (s *Shim) gatewayIndex(name string) (int, error) {
 // Drain implements control.Handler: no new flows on the gateway; with reset its TCP flows are
 // reset toward the host and its UDP flows move, so applications reconnect elsewhere at once.
 func (s *Shim) Drain(name string, reset bool) (string, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	gi, err := s.gatewayIndex(name)
 	if err != nil {
 		return "", err
 	}
 	s.dp.Update(func(_ []Iface, gws []*Gateway) { gws[gi].Drained = true })
-	msg := fmt.Sprintf("gateway %s drained: no new flows", s.cfg.Gateways[gi].Name)
+	msg := fmt.Sprintf("gateway %s drained: no new flows", s.config().Gateways[gi].Name)
 	if reset {
 		rsts, n, moved := s.dp.Evacuate(gi, s.now())
 		for _, r := range rsts {
@@ -193,19 +207,15 @@ func (s *Shim) Drain(name string, reset bool) (string, error) {
 
 // Undrain implements control.Handler.
 func (s *Shim) Undrain(name string) (string, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	gi, err := s.gatewayIndex(name)
 	if err != nil {
 		return "", err
 	}
 	s.dp.Update(func(_ []Iface, gws []*Gateway) { gws[gi].Drained = false })
-	msg := fmt.Sprintf("gateway %s undrained: it takes new flows when usable", s.cfg.Gateways[gi].Name)
+	msg := fmt.Sprintf("gateway %s undrained: it takes new flows when usable", s.config().Gateways[gi].Name)
 	s.log.Info(msg)
 	s.publishView()
 	return msg, nil
-}
-
-// Reload implements control.Handler. Not yet: applying a new configuration to a running
-// instance arrives with the operator-surface work; until then a restart applies it.
-func (s *Shim) Reload() (string, error) {
-	return "", fmt.Errorf("reload is not implemented yet: restart l2shim to apply a new configuration")
 }

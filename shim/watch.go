@@ -63,8 +63,10 @@ func (s *Shim) watch(ctx context.Context, w *watcher) {
 }
 
 func (s *Shim) portByName(name string) (int, *port) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i, p := range s.ports {
-		if p.name == name {
+		if p.name == name && !p.removed {
 			return i, p
 		}
 	}
@@ -152,7 +154,7 @@ func (s *Shim) setIfaceState(i int, up bool) {
 			s.log.Info("interface up; its gateways return when they answer ARP", "interface", s.ports[i].name)
 		} else {
 			s.log.Warn("interface down; its gateways take no new flows", "interface", s.ports[i].name)
-			for gi, gc := range s.cfg.Gateways {
+			for gi, gc := range s.config().Gateways {
 				if gc.Interface == s.ports[i].name {
 					s.gatewayDown(gi, "interface "+gc.Interface+" down")
 				}

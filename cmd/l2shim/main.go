@@ -40,7 +40,7 @@ commands:
   undrain NAME [-s SOCKET]
                    let gateway NAME take new flows again
   reload [-s SOCKET]
-                   the same as SIGHUP (not implemented yet: restart to apply a new config)
+                   apply the config file again, as SIGHUP does; a bad file is refused
   demo             build a throwaway two-uplink topology and show l2shim at work (root)
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or config
@@ -162,11 +162,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	sh := shim.New(cfg, shim.Options{Log: log})
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			log.Warn("SIGHUP: reloading is not implemented yet; restart l2shim to apply a new config")
+			// Reload logs its outcome, errors included; the running config stays on error.
+			_, _ = sh.Reload()
 		}
 	}()
 	if cpuProfile != "" {
@@ -182,7 +185,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := shim.New(cfg, shim.Options{Log: log}).Run(ctx); err != nil {
+	if err := sh.Run(ctx); err != nil {
 		log.Error("l2shim stopped", "err", err)
 		return exitRuntime
 	}
