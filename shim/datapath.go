@@ -11,13 +11,27 @@ import (
 	"github.com/l2shim/l2shim/rewrite"
 )
 
-// natPortLo and natPortHi bound the ports a NAT mapping moves to when the host's own port is
-// taken on the new address. They lie above Linux's default ip_local_port_range
-// (32768-60999), so a remapped flow does not take a port the host is about to use.
+// natPortLo and natPortHi are the default bounds of the ports a NAT mapping moves to when the
+// host's own port is taken on the new address. They lie above Linux's default
+// ip_local_port_range (32768-60999), so a remapped flow does not take a port the host is about
+// to use; NATPorts computes them from the host's actual range.
 const (
 	natPortLo = 61000
 	natPortHi = 65535
 )
+
+// NATPorts returns the port range for remapped NAT mappings given the host's
+// ip_local_port_range lo-hi: above it when at least 1024 ports are free there, else below it
+// (from 1024), else the default.
+func NATPorts(lo, hi int) (int, int) {
+	switch {
+	case hi > 0 && 65535-hi >= 1024:
+		return hi + 1, 65535
+	case lo > 0 && lo-1-1024 >= 1024:
+		return 1024, lo - 1
+	}
+	return natPortLo, natPortHi
+}
 
 // Iface is an external interface as the datapath sees it.
 type Iface struct {
@@ -179,6 +193,9 @@ type DatapathConfig struct {
 	SynRetries int
 	// Health configures failure accounting; a zero Window turns it off.
 	Health failover.HealthConfig
+	// NATPortLo and NATPortHi bound remapped NAT ports (see NATPorts); zero means the
+	// default.
+	NATPortLo, NATPortHi uint16
 }
 
 // NewDatapath returns a datapath over ifaces and gateways.
@@ -553,10 +570,14 @@ func (d *Datapath) gatewayByMAC(i int, mac [6]byte) int {
 // remapPort finds a free port for a NAT mapping whose natural port is taken, starting at a
 // point derived from the flow so concurrent collisions spread out.
 func (d *Datapath) remapPort(r *conntrack.Key, h uint64, self *conntrack.Flow) bool {
-	const span = natPortHi - natPortLo + 1
-	start := int(h % span)
+	lo, hi := int(d.cfg.NATPortLo), int(d.cfg.NATPortHi)
+	if lo == 0 || hi < lo {
+		lo, hi = natPortLo, natPortHi
+	}
+	span := hi - lo + 1
+	start := int(h % uint64(span))
 	for i := 0; i < span; i++ {
-		port := uint16(natPortLo + (start+i)%span)
+		port := uint16(lo + (start+i)%span)
 		r.DstPort = port
 		if r.Proto == 1 {
 			r.SrcPort = port

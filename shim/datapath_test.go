@@ -735,3 +735,16 @@ func TestFragmentsFollowFirst(t *testing.T) {
 		t.Fatalf("orphan fragment verdict %+v", v)
 	}
 }
+
+func TestNATPorts(t *testing.T) {
+	for _, c := range []struct{ lo, hi, wantLo, wantHi int }{
+		{32768, 60999, 61000, 65535}, // Linux's default
+		{1024, 65535, natPortLo, natPortHi},
+		{10000, 65000, 1024, 9999},
+		{0, 0, natPortLo, natPortHi},
+	} {
+		if lo, hi := NATPorts(c.lo, c.hi); lo != c.wantLo || hi != c.wantHi {
+			t.Errorf("NATPorts(%d, %d) = %d-%d, want %d-%d", c.lo, c.hi, lo, hi, c.wantLo, c.wantHi)
+		}
+	}
+}

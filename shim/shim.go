@@ -269,7 +269,10 @@ func (s *Shim) setup() error {
 	}
 	table := conntrack.New(s.cfg.Conntrack.MaxFlows, conntrack.TimeoutsFrom(s.cfg.Conntrack))
 	fo := s.cfg.Failover
+	natLo, natHi := NATPorts(hostPortRange())
 	s.dp = NewDatapath(ifaces, gws, DatapathConfig{
+		NATPortLo:   uint16(natLo),
+		NATPortHi:   uint16(natHi),
 		Mode:        modeOf(s.cfg.Shim.Mode),
 		SourceAware: s.cfg.Shim.SourceAware,
 		Seed:        rand.Uint64(),
@@ -637,4 +640,16 @@ func (s *Shim) logTotals() {
 		}
 	}
 	s.log.Info("totals", attrs...)
+}
+
+// hostPortRange reads the host's ip_local_port_range (0, 0 when it cannot).
+func hostPortRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return 0, 0
+	}
+	return lo, hi
 }
