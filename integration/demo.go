@@ -90,11 +90,8 @@ func RunDemo(ctx context.Context, w io.Writer, shimBin string) (err error) {
 		{"without l2shim: the host routes everything through eth0", demoBaseline},
 		{"starting l2shim (mode load-balance) in the host namespace", demoStartShim},
 		{"with l2shim: 100 TCP connections and 100 UDP flows from the host", demoSpread},
-		// Next step (gateway failure and recovery, a later issue): cut an
-		// uplink (SetLinkUp(topo.GW1, "lan", false)), show new flows all
-		// landing on the surviving gateway while the failed one is benched,
-		// restore it and show the spread coming back. Insert it here as
-		// {"cutting uplink B ...", demoUplinkFailure}.
+		{"cutting uplink A silently: gw0 forwards nothing any more, but still answers ARP", demoUplinkFailure},
+		{"restoring uplink A", demoUplinkRecovery},
 		{"stopping l2shim (SIGTERM): hooks detached, its veths deleted", demoStopShim},
 	}
 	for i, s := range steps {
@@ -129,7 +126,13 @@ func demoStartShim(ctx context.Context, e *demoEnv) error {
 		return err
 	}
 	e.dir = dir
-	cfg := e.topo.Config(ConfigOptions{Mode: "load-balance", Control: dir + "/l2shim.sock"})
+	probe := fmt.Sprintf("probe = [%q]", e.topo.ServerAddr)
+	cfg := e.topo.Config(ConfigOptions{
+		Mode:         "load-balance",
+		Control:      dir + "/l2shim.sock",
+		GatewayExtra: [2]string{probe, probe},
+		Extra:        "[failover]\nprobe_interval = \"200ms\"\nprobe_misses = 3",
+	})
 	fmt.Fprintf(e.w, "    config:\n")
 	for _, l := range strings.Split(strings.TrimSpace(cfg), "\n") {
 		fmt.Fprintf(e.w, "%s\n", strings.TrimRight("      "+l, " "))
@@ -228,4 +231,100 @@ func demoTable(e *demoEnv, tcp, udp map[netip.Addr]int) {
 	if other > 0 {
 		fmt.Fprintf(e.w, "    (server also saw unexpected sources: %s)\n", FormatCounts(tcp))
 	}
+}
+
+// demoUplinkFailure blackholes gw0's upstream (a dead ISP behind a live
+// modem), shows connections made meanwhile, the probes noticing, and new
+// connections all landing on uplink B at once.
+func demoUplinkFailure(ctx context.Context, e *demoEnv) error {
+	mark := e.shim.LogMark()
+	if err := e.topo.CutUpstream(0); err != nil {
+		return err
+	}
+	cut := time.Now()
+	fmt.Fprintf(e.w, "    (gw0's default route is now a blackhole: no ICMP, no link change, nothing to see on the LAN)\n")
+	// Connections the host starts while l2shim has not noticed yet: one every
+	// 100 ms until the probes declare gw0 down (at most 3 s).
+	type res struct {
+		d   time.Duration
+		err error
+	}
+	results := make(chan res, 64)
+	started := 0
+	var line string
+	var downAt time.Time
+	for time.Since(cut) < 3*time.Second && started < 30 {
+		if l, at, err := e.shim.WaitLog(mark, 0, "gateway down", "gateway=eth0"); err == nil {
+			line, downAt = l, at
+			break
+		}
+		started++
+		go func() {
+			start := time.Now()
+			err := TCPEcho(ctx, e.topo.Host, e.srv.echo.Addr, []byte("during the outage"), 4500*time.Millisecond)
+			results <- res{time.Since(start), err}
+		}()
+		time.Sleep(100 * time.Millisecond)
+	}
+	if line == "" {
+		l, at, err := e.shim.WaitLog(mark, 2*time.Second, "gateway down", "gateway=eth0")
+		if err != nil {
+			return err
+		}
+		line, downAt = l, at
+	}
+	fmt.Fprintf(e.w, "    l2shim declared gw0 down %v after the cut (probes every 200 ms, 3 misses in a row):\n", downAt.Sub(cut).Round(time.Millisecond))
+	fmt.Fprintf(e.w, "      %s\n", LogAttrs(line)["reason"])
+	var worst time.Duration
+	failed := 0
+	for i := 0; i < started; i++ {
+		r := <-results
+		if r.err != nil {
+			failed++
+		}
+		worst = max(worst, r.d)
+	}
+	fmt.Fprintf(e.w, "    %d connections started before that: %d succeeded, the slowest in %v (those placed on gw0\n", started, started-failed, worst.Round(time.Millisecond))
+	fmt.Fprintf(e.w, "    went through gw1 from a retransmitted SYN on: rotated, or placed anew once gw0 was down).\n")
+
+	e.srv.echo.Seen.Reset()
+	start := time.Now()
+	ts := TimedEchoes(ctx, e.topo.Host, netip.Addr{}, e.srv.echo.Addr, 100, 4, 3*time.Second)
+	ok, slowest, _, errs := TimingStats(ts)
+	demoTable(e, e.srv.echo.Seen.Counts(), nil)
+	fmt.Fprintf(e.w, "    %d/100 new connections in %v, the slowest %v: all through uplink B, none waits for a dead path.\n",
+		ok, time.Since(start).Round(time.Millisecond), slowest.Round(time.Millisecond))
+	if ok != 100 {
+		return fmt.Errorf("%d/100 connections failed: %v", 100-ok, errors.Join(errs...))
+	}
+	if n := e.srv.echo.Seen.Count(e.topo.HostAddr0); n != 0 {
+		return fmt.Errorf("%d connections went through the dead uplink A", n)
+	}
+	return nil
+}
+
+// demoUplinkRecovery restores gw0's upstream and shows it taking new flows
+// again once its probes are answered.
+func demoUplinkRecovery(ctx context.Context, e *demoEnv) error {
+	mark := e.shim.LogMark()
+	if err := e.topo.RestoreUpstream(0); err != nil {
+		return err
+	}
+	back := time.Now()
+	_, upAt, err := e.shim.WaitLog(mark, 5*time.Second, "gateway up", "gateway=eth0")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.w, "    l2shim saw gw0 answer its probes again %v after the repair (3 good rounds in a row).\n", upAt.Sub(back).Round(time.Millisecond))
+	e.srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(ctx, e.topo.Host, e.srv.echo.Addr, 100, 4, 3*time.Second)
+	demoTable(e, e.srv.echo.Seen.Counts(), nil)
+	if ok != 100 {
+		return fmt.Errorf("%d/100 TCP connections succeeded: %v", ok, errors.Join(errs...))
+	}
+	if e.srv.echo.Seen.Count(e.topo.HostAddr0) == 0 {
+		return errors.New("uplink A took no new flows after it came back")
+	}
+	fmt.Fprintf(e.w, "    new flows spread over both uplinks again; nobody restarted anything.\n")
+	return nil
 }

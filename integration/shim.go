@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,9 @@ type ConfigOptions struct {
 	Extra string
 	// ShimExtra is inserted into the [shim] table (e.g. `heartbeat = "1s"`).
 	ShimExtra string
+	// GatewayExtra[i] is inserted into gateway i's [[gateway]] table (e.g.
+	// `probe = ["203.0.113.10"]`).
+	GatewayExtra [2]string
 }
 
 // Config returns an l2shim TOML config for the topology: two gateways, eth0
@@ -45,8 +49,16 @@ func (t *Topology) Config(o ConfigOptions) string {
 	if o.ShimExtra != "" {
 		b.WriteString(strings.TrimSpace(o.ShimExtra) + "\n")
 	}
-	fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\naddress = %q\ncomment = \"uplink A (gw0)\"\n", t.HostIf0, t.GW0Addr)
-	fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\naddress = %q\ncomment = \"uplink B (gw1)\"\n", t.HostIf1, t.GW1Addr)
+	for i, g := range []struct {
+		ifname  string
+		addr    string
+		comment string
+	}{{t.HostIf0, t.GW0Addr.String(), "uplink A (gw0)"}, {t.HostIf1, t.GW1Addr.String(), "uplink B (gw1)"}} {
+		fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\naddress = %q\ncomment = %q\n", g.ifname, g.addr, g.comment)
+		if x := strings.TrimSpace(o.GatewayExtra[i]); x != "" {
+			b.WriteString(x + "\n")
+		}
+	}
 	if o.Extra != "" {
 		b.WriteString("\n" + strings.TrimSpace(o.Extra) + "\n")
 	}
@@ -302,4 +314,134 @@ func (s *Shim) cleanupDir() {
 	if s.dir != "" && s.Exited() {
 		os.RemoveAll(s.dir)
 	}
+}
+
+// LogMark returns the length of the shim's output so far: LogLines and
+// WaitLog given this mark look only at what is logged afterwards.
+func (s *Shim) LogMark() int {
+	s.out.mu.Lock()
+	defer s.out.mu.Unlock()
+	return s.out.buf.Len()
+}
+
+// LogLines returns the complete lines of output from mark on (0: all) that
+// contain every one of subs.
+func (s *Shim) LogLines(mark int, subs ...string) []string {
+	out := s.Output()
+	if mark > len(out) {
+		mark = len(out)
+	}
+	// Back to the start of the line mark falls in: a mark taken mid-line
+	// must not hide that line's end.
+	if i := strings.LastIndexByte(out[:mark], '\n'); i >= 0 {
+		mark = i + 1
+	} else {
+		mark = 0
+	}
+	rest := out[mark:]
+	if i := strings.LastIndexByte(rest, '\n'); i >= 0 {
+		rest = rest[:i]
+	} else {
+		return nil
+	}
+	var lines []string
+next:
+	for _, l := range strings.Split(rest, "\n") {
+		for _, sub := range subs {
+			if !strings.Contains(l, sub) {
+				continue next
+			}
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// WaitLog waits up to timeout for a line logged from mark on that contains
+// every one of subs, and returns it with the time it was logged (the line's
+// own time= when it has one, else when it was seen).
+func (s *Shim) WaitLog(mark int, timeout time.Duration, subs ...string) (string, time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		seen := time.Now()
+		if l := s.LogLines(mark, subs...); len(l) > 0 {
+			if at, ok := LogTime(l[0]); ok {
+				return l[0], at, nil
+			}
+			return l[0], seen, nil
+		}
+		if s.Exited() {
+			return "", time.Time{}, fmt.Errorf("l2shim exited (%v) without logging %q", s.err, strings.Join(subs, " ... "))
+		}
+		if time.Now().After(deadline) {
+			return "", time.Time{}, fmt.Errorf("l2shim did not log %q within %v", strings.Join(subs, " ... "), timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// LogTime returns the time= attribute of a slog text line.
+func LogTime(line string) (time.Time, bool) {
+	v, ok := LogAttrs(line)["time"]
+	if !ok {
+		return time.Time{}, false
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.000Z07:00"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// LogAttrs splits a slog text line (key=value key="quoted value" ...) into
+// its attributes.
+func LogAttrs(line string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i < len(line); {
+		for i < len(line) && line[i] == ' ' {
+			i++
+		}
+		eq := strings.IndexByte(line[i:], '=')
+		if eq < 0 {
+			break
+		}
+		key := line[i : i+eq]
+		i += eq + 1
+		var val string
+		if i < len(line) && line[i] == '"' {
+			j := i + 1
+			for j < len(line) && line[j] != '"' {
+				if line[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if uq, err := strconv.Unquote(line[i:min(j+1, len(line))]); err == nil {
+				val = uq
+			} else {
+				val = line[i:min(j+1, len(line))]
+			}
+			i = j + 1
+		} else {
+			j := strings.IndexByte(line[i:], ' ')
+			if j < 0 {
+				j = len(line) - i
+			}
+			val = line[i : i+j]
+			i += j
+		}
+		m[key] = val
+	}
+	return m
+}
+
+// Totals returns the attributes of the last "totals" line l2shim logged
+// (at stop), or nil.
+func (s *Shim) Totals() map[string]string {
+	l := s.LogLines(0, "msg=totals")
+	if len(l) == 0 {
+		return nil
+	}
+	return LogAttrs(l[len(l)-1])
 }

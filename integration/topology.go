@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Addresses of the standard topology (DESIGN.md §1).
@@ -426,4 +428,215 @@ func (t *Topology) Close() error {
 		return err
 	}
 	return nil
+}
+
+// gateway returns gateway i's namespace and the server-side next hop of its
+// WAN link.
+func (t *Topology) gateway(i int) (*NS, netip.Addr, error) {
+	switch i {
+	case 0:
+		return t.GW0, srvUp0.Addr(), nil
+	case 1:
+		return t.GW1, srvUp1.Addr(), nil
+	}
+	return nil, netip.Addr{}, fmt.Errorf("no gateway %d", i)
+}
+
+// CutUpstream makes gateway i (0: gw0, 1: gw1) silently drop everything it
+// would forward upstream: its default route becomes a blackhole (no ICMP
+// back). Its LAN side keeps answering ARP and pings to its own address: the
+// hard case of a dead uplink, invisible at the link layer.
+func (t *Topology) CutUpstream(i int) error {
+	ns, _, err := t.gateway(i)
+	if err != nil {
+		return err
+	}
+	r := &netlink.Route{
+		Dst:  &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		Type: unix.RTN_BLACKHOLE,
+	}
+	if err := ns.Netlink().RouteReplace(r); err != nil {
+		return fmt.Errorf("%s: blackhole default route: %w", ns.Name, err)
+	}
+	return nil
+}
+
+// RestoreUpstream undoes CutUpstream: gateway i's default route points at
+// the server again.
+func (t *Topology) RestoreUpstream(i int) error {
+	ns, via, err := t.gateway(i)
+	if err != nil {
+		return err
+	}
+	l, err := ns.Netlink().LinkByName("wan")
+	if err != nil {
+		return fmt.Errorf("%s: wan: %w", ns.Name, err)
+	}
+	r := &netlink.Route{
+		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		LinkIndex: l.Attrs().Index,
+		Gw:        via.AsSlice(),
+	}
+	if err := ns.Netlink().RouteReplace(r); err != nil {
+		return fmt.Errorf("%s: restore default route: %w", ns.Name, err)
+	}
+	return nil
+}
+
+// RecreateUplink deletes the host's interface of uplink i (eth0 or eth1,
+// and with it gateway i's LAN side) and builds it again as before: same
+// names, MACs and addresses, a new ifindex (a USB modem unplugged and
+// plugged back). It returns the old and new ifindex.
+func (t *Topology) RecreateUplink(i int) (oldIdx, newIdx int, err error) {
+	gw, _, err := t.gateway(i)
+	if err != nil {
+		return 0, 0, err
+	}
+	ifname, mac, gwMAC, addr, gwAddr := t.HostIf0, macHostEth0, macGW0LAN, t.HostAddr0, t.GW0Addr
+	if i == 1 {
+		ifname, mac, gwMAC, addr, gwAddr = t.HostIf1, macHostEth1, macGW1LAN, t.HostAddr1, t.GW1Addr
+	}
+	h := t.Host.Netlink()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %s: %w", t.Host.Name, ifname, err)
+	}
+	oldIdx = l.Attrs().Index
+	if err := h.LinkDel(l); err != nil {
+		return oldIdx, 0, fmt.Errorf("%s: delete %s: %w", t.Host.Name, ifname, err)
+	}
+	v := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: ifname, HardwareAddr: mac, MTU: t.opts.MTU},
+		PeerName:         "lan",
+		PeerHardwareAddr: gwMAC,
+		PeerNamespace:    netlink.NsFd(int(gw.Handle())),
+	}
+	if err := h.LinkAdd(v); err != nil {
+		return oldIdx, 0, fmt.Errorf("%s: re-create %s: %w", t.Host.Name, ifname, err)
+	}
+	if t.opts.MTU > 0 {
+		if err := setMTU(gw, "lan", t.opts.MTU); err != nil {
+			return oldIdx, 0, err
+		}
+	}
+	if err := t.Host.Sysctl("net.ipv4.conf."+ifname+".rp_filter", "2"); err != nil {
+		return oldIdx, 0, err
+	}
+	if err := gw.Sysctl("net.ipv4.conf.lan.rp_filter", "1"); err != nil {
+		return oldIdx, 0, err
+	}
+	if err := addAddrUp(t.Host, ifname, netip.PrefixFrom(addr, 24)); err != nil {
+		return oldIdx, 0, err
+	}
+	if err := addAddrUp(gw, "lan", netip.PrefixFrom(gwAddr, 24)); err != nil {
+		return oldIdx, 0, err
+	}
+	if i == 0 {
+		// The host's default route went with eth0.
+		if err := addRoute(t.Host, ifname, netip.Prefix{}, t.GW0Addr); err != nil {
+			return oldIdx, 0, err
+		}
+	}
+	if err := waitCarrier(t.Host, ifname, 5*time.Second); err != nil {
+		return oldIdx, 0, err
+	}
+	nl, err := h.LinkByName(ifname)
+	if err != nil {
+		return oldIdx, 0, err
+	}
+	return oldIdx, nl.Attrs().Index, nil
+}
+
+// AddLAN creates a namespace "<prefix><id>-<role>" behind the host: a veth
+// pair with hostIf (address hostAddr) in the host namespace and eth0
+// (address addr, default route via hostAddr) in the new one. The host is
+// not made a router here: set net.ipv4.ip_forward yourself.
+func (t *Topology) AddLAN(role, hostIf string, hostAddr, addr netip.Prefix) (*NS, error) {
+	ns, err := NewNS(t.opts.Prefix + t.ID + "-" + role)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		ns.Close()
+		return nil, errors.New("topology closed")
+	}
+	t.extra = append(t.extra, ns)
+	t.mu.Unlock()
+	v := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: hostIf, MTU: t.opts.MTU},
+		PeerName:      "eth0",
+		PeerNamespace: netlink.NsFd(int(ns.Handle())),
+	}
+	if err := t.Host.Netlink().LinkAdd(v); err != nil {
+		return nil, fmt.Errorf("veth %s/%s - %s/eth0: %w", t.Host.Name, hostIf, ns.Name, err)
+	}
+	if err := addAddrUp(t.Host, hostIf, hostAddr); err != nil {
+		return nil, err
+	}
+	if err := addAddrUp(ns, "eth0", addr); err != nil {
+		return nil, err
+	}
+	if err := addRoute(ns, "eth0", netip.Prefix{}, hostAddr.Addr()); err != nil {
+		return nil, err
+	}
+	if err := waitCarrier(t.Host, hostIf, 5*time.Second); err != nil {
+		return nil, err
+	}
+	return ns, waitCarrier(ns, "eth0", 5*time.Second)
+}
+
+// AddServerAddr adds another address (a /32 on lo) to the server namespace;
+// the gateways already send everything that is not theirs to the server.
+func (t *Topology) AddServerAddr(a netip.Addr) error {
+	return addAddrUp(t.Server, "lo", netip.PrefixFrom(a, 32))
+}
+
+// Nft loads an nftables script (`nft -f -`) in ns.
+func Nft(ns *NS, script string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := ns.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: nft -f: %v: %s\nscript:\n%s", ns.Name, err, strings.TrimSpace(string(out)), script)
+	}
+	return nil
+}
+
+// NftOutput runs `nft ARGS...` in ns and returns its output.
+func NftOutput(ns *NS, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := ns.Command(ctx, "nft", args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: nft %s: %v: %s", ns.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// NftCounter returns the packets of the first counter in `nft list chain`
+// output that follows the comment marker `comment "NAME"`.
+func NftCounter(ns *NS, family, table, chain, name string) (int64, error) {
+	out, err := NftOutput(ns, "list", "chain", family, table, chain)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.Contains(l, `comment "`+name+`"`) {
+			continue
+		}
+		f := strings.Fields(l)
+		for i := 0; i+2 < len(f); i++ {
+			if f[i] == "counter" && f[i+1] == "packets" {
+				var n int64
+				if _, err := fmt.Sscan(f[i+2], &n); err != nil {
+					return 0, fmt.Errorf("counter %q: %q: %w", name, l, err)
+				}
+				return n, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("%s: no counter %q in chain %s %s %s:\n%s", ns.Name, name, family, table, chain, out)
 }

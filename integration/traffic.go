@@ -378,9 +378,18 @@ func serveBulk(c net.Conn) {
 
 // DialTCP dials addr over TCP from inside ns.
 func DialTCP(ctx context.Context, ns *NS, addr netip.AddrPort) (net.Conn, error) {
+	return DialTCPFrom(ctx, ns, netip.Addr{}, addr)
+}
+
+// DialTCPFrom dials addr over TCP from inside ns with a socket bound to src
+// (invalid: the kernel chooses).
+func DialTCPFrom(ctx context.Context, ns *NS, src netip.Addr, addr netip.AddrPort) (net.Conn, error) {
 	var c net.Conn
 	err := ns.Do(func() error {
 		var d net.Dialer
+		if src.IsValid() {
+			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+		}
 		var err error
 		c, err = d.DialContext(ctx, "tcp4", addr.String())
 		return err
@@ -391,9 +400,14 @@ func DialTCP(ctx context.Context, ns *NS, addr netip.AddrPort) (net.Conn, error)
 // TCPEcho makes one short connection to an echo server: connect, send
 // payload, read it back, close; all within timeout.
 func TCPEcho(ctx context.Context, ns *NS, addr netip.AddrPort, payload []byte, timeout time.Duration) error {
+	return TCPEchoFrom(ctx, ns, netip.Addr{}, addr, payload, timeout)
+}
+
+// TCPEchoFrom is TCPEcho from a socket bound to src (invalid: any).
+func TCPEchoFrom(ctx context.Context, ns *NS, src netip.Addr, addr netip.AddrPort, payload []byte, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := DialTCP(ctx, ns, addr)
+	c, err := DialTCPFrom(ctx, ns, src, addr)
 	if err != nil {
 		return err
 	}
@@ -463,12 +477,21 @@ type UDPResult struct {
 // socket (a distinct source port: a distinct flow), and waits for each
 // answer; a request is resent up to retries times after timeout.
 func UDPExchange(ctx context.Context, ns *NS, addr netip.AddrPort, n, retries int, timeout time.Duration) UDPResult {
+	return UDPExchangeFrom(ctx, ns, netip.Addr{}, addr, n, retries, timeout)
+}
+
+// UDPExchangeFrom is UDPExchange from sockets bound to src (invalid: any).
+func UDPExchangeFrom(ctx context.Context, ns *NS, src netip.Addr, addr netip.AddrPort, n, retries int, timeout time.Duration) UDPResult {
 	var res UDPResult
+	var laddr *net.UDPAddr
+	if src.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	}
 	for i := 0; i < n && ctx.Err() == nil; i++ {
 		var c *net.UDPConn
 		err := ns.Do(func() error {
 			var err error
-			c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
+			c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(addr))
 			return err
 		})
 		if err != nil {
@@ -865,4 +888,106 @@ func UDPBlast(ctx context.Context, c *net.UDPConn, size int, d time.Duration) (i
 		}
 	}
 	return sent, ctx.Err()
+}
+
+// ConnTiming is the outcome of one timed echo connection.
+type ConnTiming struct {
+	Elapsed time.Duration // from dial to the echo read back (or to the error)
+	Err     error
+}
+
+// TimedEchoes makes n echo connections from ns (sockets bound to src when
+// valid) with the given concurrency, each bounded by timeout, and returns
+// each one's outcome in order.
+func TimedEchoes(ctx context.Context, ns *NS, src netip.Addr, addr netip.AddrPort, n, workers int, timeout time.Duration) []ConnTiming {
+	if workers < 1 {
+		workers = 1
+	}
+	res := make([]ConnTiming, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if ctx.Err() != nil {
+					res[i].Err = ctx.Err()
+					continue
+				}
+				start := time.Now()
+				err := TCPEchoFrom(ctx, ns, src, addr, []byte(fmt.Sprintf("timed %04d", i)), timeout)
+				res[i] = ConnTiming{Elapsed: time.Since(start), Err: err}
+			}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// TimingStats summarises timed connections: how many succeeded, the slowest
+// and the median of the successful ones, and the errors of the others.
+func TimingStats(ts []ConnTiming) (ok int, worst, median time.Duration, errs []error) {
+	var d []time.Duration
+	for i, t := range ts {
+		if t.Err != nil {
+			errs = append(errs, fmt.Errorf("connection %d (after %v): %w", i, t.Elapsed.Round(time.Millisecond), t.Err))
+			continue
+		}
+		ok++
+		d = append(d, t.Elapsed)
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	if len(d) > 0 {
+		worst, median = d[len(d)-1], d[len(d)/2]
+	}
+	return ok, worst, median, errs
+}
+
+// UplinkConn is a TCP connection to a BulkServer that the server sees
+// coming from a known client address (its uplink), left open.
+type UplinkConn struct {
+	net.Conn
+	Seen netip.Addr
+}
+
+// DialUplink connects from ns to a BulkServer at addr until the server sees
+// the client address want (at most tries connections) and returns the
+// connection idle, the server waiting for a request header.
+func DialUplink(ctx context.Context, ns *NS, addr netip.AddrPort, want netip.Addr, tries int) (*UplinkConn, error) {
+	c, seen, _, err := dialBulk(ctx, ns, addr, From(want), tries)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadDeadline(time.Time{})
+	return &UplinkConn{Conn: c, Seen: seen}, nil
+}
+
+// Upload sends size bytes of the stream for seed over the connection and
+// checks the server's sha256 of them, all within timeout.
+func (u *UplinkConn) Upload(size int64, seed uint64, timeout time.Duration) error {
+	u.SetDeadline(time.Now().Add(timeout))
+	defer u.SetDeadline(time.Time{})
+	if err := writeHeader(u, opUpload, size, seed); err != nil {
+		return err
+	}
+	h := sha256.New()
+	b := make([]byte, size)
+	NewStream(seed).Fill(b)
+	h.Write(b)
+	if _, err := u.Write(b); err != nil {
+		return fmt.Errorf("upload write: %w", err)
+	}
+	var sum [32]byte
+	if _, err := io.ReadFull(u, sum[:]); err != nil {
+		return fmt.Errorf("upload: read server hash: %w", err)
+	}
+	if !bytes.Equal(sum[:], h.Sum(nil)) {
+		return errors.New("upload corrupted")
+	}
+	return nil
 }
