@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -49,7 +50,20 @@ func (s *Shim) probeLoop(ctx context.Context, gi int) {
 	for _, t := range gc.Probe {
 		p.targets = append(p.targets, s.dp.RegisterProbe(gi, t.As4()))
 	}
-	p.state = failover.NewProbeState(len(p.targets), cfg.Failover.ProbeMisses)
+	// A reload keeps the probe verdict of a gateway whose probing did not change, so a dead
+	// gateway does not get new flows for probe_misses rounds after every reload.
+	s.dp.mu.Lock()
+	g := s.dp.Gws[gi]
+	key := fmt.Sprint(gc.Probe, cfg.Failover.ProbeMisses, cfg.Failover.ProbeInterval)
+	if g.probeState == nil || g.probeKey != key {
+		g.probeState = failover.NewProbeState(len(p.targets), cfg.Failover.ProbeMisses)
+		g.probeKey = key
+		g.ProbeDown = false
+		g.probe = g.probeState.Summary()
+		s.dp.refreshLocked()
+	}
+	p.state = g.probeState
+	s.dp.mu.Unlock()
 	results := make([]bool, 1+len(p.targets))
 	resolved := gc.MAC != nil
 	next := time.Now()

@@ -65,6 +65,10 @@ type Gateway struct {
 	// failure accounting keeps it out.
 	ProbeDown, Benched bool
 	probe              failover.ProbeSummary
+	// probeState belongs to the gateway's prober; it outlives a reload that keeps the
+	// gateway's probing as it was (probeKey).
+	probeState *failover.ProbeState
+	probeKey   string
 	// Flows counts flows placed on this gateway since start, Live those in the table now;
 	// the others count the frames of those flows each way.
 	Flows                 atomic.Uint64
@@ -90,6 +94,10 @@ const (
 	ToHost
 	// Consumed means the shim itself was the frame's destination (a probe reply).
 	Consumed
+	// Segment means the frame is a tunnel's TSO super-frame, which the kernel will not send
+	// as it is: the caller cuts it with the datapath's frame (SegmentEncap) and processes
+	// each segment.
+	Segment
 )
 
 // Verdict is the datapath's answer for one frame.
@@ -152,6 +160,7 @@ type Counters struct {
 	Resets        atomic.Uint64 // TCP flows of a down gateway reset toward the host
 	Moved         atomic.Uint64 // UDP flows of a down gateway moved to a live one
 	LateAnswers   atomic.Uint64 // wire frames for a tuple a flow rotated away from
+	Segmented     atomic.Uint64 // tunnels' TSO super-frames cut in software
 	Drops         [dropReasons]atomic.Uint64
 	ParseFailures [rewrite.NumReasons]atomic.Uint64
 }
@@ -271,6 +280,10 @@ func (d *Datapath) ProcessLocked(in int, pkt []byte, now int64) Verdict {
 		return Verdict{Where: Drop, Reason: DropMalformed}
 	}
 	d.lastNow = now
+	if f.Encap && f.Vnet.IsGSO() {
+		d.C.Segmented.Add(1)
+		return Verdict{Where: Segment}
+	}
 	ifc := &d.Ifaces[in]
 	var v Verdict
 	switch {
@@ -864,4 +877,21 @@ func (d *Datapath) applyRule(fl *conntrack.Flow, dir filters.Direction, in int, 
 		}
 	}
 	return -1, false
+}
+
+// SegmentLocked cuts the super-frame ProcessLocked just answered Segment for into ordinary
+// frames, back to back in dst with their lengths in lens, and returns how many (0: dropped and
+// counted). need is the room it wants in dst, count the entries in lens.
+func (d *Datapath) SegmentLocked(dst []byte, lens []int) int {
+	n := d.frame.SegmentEncap(dst, lens)
+	if n == 0 {
+		d.C.Drops[DropMalformed].Add(1)
+	}
+	return n
+}
+
+// SegmentNeedsLocked returns the room SegmentLocked needs for the current super-frame: bytes
+// and frames.
+func (d *Datapath) SegmentNeedsLocked() (bytes, frames int) {
+	return d.frame.SegmentEncapSize(), d.frame.SegmentEncapCount()
 }

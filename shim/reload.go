@@ -95,7 +95,7 @@ func (s *Shim) Reload() (string, error) {
 		ifc := int(index[gc.Interface])
 		if !ok || g.Iface != ifc || g.IP != gc.Address.As4() {
 			// New, or moved to another interface or address: it must be resolved again.
-			g = &Gateway{Name: gc.Name, Alive: true}
+			g = &Gateway{Name: gc.Name, Alive: true, probe: failover.ProbeSummary{Up: true, Misses: next.Failover.ProbeMisses}}
 		} else {
 			remap[oldIndex[g]] = int16(i)
 		}

@@ -260,7 +260,8 @@ func (s *Shim) setup() error {
 	}
 	gws := make([]*Gateway, len(s.cfg.Gateways))
 	for i, gc := range s.cfg.Gateways {
-		g := &Gateway{Name: gc.Name, Iface: index[gc.Interface], IP: gc.Address.As4(), Weight: gc.Weight, On: gc.On, MTU: gc.MTU, Alive: true}
+		g := &Gateway{Name: gc.Name, Iface: index[gc.Interface], IP: gc.Address.As4(), Weight: gc.Weight, On: gc.On, MTU: gc.MTU, Alive: true,
+			probe: failover.ProbeSummary{Up: true, Misses: s.cfg.Failover.ProbeMisses}}
 		if gc.MAC != nil {
 			copy(g.MAC[:], gc.MAC)
 			g.HasMAC = true
@@ -531,6 +532,31 @@ func (s *Shim) loop(in int) error {
 		}
 	}
 	queues()
+	flushAll := func() {
+		// A failed write (a socket closed while its interface is being re-created, or at
+		// shutdown) has been counted; reading decides when the loop ends.
+		for j := range wireQ {
+			_ = wireQ[j].flush()
+			_ = hostQ[j].flush()
+		}
+	}
+	enqueue := func(v Verdict, b []byte) {
+		if v.Len > 0 {
+			b = b[:v.Len]
+		}
+		if v.Where != Drop && v.Where != Consumed && v.Iface >= len(wireQ) {
+			queues()
+		}
+		switch v.Where {
+		case ToWire:
+			wireQ[v.Iface].add(b)
+		case ToHost:
+			hostQ[v.Iface].add(b)
+		}
+	}
+	// Segments of tunnels' TSO frames live here until the batch is flushed.
+	arena := make([]byte, 512<<10)
+	lens := make([]int, 64)
 	for {
 		n, err := p.capture.read(rb)
 		if err != nil {
@@ -548,29 +574,31 @@ func (s *Shim) loop(in int) error {
 		}
 		now := s.now()
 		s.dp.Lock()
+		used := 0
 		for i := 0; i < n; i++ {
 			b := rb.bufs[i][:rb.lens[i]]
 			v := s.dp.ProcessLocked(in, b, now)
-			if v.Len > 0 {
-				b = b[:v.Len]
+			if v.Where != Segment {
+				enqueue(v, b)
+				continue
 			}
-			if v.Where != Drop && v.Where != Consumed && v.Iface >= len(wireQ) {
-				queues()
+			need, count := s.dp.SegmentNeedsLocked()
+			if count > len(lens) {
+				lens = make([]int, count)
 			}
-			switch v.Where {
-			case ToWire:
-				wireQ[v.Iface].add(b)
-			case ToHost:
-				hostQ[v.Iface].add(b)
+			if used+need > len(arena) {
+				flushAll()
+				used = 0
+			}
+			k := s.dp.SegmentLocked(arena[used:], lens)
+			for j := 0; j < k; j++ {
+				seg := arena[used : used+lens[j]]
+				used += lens[j]
+				enqueue(s.dp.ProcessLocked(in, seg, now), seg)
 			}
 		}
 		s.dp.Unlock()
-		// A failed write (a socket closed while its interface is being re-created, or at
-		// shutdown) has been counted; reading decides when the loop ends.
-		for j := range wireQ {
-			_ = wireQ[j].flush()
-			_ = hostQ[j].flush()
-		}
+		flushAll()
 	}
 }
 

@@ -152,6 +152,7 @@ func (s *Shim) Status() *control.Status {
 		"passed":        c.Passed.Load(),
 		"rotations":     c.Rotations.Load(),
 		"late_answers":  c.LateAnswers.Load(),
+		"segmented":     c.Segmented.Load(),
 		"tcp_reset":     c.Resets.Load(),
 		"udp_moved":     c.Moved.Load(),
 		"probe_replies": c.ProbeReplies.Load(),
