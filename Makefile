@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := bin/l2shim
 FUZZTIME ?= 10s
-UNIT     := ./cmd/... ./conf/... ./conntrack/... ./control/... ./failover/... ./filters/... ./metrics/... ./rewrite/... ./shim/...
+UNIT     := ./cmd/... ./conf/... ./conntrack/... ./control/... ./dist/... ./failover/... ./filters/... ./metrics/... ./rewrite/... ./shim/...
 export CGO_ENABLED := 0
 
 .PHONY: all build test unit lint fuzz integration demo bench clean

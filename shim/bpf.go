@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -265,12 +266,19 @@ func loadProgram(name string, insns asm.Instructions) (*ebpf.Program, error) {
 
 // attach loads insns and attaches them at the head of ifindex's TCX chain. The link and the
 // program belong to this process: when it dies, even by SIGKILL, the kernel detaches them.
-func attach(name string, insns asm.Instructions, ifindex int, typ ebpf.AttachType) (link.Link, error) {
+func attach(name string, insns asm.Instructions, ifindex int, typ ebpf.AttachType, own *sync.Map) (link.Link, error) {
 	prog, err := loadProgram(name, insns)
 	if err != nil {
 		return nil, err
 	}
 	defer prog.Close()
+	// Remember our own programs by ID: without CAP_SYS_ADMIN the names of attached programs
+	// cannot be read back, and a reload's host check must not take ours for someone else's.
+	if info, err := prog.Info(); err == nil {
+		if id, ok := info.ID(); ok {
+			own.Store(id, true)
+		}
+	}
 	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: typ, Anchor: link.Head()})
 	if err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
@@ -282,8 +290,8 @@ func attach(name string, insns asm.Instructions, ifindex int, typ ebpf.AttachTyp
 }
 
 // ForeignTCX lists the TCX programs attached to ifindex that are not l2shim's, as
-// "ingress: NAME (id N)" strings.
-func ForeignTCX(ifindex int) ([]string, error) {
+// "ingress: NAME (id N)" strings. own, when not nil, holds the IDs of this instance's programs.
+func ForeignTCX(ifindex int, own *sync.Map) ([]string, error) {
 	var out []string
 	for _, at := range []struct {
 		typ  ebpf.AttachType
@@ -297,6 +305,11 @@ func ForeignTCX(ifindex int) ([]string, error) {
 			return nil, fmt.Errorf("query TCX %s programs on ifindex %d: %w", at.name, ifindex, err)
 		}
 		for _, ap := range res.Programs {
+			if own != nil {
+				if _, mine := own.Load(ap.ID); mine {
+					continue
+				}
+			}
 			name := "?"
 			if prog, err := ebpf.NewProgramFromID(ap.ID); err == nil {
 				if info, err := prog.Info(); err == nil {

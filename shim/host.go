@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -18,6 +19,9 @@ import (
 type Host struct {
 	// Handle is the netlink handle to use; nil means the current network namespace.
 	Handle *netlink.Handle
+	// Own holds the IDs of a running instance's own TCX programs (ebpf.ProgramID keys), so a
+	// reload's check does not report them as foreign.
+	Own *sync.Map
 }
 
 func (h Host) handle() *netlink.Handle {
@@ -63,7 +67,7 @@ func (h Host) Interface(name string) (conf.HostInterface, error) {
 		hi.Prefixes = append(hi.Prefixes, netip.PrefixFrom(ip, ones))
 	}
 	hi.RPFilter = max(readSysctlInt("net/ipv4/conf/all/rp_filter"), readSysctlInt("net/ipv4/conf/"+name+"/rp_filter"))
-	if foreign, err := ForeignTCX(a.Index); err == nil {
+	if foreign, err := ForeignTCX(a.Index, h.Own); err == nil {
 		hi.ForeignTCX = foreign
 	}
 	return hi, nil

@@ -31,7 +31,7 @@ func (s *Shim) Reload() (string, error) {
 		s.log.Error("reload refused: the configuration has errors; the running one stays", "errors", err.Error())
 		return "", fmt.Errorf("reload refused, the running configuration stays:\n%w", err)
 	}
-	if errs, warnings := next.CheckHost(Host{}); len(errs) > 0 {
+	if errs, warnings := next.CheckHost(Host{Own: &s.ownProgs}); len(errs) > 0 {
 		s.log.Error("reload refused: the configuration does not fit this host; the running one stays", "errors", errs.Error())
 		return "", fmt.Errorf("reload refused, the running configuration stays:\n%w", errs)
 	} else {
@@ -276,6 +276,11 @@ func (d *Datapath) evacuateLocked(match func(*conntrack.Flow) bool, now int64) (
 			}
 			d.table.Delete(fl)
 		case rewrite.ProtoUDP:
+			if fl.Origin == conntrack.Inbound {
+				// The client addressed this uplink: answers from another address would be
+				// no answers at all. The flow stays (and idles out).
+				continue
+			}
 			g := failover.Pick(d.cfg.Mode, fl.Orig.Hash(d.cfg.Seed), d.cands)
 			if g >= 0 && g != int(fl.Gateway) && d.moveFlow(fl, g) {
 				moved++

@@ -72,6 +72,8 @@ type Shim struct {
 
 	probeCancel context.CancelFunc
 	probeWG     sync.WaitGroup
+	// ownProgs holds the IDs of the TCX programs this instance attached.
+	ownProgs sync.Map
 }
 
 // config returns the configuration in force.
@@ -339,7 +341,7 @@ func (s *Shim) addPort(name string) (*port, error) {
 	if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
 		return nil, err
 	}
-	if p.sink, err = attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress); err != nil {
+	if p.sink, err = attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
 		return nil, err
 	}
 	if err := s.bindPort(p, ifi); err != nil {
@@ -397,7 +399,7 @@ func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
 		_ = p.inject.Close()
 		p.inject = nil
 	}
-	if p.inject, err = attach(progInject, injectInsns(ifi.Index), p.veth.near.Attrs().Index, ebpf.AttachTCXIngress); err != nil {
+	if p.inject, err = attach(progInject, injectInsns(ifi.Index), p.veth.near.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
 		return err
 	}
 	p.ifi = ifi
@@ -425,12 +427,12 @@ func (s *Shim) attachPortHooks(p *port) error {
 		capture:   p.veth.near.Attrs().Index,
 		heartbeat: s.cfg.Shim.Heartbeat,
 	}
-	eg, err := attach(progEgress, egressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXEgress)
+	eg, err := attach(progEgress, egressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXEgress, &s.ownProgs)
 	if err != nil {
 		return err
 	}
 	p.hooks = append(p.hooks, eg)
-	in, err := attach(progIngress, ingressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXIngress)
+	in, err := attach(progIngress, ingressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXIngress, &s.ownProgs)
 	if err != nil {
 		return err
 	}
