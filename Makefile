@@ -17,9 +17,11 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# The race detector needs cgo.
+# The race detector needs cgo. Allocation and memory tests skip under it (it allocates), so
+# they run once more without it.
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(UNIT)
+	$(GO) test -count=1 -run 'Alloc|Memory' $(UNIT)
 
 # Short fuzz runs on top of the seed corpora that `unit` already runs.
 fuzz:
