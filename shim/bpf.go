@@ -328,3 +328,20 @@ func ForeignTCX(ifindex int, own *sync.Map) ([]string, error) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// CheckKernel reports whether this kernel has what l2shim needs: BPF programs of type
+// sched_cls and TCX attachment (Linux 6.6 or later).
+func CheckKernel() error {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return fmt.Errorf("check kernel: %w", err)
+	}
+	_, err = link.QueryPrograms(link.QueryOptions{Target: lo.Index, Attach: ebpf.AttachTCXIngress})
+	switch {
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return errors.New("this kernel has no TCX (Linux 6.6 or later is needed); l2shim cannot attach")
+	case errors.Is(err, unix.EPERM):
+		return errors.New("not allowed to use BPF here: l2shim needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW (or root)")
+	}
+	return nil
+}

@@ -81,6 +81,9 @@ func loadAndCheck(path string, stderr io.Writer) (*conf.Config, []string) {
 		return nil, nil
 	}
 	errs, warnings := cfg.CheckHost(shim.Host{})
+	if err := shim.CheckKernel(); err != nil {
+		errs = append(errs, &conf.Error{File: path, Msg: err.Error()})
+	}
 	if len(errs) > 0 {
 		for _, w := range warnings {
 			fmt.Fprintf(stderr, "warning: %s\n", w)
