@@ -349,7 +349,10 @@ func (d *Datapath) fitPath(in int, f *rewrite.Frame, g *Gateway) (Verdict, bool)
 // flowKey returns the frame's conntrack key and whether the frame belongs to a flow l2shim
 // tracks at all (TCP, UDP, ICMP echo; not fragments, not tunnels' offloaded frames).
 func flowKey(f *rewrite.Frame) (conntrack.Key, bool) {
-	if f.L4 < 0 || f.FragOff != 0 || f.Encap {
+	// A tunnel's frame whose partial checksum is the inner packet's (Encap, not a
+	// super-frame: those are segmented first) is tracked by its outer header like any other:
+	// NAT touches only outer fields, and the outer checksums take full-checksum updates.
+	if f.L4 < 0 || f.FragOff != 0 {
 		return conntrack.Key{}, false
 	}
 	switch f.Proto {
@@ -483,8 +486,20 @@ func (d *Datapath) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now 
 			fl.WireIf = int16(d.Gws[g].Iface)
 		}
 	} else {
-		// Pinned: the flow stays where the host sent it, through the gateway it addressed.
-		fl.Gateway = int16(d.gatewayByMAC(in, fl.HostGatewayMAC))
+		// Pinned: a segment of a connection l2shim does not know (older than the shim, or
+		// forgotten under table pressure) is never given another address. It leaves through
+		// the uplink that owns its source address (per-source), else as the host sent it.
+		g := -1
+		if y := d.ifaceOwning(key.Src); y >= 0 && y != in {
+			g = d.firstUsableOn(y)
+			if g < 0 {
+				g = d.firstResolvedOn(y)
+			}
+		}
+		if g < 0 {
+			g = d.gatewayByMAC(in, fl.HostGatewayMAC)
+		}
+		fl.Gateway = int16(g)
 	}
 	if !d.mapOnto(&fl) {
 		return nil
@@ -517,7 +532,10 @@ func (d *Datapath) mapOnto(fl *conntrack.Flow) bool {
 	natIP, natPort := key.Src, key.SrcPort
 	if fl.Gateway >= 0 {
 		fl.WireIf = int16(d.Gws[fl.Gateway].Iface)
-		if wa := d.Ifaces[fl.WireIf].Addr; wa != key.Src && wa != ([4]byte{}) {
+		// NAT only when the flow leaves through another uplink than the host chose, from an
+		// address that uplink does not have: on the host's own choice of interface, or from
+		// one of the uplink's addresses, the host's source stands.
+		if wa := d.Ifaces[fl.WireIf].Addr; fl.WireIf != fl.HostIf && !d.ifaceHas(int(fl.WireIf), key.Src) && wa != ([4]byte{}) {
 			fl.NAT = true
 			natIP = wa
 		}
@@ -555,6 +573,27 @@ func (d *Datapath) ifaceOwning(ip [4]byte) int {
 			if a == ip {
 				return i
 			}
+		}
+	}
+	return -1
+}
+
+// ifaceHas reports whether ip is one of interface i's addresses.
+func (d *Datapath) ifaceHas(i int, ip [4]byte) bool {
+	for _, a := range d.Ifaces[i].Addrs {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// firstResolvedOn returns the first gateway on interface i whose MAC is known, usable or not,
+// or -1.
+func (d *Datapath) firstResolvedOn(i int) int {
+	for g := range d.Gws {
+		if d.Gws[g].Iface == i && d.Gws[g].HasMAC {
+			return g
 		}
 	}
 	return -1

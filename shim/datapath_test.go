@@ -748,3 +748,70 @@ func TestNATPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestPinnedNeverNATed: a segment of a connection the shim does not know (started before it,
+// or evicted) keeps its address: out through the uplink that owns it, else as sent.
+func TestPinnedNeverNATed(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	// The host answers a connection that came in on eth1 (unknown to the shim), routed via eth0.
+	b := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr1, dst: server, proto: 6, sport: 22, dport: 40000, syn: true, ack: true}.build(t)
+	if v := process(d, 0, b); v.Where != ToWire || v.Iface != 1 {
+		t.Fatalf("pinned per-source segment verdict %+v, want out of eth1", v)
+	}
+	if ip := checkFrame(t, b).Layer(layers.LayerTypeIPv4).(*layers.IPv4); !bytes.Equal(ip.SrcIP.To4(), addr1[:]) {
+		t.Fatalf("pinned segment NATed to %v", ip.SrcIP)
+	}
+	// A segment from eth0's own address: exactly as the host sent it.
+	b = pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 6, sport: 5000, dport: 80, ack: true}.build(t)
+	orig := append([]byte(nil), b...)
+	if v := process(d, 0, b); v.Iface != 0 || !bytes.Equal(b, orig) {
+		t.Fatalf("pinned segment verdict %+v changed=%v", v, !bytes.Equal(b, orig))
+	}
+}
+
+// TestForwardedWithoutMasquerade: a LAN client's flow the host forwards un-NATed keeps its
+// address on the interface the host chose, and is NATed when placed on the other uplink.
+func TestForwardedWithoutMasquerade(t *testing.T) {
+	lan := [4]byte{192, 168, 60, 10}
+	for _, c := range []struct {
+		w0, w1    int
+		wantIface int
+		wantSrc   [4]byte
+	}{{1000, 1, 0, lan}, {1, 1000, 1, addr1}} {
+		d := testDatapath(t, failover.LoadBalance, c.w0, c.w1)
+		b := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: lan, dst: server, proto: 17, sport: 3333, dport: 53}.build(t)
+		if v := process(d, 0, b); v.Iface != c.wantIface {
+			t.Fatalf("weights %d:%d: verdict %+v", c.w0, c.w1, v)
+		}
+		if ip := checkFrame(t, b).Layer(layers.LayerTypeIPv4).(*layers.IPv4); !bytes.Equal(ip.SrcIP.To4(), c.wantSrc[:]) {
+			t.Fatalf("weights %d:%d: left from %v, want %v", c.w0, c.w1, ip.SrcIP, c.wantSrc)
+		}
+	}
+}
+
+// TestTunnelFrameTracked: a tunnel's small frame (its partial checksum is the inner TCP's, not
+// a super-frame) belongs to the outer flow: NATed with it, inner bytes untouched.
+func TestTunnelFrameTracked(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	inner := pkt{srcMAC: [6]byte{2, 9, 9, 9, 9, 1}, dstMAC: [6]byte{2, 9, 9, 9, 9, 2}, src: [4]byte{192, 168, 77, 1}, dst: [4]byte{192, 168, 77, 2}, proto: 6, sport: 5555, dport: 5201, ack: true}.build(t)
+	vx := append([]byte{0x08, 0, 0, 0, 0, 0, 42, 0}, inner...)
+	outer := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 40000, dport: 4789, payload: vx}.build(t)
+	// The outer UDP checksum of a VXLAN frame is 0; the inner TCP checksum is partial.
+	outer[14+20+6], outer[14+20+7] = 0, 0
+	innerTCP := 14 + 20 + 8 + 8 + 14 + 20
+	vnet := rewrite.VnetHdr{Flags: rewrite.VnetNeedsCsum, CsumStart: uint16(innerTCP), CsumOffset: 16}
+	before := append([]byte(nil), outer[14+20+8:]...)
+	v, _ := processVnet(d, 0, outer, vnet)
+	if v.Where != ToWire || v.Iface != 1 {
+		t.Fatalf("tunnel frame verdict %+v, want out of eth1 with its flow", v)
+	}
+	if !bytes.Equal(outer[26:30], addr1[:]) || rewrite.Checksum(outer[14:34], 0) != 0 {
+		t.Fatalf("outer source %v (header checksum %#x)", outer[26:30], rewrite.Checksum(outer[14:34], 0))
+	}
+	if outer[14+20+6] != 0 || outer[14+20+7] != 0 || !bytes.Equal(outer[14+20+8:], before) {
+		t.Fatal("the outer UDP checksum or the tunnelled bytes changed")
+	}
+	if d.Flows() != 1 {
+		t.Fatalf("%d flows, want the outer flow tracked", d.Flows())
+	}
+}
