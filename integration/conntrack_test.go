@@ -43,28 +43,10 @@ import (
 // logged when the test fails.
 func ctStartShim(t *testing.T, topo *Topology, o ConfigOptions) (*Shim, string) {
 	t.Helper()
-	bin := needShim(t)
 	if o.Control == "" {
 		o.Control = filepath.Join(t.TempDir(), "ct.sock")
 	}
-	cfg := topo.Config(o)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var so ShimOptions
-	if *verboseShim {
-		so.Tee = func(s string) { t.Logf("l2shim: %s", strings.TrimRight(s, "\n")) }
-	}
-	s, err := topo.StartShimWith(ctx, bin, cfg, so)
-	if err != nil {
-		t.Fatalf("start l2shim: %v\nconfig:\n%s", err, cfg)
-	}
-	t.Logf("l2shim pid %d ready", s.Pid())
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("l2shim (pid %d) config:\n%s\noutput:\n%s", s.Pid(), cfg, s.Output())
-		}
-	})
-	return s, o.Control
+	return startShimCfg(t, topo, o), o.Control
 }
 
 // ctStopShim stops the shim, logs its warnings/errors (at most 20 lines) and

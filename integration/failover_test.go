@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,37 +18,6 @@ import (
 // A "silent upstream loss" is Topology.CutUpstream: the gateway's default
 // route becomes a blackhole, so it still answers ARP (and pings to itself)
 // on the host's LAN but forwards nothing and sends no ICMP back.
-
-// startShimCfg starts l2shim on the topology with a config built from o (the
-// control socket in the test's temp dir); its output is logged if the test
-// fails and the config is logged always.
-func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *Shim {
-	t.Helper()
-	bin := needShim(t)
-	if o.Control == "" {
-		o.Control = filepath.Join(t.TempDir(), "l2shim.sock")
-	}
-	cfg := topo.Config(o)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var so ShimOptions
-	if *verboseShim {
-		so.Tee = func(s string) { t.Logf("l2shim: %s", strings.TrimRight(s, "\n")) }
-	}
-	start := time.Now()
-	s, err := topo.StartShimWith(ctx, bin, cfg, so)
-	if err != nil {
-		t.Fatalf("start l2shim: %v\nconfig:\n%s", err, cfg)
-	}
-	t.Logf("l2shim pid %d ready in %v", s.Pid(), time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("l2shim config:\n%s", cfg)
-			t.Logf("l2shim (pid %d) output:\n%s", s.Pid(), s.Output())
-		}
-	})
-	return s
-}
 
 // probeCfg is the gateway extras that make both gateways probe target.
 func probeCfg(target netip.Addr) [2]string {

@@ -122,26 +122,36 @@ func startServers(t *testing.T, topo *Topology) servers {
 	return s
 }
 
-// startShim starts l2shim on the topology with the standard config; its
-// output is logged if the test fails.
+// startShim starts l2shim on the topology in the given mode.
 func startShim(t *testing.T, topo *Topology, mode string) *Shim {
+	return startShimCfg(t, topo, ConfigOptions{Mode: mode})
+}
+
+// startShimCfg starts l2shim on the topology with a config built from o (the
+// control socket in the test's temp dir); its output is logged if the test
+// fails and the config is logged always.
+func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *Shim {
 	t.Helper()
 	bin := needShim(t)
-	cfg := topo.Config(ConfigOptions{Mode: mode, Control: filepath.Join(t.TempDir(), "l2shim.sock")})
+	if o.Control == "" {
+		o.Control = filepath.Join(t.TempDir(), "l2shim.sock")
+	}
+	cfg := topo.Config(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var o ShimOptions
+	var so ShimOptions
 	if *verboseShim {
-		o.Tee = func(s string) { t.Logf("l2shim: %s", strings.TrimRight(s, "\n")) }
+		so.Tee = func(s string) { t.Logf("l2shim: %s", strings.TrimRight(s, "\n")) }
 	}
 	start := time.Now()
-	s, err := topo.StartShimWith(ctx, bin, cfg, o)
+	s, err := topo.StartShimWith(ctx, bin, cfg, so)
 	if err != nil {
 		t.Fatalf("start l2shim: %v\nconfig:\n%s", err, cfg)
 	}
 	t.Logf("l2shim pid %d ready in %v", s.Pid(), time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
+			t.Logf("l2shim config:\n%s", cfg)
 			t.Logf("l2shim (pid %d) output:\n%s", s.Pid(), s.Output())
 		}
 	})

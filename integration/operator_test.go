@@ -73,24 +73,7 @@ func opOptions(t *testing.T, extraA, extraB, extra string) ConfigOptions {
 func opStartShim(t *testing.T, topo *Topology, o ConfigOptions) *opShim {
 	t.Helper()
 	bin := needShim(t)
-	cfg := topo.Config(o)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var so ShimOptions
-	if *verboseShim {
-		so.Tee = func(s string) { t.Logf("l2shim: %s", strings.TrimRight(s, "\n")) }
-	}
-	start := time.Now()
-	s, err := topo.StartShimWith(ctx, bin, cfg, so)
-	if err != nil {
-		t.Fatalf("start l2shim: %v\nconfig:\n%s", err, cfg)
-	}
-	t.Logf("l2shim pid %d ready in %v", s.Pid(), time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("l2shim (pid %d) output:\n%s", s.Pid(), s.Output())
-		}
-	})
+	s := startShimCfg(t, topo, o)
 	return &opShim{Shim: s, topo: topo, bin: bin, sock: o.Control, opts: o}
 }
 
