@@ -929,6 +929,12 @@ func (d *Datapath) SegmentLocked(dst []byte, lens []int) int {
 	return n
 }
 
+// ReparseLocked parses pkt (virtio-net header and frame) into the datapath's frame again, for
+// a caller that had to unlock between ProcessLocked answering Segment and SegmentLocked.
+func (d *Datapath) ReparseLocked(pkt []byte) bool {
+	return d.vnet.Decode(pkt) && d.frame.Parse(pkt[rewrite.VnetHdrLen:], d.vnet) == rewrite.OK
+}
+
 // SegmentNeedsLocked returns the room SegmentLocked needs for the current super-frame: bytes
 // and frames.
 func (d *Datapath) SegmentNeedsLocked() (bytes, frames int) {

@@ -549,12 +549,22 @@ func (s *Shim) loop(in int) error {
 		if v.Where != Drop && v.Where != Consumed && v.Iface >= len(wireQ) {
 			queues()
 		}
+		var q *sendQueue
 		switch v.Where {
 		case ToWire:
-			wireQ[v.Iface].add(b)
+			q = wireQ[v.Iface]
 		case ToHost:
-			hostQ[v.Iface].add(b)
+			q = hostQ[v.Iface]
+		default:
+			return
 		}
+		if q.full() {
+			// Never wait on a socket with the datapath locked: the other loops would wait too.
+			s.dp.Unlock()
+			flushAll()
+			s.dp.Lock()
+		}
+		q.add(b)
 	}
 	// Segments of tunnels' TSO frames live here until the batch is flushed.
 	arena := make([]byte, 512<<10)
@@ -589,8 +599,15 @@ func (s *Shim) loop(in int) error {
 				lens = make([]int, count)
 			}
 			if used+need > len(arena) {
+				// The segmenter's state lives in the datapath's frame; take what it needs
+				// before letting the other loops in.
+				s.dp.Unlock()
 				flushAll()
+				s.dp.Lock()
 				used = 0
+				if !s.dp.ReparseLocked(b) {
+					continue
+				}
 			}
 			k := s.dp.SegmentLocked(arena[used:], lens)
 			for j := 0; j < k; j++ {
