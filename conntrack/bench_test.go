@@ -42,38 +42,6 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
-// TestMemory1M checks a million flows, both maps included, fit in 256 MiB.
-func TestMemory1M(t *testing.T) {
-	if testing.Short() || raceEnabled {
-		t.Skip("builds a million flows")
-	}
-	const n = 1 << 20
-	before := heapInUse()
-	tb := fill(t, n)
-	used := heapInUse() - before
-	t.Logf("%d flows: %.1f MiB, %.1f bytes/flow (Flow %d bytes)", tb.Len(), float64(used)/(1<<20), float64(used)/n, flowSize)
-	if used >= 256<<20 {
-		t.Errorf("%d flows use %d MiB, want < 256", n, used>>20)
-	}
-	// Steady churn at the bound: memory stays put.
-	now := int64(0)
-	for i := n; i < 3*n; i++ {
-		now += 1000
-		tb.Delete(tb.at(tb.lists[listTCPEstablished].head))
-		p, err := tb.Insert(benchFlow(i, now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		establish(tb, p, now)
-	}
-	churned := heapInUse() - before
-	t.Logf("after %d replacements: %.1f MiB", 2*n, float64(churned)/(1<<20))
-	if churned > used+used/8 {
-		t.Errorf("memory grew under churn from %d to %d MiB", used>>20, churned>>20)
-	}
-	runtime.KeepAlive(tb)
-}
-
 const flowSize = unsafe.Sizeof(Flow{})
 
 // BenchmarkLookup looks up random flows among a million.

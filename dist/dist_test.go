@@ -205,9 +205,9 @@ func TestCapabilities(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
-	for _, tool := range []string{"ip", "setpriv", "ping", "go"} {
+	for _, tool := range []string{"ip", "setpriv", "ping", "curl", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
+			t.Fatalf("needs %s (.ci/run installs it): %v", tool, err)
 		}
 	}
 	// A directory uid 65534 can enter: t.TempDir's parents are private to root.

@@ -1,5 +1,0 @@
-//go:build race
-
-package conntrack
-
-const raceEnabled = true
