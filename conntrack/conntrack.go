@@ -156,6 +156,10 @@ type Flow struct {
 	// HostRcvNext is the sequence number the host expects next from the remote end of a TCP
 	// flow: an RST toward the host must carry it to be accepted at once (RFC 5961).
 	HostRcvNext uint32
+	// Reset is set when l2shim reset the flow toward the host (its gateway went down): from
+	// then on its frames are dropped both ways, so the host's sequence space stays where the
+	// RST expects it.
+	Reset bool
 
 	list       uint8 // the LRU list holding the flow; listFree when the slot is free
 	bits       uint8 // bit* flags

@@ -124,6 +124,8 @@ const (
 	DropRotated
 	// DropRule: a frame of a flow a rule drops (or a strict route-to whose gateway is down).
 	DropRule
+	// DropReset: a frame of a flow l2shim reset toward the host when its gateway went down.
+	DropReset
 	dropReasons
 )
 
@@ -139,6 +141,8 @@ func (r DropReason) String() string {
 		return "rotated"
 	case DropRule:
 		return "rule"
+	case DropReset:
+		return "reset"
 	}
 	return "none"
 }
@@ -429,6 +433,10 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 	default:
 		return d.pass(in)
 	}
+	if fl.Reset {
+		d.C.Drops[DropReset].Add(1)
+		return Verdict{Where: Drop, Reason: DropReset}
+	}
 	if fl.Rule >= 0 {
 		d.rules.CountPackets(int(fl.Rule), 1, uint64(len(f.Buf)))
 	}
@@ -715,6 +723,10 @@ func (d *Datapath) ingress(in int, f *rewrite.Frame, now int64) Verdict {
 	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && d.health != nil {
 		// The first answer (a SYN-ACK, an RST, a datagram) proves the path through the gateway.
 		d.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
+	}
+	if fl.Reset {
+		d.C.Drops[DropReset].Add(1)
+		return Verdict{Where: Drop, Reason: DropReset}
 	}
 	trackHostSeq(f, fl)
 	d.table.Seen(fl, conntrack.DirReply, len(f.Buf), f.TCPFlags, now)

@@ -108,6 +108,12 @@ func TestEvacuate(t *testing.T) {
 	if !tcp.RST || tcp.SrcPort != 80 || tcp.DstPort != 8100 || tcp.Seq != 1006 || rsts[0].Iface != 0 {
 		t.Fatalf("RST to host %+v on %d, want 80→8100 seq 1006 on eth0", tcp, rsts[0].Iface)
 	}
+	// Data from the server still in flight after the reset is dropped, so the host's sequence
+	// space stays where the RST expects it.
+	late := pkt{srcMAC: gwMAC0, dstMAC: mac0, src: server, dst: addr0, proto: 6, sport: 80, dport: 8100, ack: true, payload: []byte("late")}.build(t)
+	if v := process(d, 0, late); v.Where != Drop || v.Reason != DropReset {
+		t.Fatalf("data of a reset flow verdict %+v, want dropped", v)
+	}
 	// The UDP flow now leaves via gw1, NATed.
 	u := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 8101, dport: 53}.build(t)
 	if v := process(d, 0, u); v.Iface != 1 {

@@ -96,12 +96,28 @@ func trackHostSeq(f *rewrite.Frame, fl *conntrack.Flow) {
 // resets.
 func (s *Shim) gatewayDown(gi int, reason string) {
 	rsts, reset, moved := s.dp.Evacuate(gi, s.now())
-	for _, r := range rsts {
-		s.inject(r)
-	}
+	s.injectResets(rsts)
 	if reset+moved > 0 {
 		s.log.Warn("flows of a down gateway handled", "gateway", s.config().Gateways[gi].Name, "reason", reason, "tcp_reset", reset, "udp_moved", moved)
 	}
+}
+
+// injectResets hands RSTs to the host now and once more 100 ms later. The first may overtake
+// data the frame loops processed just before but have not flushed yet, which makes it land
+// early in the host's sequence space (only a challenge ACK); by the second, everything before it
+// is delivered and nothing after it will be, so its sequence number is exact.
+func (s *Shim) injectResets(rsts []Injection) {
+	if len(rsts) == 0 {
+		return
+	}
+	for _, r := range rsts {
+		s.inject(r)
+	}
+	time.AfterFunc(100*time.Millisecond, func() {
+		for _, r := range rsts {
+			s.inject(r)
+		}
+	})
 }
 
 // inject hands one frame to the host through the capture veth of its interface.

@@ -162,9 +162,7 @@ func (s *Shim) Reload() (string, error) {
 	for _, i := range removedIfaces {
 		s.removePort(i)
 	}
-	for _, r := range rsts {
-		s.inject(r)
-	}
+	s.injectResets(rsts)
 	s.reloads.Add(1)
 	msg := fmt.Sprintf("reloaded %s: %d gateways on %d interfaces", next.File, len(gws), len(next.Interfaces()))
 	if len(added) > 0 {
@@ -270,11 +268,13 @@ func (d *Datapath) evacuateLocked(match func(*conntrack.Flow) bool, now int64) (
 	for _, fl := range victims {
 		switch fl.Orig.Proto {
 		case rewrite.ProtoTCP:
-			if fl.TCPState != conntrack.TCPClosed {
+			if fl.TCPState != conntrack.TCPClosed && !fl.Reset {
 				rsts = append(rsts, d.resetToHost(fl))
 				reset++
 			}
-			d.table.Delete(fl)
+			// The flow stays, dropping its frames, until it idles out: a segment from the
+			// remote still in flight must not move the host's sequence past the RST's.
+			fl.Reset = true
 		case rewrite.ProtoUDP:
 			if fl.Origin == conntrack.Inbound {
 				// The client addressed this uplink: answers from another address would be

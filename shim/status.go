@@ -196,9 +196,7 @@ func (s *Shim) Drain(name string, reset bool) (string, error) {
 	msg := fmt.Sprintf("gateway %s drained: no new flows", s.config().Gateways[gi].Name)
 	if reset {
 		rsts, n, moved := s.dp.Evacuate(gi, s.now())
-		for _, r := range rsts {
-			s.inject(r)
-		}
+		s.injectResets(rsts)
 		msg += fmt.Sprintf("; %d TCP flows reset, %d UDP flows moved", n, moved)
 	}
 	s.log.Info(msg)
