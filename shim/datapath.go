@@ -410,7 +410,13 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 	key, tracked := flowKey(f)
 	switch {
 	case tracked:
-		if fl = d.table.LookupOrig(key); fl == nil {
+		fl = d.table.LookupOrig(key)
+		if fl != nil && fl.Reset && opensFlow(f) {
+			// A new connection on the tuple of one l2shim reset: placed afresh.
+			d.table.Delete(fl)
+			fl = nil
+		}
+		if fl == nil {
 			if fl = d.newOutbound(in, f, key, now); fl == nil {
 				return d.pass(in)
 			}

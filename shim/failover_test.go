@@ -114,6 +114,10 @@ func TestEvacuate(t *testing.T) {
 	if v := process(d, 0, late); v.Where != Drop || v.Reason != DropReset {
 		t.Fatalf("data of a reset flow verdict %+v, want dropped", v)
 	}
+	// A new connection on the same tuple is placed afresh (gw1 now), not dropped.
+	if v := process(d, 0, syn(8100).build(t)); v.Where != ToWire || v.Iface != 1 {
+		t.Fatalf("new SYN on a reset flow's tuple: %+v, want placed on gw1", v)
+	}
 	// The UDP flow now leaves via gw1, NATed.
 	u := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 8101, dport: 53}.build(t)
 	if v := process(d, 0, u); v.Iface != 1 {
