@@ -403,9 +403,6 @@ func opensFlow(f *rewrite.Frame) bool {
 }
 
 func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
-	if d.onLink(f.Dst) {
-		return d.pass(in)
-	}
 	var fl *conntrack.Flow
 	key, tracked := flowKey(f)
 	switch {
@@ -417,6 +414,11 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 			fl = nil
 		}
 		if fl == nil {
+			// Destinations on directly attached networks are never steered. They never get
+			// a flow either, so the check costs only frames without one.
+			if d.onLink(f.Dst) {
+				return d.pass(in)
+			}
 			if fl = d.newOutbound(in, f, key, now); fl == nil {
 				return d.pass(in)
 			}
@@ -434,7 +436,7 @@ func (d *Datapath) egress(in int, f *rewrite.Frame, now int64) Verdict {
 		if fl = d.fragmentFlow(f, conntrack.DirOrig, now); fl == nil {
 			return d.pass(in)
 		}
-	case f.Proto == rewrite.ProtoICMP && f.InnerL4 >= 0:
+	case f.Proto == rewrite.ProtoICMP && f.InnerL4 >= 0 && !d.onLink(f.Dst):
 		return d.egressICMPError(in, f)
 	default:
 		return d.pass(in)
@@ -938,7 +940,7 @@ func (d *Datapath) applyRule(fl *conntrack.Flow, dir filters.Direction, in int, 
 
 // SegmentLocked cuts the super-frame ProcessLocked just answered Segment for into ordinary
 // frames, back to back in dst with their lengths in lens, and returns how many (0: dropped and
-// counted). need is the room it wants in dst, count the entries in lens.
+// counted). SegmentNeedsLocked tells how large dst and lens must be.
 func (d *Datapath) SegmentLocked(dst []byte, lens []int) int {
 	n := d.frame.SegmentEncap(dst, lens)
 	if n == 0 {
