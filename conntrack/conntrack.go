@@ -41,6 +41,8 @@
 package conntrack
 
 import (
+	"github.com/l2shim/l2shim/internal/mix"
+
 	"errors"
 	"sync/atomic"
 	"time"
@@ -66,19 +68,9 @@ func (k Key) Hash(seed uint64) uint64 {
 	a := uint64(k.Src[0])<<24 | uint64(k.Src[1])<<16 | uint64(k.Src[2])<<8 | uint64(k.Src[3])
 	b := uint64(k.Dst[0])<<24 | uint64(k.Dst[1])<<16 | uint64(k.Dst[2])<<8 | uint64(k.Dst[3])
 	h := seed ^ (a<<32 | b)
-	h = mix(h)
+	h = mix.Mix64(h)
 	h ^= uint64(k.SrcPort)<<24 | uint64(k.DstPort)<<8 | uint64(k.Proto)
-	return mix(h)
-}
-
-// mix is the splitmix64 finaliser.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return mix.Mix64(h)
 }
 
 // Origin says which side opened a flow.

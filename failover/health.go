@@ -1,6 +1,8 @@
 package failover
 
 import (
+	"github.com/l2shim/l2shim/internal/mix"
+
 	"fmt"
 	"math"
 	"time"
@@ -435,10 +437,7 @@ func (g *gwHealth) advance(b int64) {
 }
 
 func destHash(k uint32) uint32 {
-	x := uint64(k) * 0x9e3779b97f4a7c15
-	x ^= x >> 29
-	x *= 0xbf58476d1ce4e5b9
-	return uint32(x >> 32)
+	return uint32(mix.Mix64(uint64(k)*mix.Golden) >> 32)
 }
 
 // slot returns dst's table slot, or -1 when it has none and create is false. A created slot

@@ -3,7 +3,11 @@
 // failure accounting and probes build on the same Candidate list.
 package failover
 
-import "math"
+import (
+	"math"
+
+	"github.com/l2shim/l2shim/internal/mix"
+)
 
 // Mode is how new flows are placed.
 type Mode uint8
@@ -33,16 +37,7 @@ func GatewayID(name string) uint64 {
 		h ^= uint64(name[i])
 		h *= 1099511628211
 	}
-	return mix(h)
-}
-
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return mix.Mix64(h)
 }
 
 // Pick returns the index of the gateway a new flow with hash flowHash goes to, or -1 when no
@@ -71,7 +66,7 @@ func Pick(mode Mode, flowHash uint64, cands []Candidate) int {
 		if !c.Usable || c.Weight <= 0 {
 			continue
 		}
-		h := mix(flowHash ^ c.ID)
+		h := mix.Mix64(flowHash ^ c.ID)
 		u := (float64(h>>11) + 0.5) / (1 << 53)
 		score := float64(c.Weight) / -math.Log(u)
 		if score > bestScore {

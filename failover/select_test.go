@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"testing"
+
+	"github.com/l2shim/l2shim/internal/mix"
 )
 
 func cands(weights ...int) []Candidate {
@@ -14,7 +16,7 @@ func cands(weights ...int) []Candidate {
 	return out
 }
 
-func flowHash(i int) uint64 { return mix(uint64(i) * 0x9e3779b97f4a7c15) }
+func flowHash(i int) uint64 { return mix.Mix64(uint64(i) * mix.Golden) }
 
 func TestPickWeights(t *testing.T) {
 	for _, weights := range [][]int{{1, 1}, {3, 1}, {1, 2, 5}, {10, 1, 1}} {
