@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := bin/l2shim
 FUZZTIME ?= 10s
-UNIT     := ./cmd/... ./conf/... ./conntrack/... ./control/... ./dist/... ./failover/... ./filters/... ./metrics/... ./rewrite/... ./shim/...
+UNIT     := ./cmd/... ./conf/... ./conntrack/... ./control/... ./datapath/... ./dist/... ./failover/... ./filters/... ./internal/... ./metrics/... ./rewrite/... ./shim/...
 export CGO_ENABLED := 0
 
 .PHONY: all build test unit lint fuzz integration demo bench clean
@@ -12,13 +12,16 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/l2shim
 
+# staticcheck is pinned by go.mod's tool directive: `go mod download` fetches it with the other
+# modules, and `go tool` builds it from the module cache, so lint needs no network after that.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
-# The race detector needs cgo. Allocation and memory tests skip under it (it allocates), so
-# they run once more without it.
+# The race detector needs cgo. It allocates, so the allocation and memory tests run once more
+# without it (some of them are built only without it).
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(UNIT)
 	$(GO) test -count=1 -run 'Alloc|Memory' $(UNIT)
@@ -27,7 +30,7 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRewrite$$' -fuzztime $(FUZZTIME) ./rewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./conf/
-	$(GO) test -run '^$$' -fuzz '^FuzzDatapath$$' -fuzztime $(FUZZTIME) ./shim/
+	$(GO) test -run '^$$' -fuzz '^FuzzDatapath$$' -fuzztime $(FUZZTIME) ./datapath/
 	$(GO) test -run '^$$' -fuzz '^FuzzTable$$' -fuzztime $(FUZZTIME) ./conntrack/
 
 integration: build
@@ -39,7 +42,7 @@ demo: build
 	./$(BIN) demo
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./rewrite/ ./conntrack/ ./failover/ ./shim/
+	$(GO) test -run '^$$' -bench . -benchmem ./rewrite/ ./conntrack/ ./failover/ ./datapath/ ./shim/
 	$(GO) run ./integration/bench -shim $(BIN)
 
 clean:
