@@ -24,17 +24,16 @@ const (
 )
 
 type encCase struct {
-	name     string
-	enc      string
-	udpCsum  bool // keep a non-zero outer UDP checksum (else 0)
-	greCsum  bool // GRE C bit
-	greKS    bool // GRE key and sequence number
-	payload  int
-	gso      uint16
-	flags    uint8 // inner TCP flags of the super-frame
-	ecn      bool  // GSOECN
-	ipOpts   bool  // inner IPv4 options (IHL 6)
-	outerIDs uint16
+	name    string
+	enc     string
+	udpCsum bool // keep a non-zero outer UDP checksum (else 0)
+	greCsum bool // GRE C bit
+	greKS   bool // GRE key and sequence number
+	payload int
+	gso     uint16
+	flags   uint8 // inner TCP flags of the super-frame
+	ecn     bool  // GSOECN
+	ipOpts  bool  // inner IPv4 options (IHL 6)
 }
 
 // encFrame is a built super-frame and where its parts are.
