@@ -66,7 +66,7 @@ install:
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/docs
 	sed 's|/usr/local/|$(PREFIX)/|g' dist/l2shim.service >$(DESTDIR)$(UNITDIR)/l2shim.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/l2shim.service
-	install -m 0644 README.md dist/l2shim.toml $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md LICENSE dist/l2shim.toml $(DESTDIR)$(DOCDIR)/
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 	@if [ -e $(DESTDIR)/etc/l2shim/l2shim.toml ]; then \
 		echo "install: kept $(DESTDIR)/etc/l2shim/l2shim.toml; the new example is $(DESTDIR)$(DOCDIR)/l2shim.toml"; \
