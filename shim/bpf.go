@@ -66,10 +66,25 @@ func (m *maps) Close() {
 	m.heartbeat.Close()
 }
 
-func macKey(mac net.HardwareAddr) [8]byte {
+func macKey(mac [6]byte) [8]byte {
 	var k [8]byte
-	copy(k[:6], mac)
+	copy(k[:6], mac[:])
 	return k
+}
+
+// addGateways lets the egress hooks divert frames to each of macs.
+func (m *maps) addGateways(macs [][6]byte) error {
+	for _, mac := range macs {
+		if err := m.gateways.Put(macKey(mac), uint32(1)); err != nil {
+			return fmt.Errorf("add gateway MAC %s to the hooks' map: %w", net.HardwareAddr(mac[:]), err)
+		}
+	}
+	return nil
+}
+
+// removeGateway stops diverting frames to mac.
+func (m *maps) removeGateway(mac [6]byte) {
+	_ = m.gateways.Delete(macKey(mac))
 }
 
 // beat records that the shim is alive.
@@ -289,9 +304,9 @@ func attach(name string, insns asm.Instructions, ifindex int, typ ebpf.AttachTyp
 	return l, nil
 }
 
-// ForeignTCX lists the TCX programs attached to ifindex that are not l2shim's, as
+// foreignTCX lists the TCX programs attached to ifindex that are not l2shim's, as
 // "ingress: NAME (id N)" strings. own, when not nil, holds the IDs of this instance's programs.
-func ForeignTCX(ifindex int, own *sync.Map) ([]string, error) {
+func foreignTCX(ifindex int, own *sync.Map) ([]string, error) {
 	var out []string
 	for _, at := range []struct {
 		typ  ebpf.AttachType

@@ -15,25 +15,17 @@ import (
 	"github.com/l2shim/l2shim/conf"
 )
 
-// Host reads the facts conf.CheckHost needs from the running kernel (netlink, /proc/sys).
+// Host reads the facts conf.CheckHost needs from the running kernel (netlink, /proc/sys) of the
+// current network namespace.
 type Host struct {
-	// Handle is the netlink handle to use; nil means the current network namespace.
-	Handle *netlink.Handle
-	// Own holds the IDs of a running instance's own TCX programs (ebpf.ProgramID keys), so a
+	// own holds the IDs of a running instance's own TCX programs (ebpf.ProgramID keys), so a
 	// reload's check does not report them as foreign.
-	Own *sync.Map
-}
-
-func (h Host) handle() *netlink.Handle {
-	if h.Handle != nil {
-		return h.Handle
-	}
-	return &netlink.Handle{}
+	own *sync.Map
 }
 
 // Interface implements conf.Host.
 func (h Host) Interface(name string) (conf.HostInterface, error) {
-	nh := h.handle()
+	nh := &netlink.Handle{}
 	l, err := nh.LinkByName(name)
 	if err != nil {
 		return conf.HostInterface{}, fmt.Errorf("no interface %q on this host: %w", name, err)
@@ -67,7 +59,7 @@ func (h Host) Interface(name string) (conf.HostInterface, error) {
 		hi.Prefixes = append(hi.Prefixes, netip.PrefixFrom(ip, ones))
 	}
 	hi.RPFilter = max(readSysctlInt("net/ipv4/conf/all/rp_filter"), readSysctlInt("net/ipv4/conf/"+name+"/rp_filter"))
-	if foreign, err := ForeignTCX(a.Index, h.Own); err == nil {
+	if foreign, err := foreignTCX(a.Index, h.own); err == nil {
 		hi.ForeignTCX = foreign
 	}
 	return hi, nil

@@ -11,12 +11,8 @@ import (
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
-	"github.com/l2shim/l2shim/rewrite"
+	"github.com/l2shim/l2shim/datapath"
 )
-
-// maxFrame is the largest frame the datapath handles: a 64 KiB GSO super-frame plus its
-// Ethernet header and the virtio-net header in front.
-const maxFrame = rewrite.VnetHdrLen + 14 + 65535 + 64
 
 // packetConn is an AF_PACKET socket opened with PACKET_VNET_HDR (every frame read or written
 // carries a virtio-net header, so GSO super-frames and partial checksums cross user space
@@ -109,9 +105,9 @@ func newReadBatch(size int) *readBatch {
 		iovs: make([]unix.Iovec, size),
 	}
 	for i := range b.bufs {
-		b.bufs[i] = make([]byte, maxFrame)
+		b.bufs[i] = make([]byte, datapath.MaxFrame)
 		b.iovs[i].Base = &b.bufs[i][0]
-		b.iovs[i].SetLen(maxFrame)
+		b.iovs[i].SetLen(datapath.MaxFrame)
 		b.msgs[i].hdr.Iov = &b.iovs[i]
 		b.msgs[i].hdr.SetIovlen(1)
 	}

@@ -17,8 +17,8 @@ const aliasPrefix = "l2shim:"
 // far, where the shim's packet socket reads them before far's ingress hook drops them. The shim
 // writes frames meant for the host to far; they arrive at near, whose ingress hook redirects
 // them into the external interface's ingress. One pair per interface serves both directions,
-// so there is no MAC-to-interface map to keep current (DESIGN.md §2 sketches a shared inject
-// veth with such a map; see docs/architecture.md).
+// so there is no MAC-to-interface map to keep current: the near end's program carries the
+// external interface's ifindex.
 type vethPair struct {
 	near, far netlink.Link
 }

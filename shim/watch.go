@@ -90,10 +90,8 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 		if p.ifi == nil || a.Index != p.ifi.Index {
 			return
 		}
-		detachPortHooks(p)
-		if w := p.wire.Swap(nil); w != nil {
-			_ = w.Close()
-		}
+		p.detachHooks()
+		p.closeWire()
 		s.setIfaceState(i, false)
 		log.Warn("interface removed; its gateways take no new flows until it comes back")
 		p.ifi = &net.Interface{Name: a.Name, Index: -1}
@@ -109,7 +107,7 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 			log.Error("re-attach: interface vanished again", "err", err)
 			return
 		}
-		detachPortHooks(p)
+		p.detachHooks()
 		if err := s.bindPort(p, ifi); err != nil {
 			log.Error("re-attach failed; the interface is left to the host", "err", err)
 			s.setIfaceState(i, false)
@@ -117,14 +115,10 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 		}
 		if err := s.attachPortHooks(p); err != nil {
 			log.Error("re-attach failed; the interface is left to the host", "err", err)
-			detachPortHooks(p)
+			p.detachHooks()
 			s.setIfaceState(i, false)
 			return
 		}
-		s.dp.Update(func(ifaces []Iface, _ []*Gateway) {
-			ifaces[i].Index = ifi.Index
-			ifaces[i].MAC = mac
-		})
 		s.refreshAddrs(i, a.Index)
 		log.Info("interface re-created; re-attached", "ifindex", ifi.Index, "mac", ifi.HardwareAddr.String())
 	}
@@ -134,22 +128,7 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 // setIfaceState records whether interface i is up. Going down makes its gateways unusable at
 // once; coming up, each must answer ARP again before it takes new flows.
 func (s *Shim) setIfaceState(i int, up bool) {
-	changed := false
-	s.dp.Update(func(ifaces []Iface, gws []*Gateway) {
-		if ifaces[i].Up == up {
-			return
-		}
-		changed = true
-		ifaces[i].Up = up
-		if !up {
-			for _, g := range gws {
-				if g.Iface == i {
-					g.Alive = false
-				}
-			}
-		}
-	})
-	if changed {
+	if s.engine.SetLink(i, up) {
 		if up {
 			s.log.Info("interface up; its gateways return when they answer ARP", "interface", s.ports[i].name)
 		} else {
@@ -184,15 +163,7 @@ func (s *Shim) refreshAddrs(i, ifindex int) {
 		s.log.Warn("read addresses", "interface", s.ports[i].name, "err", err)
 		return
 	}
-	var old [4]byte
-	s.dp.Update(func(ifaces []Iface, _ []*Gateway) {
-		old = ifaces[i].Addr
-		ifaces[i].Addr = ifc.Addr
-		ifaces[i].Prefixes = ifc.Prefixes
-		ifaces[i].Addrs = ifc.Addrs
-		ifaces[i].MTU = ifc.MTU
-	})
-	if old != ifc.Addr {
+	if old := s.engine.SetAddressing(i, ifc); old != ifc.Addr {
 		s.log.Info("interface address changed; new flows NAT to the new one", "interface", s.ports[i].name,
 			"old", netip.AddrFrom4(old), "new", netip.AddrFrom4(ifc.Addr))
 	}

@@ -1,11 +1,13 @@
-package shim
+package datapath
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -25,17 +27,42 @@ var (
 	server = [4]byte{203, 0, 113, 10}
 )
 
-func testDatapath(t testing.TB, mode failover.Mode, w0, w1 int) *Datapath {
-	t.Helper()
-	ifaces := []Iface{
+// testPlan is two gateways, isp-a on eth0 and isp-b on eth1, with weights w0 and w1.
+func testPlan(mode failover.Mode, w0, w1 int) Plan {
+	return Plan{
+		Config: Config{Mode: mode, SourceAware: true, SynRetries: 2, Probing: true},
+		Gateways: []GatewaySpec{
+			{Name: "isp-a", Iface: 0, IP: [4]byte{10, 1, 0, 1}, MAC: gwMAC0, HasMAC: true, Weight: w0, On: true},
+			{Name: "isp-b", Iface: 1, IP: [4]byte{10, 2, 0, 1}, MAC: gwMAC1, HasMAC: true, Weight: w1, On: true},
+		},
+		Timeouts: conntrack.DefaultTimeouts(),
+		MaxFlows: 1 << 16,
+	}
+}
+
+func testIfaces() []Iface {
+	return []Iface{
 		{Name: "eth0", Index: 2, MTU: 1500, MAC: mac0, Addr: addr0, Addrs: [][4]byte{addr0}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Up: true},
 		{Name: "eth1", Index: 3, MTU: 1500, MAC: mac1, Addr: addr1, Addrs: [][4]byte{addr1}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}, Up: true},
 	}
-	gws := []*Gateway{
-		{Name: "isp-a", Iface: 0, IP: [4]byte{10, 1, 0, 1}, MAC: gwMAC0, HasMAC: true, Weight: w0, On: true, Alive: true},
-		{Name: "isp-b", Iface: 1, IP: [4]byte{10, 2, 0, 1}, MAC: gwMAC1, HasMAC: true, Weight: w1, On: true, Alive: true},
+}
+
+func testDatapath(t testing.TB, mode failover.Mode, w0, w1 int) *Engine {
+	t.Helper()
+	return New(testIfaces(), testPlan(mode, w0, w1), Options{Seed: 42})
+}
+
+// reconfigure applies a changed plan as a reload would and returns the evacuation.
+func reconfigure(t testing.TB, d *Engine, edit func(p *Plan)) Evacuation {
+	t.Helper()
+	p := testPlan(d.cfg.Mode, d.gws[0].Weight, d.gws[1].Weight)
+	p.Config = d.cfg
+	for i := range p.Gateways {
+		p.Gateways[i].On = d.gws[i].On
+		p.Gateways[i].MTU = d.gws[i].MTU
 	}
-	return NewDatapath(ifaces, gws, DatapathConfig{Mode: mode, SourceAware: true, Seed: 42, SynRetries: 2}, conntrack.New(1<<16, conntrack.DefaultTimeouts()))
+	edit(&p)
+	return d.Reconfigure(p, 1)
 }
 
 type pkt struct {
@@ -119,33 +146,35 @@ func checkFrame(t *testing.T, b []byte) gopacket.Packet {
 	return p
 }
 
-// scratchOut receives the frame process hands to ProcessLocked, so tests keep working on the
-// bare Ethernet frame.
-var scratchOut = make([]byte, 70000)
-
-func withVnet(b []byte) []byte {
-	clear(scratchOut[:rewrite.VnetHdrLen])
-	copy(scratchOut[rewrite.VnetHdrLen:], b)
-	return scratchOut[:rewrite.VnetHdrLen+len(b)]
-}
-
-func process(d *Datapath, in int, b []byte) Verdict {
+func process(d *Engine, in int, b []byte) Output {
 	v, _ := processVnet(d, in, b, rewrite.VnetHdr{})
 	return v
 }
 
-// processVnet runs one frame with a virtio-net header and returns the verdict, the header as
-// the datapath left it, and (for an answer that replaced the frame) the new frame in b's place.
-func processVnet(d *Datapath, in int, b []byte, vnet rewrite.VnetHdr) (Verdict, rewrite.VnetHdr) {
-	d.Lock()
-	defer d.Unlock()
-	pkt := withVnet(b)
+// processVnet runs one frame with a virtio-net header through ProcessBatch and returns where
+// it went and the header as the engine left it. The frame as sent (rewritten, or an answer
+// that replaced it) is copied back into b (up to b's length) and stays in the output.
+func processVnet(d *Engine, in int, b []byte, vnet rewrite.VnetHdr) (Output, rewrite.VnetHdr) {
+	return processVnetAt(d, in, b, vnet, 1)
+}
+
+func processVnetAt(d *Engine, in int, b []byte, vnet rewrite.VnetHdr, now int64) (Output, rewrite.VnetHdr) {
+	pkt := make([]byte, rewrite.VnetHdrLen+len(b))
+	copy(pkt[rewrite.VnetHdrLen:], b)
 	vnet.Encode(pkt)
-	v := d.ProcessLocked(in, pkt, 1)
-	copy(b, scratchOut[rewrite.VnetHdrLen:])
-	var out rewrite.VnetHdr
-	out.Decode(scratchOut)
-	return v, out
+	batch := NewBatch(1)
+	batch.Add(pkt)
+	d.ProcessBatch(in, batch, now)
+	if len(batch.Out) != 1 {
+		panic(fmt.Sprintf("one frame in, %d out", len(batch.Out)))
+	}
+	out := batch.Out[0]
+	var hdr rewrite.VnetHdr
+	if out.Frame != nil {
+		copy(b, out.Frame[rewrite.VnetHdrLen:])
+		hdr.Decode(out.Frame)
+	}
+	return out, hdr
 }
 
 func syn(sport uint16) pkt {
@@ -161,7 +190,7 @@ func TestOutboundSpreadAndNAT(t *testing.T) {
 	for sport := uint16(40000); sport < 40200; sport++ {
 		b := syn(sport).build(t)
 		v := process(d, 0, b)
-		if v.Where != ToWire {
+		if v.To != ToWire {
 			t.Fatalf("port %d: verdict %+v", sport, v)
 		}
 		per[v.Iface]++
@@ -182,7 +211,7 @@ func TestOutboundSpreadAndNAT(t *testing.T) {
 		// The SYN-ACK comes back through the same uplink, addressed as it left.
 		reply := pkt{srcMAC: wantDstMAC, dstMAC: wantSrcMAC, src: server, dst: wantIP, proto: 6, sport: 80, dport: sport, syn: true, ack: true}.build(t)
 		rv := process(d, v.Iface, reply)
-		if rv.Where != ToHost || rv.Iface != 0 {
+		if rv.To != ToHost || rv.Iface != 0 {
 			t.Fatalf("reply verdict %+v", rv)
 		}
 		rp := checkFrame(t, reply)
@@ -208,7 +237,7 @@ func TestFlowKeepsGateway(t *testing.T) {
 	for sport := uint16(1000); sport < 1100; sport++ {
 		first[sport] = process(d, 0, syn(sport).build(t)).Iface
 	}
-	d.Update(func(_ []Iface, gws []*Gateway) { gws[0].Weight = 50 })
+	reconfigure(t, d, func(p *Plan) { p.Gateways[0].Weight = 50 })
 	for sport, want := range first {
 		p := syn(sport)
 		p.syn, p.ack = false, true
@@ -241,7 +270,8 @@ func TestFailoverModeUsesFirstUsable(t *testing.T) {
 			t.Fatalf("failover mode placed a flow on %d", v.Iface)
 		}
 	}
-	d.Update(func(_ []Iface, gws []*Gateway) { gws[0].Alive = false })
+	d.SetLink(0, false)
+	d.SetLink(0, true) // up again, but the gateway has not answered ARP since
 	for sport := uint16(3000); sport < 3050; sport++ {
 		if v := process(d, 0, syn(sport).build(t)); v.Iface != 1 {
 			t.Fatalf("with the first gateway dead a flow went to %d", v.Iface)
@@ -252,7 +282,7 @@ func TestFailoverModeUsesFirstUsable(t *testing.T) {
 // TestPassUntouched lists frames l2shim must leave exactly as the host sent them.
 func TestPassUntouched(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 0, 1) // every placed flow would go to eth1
-	d.Update(func(_ []Iface, gws []*Gateway) { gws[0].Weight = 1; gws[1].Weight = 1000 })
+	reconfigure(t, d, func(p *Plan) { p.Gateways[0].Weight = 1; p.Gateways[1].Weight = 1000 })
 	cases := map[string]pkt{
 		"on-link destination (the gateway itself)":        {srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: [4]byte{10, 1, 0, 1}, proto: 17, sport: 5353, dport: 53},
 		"on-link destination on the other uplink":         {srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: [4]byte{10, 2, 0, 9}, proto: 6, sport: 5353, dport: 53, syn: true},
@@ -263,7 +293,7 @@ func TestPassUntouched(t *testing.T) {
 		b := p.build(t)
 		orig := append([]byte(nil), b...)
 		v := process(d, 0, b)
-		if v.Where != ToWire || v.Iface != 0 || !bytes.Equal(b, orig) {
+		if v.To != ToWire || v.Iface != 0 || !bytes.Equal(b, orig) {
 			t.Errorf("%s: verdict %+v, changed=%v", name, v, !bytes.Equal(b, orig))
 		}
 	}
@@ -274,12 +304,12 @@ func TestPassUntouched(t *testing.T) {
 func TestInboundFlowRepliesNotPlaced(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 1, 1000)
 	in := pkt{srcMAC: gwMAC0, dstMAC: mac0, src: server, dst: addr0, proto: 17, sport: 5000, dport: 53}.build(t)
-	if v := process(d, 0, in); v.Where != ToHost || v.Iface != 0 {
+	if v := process(d, 0, in); v.To != ToHost || v.Iface != 0 {
 		t.Fatalf("inbound verdict %+v", v)
 	}
 	out := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 53, dport: 5000}.build(t)
 	orig := append([]byte(nil), out...)
-	if v := process(d, 0, out); v.Where != ToWire || v.Iface != 0 || !bytes.Equal(out, orig) {
+	if v := process(d, 0, out); v.To != ToWire || v.Iface != 0 || !bytes.Equal(out, orig) {
 		t.Fatalf("reply verdict %+v changed=%v", v, !bytes.Equal(out, orig))
 	}
 }
@@ -291,11 +321,11 @@ func TestMalformedCountedAndHarmless(t *testing.T) {
 	want := process(d, 0, good)
 	bad := syn(4243).build(t)
 	for _, b := range [][]byte{bad[:20], bad[:34], append(append([]byte(nil), bad[:14]...), 0x45, 0, 0xff, 0xff)} {
-		if v := process(d, 0, append([]byte(nil), b...)); v.Where != Drop || v.Reason != DropMalformed {
+		if v := process(d, 0, append([]byte(nil), b...)); v.To != Drop || v.Reason != DropMalformed {
 			t.Fatalf("malformed frame verdict %+v", v)
 		}
 	}
-	if got := d.C.Drops[DropMalformed].Load(); got != 3 {
+	if got := d.Counters().Dropped(DropMalformed); got != 3 {
 		t.Fatalf("malformed drops counted %d, want 3", got)
 	}
 	if d.Flows() != 1 {
@@ -303,7 +333,7 @@ func TestMalformedCountedAndHarmless(t *testing.T) {
 	}
 	p := syn(4242)
 	p.syn, p.ack = false, true
-	if v := process(d, 0, p.build(t)); v != want {
+	if v := process(d, 0, p.build(t)); v.To != want.To || v.Iface != want.Iface {
 		t.Fatalf("live flow changed after malformed frames: %+v vs %+v", v, want)
 	}
 }
@@ -312,7 +342,7 @@ func TestICMPEchoNAT(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 1, 1000)
 	req := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: 77}.build(t)
 	v := process(d, 0, req)
-	if v.Where != ToWire || v.Iface != 1 {
+	if v.To != ToWire || v.Iface != 1 {
 		t.Fatalf("echo request verdict %+v", v)
 	}
 	checkFrame(t, req)
@@ -321,7 +351,7 @@ func TestICMPEchoNAT(t *testing.T) {
 		t.Fatalf("echo request left with source %v", ip.SrcIP)
 	}
 	rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 1, icmpType: 0, sport: 77}.build(t)
-	if v := process(d, 1, rep); v.Where != ToHost || v.Iface != 0 {
+	if v := process(d, 1, rep); v.To != ToHost || v.Iface != 0 {
 		t.Fatalf("echo reply verdict %+v", v)
 	}
 	checkFrame(t, rep)
@@ -347,7 +377,7 @@ func TestNATPortCollision(t *testing.T) {
 	}
 	checkFrame(t, b)
 	rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: uint16(udp.SrcPort)}.build(t)
-	if v := process(d, 1, rep); v.Where != ToHost || v.Iface != 0 {
+	if v := process(d, 1, rep); v.To != ToHost || v.Iface != 0 {
 		t.Fatalf("reply verdict %+v", v)
 	}
 	ru := gopacket.NewPacket(rep, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeUDP).(*layers.UDP)
@@ -366,14 +396,20 @@ func TestHotPathAllocs(t *testing.T) {
 	data := p.build(t)
 	rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 6, sport: 80, dport: 5555, ack: true}.build(t)
 	bo, br := make([]byte, rewrite.VnetHdrLen+len(data)), make([]byte, rewrite.VnetHdrLen+len(rep))
+	bOut, bIn := NewBatch(4), NewBatch(4)
 	allocs := testing.AllocsPerRun(1000, func() {
 		copy(bo[rewrite.VnetHdrLen:], data)
 		copy(br[rewrite.VnetHdrLen:], rep)
-		d.Lock()
-		d.ProcessLocked(0, bo, 2)
-		d.ProcessLocked(1, br, 2)
-		d.Unlock()
+		bOut.Reset()
+		bOut.Add(bo)
+		d.ProcessBatch(0, bOut, 2)
+		bIn.Reset()
+		bIn.Add(br)
+		d.ProcessBatch(1, bIn, 2)
 	})
+	if bOut.Out[0].To != ToWire || bIn.Out[0].To != ToHost {
+		t.Fatalf("frames went %+v and %+v", bOut.Out[0].To, bIn.Out[0].To)
+	}
 	if allocs != 0 {
 		t.Fatalf("%v allocations per frame pair, want 0", allocs)
 	}
@@ -388,13 +424,14 @@ func BenchmarkDatapathEstablished(b *testing.B) {
 	data := p.build(b)
 	buf := make([]byte, rewrite.VnetHdrLen+len(data))
 	copy(buf[rewrite.VnetHdrLen:], data)
+	batch := NewBatch(1)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		copy(buf[rewrite.VnetHdrLen:][:60], data[:60])
-		d.Lock()
-		d.ProcessLocked(0, buf, 2)
-		d.Unlock()
+		batch.Reset()
+		batch.Add(buf)
+		d.ProcessBatch(0, batch, 2)
 	}
 }
 
@@ -406,10 +443,13 @@ func FuzzDatapath(f *testing.F) {
 	f.Add(vn(pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: 7000}.build(f)), uint8(1))
 	f.Add(vn(pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: 3}.build(f)), uint8(0))
 	d := testDatapath(f, failover.LoadBalance, 1, 1)
+	batch := NewBatch(1)
 	f.Fuzz(func(t *testing.T, b []byte, in uint8) {
-		d.Lock()
-		defer d.Unlock()
-		d.ProcessLocked(int(in%2), b, 3)
+		batch.Reset()
+		batch.Add(b)
+		d.ProcessBatch(int(in%2), batch, 3)
+		d.mu.Lock()
+		defer d.mu.Unlock()
 		d.table.Range(func(fl *conntrack.Flow) bool {
 			if d.table.LookupOrig(fl.Orig) != fl || d.table.LookupReply(fl.Reply) != fl {
 				t.Fatalf("flow %+v not findable by both keys", fl)
@@ -429,7 +469,7 @@ func TestHostFlowAfterNATFlowIsRemapped(t *testing.T) {
 		t.Fatalf("first flow verdict %+v", v)
 	}
 	own := pkt{srcMAC: mac1, dstMAC: gwMAC1, src: addr1, dst: server, proto: 17, sport: 7100, dport: 53}.build(t)
-	if v := process(d, 1, own); v.Where != ToWire || v.Iface != 1 {
+	if v := process(d, 1, own); v.To != ToWire || v.Iface != 1 {
 		t.Fatalf("host flow verdict %+v", v)
 	}
 	udp := gopacket.NewPacket(own, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeUDP).(*layers.UDP)
@@ -456,33 +496,39 @@ func TestHostFlowAfterNATFlowIsRemapped(t *testing.T) {
 // host, records them, and never gives a host ping the probe's identifier on the wire.
 func TestProbeRepliesConsumed(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 1, 1000)
-	pt := d.RegisterProbe(1, server)
-	buf := make([]byte, 128)
-	d.Lock()
-	n := buildProbe(buf, &d.Ifaces[1], d.Gws[1], pt, 9)
-	pt.Seq, pt.SentAt = 9, 1
-	d.Unlock()
-	checkFrame(t, buf[rewrite.VnetHdrLen:n])
+	id := d.AddProbe(1, server)
+	d.StartProbeRound([]ProbeID{id})
+	buf := make([]byte, ProbeFrameLen)
+	var n int
+	for seq := 1; seq <= 9; seq++ {
+		n = d.ProbeFrame(id, buf, 1)
+	}
+	probe := checkFrame(t, buf[rewrite.VnetHdrLen:n])
+	if echo := probe.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); echo.Seq != 9 {
+		t.Fatalf("ninth probe has sequence %d", echo.Seq)
+	}
+	pt := d.probeList[id]
 	// The target answers: same id and sequence, addresses swapped.
-	rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 1, icmpType: 0, sport: pt.ID}.build(t)
+	rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 1, icmpType: 0, sport: pt.id}.build(t)
 	// pkt.build uses sequence 1; put the probe's.
 	rep[14+20+6], rep[14+20+7] = 0, 9
 	rep[14+20+2], rep[14+20+3] = 0, 0
 	c := rewrite.Checksum(rep[14+20:], 0)
 	rep[14+20+2], rep[14+20+3] = byte(c>>8), byte(c)
-	if v := process(d, 1, rep); v.Where != Consumed {
+	if v, _ := processVnetAt(d, 1, rep, rewrite.VnetHdr{}, 1+int64(time.Millisecond)); v.To != Consumed {
 		t.Fatalf("probe reply verdict %+v", v)
 	}
-	if !pt.Replied || pt.Replies != 1 {
-		t.Fatalf("probe reply not recorded: %+v", pt)
+	replied, rtt := make([]bool, 1), make([]time.Duration, 1)
+	if !d.ProbeResults([]ProbeID{id}, replied, rtt) || !replied[0] || rtt[0] != time.Millisecond {
+		t.Fatalf("probe reply not recorded: replied %v rtt %v, want true and 1ms", replied, rtt)
 	}
 	// A host ping to the same target with the same identifier is remapped on the wire.
-	req := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: pt.ID}.build(t)
+	req := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: pt.id}.build(t)
 	if v := process(d, 0, req); v.Iface != 1 {
 		t.Fatalf("host ping verdict %+v", v)
 	}
 	icmp := gopacket.NewPacket(req, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
-	if icmp.Id == pt.ID {
+	if icmp.Id == pt.id {
 		t.Fatal("host ping left with the probe's identifier")
 	}
 }
@@ -495,19 +541,19 @@ func TestSourceAware(t *testing.T) {
 		d := testDatapath(t, failover.LoadBalance, 1000, 1)
 		d.cfg.SourceAware = aware
 		in := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 6, sport: 40000, dport: 22, syn: true}.build(t)
-		if v := process(d, 1, in); v.Where != ToHost || v.Iface != 1 {
+		if v := process(d, 1, in); v.To != ToHost || v.Iface != 1 {
 			t.Fatalf("aware=%v: inbound SYN verdict %+v", aware, v)
 		}
 		out := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr1, dst: server, proto: 6, sport: 22, dport: 40000, syn: true, ack: true}.build(t)
 		orig := append([]byte(nil), out...)
 		v := process(d, 0, out)
 		if !aware {
-			if v.Where != ToWire || v.Iface != 0 || !bytes.Equal(out, orig) {
+			if v.To != ToWire || v.Iface != 0 || !bytes.Equal(out, orig) {
 				t.Fatalf("source_aware off: verdict %+v changed=%v", v, !bytes.Equal(out, orig))
 			}
 			continue
 		}
-		if v.Where != ToWire || v.Iface != 1 {
+		if v.To != ToWire || v.Iface != 1 {
 			t.Fatalf("source-aware reply verdict %+v, want out of eth1", v)
 		}
 		p := checkFrame(t, out)
@@ -526,7 +572,7 @@ func TestPerSource(t *testing.T) {
 	for sport := uint16(9000); sport < 9020; sport++ {
 		b := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr1, dst: server, proto: 17, sport: sport, dport: 53}.build(t)
 		v := process(d, 0, b)
-		if v.Where != ToWire || v.Iface != 1 {
+		if v.To != ToWire || v.Iface != 1 {
 			t.Fatalf("bound-socket flow verdict %+v", v)
 		}
 		ip := checkFrame(t, b).Layer(layers.LayerTypeIPv4).(*layers.IPv4)
@@ -535,7 +581,7 @@ func TestPerSource(t *testing.T) {
 		}
 		// Its replies arrive on eth1 and go to the host on eth0, where it sent from.
 		rep := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: sport}.build(t)
-		if v := process(d, 1, rep); v.Where != ToHost || v.Iface != 0 {
+		if v := process(d, 1, rep); v.To != ToHost || v.Iface != 0 {
 			t.Fatalf("reply verdict %+v", v)
 		}
 	}
@@ -558,7 +604,7 @@ func mssOf(t *testing.T, b []byte) uint16 {
 // untouched.
 func TestPathMTU(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 1, 1000)
-	d.Gws[1].MTU = 1400
+	reconfigure(t, d, func(p *Plan) { p.Gateways[1].MTU = 1400 })
 	s := syn(6000)
 	s.mss = 1460
 	b := s.build(t)
@@ -581,7 +627,7 @@ func TestPathMTU(t *testing.T) {
 	gb := g.build(t)
 	vnet := rewrite.VnetHdr{GSOType: rewrite.GSOTCPv4, GSOSize: 1448, HdrLen: 54}
 	v, out := processVnet(d, 0, gb, vnet)
-	if v.Where != ToWire || v.Iface != 1 || out.GSOSize != 1400-40 {
+	if v.To != ToWire || v.Iface != 1 || out.GSOSize != 1400-40 {
 		t.Fatalf("GSO frame verdict %+v gso_size %d, want 1360", v, out.GSOSize)
 	}
 
@@ -591,10 +637,10 @@ func TestPathMTU(t *testing.T) {
 	big.payload = make([]byte, 1460)
 	bb := big.build(t)
 	v = process(d, 0, bb)
-	if v.Where != ToHost || v.Iface != 0 || v.Reason != DropTooBig || v.Len == 0 {
+	if v.To != ToHost || v.Iface != 0 || v.Reason != DropTooBig || len(v.Frame) >= len(bb) {
 		t.Fatalf("oversized DF frame verdict %+v", v)
 	}
-	p := gopacket.NewPacket(bb[:v.Len-rewrite.VnetHdrLen], layers.LayerTypeEthernet, gopacket.Default)
+	p := gopacket.NewPacket(v.Frame[rewrite.VnetHdrLen:], layers.LayerTypeEthernet, gopacket.Default)
 	icmp, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
 	if !ok || icmp.TypeCode != layers.CreateICMPv4TypeCode(3, 4) {
 		t.Fatalf("answer is not an ICMP fragmentation-needed: %v", p)
@@ -608,7 +654,7 @@ func TestPathMTU(t *testing.T) {
 	}
 
 	// A flow on eth0 (MTU 1500 all the way) keeps its MSS.
-	d.Update(func(_ []Iface, gws []*Gateway) { gws[1].On = false })
+	reconfigure(t, d, func(p *Plan) { p.Gateways[1].On = false })
 	s0 := syn(6001)
 	s0.mss = 1460
 	b0 := s0.build(t)
@@ -658,7 +704,7 @@ func TestICMPErrorsBothWays(t *testing.T) {
 	// The datagram as it left eth1 is what a router quotes.
 	router := [4]byte{198, 51, 100, 1}
 	e := icmpError(t, gwMAC1, mac1, router, addr1, 3, 3, out)
-	if v := process(d, 1, e); v.Where != ToHost || v.Iface != 0 {
+	if v := process(d, 1, e); v.To != ToHost || v.Iface != 0 {
 		t.Fatalf("wire ICMP error verdict %+v", v)
 	}
 	ip, udp := quoted(t, e)
@@ -670,7 +716,7 @@ func TestICMPErrorsBothWays(t *testing.T) {
 	// The host's own port unreachable about a reply it got on eth0 for that flow.
 	rep := pkt{srcMAC: gwMAC0, dstMAC: mac0, src: server, dst: addr0, proto: 17, sport: 53, dport: 7300}.build(t)
 	he := icmpError(t, mac0, gwMAC0, addr0, server, 3, 3, rep)
-	if v := process(d, 0, he); v.Where != ToWire || v.Iface != 1 {
+	if v := process(d, 0, he); v.To != ToWire || v.Iface != 1 {
 		t.Fatalf("host ICMP error verdict %+v", v)
 	}
 	ip, udp = quoted(t, he)
@@ -712,7 +758,7 @@ func TestFragmentsFollowFirst(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 1, 1000)
 	f1, f2 := fragments(t, pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7400, dport: 5000}, 99)
 	for i, b := range [][]byte{f1, f2} {
-		if v := process(d, 0, b); v.Where != ToWire || v.Iface != 1 {
+		if v := process(d, 0, b); v.To != ToWire || v.Iface != 1 {
 			t.Fatalf("fragment %d verdict %+v", i, v)
 		}
 		if !bytes.Equal(b[26:30], addr1[:]) || rewrite.Checksum(b[14:34], 0) != 0 {
@@ -721,7 +767,7 @@ func TestFragmentsFollowFirst(t *testing.T) {
 	}
 	r1, r2 := fragments(t, pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 5000, dport: 7400}, 77)
 	for i, b := range [][]byte{r1, r2} {
-		if v := process(d, 1, b); v.Where != ToHost || v.Iface != 0 {
+		if v := process(d, 1, b); v.To != ToHost || v.Iface != 0 {
 			t.Fatalf("reply fragment %d verdict %+v", i, v)
 		}
 		if !bytes.Equal(b[30:34], addr0[:]) || rewrite.Checksum(b[14:34], 0) != 0 {
@@ -731,7 +777,7 @@ func TestFragmentsFollowFirst(t *testing.T) {
 	// A later fragment whose first was never seen passes as it is.
 	_, lone := fragments(t, pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7401, dport: 5000}, 5)
 	orig := append([]byte(nil), lone...)
-	if v := process(d, 0, lone); v.Where != ToWire || v.Iface != 0 || !bytes.Equal(lone, orig) {
+	if v := process(d, 0, lone); v.To != ToWire || v.Iface != 0 || !bytes.Equal(lone, orig) {
 		t.Fatalf("orphan fragment verdict %+v", v)
 	}
 }
@@ -755,7 +801,7 @@ func TestPinnedNeverNATed(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 1, 1000)
 	// The host answers a connection that came in on eth1 (unknown to the shim), routed via eth0.
 	b := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr1, dst: server, proto: 6, sport: 22, dport: 40000, syn: true, ack: true}.build(t)
-	if v := process(d, 0, b); v.Where != ToWire || v.Iface != 1 {
+	if v := process(d, 0, b); v.To != ToWire || v.Iface != 1 {
 		t.Fatalf("pinned per-source segment verdict %+v, want out of eth1", v)
 	}
 	if ip := checkFrame(t, b).Layer(layers.LayerTypeIPv4).(*layers.IPv4); !bytes.Equal(ip.SrcIP.To4(), addr1[:]) {
@@ -802,7 +848,7 @@ func TestTunnelFrameTracked(t *testing.T) {
 	vnet := rewrite.VnetHdr{Flags: rewrite.VnetNeedsCsum, CsumStart: uint16(innerTCP), CsumOffset: 16}
 	before := append([]byte(nil), outer[14+20+8:]...)
 	v, _ := processVnet(d, 0, outer, vnet)
-	if v.Where != ToWire || v.Iface != 1 {
+	if v.To != ToWire || v.Iface != 1 {
 		t.Fatalf("tunnel frame verdict %+v, want out of eth1 with its flow", v)
 	}
 	if !bytes.Equal(outer[26:30], addr1[:]) || rewrite.Checksum(outer[14:34], 0) != 0 {

@@ -1,4 +1,4 @@
-package shim
+package datapath
 
 import (
 	"bytes"
@@ -13,15 +13,8 @@ import (
 	"github.com/l2shim/l2shim/rewrite"
 )
 
-func processAt(d *Datapath, in int, b []byte, now int64) Verdict {
-	d.Lock()
-	defer d.Unlock()
-	v := d.ProcessLocked(in, withVnet(b), now)
-	n := len(b)
-	if v.Len > 0 {
-		n = v.Len - rewrite.VnetHdrLen
-	}
-	copy(b[:min(n, len(b))], scratchOut[rewrite.VnetHdrLen:])
+func processAt(d *Engine, in int, b []byte, now int64) Output {
+	v, _ := processVnetAt(d, in, b, rewrite.VnetHdr{}, now)
 	return v
 }
 
@@ -29,9 +22,11 @@ func processAt(d *Datapath, in int, b []byte, now int64) Verdict {
 // NAT following; a late SYN-ACK through the first gateway is answered with an RST upstream.
 func TestSynRotation(t *testing.T) {
 	d := testDatapath(t, failover.Failover, 1, 1)
-	d.health = failover.NewHealth(failover.HealthConfig{Window: time.Minute, FailRatio: 0.5, MinAttempts: 4}, 2)
+	reconfigure(t, d, func(p *Plan) {
+		p.Config.Health = failover.HealthConfig{Window: time.Minute, FailRatio: 0.5, MinAttempts: 4}
+	})
 	sec := int64(time.Second)
-	var v Verdict
+	var v Output
 	for i, at := range []int64{0, 1 * sec, 3 * sec} {
 		b := syn(8000).build(t)
 		v = processAt(d, 0, b, at)
@@ -44,8 +39,8 @@ func TestSynRotation(t *testing.T) {
 			t.Fatalf("SYN %d left via %d from %v, want %d from %v", i+1, v.Iface, ip.SrcIP, want, wantSrc)
 		}
 	}
-	if d.C.Rotations.Load() != 1 {
-		t.Fatalf("%d rotations, want 1", d.C.Rotations.Load())
+	if d.Counters().Load(Rotations) != 1 {
+		t.Fatalf("%d rotations, want 1", d.Counters().Load(Rotations))
 	}
 	if st := d.health.Stats(0, 3*sec); st.Attempts != 1 {
 		t.Fatalf("gateway 0 health %+v, want one attempt", st)
@@ -53,16 +48,16 @@ func TestSynRotation(t *testing.T) {
 	// The server answers the second SYN late, through gw0: an RST goes back up, nothing to the host.
 	late := pkt{srcMAC: gwMAC0, dstMAC: mac0, src: server, dst: addr0, proto: 6, sport: 80, dport: 8000, syn: true, ack: true}.build(t)
 	v = processAt(d, 0, late, 3*sec+1)
-	if v.Where != ToWire || v.Iface != 0 || v.Len == 0 {
+	if v.To != ToWire || v.Iface != 0 || len(v.Frame) != rewrite.VnetHdrLen+rewrite.RSTLen {
 		t.Fatalf("late SYN-ACK verdict %+v, want an RST out of eth0", v)
 	}
-	rst := checkFrame(t, late[:v.Len-rewrite.VnetHdrLen]).Layer(layers.LayerTypeTCP).(*layers.TCP)
+	rst := checkFrame(t, v.Frame[rewrite.VnetHdrLen:]).Layer(layers.LayerTypeTCP).(*layers.TCP)
 	if !rst.RST || rst.SrcPort != 8000 || rst.DstPort != 80 || rst.Seq != 1001 {
 		t.Fatalf("answer is %+v, want RST 8000→80 seq 1001 (the SYN-ACK's ack)", rst)
 	}
 	// The answer through gw1 reaches the host, and the success is credited to gw1.
 	ok := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 6, sport: 80, dport: 8000, syn: true, ack: true}.build(t)
-	if v := processAt(d, 1, ok, 3*sec+2); v.Where != ToHost || v.Iface != 0 {
+	if v := processAt(d, 1, ok, 3*sec+2); v.To != ToHost || v.Iface != 0 {
 		t.Fatalf("SYN-ACK through gw1 verdict %+v", v)
 	}
 	// A failure counts once gw1 reached the destination.
@@ -98,8 +93,9 @@ func TestEvacuate(t *testing.T) {
 	sa := pkt{srcMAC: gwMAC0, dstMAC: mac0, src: server, dst: addr0, proto: 6, sport: 80, dport: 8100, syn: true, ack: true, payload: []byte("hello")}.build(t)
 	process(d, 0, sa)
 	process(d, 0, pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 8101, dport: 53}.build(t))
-	d.Update(func(_ []Iface, gws []*Gateway) { gws[0].ProbeDown = true })
-	rsts, reset, moved := d.Evacuate(0, 5)
+	d.ProbeVerdict(0, failover.ProbeSummary{Up: false}, 5)
+	ev := d.Evacuate(0, 5)
+	rsts, reset, moved := ev.Resets, ev.Reset, ev.Moved
 	if reset != 1 || moved != 1 || len(rsts) != 1 {
 		t.Fatalf("reset %d moved %d (%d frames), want 1 and 1", reset, moved, len(rsts))
 	}
@@ -111,11 +107,11 @@ func TestEvacuate(t *testing.T) {
 	// Data from the server still in flight after the reset is dropped, so the host's sequence
 	// space stays where the RST expects it.
 	late := pkt{srcMAC: gwMAC0, dstMAC: mac0, src: server, dst: addr0, proto: 6, sport: 80, dport: 8100, ack: true, payload: []byte("late")}.build(t)
-	if v := process(d, 0, late); v.Where != Drop || v.Reason != DropReset {
+	if v := process(d, 0, late); v.To != Drop || v.Reason != DropReset {
 		t.Fatalf("data of a reset flow verdict %+v, want dropped", v)
 	}
 	// A new connection on the same tuple is placed afresh (gw1 now), not dropped.
-	if v := process(d, 0, syn(8100).build(t)); v.Where != ToWire || v.Iface != 1 {
+	if v := process(d, 0, syn(8100).build(t)); v.To != ToWire || v.Iface != 1 {
 		t.Fatalf("new SYN on a reset flow's tuple: %+v, want placed on gw1", v)
 	}
 	// The UDP flow now leaves via gw1, NATed.
@@ -128,7 +124,9 @@ func TestEvacuate(t *testing.T) {
 // TestHealthBenches: enough counted failures bench a gateway, and the tick reports it.
 func TestHealthBenches(t *testing.T) {
 	d := testDatapath(t, failover.Failover, 1, 1)
-	d.health = failover.NewHealth(failover.HealthConfig{Window: time.Minute, FailRatio: 0.5, MinAttempts: 4}, 2)
+	reconfigure(t, d, func(p *Plan) {
+		p.Config.Health = failover.HealthConfig{Window: time.Minute, FailRatio: 0.5, MinAttempts: 4}
+	})
 	sec := int64(time.Second)
 	for i := 0; i < 4; i++ {
 		port := uint16(8200 + i)
@@ -172,7 +170,7 @@ address = "10.2.0.1"
 
 func TestRules(t *testing.T) {
 	d := testDatapath(t, failover.Failover, 1, 1)
-	d.SetRules(compileRules(t, `
+	rules := compileRules(t, `
 [[rule]]
 name = "mail via b"
 protocol = "tcp"
@@ -203,41 +201,42 @@ interface = "eth1"
 protocol = "tcp"
 dst_port = 22
 action = "drop"
-`))
+`)
+	reconfigure(t, d, func(p *Plan) { p.Rules = rules })
 	mk := func(dport uint16, proto uint8) []byte {
 		p := syn(9000 + dport)
 		p.dport, p.proto = dport, proto
 		return p.build(t)
 	}
-	if v := process(d, 0, mk(25, 6)); v.Where != ToWire || v.Iface != 1 {
+	if v := process(d, 0, mk(25, 6)); v.To != ToWire || v.Iface != 1 {
 		t.Fatalf("route-to verdict %+v", v)
 	}
-	if v := process(d, 0, mk(23, 6)); v.Where != Drop || v.Reason != DropRule {
+	if v := process(d, 0, mk(23, 6)); v.To != Drop || v.Reason != DropRule {
 		t.Fatalf("drop verdict %+v", v)
 	}
 	b := mk(53, 17)
 	orig := append([]byte(nil), b...)
-	if v := process(d, 0, b); v.Where != ToWire || v.Iface != 0 || !bytes.Equal(b, orig) {
+	if v := process(d, 0, b); v.To != ToWire || v.Iface != 0 || !bytes.Equal(b, orig) {
 		t.Fatalf("pass verdict %+v", v)
 	}
 	if v := process(d, 0, mk(80, 6)); v.Iface != 0 {
 		t.Fatalf("unmatched flow not load-balanced normally: %+v", v)
 	}
 	// With isp-b down, a plain route-to fails over; a strict one drops.
-	d.Update(func(_ []Iface, gws []*Gateway) { gws[1].ProbeDown = true })
+	d.ProbeVerdict(1, failover.ProbeSummary{Up: false}, 1)
 	p := syn(9125)
 	p.dport = 25
-	if v := process(d, 0, p.build(t)); v.Where != ToWire || v.Iface != 0 {
+	if v := process(d, 0, p.build(t)); v.To != ToWire || v.Iface != 0 {
 		t.Fatalf("route-to with its gateway down: %+v", v)
 	}
-	if v := process(d, 0, mk(26, 6)); v.Where != Drop {
+	if v := process(d, 0, mk(26, 6)); v.To != Drop {
 		t.Fatalf("strict route-to with its gateway down: %+v", v)
 	}
 	in := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 6, sport: 40000, dport: 22, syn: true}.build(t)
-	if v := process(d, 1, in); v.Where != Drop {
+	if v := process(d, 1, in); v.To != Drop {
 		t.Fatalf("inbound drop rule verdict %+v", v)
 	}
-	stats := d.Rules().Stats()
+	stats := d.Snapshot(1).Rules.Stats()
 	if stats[0].Flows != 2 || stats[1].Flows != 1 || stats[1].Packets != 1 || stats[4].Flows != 1 {
 		t.Fatalf("rule counters %+v", stats)
 	}

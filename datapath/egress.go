@@ -1,0 +1,340 @@
+package datapath
+
+import (
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/filters"
+	"github.com/l2shim/l2shim/internal/mix"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// egress handles a frame the host sent out of interface in: find or place its flow, then send
+// it through the flow's gateway, translated when the flow is NATed.
+func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
+	var fl *conntrack.Flow
+	key, tracked := flowKey(f)
+	switch {
+	case tracked:
+		if fl = e.outboundFlow(in, f, key, now); fl == nil {
+			return e.pass(in)
+		}
+	case f.FragOff != 0:
+		// A later fragment follows its first fragment's flow.
+		if fl = e.fragmentFlow(f, conntrack.DirOrig, now); fl == nil {
+			return e.pass(in)
+		}
+	case f.IsICMPError() && !e.onLink(f.Dst):
+		return e.egressICMPError(in, f)
+	default:
+		return e.pass(in)
+	}
+	if v, stop := e.flowGate(fl, f); stop {
+		return v
+	}
+	if fl.Gateway < 0 {
+		return e.pass(in)
+	}
+	g := e.gws[fl.Gateway]
+	if !g.hasMAC {
+		return e.pass(in)
+	}
+	if v, replaced := e.fitPath(in, f, g, b); replaced {
+		return v
+	}
+	if fl.NAT {
+		f.SetSrc(fl.Reply.Dst, fl.Reply.DstPort)
+		e.c.Add(NATed, 1)
+	}
+	f.SetMACs(e.ifaces[fl.WireIf].MAC, g.mac)
+	g.stats.PacketsOut.Add(1)
+	g.stats.BytesOut.Add(uint64(len(f.Buf)))
+	return verdict{to: ToWire, iface: int(fl.WireIf)}
+}
+
+// pass sends a frame out as the host sent it.
+func (e *Engine) pass(in int) verdict {
+	e.c.Add(Passed, 1)
+	return verdict{to: ToWire, iface: in}
+}
+
+// outboundFlow returns the flow of a host frame with key, placing a new one when the frame
+// may open it, and accounts the frame to it (rotating an unanswered flow whose request is
+// repeated too often). It returns nil when the frame is left to the host's routing.
+func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now int64) *conntrack.Flow {
+	fl := e.table.LookupOrig(key)
+	if fl != nil && fl.Reset && opensFlow(f) {
+		// A new connection on the tuple of one l2shim reset: placed afresh.
+		e.table.Delete(fl)
+		fl = nil
+	}
+	if fl == nil {
+		// Destinations on directly attached networks are never steered. They never get a
+		// flow either, so the check costs only frames without one.
+		if e.onLink(f.Dst) {
+			return nil
+		}
+		if fl = e.newOutbound(in, f, key, now); fl == nil {
+			return nil
+		}
+	}
+	if f.MoreFrags {
+		e.rememberFragment(f, conntrack.DirOrig, fl.Orig, now)
+	}
+	gap := now - fl.LastSeen
+	e.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
+	if e.isRetry(f, fl, gap) {
+		e.rotate(fl, now)
+	}
+	return fl
+}
+
+// flowGate applies what the flow's state says about a frame the host sent: a flow l2shim
+// reset drops its frames, and a rule counts them and may drop them.
+func (e *Engine) flowGate(fl *conntrack.Flow, f *rewrite.Frame) (verdict, bool) {
+	if fl.Reset {
+		return verdict{to: Drop, reason: DropReset}, true
+	}
+	return e.ruleGate(fl, f)
+}
+
+// ruleGate counts a frame of a flow a rule decided, either way, and drops it when the rule
+// drops the flow.
+func (e *Engine) ruleGate(fl *conntrack.Flow, f *rewrite.Frame) (verdict, bool) {
+	if fl.Rule >= 0 {
+		e.rules.CountPackets(int(fl.Rule), 1, uint64(len(f.Buf)))
+	}
+	if fl.Drop {
+		return verdict{to: Drop, reason: DropRule}, true
+	}
+	return verdict{}, false
+}
+
+// newOutbound decides where a new host flow goes and records it. It returns nil when the flow
+// is left to the host (no usable gateway and nothing to remember, no free tuple, table full).
+func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now int64) *conntrack.Flow {
+	fl := conntrack.Flow{
+		Orig:           key,
+		Origin:         conntrack.Outbound,
+		HostIf:         int16(in),
+		WireIf:         int16(in),
+		Gateway:        -1,
+		HostGatewayMAC: f.DstMAC(),
+		Rule:           -1,
+		Created:        now,
+		LastSeen:       now,
+	}
+	opens := opensFlow(f)
+	if opens {
+		fl.Gateway = int16(e.place(&fl, in, f))
+	} else {
+		fl.Gateway = int16(e.pin(in, key, fl.HostGatewayMAC))
+	}
+	if !e.mapOnto(&fl) {
+		return nil
+	}
+	p, err := e.table.Insert(fl)
+	if err != nil {
+		if err == conntrack.ErrFull {
+			e.c.Add(TableFull, 1)
+		}
+		return nil
+	}
+	e.c.Add(FlowsCreated, 1)
+	if p.Gateway >= 0 {
+		st := e.gws[p.Gateway].stats
+		st.Placed.Add(1)
+		st.Live.Add(1)
+		if e.health != nil && opens && key.Proto != rewrite.ProtoICMP {
+			e.health.Attempt(int(p.Gateway), now)
+		}
+	}
+	return p
+}
+
+// place decides the gateway of a new host flow, first match wins: a rule; the uplink whose
+// address the host chose as source when that is not the interface it sent on (a socket bound
+// to it, a port-forward's reply: what per-source routing tables would do, without NAT); the
+// mode's choice among usable gateways. -1 leaves the flow to the host's routing.
+func (e *Engine) place(fl *conntrack.Flow, in int, f *rewrite.Frame) int {
+	g, decided := e.applyRule(fl, filters.Out, in, f)
+	if decided {
+		return g
+	}
+	if y := e.ifaceOwning(fl.Orig.Src); y >= 0 && y != in {
+		if g = e.firstUsableOn(y); g >= 0 {
+			return g
+		}
+	}
+	return failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
+}
+
+// pin decides the gateway of a segment of a connection l2shim does not know (older than the
+// shim, or forgotten under table pressure). It is never given another address: it leaves
+// through the uplink that owns its source address (per-source), else as the host sent it.
+func (e *Engine) pin(in int, key conntrack.Key, hostGatewayMAC [6]byte) int {
+	if y := e.ifaceOwning(key.Src); y >= 0 && y != in {
+		if g := e.firstUsableOn(y); g >= 0 {
+			return g
+		}
+		if g := e.firstResolvedOn(y); g >= 0 {
+			return g
+		}
+	}
+	return e.gatewayByMAC(in, hostGatewayMAC)
+}
+
+// applyRule evaluates the rules for the first frame of a new flow. It returns the gateway the
+// rule places the flow on (-1: the host's routing) and whether a rule decided at all; a drop
+// verdict, or a strict route-to whose gateway is unusable, marks the flow dropped. A route-to
+// whose gateway is unusable and not strict falls back to the normal choice (decided false).
+func (e *Engine) applyRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame) (int, bool) {
+	if e.rules.Len() == 0 {
+		return -1, false
+	}
+	p := filters.Packet{Iface: in, Dir: dir, Src: f.Src, Dst: f.Dst, Proto: f.Proto}
+	if f.HasPorts() {
+		p.SrcPort, p.DstPort = f.SrcPort, f.DstPort
+	}
+	v, ok := e.rules.Match(&p)
+	if !ok {
+		return -1, false
+	}
+	fl.Rule = int16(v.Rule)
+	e.rules.CountFlow(v.Rule)
+	switch v.Action {
+	case filters.Drop:
+		fl.Drop = true
+		return -1, true
+	case filters.Pass:
+		return -1, true
+	case filters.RouteTo:
+		if e.cands[v.Gateway].Usable {
+			return v.Gateway, true
+		}
+		if v.Strict {
+			fl.Drop = true
+			return -1, true
+		}
+	}
+	return -1, false
+}
+
+// mapOnto computes the wire side of flow fl for its gateway (fl.Gateway, -1 for none): the
+// interface it leaves through and, when that interface's address is not the flow's source, the
+// NAT mapping. It reports false when no free wire tuple exists.
+func (e *Engine) mapOnto(fl *conntrack.Flow) bool {
+	key := fl.Orig
+	fl.NAT = false
+	fl.WireIf = fl.HostIf
+	natIP, natPort := key.Src, key.SrcPort
+	if fl.Gateway >= 0 {
+		fl.WireIf = int16(e.gws[fl.Gateway].Iface)
+		// NAT only when the flow leaves through another uplink than the host chose, from an
+		// address that uplink does not have: on the host's own choice of interface, or from
+		// one of the uplink's addresses, the host's source stands.
+		wire := &e.ifaces[fl.WireIf]
+		if fl.WireIf != fl.HostIf && !wire.has(key.Src) && wire.Addr != ([4]byte{}) {
+			fl.NAT = true
+			natIP = wire.Addr
+		}
+	}
+	r := conntrack.Key{Src: key.Dst, Dst: natIP, SrcPort: key.DstPort, DstPort: natPort, Proto: key.Proto}
+	if key.Proto == rewrite.ProtoICMP {
+		r.SrcPort = natPort
+	}
+	// conntrack owns every tuple on an external address, the host's un-NATed flows included:
+	// whichever flow arrives second with a wire tuple already taken is remapped to a free port
+	// (and mapped back on replies), so two flows never share one.
+	if e.wireTupleTaken(r, fl) {
+		if fl.Gateway < 0 || !e.remapPort(&r, key.Hash(e.opts.Seed^mix.Golden), fl) {
+			return false
+		}
+		fl.NAT = true
+	}
+	fl.Reply = r
+	return true
+}
+
+// wireTupleTaken reports whether another flow (not self) or a probe holds wire tuple r.
+func (e *Engine) wireTupleTaken(r conntrack.Key, self *conntrack.Flow) bool {
+	if e.probeTaken(r) {
+		return true
+	}
+	other := e.table.LookupReply(r)
+	return other != nil && other != self
+}
+
+// remapPort finds a free port for a NAT mapping whose natural port is taken, starting at a
+// point derived from the flow so concurrent collisions spread out.
+func (e *Engine) remapPort(r *conntrack.Key, h uint64, self *conntrack.Flow) bool {
+	lo, hi := int(e.opts.NATPortLo), int(e.opts.NATPortHi)
+	if lo == 0 || hi < lo {
+		lo, hi = natPortLo, natPortHi
+	}
+	span := hi - lo + 1
+	start := int(h % uint64(span))
+	for i := 0; i < span; i++ {
+		port := uint16(lo + (start+i)%span)
+		r.DstPort = port
+		if r.Proto == rewrite.ProtoICMP {
+			r.SrcPort = port
+		}
+		if !e.wireTupleTaken(*r, self) {
+			return true
+		}
+	}
+	return false
+}
+
+// natPortLo and natPortHi are the default bounds of the ports a NAT mapping moves to when the
+// host's own port is taken on the new address. They lie above Linux's default
+// ip_local_port_range (32768-60999), so a remapped flow does not take a port the host is about
+// to use; NATPorts computes them from the host's actual range.
+const (
+	natPortLo = 61000
+	natPortHi = 65535
+)
+
+// NATPorts returns the port range for remapped NAT mappings given the host's
+// ip_local_port_range lo-hi: above it when at least 1024 ports are free there, else below it
+// (from 1024), else the default.
+func NATPorts(lo, hi int) (int, int) {
+	switch {
+	case hi > 0 && 65535-hi >= 1024:
+		return hi + 1, 65535
+	case lo > 0 && lo-1-1024 >= 1024:
+		return 1024, lo - 1
+	}
+	return natPortLo, natPortHi
+}
+
+// fitPath makes an egress frame of a flow placed on gateway g fit the path's MTU when it is
+// smaller than the MTU of the interface the host chose: the MSS of a SYN is clamped, a GSO
+// frame's segment size lowered, and an oversized DF frame answered with an ICMP
+// fragmentation-needed to the host (the kernel gives it no such signal for a frame the shim
+// sends). It returns a verdict when the frame was replaced by that answer.
+func (e *Engine) fitPath(in int, f *rewrite.Frame, g *gateway, b *Batch) (verdict, bool) {
+	mtu := e.pathMTU(g)
+	if mtu <= 0 || mtu >= e.ifaces[in].MTU {
+		return verdict{}, false
+	}
+	if f.HasTCPFlag(rewrite.TCPSyn) {
+		f.ClampMSS(uint16(mtu - rewrite.IPv4TCPHdrLen))
+	}
+	if f.Vnet.IsGSO() {
+		f.FitGSO(mtu)
+		return verdict{}, false
+	}
+	if f.End-f.L3 <= mtu || !f.DontFrag {
+		return verdict{}, false
+	}
+	buf := answerBuf(b)
+	n := 0
+	if buf != nil {
+		n = f.BuildFragNeeded(buf[rewrite.VnetHdrLen:], uint16(mtu), g.IP)
+	}
+	if n == 0 {
+		return verdict{to: Drop, reason: DropTooBig}, true
+	}
+	return verdict{to: ToHost, iface: in, reason: DropTooBig, answer: answer(b, n)}, true
+}

@@ -1,0 +1,256 @@
+package datapath
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/filters"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// Iface is an external interface as the engine sees it.
+type Iface struct {
+	Name     string
+	Index    int // ifindex
+	MAC      [6]byte
+	Addr     [4]byte        // the address NAT uses on this interface
+	Addrs    [][4]byte      // all its IPv4 addresses
+	Prefixes []netip.Prefix // the networks directly attached through it
+	MTU      int
+	Up       bool
+}
+
+// has reports whether ip is one of the interface's addresses.
+func (ifc *Iface) has(ip [4]byte) bool {
+	for _, a := range ifc.Addrs {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// GatewaySpec is a gateway as configured.
+type GatewaySpec struct {
+	Name   string
+	Iface  int // index into the engine's interfaces
+	IP     [4]byte
+	MAC    [6]byte // configured MAC, when HasMAC
+	HasMAC bool
+	Weight int
+	On     bool
+	// MTU is the path MTU through this gateway when the config sets one below the
+	// interface's; 0 means the interface's.
+	MTU int
+}
+
+// GatewayStats are a gateway's traffic totals, atomic so status reads them without the lock.
+// A gateway that a reload keeps keeps its stats.
+type GatewayStats struct {
+	Placed                atomic.Uint64 // flows placed on the gateway since start
+	Live                  atomic.Int64  // its flows in the table now
+	PacketsOut, PacketsIn atomic.Uint64
+	BytesOut, BytesIn     atomic.Uint64
+}
+
+// gateway is a GatewaySpec with what the engine learned about it at run time.
+type gateway struct {
+	GatewaySpec
+	mac    [6]byte // configured or resolved; valid when hasMAC
+	hasMAC bool
+	// alive is false from its interface going down until it answers ARP again.
+	alive   bool
+	drained bool
+	// probe is the last verdict of its probes (Up when probing is off).
+	probe   failover.ProbeSummary
+	benched bool
+	stats   *GatewayStats
+}
+
+// Config holds the engine's policy knobs; a reload may change all of them.
+type Config struct {
+	Mode failover.Mode
+	// SourceAware sends the host's side of a flow that arrived on interface X back through
+	// the gateway it arrived from.
+	SourceAware bool
+	// SynRetries: a connection request seen more than this many times moves to the next
+	// usable gateway; negative turns rotation off.
+	SynRetries int
+	// Health configures failure accounting; a zero Window turns it off.
+	Health failover.HealthConfig
+	// Probing says probes decide whether a gateway is up (probe_interval > 0).
+	Probing bool
+	// ProbeMisses is [failover] probe_misses, for the probe summary of a fresh gateway.
+	ProbeMisses int
+}
+
+// Options are fixed for an engine's life.
+type Options struct {
+	// Seed keys the per-flow hash, so placement differs between runs and cannot be steered
+	// from outside.
+	Seed uint64
+	// NATPortLo and NATPortHi bound remapped NAT ports (see NATPorts); zero means the
+	// default.
+	NATPortLo, NATPortHi uint16
+}
+
+// Engine decides what happens to each captured frame. See the package documentation.
+type Engine struct {
+	mu     sync.Mutex
+	ifaces []Iface
+	gws    []*gateway
+	cands  []failover.Candidate
+	cfg    Config
+	opts   Options
+	table  *conntrack.Table
+	rules  *filters.Set
+	health *failover.Health
+
+	// frame and vnet are the parsed view of the frame being processed.
+	frame rewrite.Frame
+	vnet  rewrite.VnetHdr
+
+	probes    map[probeKey]*probeTarget
+	probeList []*probeTarget // by ProbeID
+	frags     map[fragKey]fragEntry
+	rotated   map[conntrack.Key]rotEntry
+	allDown   bool
+	lastNow   int64
+	c         Counters
+}
+
+// New returns an engine over the interfaces ifaces and the configuration plan, with a flow
+// table of plan.MaxFlows flows.
+func New(ifaces []Iface, plan Plan, opts Options) *Engine {
+	e := &Engine{
+		ifaces: ifaces,
+		opts:   opts,
+		table:  conntrack.New(plan.MaxFlows, plan.Timeouts),
+	}
+	e.table.OnRemove(func(f *conntrack.Flow, _ conntrack.RemoveReason) {
+		if f.Gateway >= 0 && int(f.Gateway) < len(e.gws) {
+			e.gws[f.Gateway].stats.Live.Add(-1)
+		}
+	})
+	e.apply(plan, nil)
+	return e
+}
+
+// Counters returns the engine's running totals. The frame loops add their I/O counters
+// (SendErrors, SendTooBig, Lost) to them.
+func (e *Engine) Counters() *Counters { return &e.c }
+
+// Evicted returns how many flows the table evicted to make room for new ones.
+func (e *Engine) Evicted() uint64 { return e.table.C.Evicted.Load() }
+
+// Flows returns the number of tracked flows.
+func (e *Engine) Flows() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.table.Len()
+}
+
+// Expire drops idle flows, looking at up to budget table slots, and forgets expired fragment
+// and rotation entries.
+func (e *Engine) Expire(now int64, budget int) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.expireFragments(now)
+	e.expireRotated(now)
+	return e.table.Expire(now, budget)
+}
+
+// inputs returns what decides gateway i's state. With stats it includes the failure
+// accounting's counts (for the status); without, only whether it is benched.
+func (e *Engine) inputs(i int, now int64, stats bool) failover.Inputs {
+	g := e.gws[i]
+	in := failover.Inputs{
+		On:       g.On,
+		Drained:  g.drained,
+		LinkUp:   e.ifaces[g.Iface].Up,
+		MACKnown: g.hasMAC && g.alive,
+		Probing:  e.cfg.Probing,
+		Probe:    g.probe,
+		Window:   e.cfg.Health.Window,
+	}
+	if stats && e.health != nil {
+		in.Health = e.health.Stats(i, now)
+	}
+	in.Health.Benched = g.benched
+	return in
+}
+
+// refresh recomputes which gateways may take new flows, after anything they depend on
+// changed. e.mu is held.
+func (e *Engine) refresh() {
+	for i := range e.gws {
+		in := e.inputs(i, 0, false)
+		e.cands[i].Usable = in.Usable()
+	}
+}
+
+// pathMTU returns the MTU of the path through gateway g.
+func (e *Engine) pathMTU(g *gateway) int {
+	m := e.ifaces[g.Iface].MTU
+	if g.MTU > 0 && (m == 0 || g.MTU < m) {
+		m = g.MTU
+	}
+	return m
+}
+
+// onLink reports whether ip is on a network directly attached to one of the interfaces.
+func (e *Engine) onLink(ip [4]byte) bool {
+	a := netip.AddrFrom4(ip)
+	for i := range e.ifaces {
+		for _, p := range e.ifaces[i].Prefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ifaceOwning returns the interface that has ip as one of its addresses, or -1.
+func (e *Engine) ifaceOwning(ip [4]byte) int {
+	for i := range e.ifaces {
+		if e.ifaces[i].has(ip) {
+			return i
+		}
+	}
+	return -1
+}
+
+// firstUsableOn returns the first usable gateway on interface i in configured order, or -1.
+func (e *Engine) firstUsableOn(i int) int {
+	for g := range e.gws {
+		if e.gws[g].Iface == i && e.cands[g].Usable {
+			return g
+		}
+	}
+	return -1
+}
+
+// firstResolvedOn returns the first gateway on interface i whose MAC is known, usable or not,
+// or -1.
+func (e *Engine) firstResolvedOn(i int) int {
+	for g := range e.gws {
+		if e.gws[g].Iface == i && e.gws[g].hasMAC {
+			return g
+		}
+	}
+	return -1
+}
+
+// gatewayByMAC returns the gateway on interface i with the given MAC, or -1.
+func (e *Engine) gatewayByMAC(i int, mac [6]byte) int {
+	for g, gw := range e.gws {
+		if gw.Iface == i && gw.hasMAC && gw.mac == mac {
+			return g
+		}
+	}
+	return -1
+}

@@ -1,0 +1,121 @@
+package datapath
+
+import (
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// HealthTick re-evaluates failure accounting and returns the gateways benched or restored
+// since the last call, and the new "no gateway usable" state when it changed.
+func (e *Engine) HealthTick(now int64) (trans []failover.Transition, allDownChanged, allDown bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.health != nil {
+		trans = e.health.Transitions(now, nil)
+		for _, t := range trans {
+			e.gws[t.Gateway].benched = t.Benched
+		}
+	}
+	e.refresh()
+	all := true
+	for i := range e.cands {
+		if e.cands[i].Usable {
+			all = false
+		}
+	}
+	if all != e.allDown {
+		e.allDown = all
+		return trans, true, all
+	}
+	return trans, false, all
+}
+
+// ProbeVerdict records gateway gi's probe verdict (after a round, or a fresh one when its
+// probing starts): summary.Up decides whether it may take new flows, the rest is for the
+// status. An up verdict lets failure accounting release a gateway benched while waiting for a
+// probe.
+func (e *Engine) ProbeVerdict(gi int, summary failover.ProbeSummary, now int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.gws[gi].probe = summary
+	if summary.Up && e.health != nil {
+		e.health.ProbeOK(gi, now)
+	}
+	e.refresh()
+}
+
+// Injection is a frame the control plane must hand to the host on interface Iface.
+type Injection struct {
+	Iface int
+	Frame []byte // Ethernet frame, without the virtio-net header
+}
+
+// Evacuation is what handling a down gateway's flows did: the resets to inject into the host,
+// how many TCP flows were reset and how many UDP flows moved.
+type Evacuation struct {
+	Resets       []Injection
+	Reset, Moved int
+}
+
+// Evacuate handles the flows of gateway gi after it went down: each TCP flow is reset toward
+// the host (an RST the host accepts, so applications reconnect at once over a live link instead
+// of waiting minutes for a dead path); each outbound UDP flow moves to a live gateway, NAT
+// following.
+func (e *Engine) Evacuate(gi int, now int64) Evacuation {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.evacuate(func(fl *conntrack.Flow) bool { return int(fl.Gateway) == gi }, now)
+}
+
+// evacuate is Evacuate for the flows match selects. e.mu is held.
+func (e *Engine) evacuate(match func(*conntrack.Flow) bool, now int64) Evacuation {
+	var victims []*conntrack.Flow
+	e.table.Range(func(fl *conntrack.Flow) bool {
+		if match(fl) {
+			victims = append(victims, fl)
+		}
+		return true
+	})
+	var ev Evacuation
+	for _, fl := range victims {
+		switch fl.Orig.Proto {
+		case rewrite.ProtoTCP:
+			if fl.TCPState != conntrack.TCPClosed && !fl.Reset {
+				ev.Resets = append(ev.Resets, e.resetToHost(fl))
+				ev.Reset++
+			}
+			// The flow stays, dropping its frames, until it idles out: a segment from the
+			// remote still in flight must not move the host's sequence past the RST's.
+			fl.Reset = true
+		case rewrite.ProtoUDP:
+			if fl.Origin == conntrack.Inbound {
+				// The client addressed this uplink: answers from another address would be
+				// no answers at all. The flow stays (and idles out).
+				continue
+			}
+			g := failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
+			if g >= 0 && g != int(fl.Gateway) && e.moveFlow(fl, g) {
+				ev.Moved++
+			}
+		default:
+			e.table.Delete(fl)
+		}
+	}
+	e.c.Add(TCPReset, uint64(ev.Reset))
+	e.c.Add(UDPMoved, uint64(ev.Moved))
+	return ev
+}
+
+// resetToHost builds an RST for flow fl toward the host: from the remote end, with the
+// sequence number the host expects next, so it resets at once (RFC 5961 would answer any other
+// in-window RST with a challenge ACK).
+func (e *Engine) resetToHost(fl *conntrack.Flow) Injection {
+	buf := make([]byte, rewrite.RSTLen)
+	o := fl.Orig
+	rewrite.BuildRST(buf, rewrite.Endpoints{
+		SrcMAC: fl.HostGatewayMAC, DstMAC: e.ifaces[fl.HostIf].MAC,
+		Src: o.Dst, Dst: o.Src, SrcPort: o.DstPort, DstPort: o.SrcPort,
+	}, fl.HostRcvNext, 0)
+	return Injection{Iface: int(fl.HostIf), Frame: buf}
+}

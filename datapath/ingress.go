@@ -1,0 +1,151 @@
+package datapath
+
+import (
+	"encoding/binary"
+
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/filters"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// ingress handles a frame from the wire addressed to interface in: replies to the shim's
+// probes are consumed, frames of a flow go to the host the way the flow came (translated back
+// when NATed), a new connection from the wire is remembered with where it arrived, and the rest
+// goes to the host untouched.
+func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
+	if e.consumeProbe(f, now) {
+		e.c.Add(ProbeReplies, 1)
+		return verdict{to: Consumed}
+	}
+	key, tracked := flowKey(f)
+	if !tracked {
+		switch {
+		case f.FragOff != 0:
+			if fl := e.fragmentFlow(f, conntrack.DirReply, now); fl != nil {
+				return e.toHostFor(in, f, fl)
+			}
+		case f.IsICMPError():
+			return e.ingressICMPError(in, f)
+		}
+		return toHost(in)
+	}
+	fl := e.table.LookupReply(key)
+	if fl != nil && f.MoreFrags {
+		e.rememberFragment(f, conntrack.DirReply, fl.Orig, now)
+	}
+	if fl == nil {
+		if v, late := e.lateAnswer(in, f, key, b, now); late {
+			return v
+		}
+		if !opensFlow(f) || e.table.LookupOrig(key.Reverse()) != nil {
+			return toHost(in)
+		}
+		if fl = e.newInbound(in, f, key, now); fl == nil {
+			return toHost(in)
+		}
+	}
+	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil {
+		// The first answer (a SYN-ACK, an RST, a datagram) proves the path through the gateway.
+		e.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
+	}
+	if fl.Reset {
+		return verdict{to: Drop, reason: DropReset}
+	}
+	trackHostSeq(f, fl)
+	e.table.Seen(fl, conntrack.DirReply, len(f.Buf), f.TCPFlags, now)
+	return e.toHostFor(in, f, fl)
+}
+
+func toHost(in int) verdict { return verdict{to: ToHost, iface: in} }
+
+// newInbound records a flow opened from the wire: where it arrived, so the host's replies are
+// recognised as belonging to it and never placed like a new outgoing flow, and (source-aware,
+// or by an inbound rule) which gateway the host's side leaves through. It returns nil when the
+// table has no room.
+func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int64) *conntrack.Flow {
+	nf := conntrack.Flow{
+		Orig:           key.Reverse(),
+		Reply:          key,
+		Origin:         conntrack.Inbound,
+		HostIf:         int16(in),
+		WireIf:         int16(in),
+		Gateway:        -1,
+		HostGatewayMAC: f.SrcMAC(),
+		Rule:           -1,
+		Created:        now,
+		LastSeen:       now,
+	}
+	g, decided := e.applyRule(&nf, filters.In, in, f)
+	switch {
+	case decided:
+		nf.Gateway = int16(g)
+	case e.cfg.SourceAware:
+		// Source-aware: the host's side leaves through the gateway the flow came in from,
+		// whatever the host's routes say. A flow from a LAN neighbour (no gateway's MAC)
+		// stays with the host's routing.
+		nf.Gateway = int16(e.gatewayByMAC(in, nf.HostGatewayMAC))
+	}
+	if nf.Gateway >= 0 {
+		nf.WireIf = int16(e.gws[nf.Gateway].Iface)
+	}
+	p, err := e.table.Insert(nf)
+	if err != nil {
+		if err == conntrack.ErrFull {
+			e.c.Add(TableFull, 1)
+		}
+		return nil
+	}
+	e.c.Add(FlowsCreated, 1)
+	if p.Gateway >= 0 {
+		e.gws[p.Gateway].stats.Live.Add(1)
+	}
+	return p
+}
+
+// trackHostSeq remembers, for a TCP frame from the wire, the sequence number the host will
+// expect next from the remote end (what a reset toward the host must carry).
+func trackHostSeq(f *rewrite.Frame, fl *conntrack.Flow) {
+	if f.Proto != rewrite.ProtoTCP || f.L4+rewrite.TCPMinLen > f.End {
+		return
+	}
+	b := f.Buf[f.L4:]
+	seq := binary.BigEndian.Uint32(b[4:])
+	doff := int(b[12]>>4) * 4
+	n := uint32(f.End - f.L4 - doff)
+	if f.TCPFlags&(rewrite.TCPSyn|rewrite.TCPFin) != 0 {
+		n++
+	}
+	if next := seq + n; int32(next-fl.HostRcvNext) > 0 || fl.HostRcvNext == 0 {
+		fl.HostRcvNext = next
+	}
+}
+
+// toHostFor delivers a wire frame of flow fl to the host: reverse-translated when the flow is
+// NATed, and on the interface the host used for it.
+func (e *Engine) toHostFor(in int, f *rewrite.Frame, fl *conntrack.Flow) verdict {
+	if v, stop := e.ruleGate(fl, f); stop {
+		return v
+	}
+	if fl.Gateway >= 0 {
+		st := e.gws[fl.Gateway].stats
+		st.PacketsIn.Add(1)
+		st.BytesIn.Add(uint64(len(f.Buf)))
+	}
+	if !fl.NAT && int(fl.HostIf) == in {
+		return toHost(in)
+	}
+	host := int(fl.HostIf)
+	if fl.Gateway >= 0 && f.HasTCPFlag(rewrite.TCPSyn) {
+		// The SYN-ACK's MSS tells the host how large its segments may be: clamp it to the
+		// path the flow is placed on.
+		if mtu := e.pathMTU(e.gws[fl.Gateway]); mtu > 0 && mtu < e.ifaces[host].MTU {
+			f.ClampMSS(uint16(mtu - rewrite.IPv4TCPHdrLen))
+		}
+	}
+	if fl.NAT {
+		f.SetDst(fl.Orig.Src, fl.Orig.SrcPort)
+		e.c.Add(NATed, 1)
+	}
+	f.SetMACs(fl.HostGatewayMAC, e.ifaces[host].MAC)
+	return verdict{to: ToHost, iface: host}
+}

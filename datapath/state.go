@@ -1,0 +1,113 @@
+package datapath
+
+// What the control plane learns about the host and the gateways reaches the engine through
+// these methods; each recomputes which gateways may take new flows.
+
+// SetLink records whether interface i is up and reports whether that changed. Going down makes
+// its gateways unusable at once; coming up, each must answer ARP again (ResolvedMAC or
+// ARPAnswered) before it takes new flows.
+func (e *Engine) SetLink(i int, up bool) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ifaces[i].Up == up {
+		return false
+	}
+	e.ifaces[i].Up = up
+	if !up {
+		for _, g := range e.gws {
+			if g.Iface == i {
+				g.alive = false
+			}
+		}
+	}
+	e.refresh()
+	return true
+}
+
+// SetAddressing records interface i's ifindex, MAC, addresses, attached networks and MTU as
+// netlink reports them now (its name and link state stay), and returns the address NAT used
+// before: new flows NAT to ifc.Addr.
+func (e *Engine) SetAddressing(i int, ifc Iface) (oldAddr [4]byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur := &e.ifaces[i]
+	oldAddr = cur.Addr
+	cur.Index, cur.MAC, cur.MTU = ifc.Index, ifc.MAC, ifc.MTU
+	cur.Addr, cur.Addrs, cur.Prefixes = ifc.Addr, ifc.Addrs, ifc.Prefixes
+	e.refresh()
+	return oldAddr
+}
+
+// MACChange is what recording a gateway's MAC changed.
+type MACChange struct {
+	// Changed: the MAC is new (first resolved, or moved).
+	Changed bool
+	// Revived: the gateway was not alive (its link went down) and answers again.
+	Revived bool
+	// Stale is the MAC it had before when no gateway uses it any more (the hooks' map can
+	// forget it); zero when there is none.
+	Stale [6]byte
+}
+
+// ResolvedMAC records that gateway gi answered ARP with mac.
+func (e *Engine) ResolvedMAC(gi int, mac [6]byte) MACChange {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g := e.gws[gi]
+	var ch MACChange
+	if !g.hasMAC || g.mac != mac {
+		old, had := g.mac, g.hasMAC
+		ch.Changed = true
+		g.mac, g.hasMAC = mac, true
+		if had && old != ([6]byte{}) && !e.macInUse(old) {
+			ch.Stale = old
+		}
+	}
+	ch.Revived = !g.alive
+	g.alive = true
+	e.refresh()
+	return ch
+}
+
+// ARPAnswered records that gateway gi, whose MAC is configured, answered ARP, and reports
+// whether it was not alive before.
+func (e *Engine) ARPAnswered(gi int) (revived bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g := e.gws[gi]
+	revived = !g.alive
+	g.alive = true
+	e.refresh()
+	return revived
+}
+
+// macInUse reports whether a gateway has mac. e.mu is held.
+func (e *Engine) macInUse(mac [6]byte) bool {
+	for _, g := range e.gws {
+		if g.hasMAC && g.mac == mac {
+			return true
+		}
+	}
+	return false
+}
+
+// SetDrained stops (or resumes) placing new flows on gateway gi.
+func (e *Engine) SetDrained(gi int, drained bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.gws[gi].drained = drained
+	e.refresh()
+}
+
+// GatewayMACs returns the MACs of the gateways whose MAC is known, for the hooks' map.
+func (e *Engine) GatewayMACs() [][6]byte {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out [][6]byte
+	for _, g := range e.gws {
+		if g.hasMAC {
+			out = append(out, g.mac)
+		}
+	}
+	return out
+}

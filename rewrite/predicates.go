@@ -1,0 +1,36 @@
+package rewrite
+
+// IPv4TCPHdrLen is the size of option-less IPv4 and TCP headers: a path MTU minus it is the
+// largest TCP segment (MSS) that fits.
+const IPv4TCPHdrLen = ipv4MinLen + tcpMinLen
+
+// HasPorts reports whether the frame's SrcPort and DstPort are TCP or UDP ports.
+func (f *Frame) HasPorts() bool { return f.Proto == ProtoTCP || f.Proto == ProtoUDP }
+
+// HasTCPFlag reports whether the frame is TCP with every flag of mask set.
+func (f *Frame) HasTCPFlag(mask uint8) bool {
+	return f.Proto == ProtoTCP && f.TCPFlags&mask == mask
+}
+
+// IsTCPSyn reports whether the frame opens a TCP connection: SYN without ACK.
+func (f *Frame) IsTCPSyn() bool {
+	return f.Proto == ProtoTCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn
+}
+
+// IsTCPSynAck reports whether the frame accepts a TCP connection: SYN with ACK.
+func (f *Frame) IsTCPSynAck() bool {
+	return f.Proto == ProtoTCP && f.TCPFlags&(TCPSyn|TCPAck) == TCPSyn|TCPAck
+}
+
+// IsICMPEcho reports whether the frame is an ICMP echo request or reply, whose identifier
+// stands in both SrcPort and DstPort.
+func (f *Frame) IsICMPEcho() bool {
+	return f.Proto == ProtoICMP && (f.ICMPType == ICMPEchoRequest || f.ICMPType == ICMPEchoReply)
+}
+
+// IsICMPError reports whether the frame is an ICMP error quoting a packet whose L4 header is
+// there (InnerL4), so the flow it concerns can be found.
+func (f *Frame) IsICMPError() bool { return f.Proto == ProtoICMP && f.InnerL4 >= 0 }
+
+// TCPMinLen is the size of a TCP header without options.
+const TCPMinLen = tcpMinLen

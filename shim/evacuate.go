@@ -1,0 +1,46 @@
+package shim
+
+import (
+	"syscall"
+	"time"
+
+	"github.com/l2shim/l2shim/datapath"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// gatewayDown resets and moves the flows of a gateway that just went down, and injects the
+// resets.
+func (s *Shim) gatewayDown(gi int, reason string) {
+	ev := s.engine.Evacuate(gi, s.now())
+	s.injectResets(ev.Resets)
+	if ev.Reset+ev.Moved > 0 {
+		s.log.Warn("flows of a down gateway handled", "gateway", s.config().Gateways[gi].Name, "reason", reason, "tcp_reset", ev.Reset, "udp_moved", ev.Moved)
+	}
+}
+
+// injectResets hands RSTs to the host now and once more 100 ms later. The first may overtake
+// data the frame loops processed just before but have not flushed yet, which makes it land
+// early in the host's sequence space (only a challenge ACK); by the second, everything before it
+// is delivered and nothing after it will be, so its sequence number is exact.
+func (s *Shim) injectResets(rsts []datapath.Injection) {
+	if len(rsts) == 0 {
+		return
+	}
+	for _, r := range rsts {
+		s.inject(r)
+	}
+	time.AfterFunc(100*time.Millisecond, func() {
+		for _, r := range rsts {
+			s.inject(r)
+		}
+	})
+}
+
+// inject hands one frame to the host through the capture veth of its interface.
+func (s *Shim) inject(r datapath.Injection) {
+	buf := make([]byte, rewrite.VnetHdrLen+len(r.Frame))
+	copy(buf[rewrite.VnetHdrLen:], r.Frame)
+	q := newSendQueue(s.portSocket(r.Iface, captureConn), 1, func(syscall.Errno) { s.engine.Counters().Add(datapath.SendErrors, 1) })
+	q.add(buf)
+	_ = q.flush()
+}

@@ -1,0 +1,229 @@
+package shim
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// port is everything l2shim owns for one external interface. The veth pair and the capture
+// socket live as long as the shim; the hooks, the inject program and the wire socket are tied
+// to the interface's ifindex and MAC and are replaced when the interface is re-created.
+type port struct {
+	name    string
+	veth    *vethPair
+	capture *packetConn                // on the veth's far end: reads diverted frames, writes injections
+	wire    atomic.Pointer[packetConn] // on the external interface: writes to the gateways
+	sink    link.Link
+	// closing is set before the capture socket is closed on purpose (a reload removed the
+	// interface, or the shim stops), so its loop ends quietly.
+	closing atomic.Bool
+
+	// Guarded by Shim.mu.
+	removed bool // a reload detached the interface
+	ifi     *net.Interface
+	inject  link.Link
+	hooks   []link.Link // egress and ingress on the external interface
+}
+
+// captureConn returns the port's capture socket (closed once the port is removed).
+func captureConn(p *port) *packetConn { return p.capture }
+
+// wireConn returns the port's socket on the external interface (nil while it has none).
+func wireConn(p *port) *packetConn { return p.wire.Load() }
+
+// addPort creates everything l2shim owns for external interface name except the hooks on the
+// interface itself: the veth pair, the capture socket, the sink and inject programs and the
+// wire socket. On success the port is appended to s.ports (its index is the engine's
+// interface index); on failure what was made is removed again.
+func (s *Shim) addPort(name string) (*port, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", name, err)
+	}
+	p := &port{name: name, ifi: ifi}
+	if err := s.buildPort(p, ifi); err != nil {
+		p.closeSockets()
+		p.release()
+		return nil, err
+	}
+	s.setPorts(append(s.ports, p))
+	return p, nil
+}
+
+func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
+	var err error
+	if p.veth, err = createVethPair(p.name, ifi.Index, max(1500, ifi.MTU)); err != nil {
+		return err
+	}
+	farIfi, err := net.InterfaceByName(p.veth.far.Attrs().Name)
+	if err != nil {
+		return err
+	}
+	if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
+		return err
+	}
+	if p.sink, err = attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
+		return err
+	}
+	return s.bindPort(p, ifi)
+}
+
+// setPorts replaces s.ports and publishes the change to the frame loops. s.mu is held (or Run
+// has not shared the shim yet).
+func (s *Shim) setPorts(ports []*port) {
+	s.ports = ports
+	snap := slices.Clone(ports)
+	s.portsSnap.Store(&snap)
+	s.portsGen.Add(1)
+}
+
+// portSocket returns a getter for the socket of the port at index i, whichever port holds
+// that index when it is called (nil when none): send queues look their socket up at every
+// flush.
+func (s *Shim) portSocket(i int, which func(*port) *packetConn) func() *packetConn {
+	return func() *packetConn {
+		ports := *s.portsSnap.Load()
+		if i >= len(ports) {
+			return nil
+		}
+		return which(ports[i])
+	}
+}
+
+// bindPort ties p to the external interface ifi as it is now: the wire socket and the inject
+// program, which carry its ifindex. The hooks follow in attachPortHooks.
+func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
+	wire, err := openPacket(ifi, s.cfg.Shim.Mark, false)
+	if err != nil {
+		return err
+	}
+	if old := p.wire.Swap(wire); old != nil {
+		_ = old.Close()
+	}
+	if p.inject != nil {
+		_ = p.inject.Close()
+		p.inject = nil
+	}
+	if p.inject, err = attach(progInject, injectInsns(ifi.Index), p.veth.near.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
+		return err
+	}
+	p.ifi = ifi
+	return nil
+}
+
+// attachHooks attaches the egress and ingress programs to each external interface, at the head
+// of its TCX chain.
+func (s *Shim) attachHooks() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.ports {
+		if err := s.attachPortHooks(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Shim) attachPortHooks(p *port) error {
+	params := hookParams{
+		mark:      s.cfg.Shim.Mark,
+		mask:      s.cfg.Shim.MarkMask,
+		mac:       p.ifi.HardwareAddr,
+		capture:   p.veth.near.Attrs().Index,
+		heartbeat: s.cfg.Shim.Heartbeat,
+	}
+	eg, err := attach(progEgress, egressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXEgress, &s.ownProgs)
+	if err != nil {
+		return err
+	}
+	p.hooks = append(p.hooks, eg)
+	in, err := attach(progIngress, ingressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXIngress, &s.ownProgs)
+	if err != nil {
+		return err
+	}
+	p.hooks = append(p.hooks, in)
+	s.log.Info("attached", "interface", p.ifi.Name, "ifindex", p.ifi.Index, "mac", p.ifi.HardwareAddr.String(), "capture", p.veth.far.Attrs().Name)
+	return nil
+}
+
+// detachHooks detaches p's hooks from its external interface: the host routes on its own.
+func (p *port) detachHooks() {
+	for _, l := range p.hooks {
+		_ = l.Close()
+	}
+	p.hooks = nil
+}
+
+func (s *Shim) detachHooks() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.ports {
+		p.detachHooks()
+	}
+}
+
+// closeWire closes the socket to the external interface; frames queued for it are dropped
+// and counted until bindPort opens a new one.
+func (p *port) closeWire() {
+	if w := p.wire.Swap(nil); w != nil {
+		_ = w.Close()
+	}
+}
+
+// closeSockets closes the port's sockets, which ends its frame loop.
+func (p *port) closeSockets() {
+	p.closing.Store(true)
+	if p.capture != nil {
+		_ = p.capture.Close()
+	}
+	p.closeWire()
+}
+
+func (s *Shim) closeSockets() {
+	for _, p := range s.ports {
+		p.closeSockets()
+	}
+}
+
+// release closes what is left of p after its hooks and sockets: its programs on the veth and
+// the veth pair itself.
+func (p *port) release() {
+	for _, l := range []link.Link{p.inject, p.sink} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+	p.inject, p.sink = nil, nil
+	if p.veth != nil {
+		p.veth.delete()
+		p.veth = nil
+	}
+}
+
+// removePort detaches an interface no gateway uses any more. Its slot stays (the indexes of
+// the others never change), marked removed. s.mu is held.
+func (s *Shim) removePort(i int) {
+	p := s.ports[i]
+	p.detachHooks()
+	p.closeSockets()
+	p.release()
+	p.removed = true
+	s.log.Info("detached", "interface", p.name)
+}
+
+// ifaceIndex returns the index of the port of interface name (the latest, when a reload
+// detached and attached it again), -1 when there is none.
+func (s *Shim) ifaceIndex(name string) int {
+	ports := *s.portsSnap.Load()
+	for i := len(ports) - 1; i >= 0; i-- {
+		if ports[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
