@@ -1,10 +1,3 @@
-// Package conf reads, checks and holds l2shim's TOML configuration (DESIGN.md §5).
-//
-// Load and Parse decode a file strictly: an unknown key, a value of the wrong type or out of
-// range, a duplicate gateway name or a route-to rule naming an unknown or ambiguous gateway is an
-// error naming the file, the line and the key, and every such problem is reported at once.
-// CheckHost then checks a loaded configuration against the interfaces of the host it would run
-// on.
 package conf
 
 import (

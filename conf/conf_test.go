@@ -577,7 +577,7 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-// TestExample loads DESIGN.md §5's example, made valid.
+// TestExample loads a short example with every table (testdata/example.toml).
 func TestExample(t *testing.T) {
 	c, err := Load("testdata/example.toml")
 	if err != nil {

@@ -1,9 +1,3 @@
-// Package control is l2shim's control socket: `l2shim status`, `reload`, `drain` and `undrain`
-// talk to a running instance through it. One JSON request per connection, one JSON response.
-//
-// The socket is a Unix stream socket created with mode 0660, so root and the socket's group
-// can use it. The server answers from the handler, which must not block the datapath: the shim
-// builds a status snapshot from atomic counters and control-plane state only.
 package control
 
 import (

@@ -1,6 +1,3 @@
-// Package failover chooses the gateway for each new flow. This policy is stable,
-// weighted per-flow placement (load-balance) and first-usable (failover); SYN-retry rotation,
-// failure accounting and probes build on the same Candidate list.
 package failover
 
 import (

@@ -1,6 +1,8 @@
-// Package filters evaluates the [[rule]] tables of the configuration (DESIGN.md §3 decide step 2,
-// §5): the datapath asks it once per new flow which rule, if any, the flow's first frame matches,
-// and keeps the verdict in the flow so that later frames never pay for matching again.
+// Package filters evaluates the [[rule]] tables of the configuration, the step that comes right
+// after the on-link check when a new flow is decided: the datapath asks it once per new flow
+// which rule, if any, the flow's first frame matches, and keeps the verdict in the flow so that
+// later frames never pay for matching again. Acting on the verdict (placing, passing or
+// dropping the flow) is the datapath's business, not this package's.
 //
 // Rules are evaluated in file order and the first match wins, as in IPNetRouterX's filter table.
 // A configuration may hold hundreds or thousands of rules (generated block lists, per-customer

@@ -1,8 +1,3 @@
-// Package metrics exports a running l2shim's state to Prometheus ([shim] metrics = "ADDR:PORT").
-//
-// Most series are read from the same status snapshot `l2shim status` shows, at scrape time, so
-// scraping never touches the datapath. The probe round-trip histogram is fed by the prober as
-// replies arrive.
 package metrics
 
 import (

@@ -279,10 +279,11 @@ func (f *Frame) setInner(addrOff, portOff int, echoType uint8, ip [4]byte, port 
 
 // ClampMSS lowers the MSS option of a TCP segment with SYN set (a SYN or a SYN-ACK) to mss when
 // it announces more, so that a flow placed on an uplink with a smaller MTU never sends segments
-// the uplink cannot carry (the host gets no ICMP from that path, §2 of DESIGN.md). It reports
-// whether it changed the frame. A full checksum is adjusted incrementally; a partial sum is left
-// alone, because the option is part of the TCP header the device sums later. An option at an odd
-// offset contributes its bytes swapped to the 16-bit word sum, and the update accounts for that.
+// the uplink cannot carry (a frame l2shim sends that is too big fails with EMSGSIZE, and the
+// host gets no ICMP about it). It reports whether it changed the frame. A full checksum is
+// adjusted incrementally; a partial sum is left alone, because the option is part of the TCP
+// header the device sums later. An option at an odd offset contributes its bytes swapped to the
+// 16-bit word sum, and the update accounts for that.
 func (f *Frame) ClampMSS(mss uint16) bool {
 	if !f.valid() || f.L4 < 0 || f.Proto != ProtoTCP || f.TCPFlags&TCPSyn == 0 ||
 		f.L4+tcpMinLen > f.End {

@@ -190,8 +190,9 @@ func (f *Frame) SegmentEncapCount() int {
 // (the caller then drops and counts the frame). It does not allocate, and it leaves f unchanged.
 //
 // The kernel hands over such frames from tunnels whose underlay is an external interface, and
-// refuses to send them back (ENOMEM): see DESIGN.md §2. Cutting them here turns them into frames
-// the datapath NATs and places like any other.
+// refuses to send them back (ENOMEM; such a frame reads back as plain GSO_TCPV4 with csum_start
+// at the inner TCP header). Cutting them here turns them into frames the datapath NATs and
+// places like any other.
 //
 // Understood encapsulations, with the outer IPv4 header of f:
 //   - UDP (VXLAN, GENEVE, and any other UDP tunnel: the bytes between the UDP header and the

@@ -1,22 +1,3 @@
-// Package rewrite parses Ethernet/IPv4 frames in place and rewrites them for l2shim: MAC
-// addresses, IPv4 source and destination NAT (with TCP/UDP ports and ICMP echo identifiers),
-// the addresses and ports quoted inside ICMP errors, the TCP MSS option, and the checksum
-// arithmetic that goes with all of it.
-//
-// The datapath reads frames from AF_PACKET sockets opened with PACKET_VNET_HDR, so the kernel
-// keeps its offloads on: a frame may be a TSO/GRO super-frame of up to 64 KiB and may be
-// CHECKSUM_PARTIAL. Such a frame's L4 checksum field does not hold a checksum at all but the
-// uncomplemented, folded pseudo-header sum, which the device (or the kernel's software fallback)
-// later completes by summing everything from csum_start and storing the complement. NAT must
-// therefore update each kind of field by its own rule (RFC 1624 in both cases, but a complemented
-// field for a full checksum and an uncomplemented one for a partial sum, and only the
-// pseudo-header fields for the latter). Frame.Parse finds out which rule applies and the setters
-// follow it, so that the frame written back with the same virtio-net header is exactly what the
-// kernel would have produced for the new addresses.
-//
-// Everything on the per-frame path (Parse, SetMACs, SetSrc, SetDst, SetInnerSrc, SetInnerDst,
-// ClampMSS, FitGSO, BuildFragNeeded) works on offsets into the caller's buffer: it never copies
-// the frame, never allocates and never panics, whatever the bytes.
 package rewrite
 
 import "encoding/binary"

@@ -1,5 +1,3 @@
-// Command l2shim lets a Linux host with several uplinks use all of them: per-flow load balancing
-// across gateways beside an unmodified host stack. See README.md.
 package main
 
 import (
@@ -21,7 +19,7 @@ import (
 	"github.com/l2shim/l2shim/shim"
 )
 
-// Exit codes (DESIGN.md §6).
+// Exit codes, the same for every command (docs/commands.md).
 const (
 	exitOK      = 0
 	exitRuntime = 1

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// TestExitCodes checks the command contract of DESIGN.md §6: 0 success, 1 runtime failure,
+// TestExitCodes checks the exit codes every command promises: 0 success, 1 runtime failure,
 // 2 bad usage or config, with the reason on stderr.
 func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
