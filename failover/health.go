@@ -21,7 +21,8 @@ import (
 //     not fail through the gateway's fault either, so report neither Success nor Failure for it:
 //     it proves the gateway's own path works but says nothing about the destination.
 //   - Failure: an attempt got no answer at all and was rotated away (more than syn_retries SYNs,
-//     or unanswered UDP requests) or timed out.
+//     or unanswered UDP requests). An attempt that is never answered and never rotated (no
+//     other gateway was usable) is not reported as a failure.
 //
 // A failure counts against its gateway only when another gateway reached the same destination
 // address meanwhile: from just before the failed attempt began (start - 1 s) until the failure

@@ -27,7 +27,7 @@ import "fmt"
 // round in progress at L may still have been answered. The probe_misses-th missed round is
 // reported when the round after it starts, so the gateway is down at most
 // (probe_misses + 1) × probe_interval after L: 0.8 s with 200 ms and 3 misses (within the
-// 1.5 s target), 4 s with the defaults (1 s, 3).
+// 1.5 s l2shim aims for at that interval), 4 s with the defaults (1 s, 3).
 //
 // False alarms, and why a round must carry more than one echo. Losses are independent with
 // probability p per echo. If a round's result is a single echo, a round misses with q = p and a
@@ -39,7 +39,7 @@ import "fmt"
 //
 // So with one echo per round, the integration test "20 % probe loss on a single target,
 // 200 ms, 30 s, never down" fails most of the time, and no counting rule over the same samples
-// helps: the 1.5 s detection budget allows at most ~6 rounds of misses, and even 6 in a row
+// helps: detection within 1.5 s allows at most ~6 rounds of misses, and even 6 in a row
 // happen in 0.7 % of such runs. Voting ARP with the target ("down only when everything of a
 // round misses") would make it q = p^2, but then an upstream that drops everything while the
 // router answers ARP is never detected, so that is not an option either.
