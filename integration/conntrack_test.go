@@ -3,9 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -23,72 +20,26 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/l2shim/l2shim/control"
-	"golang.org/x/net/icmp"
 	"golang.org/x/sys/unix"
 )
 
-// End-to-end tests of the flow table and NAT under real traffic and abuse
-// (issue 3): a SYN flood against a bounded table, tuple ownership in both
-// orders, ICMP errors both ways, a smaller-MTU uplink, fragments, a VXLAN
-// tunnel placed on the NATed uplink and forwarded LAN traffic.
+// End-to-end tests of the flow table and NAT under real traffic and abuse:
+// a SYN flood against a bounded table, tuple ownership in both orders, ICMP
+// errors both ways, a smaller-MTU uplink, fragments, a VXLAN tunnel placed
+// on the NATed uplink and forwarded LAN traffic.
 //
 // Helpers here are prefixed ct; gateway names are the harness defaults
 // ("eth0" for gw0, "eth1" for gw1).
 
-// ---- shim, status, memory ----
+// ICMP types and codes (RFC 792) the tests expect.
+const (
+	icmpDestUnreachable = 3  // type: destination unreachable
+	icmpTimeExceeded    = 11 // type: time exceeded
+	icmpCodePort        = 3  // destination unreachable code: port unreachable
+	icmpCodeFragNeeded  = 4  // destination unreachable code: fragmentation needed and DF set
+)
 
-// ctStartShim starts l2shim with o (control socket in the test's temp dir)
-// and returns it with its control socket path. The shim's whole output is
-// logged when the test fails.
-func ctStartShim(t *testing.T, topo *Topology, o ConfigOptions) (*Shim, string) {
-	t.Helper()
-	if o.Control == "" {
-		o.Control = filepath.Join(t.TempDir(), "ct.sock")
-	}
-	return startShimCfg(t, topo, o), o.Control
-}
-
-// ctStopShim stops the shim, logs its warnings/errors (at most 20 lines) and
-// its totals, and returns the totals.
-func ctStopShim(t *testing.T, s *Shim) map[string]string {
-	t.Helper()
-	if err := s.Stop(); err != nil {
-		t.Errorf("stop l2shim: %v", err)
-	}
-	var noisy []string
-	for _, l := range s.LogLines(0) {
-		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
-			noisy = append(noisy, l)
-		}
-	}
-	if len(noisy) > 20 {
-		noisy = append(noisy[:20], fmt.Sprintf("... and %d more", len(noisy)-20))
-	}
-	if len(noisy) > 0 {
-		t.Logf("l2shim warnings/errors:\n  %s", strings.Join(noisy, "\n  "))
-	}
-	tot := s.Totals()
-	if l := s.LogLines(0, "msg=totals"); len(l) > 0 {
-		t.Logf("l2shim %s", l[len(l)-1])
-	}
-	return tot
-}
-
-// ctStatus runs `l2shim status --json -s SOCK` in the host namespace.
-func ctStatus(ctx context.Context, topo *Topology, bin, sock string) (*control.Status, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, err := topo.Host.Command(ctx, bin, "status", "--json", "-s", sock).Output()
-	if err != nil {
-		return nil, fmt.Errorf("l2shim status: %v: %s", err, out)
-	}
-	var st control.Status
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("l2shim status --json: %v: %s", err, out)
-	}
-	return &st, nil
-}
+// ---- memory ----
 
 // ctProcMem returns VmRSS and VmHWM of pid in bytes.
 func ctProcMem(pid int) (rss, hwm int64, err error) {
@@ -114,176 +65,54 @@ func ctProcMem(pid int) (rss, hwm int64, err error) {
 
 func ctMiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-// ---- namespaces: commands, nft counters, MTU ----
+// ---- namespaces, config ----
 
-// ctRun runs a command in ns and fails the test when it fails.
-func ctRun(t *testing.T, ns *NS, name string, args ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if out, err := ns.Command(ctx, name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %s %s: %v: %s", ns.Name, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-}
-
-// ctCounters installs table `table` in ns with one chain at hook holding one
-// counting rule per entry of rules ("name" → "nft expression [verdict]"),
-// and returns a reader of those counters (packets).
-func ctCounters(t *testing.T, ns *NS, table, hook string, rules [][2]string) func(name string) int64 {
-	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "table ip %s {\n\tchain c {\n\t\ttype filter hook %s priority -300; policy accept;\n", table, hook)
-	for _, r := range rules {
-		expr, verdict := r[1], ""
-		if i := strings.LastIndex(expr, " => "); i >= 0 {
-			expr, verdict = expr[:i], expr[i+4:]
-		}
-		fmt.Fprintf(&b, "\t\t%s counter %s comment %q\n", expr, verdict, r[0])
-	}
-	b.WriteString("\t}\n}\n")
-	if err := Nft(ns, b.String()); err != nil {
-		t.Fatal(err)
-	}
-	return func(name string) int64 {
-		n, err := NftCounter(ns, "ip", table, "c", name)
-		if err != nil {
-			t.Errorf("%v", err)
-		}
-		return n
-	}
-}
-
+// ctSetMTU sets the MTU of a link in ns, failing the test on error.
 func ctSetMTU(t *testing.T, ns *NS, ifname string, mtu int) {
 	t.Helper()
-	l, err := ns.Netlink().LinkByName(ifname)
-	if err != nil {
-		t.Fatalf("%s: %s: %v", ns.Name, ifname, err)
-	}
-	if err := ns.Netlink().LinkSetMTU(l, mtu); err != nil {
-		t.Fatalf("%s: mtu %d on %s: %v", ns.Name, mtu, ifname, err)
+	if err := setMTU(ns, ifname, mtu); err != nil {
+		t.Fatal(err)
 	}
 }
 
+// ctRule is a route-to rule named "ct PROTO PORT".
 func ctRule(proto string, port int, gateway string) string {
-	return fmt.Sprintf("[[rule]]\nname = \"ct %s %d\"\nprotocol = %q\ndst_port = %d\naction = \"route-to\"\ngateway = %q\n", proto, port, proto, port, gateway)
+	return routeToRule(fmt.Sprintf("ct %s %d", proto, port), proto, port, gateway)
 }
 
 // ---- servers that tell the client how they see it ----
 
-// ctPeerServer is a TCP server that first writes the client's address and
-// port as it sees them ("10.2.0.2:41000\n") and then echoes, and a UDP
-// server on the same address that answers each datagram with
-// "ADDR:PORT|" followed by the datagram.
-type ctPeerServer struct {
-	ln   net.Listener
-	udp  *net.UDPConn
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	cs   map[net.Conn]bool
-	done bool
-}
-
-func ctStartPeerServer(t *testing.T, ns *NS, addr netip.AddrPort) *ctPeerServer {
+// ctStartPeerServer starts, on addr in ns, a TCP server that first writes
+// the client's address and port as it sees them ("10.2.0.2:41000\n") and
+// then echoes, and a UDP server that answers each datagram with
+// "ADDR:PORT|" followed by the datagram. They go with the namespace.
+func ctStartPeerServer(t *testing.T, ns *NS, addr netip.AddrPort) {
 	t.Helper()
-	s := &ctPeerServer{cs: map[net.Conn]bool{}}
-	err := ns.Do(func() error {
-		var err error
-		if s.ln, err = net.Listen("tcp4", addr.String()); err != nil {
-			return err
+	_, err := startTCP(ns, addr, func(c net.Conn) {
+		if _, err := io.WriteString(c, c.RemoteAddr().String()+"\n"); err == nil {
+			echoConn(c)
 		}
-		s.udp, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		if err != nil {
-			s.ln.Close()
-		}
-		return err
 	})
 	if err != nil {
-		t.Fatalf("%s: peer server on %s: %v", ns.Name, addr, err)
+		t.Fatalf("peer server: %v", err)
 	}
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := s.ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			if s.done {
-				s.mu.Unlock()
-				c.Close()
-				return
-			}
-			s.cs[c] = true
-			s.wg.Add(1)
-			s.mu.Unlock()
-			go func() {
-				defer s.wg.Done()
-				defer func() {
-					c.Close()
-					s.mu.Lock()
-					delete(s.cs, c)
-					s.mu.Unlock()
-				}()
-				c.SetDeadline(time.Now().Add(60 * time.Second))
-				if _, err := io.WriteString(c, c.RemoteAddr().String()+"\n"); err != nil {
-					return
-				}
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := s.udp.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			out := append([]byte(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()).String()+"|"), buf[:n]...)
-			s.udp.WriteToUDPAddrPort(out, from)
-		}
-	}()
-	ns.AddCloser(s)
-	return s
+	_, err = startUDP(ns, addr, func(c *net.UDPConn, p []byte, from netip.AddrPort) {
+		c.WriteToUDPAddrPort(append([]byte(from.String()+"|"), p...), from)
+	})
+	if err != nil {
+		t.Fatalf("peer server: %v", err)
+	}
 }
 
-func (s *ctPeerServer) Close() error {
-	s.mu.Lock()
-	if s.done {
-		s.mu.Unlock()
-		return nil
-	}
-	s.done = true
-	s.ln.Close()
-	s.udp.Close()
-	for c := range s.cs {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return nil
-}
-
-// ctDialPeer connects from ns (socket bound to laddr) to a ctPeerServer and
+// ctDialPeer connects from ns (socket bound to laddr) to a peer server and
 // returns the connection and the client address the server saw.
 func ctDialPeer(ctx context.Context, ns *NS, laddr, raddr netip.AddrPort) (net.Conn, netip.AddrPort, error) {
-	var c net.Conn
-	err := ns.Do(func() error {
-		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(laddr)}
-		var err error
-		c, err = d.DialContext(ctx, "tcp4", raddr.String())
-		return err
-	})
+	c, err := dialTCPBound(ctx, ns, laddr, raddr)
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	line, err := ctReadLine(c)
+	line, err := readLine(c)
 	if err != nil {
 		c.Close()
 		return nil, netip.AddrPort{}, fmt.Errorf("read server hello: %w", err)
@@ -295,21 +124,6 @@ func ctDialPeer(ctx context.Context, ns *NS, laddr, raddr netip.AddrPort) (net.C
 	}
 	c.SetDeadline(time.Time{})
 	return c, seen, nil
-}
-
-func ctReadLine(c net.Conn) (string, error) {
-	var line []byte
-	var one [1]byte
-	for len(line) < 128 {
-		if _, err := c.Read(one[:]); err != nil {
-			return "", err
-		}
-		if one[0] == '\n' {
-			return string(line), nil
-		}
-		line = append(line, one[0])
-	}
-	return "", fmt.Errorf("line too long: %q", line)
 }
 
 // ---- raw UDP sockets (socket options, error queue) ----
@@ -460,34 +274,49 @@ func ctChecksum(b []byte, initial uint32) uint16 {
 	return ^uint16(s)
 }
 
-// ctFillSYN writes an Ethernet+IPv4+TCP SYN (54 bytes) into b.
+// Sizes and fields of the SYN frames ctFillSYN writes.
+const (
+	ethHeaderLen = 14
+	ipHeaderLen  = 20 // no options
+	tcpHeaderLen = 20 // no options
+	synFrameLen  = ethHeaderLen + ipHeaderLen + tcpHeaderLen
+
+	ipVersionIHL = 4<<4 | ipHeaderLen/4 // IPv4, header length in 32-bit words
+	ipFlagDF     = 0x4000               // don't fragment (flags and fragment offset field)
+	ipTTL        = 64
+	tcpFlagSYN   = 0x02
+	tcpWindow    = 64240
+)
+
+// ctFillSYN writes an Ethernet+IPv4+TCP SYN (synFrameLen bytes) into b.
 func ctFillSYN(b []byte, dstMAC, srcMAC net.HardwareAddr, src, dst [4]byte, sport, dport uint16, seq uint32, ipid uint16) {
 	copy(b[0:6], dstMAC)
 	copy(b[6:12], srcMAC)
-	b[12], b[13] = 0x08, 0x00
-	ip := b[14:34]
-	ip[0], ip[1] = 0x45, 0
-	binary.BigEndian.PutUint16(ip[2:], 40)
+	binary.BigEndian.PutUint16(b[12:], unix.ETH_P_IP)
+	ip := b[ethHeaderLen : ethHeaderLen+ipHeaderLen]
+	ip[0], ip[1] = ipVersionIHL, 0
+	binary.BigEndian.PutUint16(ip[2:], ipHeaderLen+tcpHeaderLen)
 	binary.BigEndian.PutUint16(ip[4:], ipid)
-	binary.BigEndian.PutUint16(ip[6:], 0x4000)
-	ip[8], ip[9] = 64, 6
+	binary.BigEndian.PutUint16(ip[6:], ipFlagDF)
+	ip[8], ip[9] = ipTTL, unix.IPPROTO_TCP
 	ip[10], ip[11] = 0, 0
 	copy(ip[12:16], src[:])
 	copy(ip[16:20], dst[:])
 	binary.BigEndian.PutUint16(ip[10:], ctChecksum(ip, 0))
-	tcp := b[34:54]
+	tcp := b[ethHeaderLen+ipHeaderLen : synFrameLen]
 	binary.BigEndian.PutUint16(tcp[0:], sport)
 	binary.BigEndian.PutUint16(tcp[2:], dport)
 	binary.BigEndian.PutUint32(tcp[4:], seq)
 	binary.BigEndian.PutUint32(tcp[8:], 0)
-	tcp[12], tcp[13] = 5<<4, 0x02
-	binary.BigEndian.PutUint16(tcp[14:], 64240)
+	tcp[12], tcp[13] = tcpHeaderLen/4<<4, tcpFlagSYN // data offset in 32-bit words
+	binary.BigEndian.PutUint16(tcp[14:], tcpWindow)
 	tcp[16], tcp[17], tcp[18], tcp[19] = 0, 0, 0, 0
+	// Pseudo-header: addresses, protocol, TCP length.
 	pseudo := uint32(src[0])<<8 | uint32(src[1])
 	pseudo += uint32(src[2])<<8 | uint32(src[3])
 	pseudo += uint32(dst[0])<<8 | uint32(dst[1])
 	pseudo += uint32(dst[2])<<8 | uint32(dst[3])
-	pseudo += 6 + 20
+	pseudo += unix.IPPROTO_TCP + tcpHeaderLen
 	binary.BigEndian.PutUint16(tcp[16:], ctChecksum(tcp, pseudo))
 }
 
@@ -537,7 +366,7 @@ func ctSYNFlood(ctx context.Context, ns *NS, ifname string, dstMAC net.HardwareA
 		return res, fmt.Errorf("%s: AF_PACKET socket on %s: %w", ns.Name, ifname, err)
 	}
 	const batch = 64
-	const flen = 54
+	const flen = synFrameLen
 	bufs := make([]byte, batch*flen)
 	iovs := make([]unix.Iovec, batch)
 	msgs := make([]ctMmsghdr, batch)
@@ -587,83 +416,22 @@ func ctSYNFlood(ctx context.Context, ns *NS, ifname string, dstMAC net.HardwareA
 
 // ---- bulk ----
 
-// ctDialBulk connects to a BulkServer and returns the connection and the
-// client address the server saw.
-func ctDialBulk(ctx context.Context, ns *NS, addr netip.AddrPort) (net.Conn, netip.Addr, error) {
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := DialTCP(dctx, ns, addr)
-	if err != nil {
-		return nil, netip.Addr{}, err
-	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	line, err := ctReadLine(c)
-	if err != nil {
-		c.Close()
-		return nil, netip.Addr{}, fmt.Errorf("read bulk server hello: %w", err)
-	}
-	a, err := netip.ParseAddr(line)
-	if err != nil {
-		c.Close()
-		return nil, netip.Addr{}, fmt.Errorf("bad bulk server hello %q", line)
-	}
-	c.SetReadDeadline(time.Time{})
-	return c, a, nil
-}
-
 // ctPacedUpload uploads size bytes of the stream for seed to a BulkServer at
 // no more than rate bytes/s (so that it lasts), storing its progress, and
 // checks the server's sha256 against the sender's.
-func ctPacedUpload(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, rate float64, progress *atomic.Int64, seen *netip.Addr) (string, error) {
-	c, a, err := ctDialBulk(ctx, ns, addr)
-	if err != nil {
-		return "", err
-	}
-	*seen = a
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	var hdr [17]byte
-	hdr[0] = 'U' // the bulk server's upload op
-	binary.BigEndian.PutUint64(hdr[1:9], uint64(size))
-	binary.BigEndian.PutUint64(hdr[9:17], seed)
-	if _, err := c.Write(hdr[:]); err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	st := NewStream(seed)
-	buf := make([]byte, 256<<10)
+func ctPacedUpload(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, rate float64, progress *atomic.Int64) (TransferResult, error) {
 	start := time.Now()
-	var sent int64
-	for sent < size {
-		b := buf[:min(int64(len(buf)), size-sent)]
-		st.Fill(b)
-		h.Write(b)
-		k, err := c.Write(b)
-		sent += int64(k)
+	return upload(ctx, ns, addr, size, seed, nil, func(sent int64) {
 		progress.Store(sent)
-		if err != nil {
-			return "", fmt.Errorf("upload write after %d bytes: %w", sent, err)
-		}
 		if ahead := time.Duration(float64(sent)/rate*1e9) - time.Since(start); ahead > 0 {
 			time.Sleep(ahead)
 		}
-	}
-	var sum [32]byte
-	if _, err := io.ReadFull(c, sum[:]); err != nil {
-		return "", fmt.Errorf("upload: read server sha256 after %d bytes: %w", sent, err)
-	}
-	mine := h.Sum(nil)
-	if !bytes.Equal(mine, sum[:]) {
-		return "", fmt.Errorf("upload corrupted: sender sha256 %x, receiver %x", mine, sum)
-	}
-	return fmt.Sprintf("%x", mine), nil
+	})
 }
 
 // ---- 1. SYN flood ----
 
-// TestConntrackSYNFlood (issue 3.2): max_flows = 65536; while a paced 256 MiB
+// TestConntrackSYNFlood: max_flows = 65536; while a paced 256 MiB
 // upload runs host → server through the shim, gw0 and gw1 each send 500,000
 // spoofed SYNs (random sources in 100.64.0.0/10, random ports; half to a
 // port the host listens on, half to closed ports) to the host's addresses,
@@ -704,14 +472,13 @@ func TestConntrackSYNFlood(t *testing.T) {
 			{"other", "ip daddr 100.64.0.0/10 => drop"},
 		}
 	}
-	gw0 := ctCounters(t, topo.GW0, "ctflood", "prerouting", gwRules(flood1))
-	gw1 := ctCounters(t, topo.GW1, "ctflood", "prerouting", gwRules(flood0))
-	host := ctCounters(t, topo.Host, "ctflood", "prerouting", [][2]string{
+	gw0 := nftCounters(t, topo.GW0, "ctflood", "prerouting", gwRules(flood1))
+	gw1 := nftCounters(t, topo.GW1, "ctflood", "prerouting", gwRules(flood0))
+	host := nftCounters(t, topo.Host, "ctflood", "prerouting", [][2]string{
 		{"syn", "ip saddr 100.64.0.0/10 tcp flags & (syn | ack) == syn"},
 	})
 
-	s, sock := ctStartShim(t, topo, ConfigOptions{Mode: "load-balance", Extra: fmt.Sprintf("[conntrack]\nmax_flows = %d\n", maxFlows)})
-	bin := needShim(t)
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Extra: fmt.Sprintf("[conntrack]\nmax_flows = %d\n", maxFlows)})
 	rss0, _, err := ctProcMem(s.Pid())
 	if err != nil {
 		t.Fatal(err)
@@ -719,17 +486,16 @@ func TestConntrackSYNFlood(t *testing.T) {
 
 	// The established transfer.
 	var progress atomic.Int64
-	var upSeen netip.Addr
 	type upResult struct {
-		sum     string
+		res     TransferResult
 		err     error
 		elapsed time.Duration
 	}
 	upDone := make(chan upResult, 1)
 	upStart := time.Now()
 	go func() {
-		sum, err := ctPacedUpload(ctx, topo.Host, srv.bulkAddr(), upSize, 0xc0ffee, upRate, &progress, &upSeen)
-		upDone <- upResult{sum, err, time.Since(upStart)}
+		res, err := ctPacedUpload(ctx, topo.Host, srv.bulkAddr(), upSize, 0xc0ffee, upRate, &progress)
+		upDone <- upResult{res, err, time.Since(upStart)}
 	}()
 	for progress.Load() < 8<<20 {
 		select {
@@ -741,7 +507,7 @@ func TestConntrackSYNFlood(t *testing.T) {
 			t.Fatalf("upload made no progress: %d bytes in 15 s", progress.Load())
 		}
 	}
-	t.Logf("upload of %d MiB running (server sees %s, %d MiB sent); flood starts", upSize>>20, upSeen, progress.Load()>>20)
+	t.Logf("upload of %d MiB running (%d MiB sent); flood starts", upSize>>20, progress.Load()>>20)
 
 	// Sample memory and the flow table while flooding.
 	var (
@@ -767,7 +533,7 @@ func TestConntrackSYNFlood(t *testing.T) {
 				peakRSS.Store(rss)
 			}
 			if i%4 == 0 {
-				st, err := ctStatus(sampCtx, topo, bin, sock)
+				st, err := s.queryStatus()
 				if err != nil {
 					if sampCtx.Err() == nil {
 						statusErr.Store(err.Error())
@@ -842,9 +608,9 @@ func TestConntrackSYNFlood(t *testing.T) {
 		t.Fatalf("upload still running 90 s after the flood (%d of %d MiB sent)", progress.Load()>>20, upSize>>20)
 	}
 	if up.err != nil {
-		t.Errorf("upload during the flood failed after %d MiB (via %s): %v", progress.Load()>>20, upSeen, up.err)
+		t.Errorf("upload during the flood failed after %d MiB (via %s): %v", progress.Load()>>20, up.res.Seen, up.err)
 	} else {
-		t.Logf("MEASURED upload during the flood: %d MiB via %s byte-exact in %v, sha256 %s…", upSize>>20, upSeen, up.elapsed.Round(time.Millisecond), up.sum[:16])
+		t.Logf("MEASURED upload during the flood: %d MiB via %s byte-exact in %v, sha256 %s…", upSize>>20, up.res.Seen, up.elapsed.Round(time.Millisecond), up.res.SHA256[:16])
 	}
 
 	// Memory, table bound, evictions.
@@ -857,7 +623,7 @@ func TestConntrackSYNFlood(t *testing.T) {
 	if rss1 > peakRSS.Load() {
 		peakRSS.Store(rss1)
 	}
-	st, err := ctStatus(ctx, topo, bin, sock)
+	st, err := s.queryStatus()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -899,12 +665,12 @@ func TestConntrackSYNFlood(t *testing.T) {
 		t.Errorf("after the flood: %d/20 UDP requests answered:%s", r.Answered, firstErrs(r.Errors, 5))
 	}
 	t.Logf("after the flood: %d/40 TCP (server saw %s), %d/20 UDP", ok, srv.echo.Seen, r.Answered)
-	ctStopShim(t, s)
+	stopShim(t, s)
 }
 
 // ---- 2. tuple ownership ----
 
-// TestConntrackTupleOwnership (issue 3.3): a flow NATed to 10.2.0.2:P (a
+// TestConntrackTupleOwnership: a flow NATed to 10.2.0.2:P (a
 // socket bound to 10.1.0.2:P, route-to gw1) and a host socket bound to
 // 10.2.0.2:P toward the same server address and port, in both orders, TCP
 // and UDP: both work and exchange data independently, the server sees two
@@ -915,7 +681,7 @@ func TestConntrackTupleOwnership(t *testing.T) {
 	const port = 7100
 	srvAddr := netip.AddrPortFrom(topo.ServerAddr, port)
 	ctStartPeerServer(t, topo.Server, srvAddr)
-	s, _ := ctStartShim(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("tcp", port, "eth1") + "\n" + ctRule("udp", port, "eth1")})
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("tcp", port, "eth1") + "\n" + ctRule("udp", port, "eth1")})
 	rng, err := topo.Host.ReadSysctl("net.ipv4.ip_local_port_range")
 	if err != nil {
 		t.Fatal(err)
@@ -1048,12 +814,12 @@ func TestConntrackTupleOwnership(t *testing.T) {
 			}
 		})
 	}
-	ctStopShim(t, s)
+	stopShim(t, s)
 }
 
 // ---- 3. ICMP errors ----
 
-// TestConntrackICMPErrors (issue 3.4): errors about flows NATed via gw1
+// TestConntrackICMPErrors: errors about flows NATed via gw1
 // (route-to rules) are translated both ways.
 //   - from the wire: the server's port unreachable (the host's connected UDP
 //     socket gets ECONNREFUSED, offender the server), gw1's time exceeded
@@ -1077,17 +843,17 @@ func TestConntrackICMPErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := ctRule("udp", closedPort, "eth1") + ctRule("udp", echoPort, "eth1") + ctRule("udp", latePort, "eth1") + ctRule("tcp", rstPort, "eth1")
-	gw0 := ctCounters(t, topo.GW0, "ctic", "forward", [][2]string{
+	gw0 := nftCounters(t, topo.GW0, "ctic", "forward", [][2]string{
 		{"icmp-err", "icmp type { destination-unreachable, time-exceeded }"},
 		{"rst", "tcp flags & rst == rst"},
 		{"udp", "udp dport { 7200, 7201, 7202 }"},
 	})
-	gw1 := ctCounters(t, topo.GW1, "ctic", "forward", [][2]string{
+	gw1 := nftCounters(t, topo.GW1, "ctic", "forward", [][2]string{
 		{"icmp-err-out", "ip saddr 10.2.0.2 icmp type destination-unreachable"},
 		{"udp-out", "ip saddr 10.2.0.2 udp dport { 7200, 7201, 7202 }"},
 		{"rst-out", "ip saddr 10.2.0.2 tcp flags & rst == rst"},
 	})
-	s, _ := ctStartShim(t, topo, ConfigOptions{Mode: "load-balance", Extra: extra})
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Extra: extra})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -1125,7 +891,7 @@ func TestConntrackICMPErrors(t *testing.T) {
 		if !errors.Is(rerr, unix.ECONNREFUSED) {
 			t.Errorf("connected UDP socket got %v, want ECONNREFUSED: the server's port unreachable about the NATed flow was not translated to the host", rerr)
 		}
-		if qerr == nil && (eq.Origin != unix.SO_EE_ORIGIN_ICMP || eq.Type != 3 || eq.Code != 3 || eq.Offender != topo.ServerAddr) {
+		if qerr == nil && (eq.Origin != unix.SO_EE_ORIGIN_ICMP || eq.Type != icmpDestUnreachable || eq.Code != icmpCodePort || eq.Offender != topo.ServerAddr) {
 			t.Errorf("error queue: %v, want ICMP type 3 code 3 from %s", eq, topo.ServerAddr)
 		}
 		if n := gw1("udp-out"); n == 0 {
@@ -1144,27 +910,19 @@ func TestConntrackICMPErrors(t *testing.T) {
 		if !errors.Is(rerr, unix.EHOSTUNREACH) {
 			t.Errorf("TTL-1 datagram: socket got %v, want EHOSTUNREACH (gw1's time exceeded, translated)", rerr)
 		}
-		if qerr != nil || eq.Type != 11 || eq.Offender != topo.GW1Addr {
+		if qerr != nil || eq.Type != icmpTimeExceeded || eq.Offender != topo.GW1Addr {
 			t.Errorf("error queue: %v (%v), want ICMP type 11 from %s", eq, qerr, topo.GW1Addr)
 		}
 	})
 
 	t.Run("host/port-unreachable", func(t *testing.T) {
-		var late *net.UDPConn
-		if err := topo.Server.Do(func() error {
-			var err error
-			late, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(srvAt(latePort)))
-			return err
-		}); err != nil {
+		late, err := listenUDP(topo.Server, srvAt(latePort))
+		if err != nil {
 			t.Fatal(err)
 		}
 		defer late.Close()
-		var ic *icmp.PacketConn
-		if err := topo.Server.Do(func() error {
-			var err error
-			ic, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-			return err
-		}); err != nil {
+		ic, err := listenICMP(topo.Server)
+		if err != nil {
 			t.Fatal(err)
 		}
 		defer ic.Close()
@@ -1201,12 +959,12 @@ func TestConntrackICMPErrors(t *testing.T) {
 					break
 				}
 				m := buf[:n]
-				if len(m) < 8+20+8 || m[0] != 3 || m[1] != 3 {
+				if len(m) < 8+20+8 || m[0] != icmpDestUnreachable || m[1] != icmpCodePort {
 					continue
 				}
 				inner := m[8:]
 				ihl := int(inner[0]&0x0f) * 4
-				if inner[9] != 17 || len(inner) < ihl+8 {
+				if inner[9] != unix.IPPROTO_UDP || len(inner) < ihl+8 {
 					continue
 				}
 				isrc := netip.AddrFrom4([4]byte(inner[12:16]))
@@ -1247,12 +1005,8 @@ func TestConntrackICMPErrors(t *testing.T) {
 			err  error
 		}
 		got := make(chan res, 1)
-		var ln net.Listener
-		if err := topo.Server.Do(func() error {
-			var err error
-			ln, err = net.Listen("tcp4", srvAt(rstPort).String())
-			return err
-		}); err != nil {
+		ln, err := listenTCP(topo.Server, srvAt(rstPort))
+		if err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
@@ -1310,19 +1064,19 @@ func TestConntrackICMPErrors(t *testing.T) {
 		if !errors.Is(rerr, unix.EMSGSIZE) {
 			t.Errorf("socket got %v, want EMSGSIZE (gw1's fragmentation needed, translated)", rerr)
 		}
-		if qerr == nil && (eq.Type != 3 || eq.Code != 4 || eq.Info != 1300) {
+		if qerr == nil && (eq.Type != icmpDestUnreachable || eq.Code != icmpCodeFragNeeded || eq.Info != 1300) {
 			t.Errorf("error queue: %v, want ICMP type 3 code 4 mtu 1300", eq)
 		}
 		if mtu != 1300 {
 			t.Errorf("host's path MTU toward the server is %d, want 1300", mtu)
 		}
 	})
-	ctStopShim(t, s)
+	stopShim(t, s)
 }
 
 // ---- 4. MTU ----
 
-// TestConntrackMTU (issue 3.5): the second uplink (host eth1, gw1's LAN
+// TestConntrackMTU: the second uplink (host eth1, gw1's LAN
 // side) at MTU 1400, the first at 1500; 64 MiB uploads and downloads placed
 // on the second (route-to, NATed) complete byte-exact, with the host's GRO
 // off (veth default) and on (a real NIC); a DF datagram too big
@@ -1337,7 +1091,7 @@ func TestConntrackMTU(t *testing.T) {
 	}
 	ctSetMTU(t, topo.Host, "eth1", 1400)
 	ctSetMTU(t, topo.GW1, "lan", 1400)
-	s, _ := ctStartShim(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("tcp", BulkPort, "eth1") + ctRule("udp", udpPort, "eth1")})
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("tcp", BulkPort, "eth1") + ctRule("udp", udpPort, "eth1")})
 	const size = 64 << 20
 	for _, gro := range []bool{false, true} {
 		// GRO on the host's veths mimics a real NIC (veth has it off).
@@ -1403,12 +1157,12 @@ func TestConntrackMTU(t *testing.T) {
 	if !answered {
 		t.Errorf("a %d-byte datagram that fits the uplink was not echoed", len(small))
 	}
-	ctStopShim(t, s)
+	stopShim(t, s)
 }
 
 // ---- 5. fragments ----
 
-// TestConntrackFragments (issue 3.6): UDP datagrams larger than the MTU
+// TestConntrackFragments: UDP datagrams larger than the MTU
 // (DF off, fragmented by the kernels) on a flow NATed via gw1 cross whole
 // both ways: the server echoes each and the bytes match; the gateways carry
 // the non-first fragments, from and to 10.2.0.2 only.
@@ -1419,14 +1173,14 @@ func TestConntrackFragments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw0 := ctCounters(t, topo.GW0, "ctfrag", "forward", [][2]string{
+	gw0 := nftCounters(t, topo.GW0, "ctfrag", "forward", [][2]string{
 		{"frag", "ip frag-off & 0x1fff != 0"},
 	})
-	gw1 := ctCounters(t, topo.GW1, "ctfrag", "forward", [][2]string{
+	gw1 := nftCounters(t, topo.GW1, "ctfrag", "forward", [][2]string{
 		{"frag-out", "ip saddr 10.2.0.2 ip frag-off & 0x1fff != 0"},
 		{"frag-in", "ip daddr 10.2.0.2 ip frag-off & 0x1fff != 0"},
 	})
-	s, _ := ctStartShim(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("udp", port, "eth1")})
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("udp", port, "eth1")})
 	u, err := ctDialUDP(topo.Host, netip.AddrPort{}, netip.AddrPortFrom(topo.ServerAddr, port), map[int]int{unix.IP_MTU_DISCOVER: unix.IP_PMTUDISC_DONT})
 	if err != nil {
 		t.Fatal(err)
@@ -1470,12 +1224,12 @@ func TestConntrackFragments(t *testing.T) {
 	if n := gw0("frag"); n != 0 {
 		t.Errorf("gw0 forwarded %d non-first fragments: fragments of the NATed flow left untranslated", n)
 	}
-	ctStopShim(t, s)
+	stopShim(t, s)
 }
 
 // ---- 6. VXLAN ----
 
-// TestConntrackVXLAN (issue 3.6): a VXLAN tunnel host (192.168.77.1) ↔
+// TestConntrackVXLAN: a VXLAN tunnel host (192.168.77.1) ↔
 // server (192.168.77.2), VNI 42, UDP 4789. The host's outer flows (source
 // 10.1.0.2 by the host's routing) are placed on gw1 by a route-to rule on
 // udp dst_port 4789 and NATed to 10.2.0.2, so the server's VXLAN remote is
@@ -1483,34 +1237,34 @@ func TestConntrackFragments(t *testing.T) {
 // tunnel complete byte-exact, and no outer frame leaves through gw0.
 func TestConntrackVXLAN(t *testing.T) {
 	topo := newTopo(t)
-	ctRun(t, topo.Host, "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "remote", topo.ServerAddr.String(), "dstport", "4789", "nolearning")
-	ctRun(t, topo.Host, "ip", "addr", "add", "192.168.77.1/24", "dev", "vx0")
-	ctRun(t, topo.Host, "ip", "link", "set", "vx0", "up")
-	ctRun(t, topo.Server, "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local", topo.ServerAddr.String(), "remote", topo.HostAddr1.String(), "dstport", "4789", "nolearning")
-	ctRun(t, topo.Server, "ip", "addr", "add", "192.168.77.2/24", "dev", "vx0")
-	ctRun(t, topo.Server, "ip", "link", "set", "vx0", "up")
+	mustRun(t, topo.Host, "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "remote", topo.ServerAddr.String(), "dstport", "4789", "nolearning")
+	mustRun(t, topo.Host, "ip", "addr", "add", "192.168.77.1/24", "dev", "vx0")
+	mustRun(t, topo.Host, "ip", "link", "set", "vx0", "up")
+	mustRun(t, topo.Server, "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local", topo.ServerAddr.String(), "remote", topo.HostAddr1.String(), "dstport", "4789", "nolearning")
+	mustRun(t, topo.Server, "ip", "addr", "add", "192.168.77.2/24", "dev", "vx0")
+	mustRun(t, topo.Server, "ip", "link", "set", "vx0", "up")
 	inner := netip.MustParseAddr("192.168.77.2")
 	bulk, err := StartBulkServer(topo.Server, netip.AddrPortFrom(inner, BulkPort))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw0 := ctCounters(t, topo.GW0, "ctvx", "forward", [][2]string{{"vxlan", "udp dport 4789"}})
-	gw1 := ctCounters(t, topo.GW1, "ctvx", "forward", [][2]string{
+	gw0 := nftCounters(t, topo.GW0, "ctvx", "forward", [][2]string{{"vxlan", "udp dport 4789"}})
+	gw1 := nftCounters(t, topo.GW1, "ctvx", "forward", [][2]string{
 		{"vxlan-nat", "ip saddr 10.2.0.2 udp dport 4789"},
 		{"vxlan-to-host", "ip daddr 10.2.0.2 udp dport 4789"},
 	})
-	srvIn := ctCounters(t, topo.Server, "ctvx", "input", [][2]string{
+	srvIn := nftCounters(t, topo.Server, "ctvx", "input", [][2]string{
 		{"from-10.1.0.2", "ip saddr 10.1.0.2 udp dport 4789"},
 		{"from-10.2.0.2", "ip saddr 10.2.0.2 udp dport 4789"},
 	})
-	s, sock := ctStartShim(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("udp", 4789, "eth1")})
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("udp", 4789, "eth1")})
 	ctx := context.Background()
 	if n, _, err := Ping(ctx, topo.Host, inner, 3, time.Second); n == 0 {
 		t.Fatalf("no ping through the tunnel to %s: %v", inner, err)
 	}
 	const size = 64 << 20
 	counters := func() map[string]uint64 {
-		st, err := ctStatus(ctx, topo, needShim(t), sock)
+		st, err := s.queryStatus()
 		if err != nil {
 			t.Logf("status: %v", err)
 			return nil
@@ -1548,12 +1302,12 @@ func TestConntrackVXLAN(t *testing.T) {
 	if gw1("vxlan-nat") == 0 {
 		t.Errorf("no outer VXLAN packet left through gw1 NATed to 10.2.0.2")
 	}
-	ctStopShim(t, s)
+	stopShim(t, s)
 }
 
 // ---- 7. forwarded traffic ----
 
-// TestConntrackForwarded (issue 3.7): a LAN client (192.168.60.10) behind
+// TestConntrackForwarded: a LAN client (192.168.60.10) behind
 // the host, which forwards and masquerades on eth0 only (nftables): its 40
 // TCP connections and 40 UDP exchanges all succeed, and the server sees
 // both 10.1.0.2 and 10.2.0.2 (nothing else).
@@ -1575,7 +1329,7 @@ func TestConntrackForwarded(t *testing.T) {
 }`); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := ctStartShim(t, topo, ConfigOptions{Mode: "load-balance"})
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ok, errs := TCPEchoMany(ctx, lan, srv.echoAddr(), 40, 4, 3*time.Second)
@@ -1599,5 +1353,5 @@ func TestConntrackForwarded(t *testing.T) {
 			t.Errorf("LAN client %s: server saw other addresses: %s", p.what, FormatCounts(p.counts))
 		}
 	}
-	ctStopShim(t, s)
+	stopShim(t, s)
 }

@@ -15,15 +15,10 @@ import (
 type demoEnv struct {
 	w    io.Writer
 	topo *Topology
-	srv  demoServers
+	srv  servers
 	shim *Shim
 	bin  string
 	dir  string
-}
-
-type demoServers struct {
-	echo *TCPEchoServer
-	udp  *UDPEchoServer
 }
 
 // RunDemo builds a throwaway two-uplink topology (namespaces named l2d*),
@@ -76,10 +71,7 @@ func RunDemo(ctx context.Context, w io.Writer, shimBin string) (err error) {
 	p("    default via %s dev eth0", topo.GW0Addr)
 	p("    gw0 and gw1 drop packets whose source is not on their LAN, as ISPs do.")
 
-	if env.srv.echo, err = StartTCPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort)); err != nil {
-		return err
-	}
-	if env.srv.udp, err = StartUDPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort)); err != nil {
+	if env.srv, err = topo.startServers(); err != nil {
 		return err
 	}
 
@@ -126,12 +118,11 @@ func demoStartShim(ctx context.Context, e *demoEnv) error {
 		return err
 	}
 	e.dir = dir
-	probe := fmt.Sprintf("probe = [%q]", e.topo.ServerAddr)
 	cfg := e.topo.Config(ConfigOptions{
 		Mode:         "load-balance",
 		Control:      dir + "/l2shim.sock",
-		GatewayExtra: [2]string{probe, probe},
-		Extra:        "[failover]\nprobe_interval = \"200ms\"\nprobe_misses = 3",
+		GatewayExtra: probeCfg(e.topo.ServerAddr),
+		Extra:        fastProbes,
 	})
 	fmt.Fprintf(e.w, "    config:\n")
 	for _, l := range strings.Split(strings.TrimSpace(cfg), "\n") {
@@ -175,11 +166,7 @@ func demoStopShim(ctx context.Context, e *demoEnv) error {
 		return err
 	}
 	links, _ := e.topo.ShimLinks()
-	n := 0
-	for _, ifn := range []string{e.topo.HostIf0, e.topo.HostIf1} {
-		in, eg, _ := TCXPrograms(e.topo.Host, ifn)
-		n += in + eg
-	}
+	n, _, _ := e.topo.hostTCXPrograms()
 	fmt.Fprintf(e.w, "    l2shim exited 0; l2s* links left: %d, TCX programs left on eth0/eth1: %d\n", len(links), n)
 	return nil
 }

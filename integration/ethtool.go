@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -108,4 +109,21 @@ func TCXPrograms(ns *NS, ifname string) (ingress, egress int, err error) {
 		return nil
 	})
 	return ingress, egress, err
+}
+
+// hostTCXPrograms counts the TCX programs attached to the host's eth0 and
+// eth1 (both directions) and describes them per interface; err joins the
+// queries that failed.
+func (t *Topology) hostTCXPrograms() (total int, desc string, err error) {
+	var parts []string
+	var errs []error
+	for _, ifn := range []string{t.HostIf0, t.HostIf1} {
+		in, eg, err := TCXPrograms(t.Host, ifn)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		total += in + eg
+		parts = append(parts, fmt.Sprintf("%s ingress=%d egress=%d", ifn, in, eg))
+	}
+	return total, strings.Join(parts, ", "), errors.Join(errs...)
 }

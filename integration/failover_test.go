@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Tests of gateway selection under failure (issue 4): SYN rotation, failure
+// Tests of gateway selection under failure: SYN rotation, failure
 // accounting, active probes, flows on a dead gateway, all gateways down, and
 // a host whose interfaces change under l2shim.
 //
@@ -19,21 +19,11 @@ import (
 // route becomes a blackhole, so it still answers ARP (and pings to itself)
 // on the host's LAN but forwards nothing and sends no ICMP back.
 
-// probeCfg is the gateway extras that make both gateways probe target.
-func probeCfg(target netip.Addr) [2]string {
-	p := fmt.Sprintf("probe = [%q]", target)
-	return [2]string{p, p}
-}
-
-func failoverTable(kv ...string) string {
-	return "[failover]\n" + strings.Join(kv, "\n")
-}
-
-// stopShimTotals stops the shim (it must exit 0) and returns its totals line.
-func stopShimTotals(t *testing.T, s *Shim) map[string]string {
+// stopShimTotals is stopShim for a test that reads the totals: it fails the
+// test when the shim logged no totals line.
+func stopShimTotals(t *testing.T, s *testShim) map[string]string {
 	t.Helper()
-	stopShim(t, s)
-	tot := s.Totals()
+	tot := stopShim(t, s)
 	if tot == nil {
 		t.Errorf("l2shim logged no totals line at stop")
 		return map[string]string{}
@@ -45,15 +35,6 @@ func atoiAttr(m map[string]string, key string) int {
 	var n int
 	fmt.Sscan(m[key], &n)
 	return n
-}
-
-// requireCounts fails the test unless the server saw every one of n flows
-// from want and nothing else.
-func requireOnly(t *testing.T, what string, counts map[netip.Addr]int, want netip.Addr, n int) {
-	t.Helper()
-	if counts[want] != n || len(counts) != 1 {
-		t.Errorf("%s: server saw %s, want %s=%d only", what, FormatCounts(counts), want, n)
-	}
 }
 
 // checkTimings asserts that every connection succeeded within limit and
@@ -94,14 +75,9 @@ func waitServerSees(ctx context.Context, topo *Topology, srv servers, want netip
 // synRecvFrom counts the server's half-open (SYN-RECV) connections from src.
 func synRecvFrom(t *testing.T, ns *NS, src netip.Addr) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	out, err := ns.Command(ctx, "ss", "-Htn", "state", "syn-recv").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ss in %s: %v: %s", ns.Name, err, out)
-	}
+	out := mustRun(t, ns, "ss", "-Htn", "state", "syn-recv")
 	n := 0
-	for _, l := range strings.Split(string(out), "\n") {
+	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
 		if len(f) >= 4 && strings.HasPrefix(f[len(f)-1], src.String()+":") {
 			n++
@@ -110,7 +86,7 @@ func synRecvFrom(t *testing.T, ns *NS, src netip.Addr) int {
 	return n
 }
 
-// TestSYNRotation (issue 4.3): gw0's upstream silently drops everything while
+// TestSYNRotation: gw0's upstream silently drops everything while
 // its LAN side still answers ARP, probes are off and failure accounting
 // cannot bench it: every new TCP connection from the host still succeeds,
 // each within 4.5 s, by moving its third SYN to gw1 with NAT following. An
@@ -227,7 +203,7 @@ func TestSYNRotation(t *testing.T) {
 	}
 }
 
-// TestFailureAccounting (issue 4.4): connections to a closed port, to an
+// TestFailureAccounting: connections to a closed port, to an
 // address reported unreachable and to an address that drops everything on
 // every path bench no gateway; a silently
 // dead upstream is benched once enough of its connection attempts failed
@@ -240,9 +216,7 @@ func TestFailureAccounting(t *testing.T) {
 	// An address nobody answers on any path: the gateways send everything
 	// to the server, whose blackhole route drops it silently.
 	dead := netip.MustParseAddr("198.51.100.7")
-	if out, err := topo.Server.Command(context.Background(), "ip", "route", "add", "blackhole", dead.String()+"/32").CombinedOutput(); err != nil {
-		t.Fatalf("blackhole route: %v: %s", err, out)
-	}
+	mustRun(t, topo.Server, "ip", "route", "add", "blackhole", dead.String()+"/32")
 	// An address both gateways report unreachable (ICMP host unreachable
 	// from a router on the way, not from the destination).
 	unreach := netip.MustParseAddr("198.51.100.8")
@@ -402,7 +376,7 @@ func TestFailureAccounting(t *testing.T) {
 	stopShim(t, s)
 }
 
-// TestProbes (issues 4.5 and 4.6): probes every 200 ms, down after 3 misses.
+// TestProbes: probes every 200 ms, down after 3 misses.
 // A healthy gw0 losing 20 % of its probes is never declared down in 30 s.
 // After a silent upstream loss, within 1.5 s new connections go only
 // through gw1, each in < 1 s; gw0's open TCP connection is reset toward the
@@ -414,7 +388,7 @@ func TestProbes(t *testing.T) {
 	srv := startServers(t, topo)
 	s := startShimCfg(t, topo, ConfigOptions{
 		Mode:         "load-balance",
-		Extra:        failoverTable(`probe_interval = "200ms"`, `probe_misses = 3`),
+		Extra:        fastProbes,
 		GatewayExtra: probeCfg(topo.ServerAddr),
 	})
 	ctx := context.Background()
@@ -532,15 +506,7 @@ func TestProbes(t *testing.T) {
 	}
 
 	// gw0's UDP flow: moved to gw1, NAT following.
-	buf := make([]byte, 64)
-	var udpAns string
-	for try := 0; try < 6 && udpAns == ""; try++ {
-		udp0.Write([]byte("?whoami"))
-		udp0.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if n, err := udp0.Read(buf); err == nil {
-			udpAns = string(buf[:n])
-		}
-	}
+	udpAns, _ := whoami(udp0, 6, 300*time.Millisecond)
 	if udpAns != topo.HostAddr1.String() {
 		t.Errorf("gw0's UDP flow after gw0 went down: answer %q, want the server to see %s (moved to gw1)", udpAns, topo.HostAddr1)
 	} else {
@@ -575,7 +541,7 @@ func TestProbes(t *testing.T) {
 	}
 }
 
-// TestAllGatewaysDown (issue 4.7): when every gateway is down, l2shim leaves
+// TestAllGatewaysDown: when every gateway is down, l2shim leaves
 // new flows to the host's own routing (eth0, the host's address, no NAT),
 // logs it once, and takes over again when a gateway is back. The gateways'
 // probe target stops answering while the data path keeps working, so what
@@ -589,7 +555,7 @@ func TestAllGatewaysDown(t *testing.T) {
 	}
 	s := startShimCfg(t, topo, ConfigOptions{
 		Mode:         "load-balance",
-		Extra:        failoverTable(`probe_interval = "200ms"`, `probe_misses = 3`),
+		Extra:        fastProbes,
 		GatewayExtra: probeCfg(target),
 	})
 	ctx := context.Background()
@@ -633,19 +599,14 @@ func TestAllGatewaysDown(t *testing.T) {
 	} else {
 		t.Logf("a gateway usable again %v after the probe target answered", at.Sub(back).Round(time.Millisecond))
 	}
-	srv.echo.Seen.Reset()
-	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 40, 4, 3*time.Second)
-	if ok != 40 {
-		t.Errorf("after the outage: %d/40:%s", ok, firstErrs(errs, 5))
-	}
-	splitOK(t, "after the outage", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+	spreadOK(t, "after the outage", topo, srv, 40, 4)
 	if n := len(s.LogLines(mark, "no usable gateway")); n != 1 {
 		t.Errorf("%q logged %d times, want once", "no usable gateway", n)
 	}
 	stopShim(t, s)
 }
 
-// TestChangingHost (issue 4.8): l2shim follows netlink without a restart.
+// TestChangingHost: l2shim follows netlink without a restart.
 // eth1 down: gw1 unusable at once (every new connection works, via eth0);
 // up: gw1 usable again after it answers ARP. eth1's address changed (DHCP):
 // new flows through eth1 NAT to the new address. eth1 deleted and re-created
@@ -655,7 +616,7 @@ func TestChangingHost(t *testing.T) {
 	srv := startServers(t, topo)
 	s := startShimCfg(t, topo, ConfigOptions{
 		Mode:  "load-balance",
-		Extra: failoverTable(`probe_interval = "200ms"`, `probe_misses = 3`),
+		Extra: fastProbes,
 	})
 	ctx := context.Background()
 	requireSteering(t, topo, srv)
@@ -699,14 +660,8 @@ func TestChangingHost(t *testing.T) {
 		change := func(from, to netip.Addr) {
 			t.Helper()
 			mark := s.LogMark()
-			for _, args := range [][]string{
-				{"addr", "del", from.String() + "/24", "dev", topo.HostIf1},
-				{"addr", "add", to.String() + "/24", "dev", topo.HostIf1},
-			} {
-				if out, err := topo.Host.Command(ctx, "ip", args...).CombinedOutput(); err != nil {
-					t.Fatalf("ip %v: %v: %s", args, err, out)
-				}
-			}
+			mustRun(t, topo.Host, "ip", "addr", "del", from.String()+"/24", "dev", topo.HostIf1)
+			mustRun(t, topo.Host, "ip", "addr", "add", to.String()+"/24", "dev", topo.HostIf1)
 			if _, _, err := s.WaitLog(mark, 3*time.Second, "interface address changed", to.String()); err != nil {
 				// The log may not name the address; the traffic check below decides.
 				if _, _, err2 := s.WaitLog(mark, time.Second, "interface address changed"); err2 != nil {
@@ -753,12 +708,7 @@ func TestChangingHost(t *testing.T) {
 		} else {
 			t.Logf("MEASURED first new flow through the re-created eth1 %v after it came back", d.Round(time.Millisecond))
 		}
-		srv.echo.Seen.Reset()
-		ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 40, 4, 3*time.Second)
-		if ok != 40 {
-			t.Errorf("after eth1 was re-created: %d/40:%s", ok, firstErrs(errs, 5))
-		}
-		splitOK(t, "after eth1 was re-created", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+		spreadOK(t, "after eth1 was re-created", topo, srv, 40, 4)
 	})
 
 	stopShim(t, s)

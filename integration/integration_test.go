@@ -2,10 +2,12 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/l2shim/l2shim/control"
 )
 
 // Environment:
@@ -96,41 +100,34 @@ func newTopo(t *testing.T) *Topology {
 	return topo
 }
 
-type servers struct {
-	echo *TCPEchoServer
-	udp  *UDPEchoServer
-	bulk *BulkServer
-}
-
-func (s servers) echoAddr() netip.AddrPort { return s.echo.Addr }
-func (s servers) udpAddr() netip.AddrPort  { return s.udp.Addr }
-func (s servers) bulkAddr() netip.AddrPort { return s.bulk.Addr }
-
 func startServers(t *testing.T, topo *Topology) servers {
 	t.Helper()
-	var s servers
-	var err error
-	if s.echo, err = StartTCPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort)); err != nil {
-		t.Fatal(err)
-	}
-	if s.udp, err = StartUDPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort)); err != nil {
-		t.Fatal(err)
-	}
-	if s.bulk, err = StartBulkServer(topo.Server, netip.AddrPortFrom(topo.ServerAddr, BulkPort)); err != nil {
+	s, err := topo.startServers()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
+// testShim is an l2shim a test started, with the binary and the control
+// socket to talk to it.
+type testShim struct {
+	*Shim
+	topo *Topology
+	bin  string
+	sock string
+}
+
 // startShim starts l2shim on the topology in the given mode.
-func startShim(t *testing.T, topo *Topology, mode string) *Shim {
+func startShim(t *testing.T, topo *Topology, mode string) *testShim {
+	t.Helper()
 	return startShimCfg(t, topo, ConfigOptions{Mode: mode})
 }
 
 // startShimCfg starts l2shim on the topology with a config built from o (the
 // control socket in the test's temp dir); its output is logged if the test
 // fails and the config is logged always.
-func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *Shim {
+func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *testShim {
 	t.Helper()
 	bin := needShim(t)
 	if o.Control == "" {
@@ -155,14 +152,128 @@ func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *Shim {
 			t.Logf("l2shim (pid %d) output:\n%s", s.Pid(), s.Output())
 		}
 	})
-	return s
+	return &testShim{Shim: s, topo: topo, bin: bin, sock: o.Control}
 }
 
-func stopShim(t *testing.T, s *Shim) {
+// stopShim stops the shim (an error unless it exits 0), logs its warnings
+// and errors (at most 20 lines) and its totals line, and returns its totals
+// (nil when it logged none).
+func stopShim(t *testing.T, s *testShim) map[string]string {
 	t.Helper()
 	if err := s.Stop(); err != nil {
 		t.Errorf("stop l2shim: %v", err)
 	}
+	var noisy []string
+	for _, l := range s.LogLines(0) {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			noisy = append(noisy, l)
+		}
+	}
+	if len(noisy) > 20 {
+		noisy = append(noisy[:20], fmt.Sprintf("... and %d more", len(noisy)-20))
+	}
+	if len(noisy) > 0 {
+		t.Logf("l2shim warnings/errors:\n  %s", strings.Join(noisy, "\n  "))
+	}
+	if l := s.LogLines(0, "msg=totals"); len(l) > 0 {
+		t.Logf("l2shim %s", l[len(l)-1])
+	}
+	return s.Totals()
+}
+
+// queryStatus asks the shim for its status over the control socket.
+func (s *testShim) queryStatus() (*control.Status, error) {
+	resp, err := control.Call(s.sock, control.Request{Command: "status"}, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	if resp.Status == nil {
+		return nil, fmt.Errorf("status: answer without a status: %+v", resp)
+	}
+	return resp.Status, nil
+}
+
+// status is queryStatus, failing the test on error.
+func (s *testShim) status(t *testing.T) *control.Status {
+	t.Helper()
+	st, err := s.queryStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// runShimCommand writes config to a file and runs `l2shim CMD -c FILE` in
+// the host namespace; it returns the combined output and the exit code.
+func runShimCommand(t *testing.T, topo *Topology, cmd, config string) (string, int) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "l2shim.toml")
+	if err := os.WriteFile(f, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := topo.Host.Command(ctx, needShim(t), cmd, "-c", f).CombinedOutput()
+	return string(out), exitCode(t, err)
+}
+
+// exitCode is the exit code of a command that ended with err; the test
+// fails when the command did not run or exit.
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return ee.ExitCode()
+}
+
+// mustRun runs a command in ns (bounded by 10 s), fails the test when it
+// fails, and returns its output.
+func mustRun(t *testing.T, ns *NS, name string, args ...string) string {
+	t.Helper()
+	out, err := ns.Run(nil, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// nftCounters installs table `table` in ns with one chain at hook (at a
+// priority before anything else there) holding one counting rule per entry
+// of rules ("name" → "nft expression [=> verdict]"), and returns a reader
+// of those counters (packets).
+func nftCounters(t *testing.T, ns *NS, table, hook string, rules [][2]string) func(name string) int64 {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "table ip %s {\n\tchain c {\n\t\ttype filter hook %s priority -300; policy accept;\n", table, hook)
+	for _, r := range rules {
+		expr, verdict := r[1], ""
+		if i := strings.LastIndex(expr, " => "); i >= 0 {
+			expr, verdict = expr[:i], expr[i+4:]
+		}
+		fmt.Fprintf(&b, "\t\t%s counter %s comment %q\n", expr, verdict, r[0])
+	}
+	b.WriteString("\t}\n}\n")
+	if err := Nft(ns, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	return func(name string) int64 {
+		n, err := NftCounter(ns, "ip", table, "c", name)
+		if err != nil {
+			t.Errorf("%v", err)
+		}
+		return n
+	}
+}
+
+// routeToRule is a [[rule]] table placing flows of proto to dst_port port
+// on gateway.
+func routeToRule(name, proto string, port int, gateway string) string {
+	return fmt.Sprintf("[[rule]]\nname = %q\nprotocol = %q\ndst_port = %d\naction = \"route-to\"\ngateway = %q\n", name, proto, port, gateway)
 }
 
 // splitOK asserts that the server saw exactly the two host addresses, each at
@@ -185,11 +296,26 @@ func splitOK(t *testing.T, what string, topo *Topology, counts map[netip.Addr]in
 	}
 }
 
-func onlyFrom(t *testing.T, what string, counts map[netip.Addr]int, want netip.Addr, n int) {
+// requireOnly fails the test unless the server saw every one of n flows
+// from want and nothing else.
+func requireOnly(t *testing.T, what string, counts map[netip.Addr]int, want netip.Addr, n int) {
 	t.Helper()
 	if counts[want] != n || len(counts) != 1 {
-		t.Errorf("%s: server saw %s, want %s=%d only (plain routing via eth0)", what, FormatCounts(counts), want, n)
+		t.Errorf("%s: server saw %s, want %s=%d only", what, FormatCounts(counts), want, n)
 	}
+}
+
+// spreadOK makes n new echo connections from the host, workers at a time,
+// and checks that every one succeeds and that they spread over both uplinks
+// (splitOK).
+func spreadOK(t *testing.T, what string, topo *Topology, srv servers, n, workers int) {
+	t.Helper()
+	srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), n, workers, 3*time.Second)
+	if ok != n {
+		t.Errorf("%s: %d/%d connections succeeded:%s", what, ok, n, firstErrs(errs, 5))
+	}
+	splitOK(t, what, topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
 }
 
 func firstErrs(errs []error, n int) string {
@@ -296,13 +422,13 @@ func TestBaselineWithoutShim(t *testing.T) {
 	if ok != 20 {
 		t.Errorf("TCP: %d/20 connections succeeded:%s", ok, firstErrs(errs, 5))
 	}
-	onlyFrom(t, "TCP without l2shim", srv.echo.Seen.Counts(), topo.HostAddr0, 20)
+	requireOnly(t, "TCP without l2shim (plain routing via eth0)", srv.echo.Seen.Counts(), topo.HostAddr0, 20)
 
 	res := UDPExchange(ctx, topo.Host, srv.udpAddr(), 10, 1, time.Second)
 	if res.Answered != 10 {
 		t.Errorf("UDP: %d/10 answered:%s", res.Answered, firstErrs(res.Errors, 5))
 	}
-	onlyFrom(t, "UDP without l2shim", srv.udp.Seen.Counts(), topo.HostAddr0, 10)
+	requireOnly(t, "UDP without l2shim (plain routing via eth0)", srv.udp.Seen.Counts(), topo.HostAddr0, 10)
 
 	// eth1's address through the default route (eth0 → gw0): gw0 drops it.
 	srv.udp.Seen.Reset()
@@ -485,24 +611,19 @@ func TestMacvlanUntouched(t *testing.T) {
 		if ok != 20 {
 			t.Errorf("%s: macvlan TCP to server: %d/20:%s", phase, ok, firstErrs(errs, 5))
 		}
-		onlyFrom(t, phase+": macvlan TCP", srv.echo.Seen.Counts(), mvAddr.Addr(), 20)
+		requireOnly(t, phase+": macvlan TCP", srv.echo.Seen.Counts(), mvAddr.Addr(), 20)
 		srv.udp.Seen.Reset()
 		res := UDPExchange(ctx, mv, srv.udpAddr(), 10, 1, time.Second)
 		if res.Answered != 10 {
 			t.Errorf("%s: macvlan UDP: %d/10:%s", phase, res.Answered, firstErrs(res.Errors, 5))
 		}
-		onlyFrom(t, phase+": macvlan UDP", srv.udp.Seen.Counts(), mvAddr.Addr(), 10)
+		requireOnly(t, phase+": macvlan UDP", srv.udp.Seen.Counts(), mvAddr.Addr(), 10)
 	}
 	check("without l2shim")
 	s := startShim(t, topo, "load-balance")
 	check("with l2shim")
 	// The host itself is still steered meanwhile.
-	srv.echo.Seen.Reset()
-	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 40, 2, 3*time.Second)
-	if ok != 40 {
-		t.Errorf("host TCP with macvlan present: %d/40:%s", ok, firstErrs(errs, 5))
-	}
-	splitOK(t, "host TCP next to the macvlan", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+	spreadOK(t, "host TCP next to the macvlan", topo, srv, 40, 2)
 	stopShim(t, s)
 }
 
@@ -528,33 +649,18 @@ func plainRouting(t *testing.T, what string, topo *Topology, srv servers, n int)
 	if ok != n {
 		t.Errorf("%s: %d/%d connections:%s", what, ok, n, firstErrs(errs, 5))
 	}
-	onlyFrom(t, what, srv.echo.Seen.Counts(), topo.HostAddr0, ok)
+	requireOnly(t, what+" (plain routing via eth0)", srv.echo.Seen.Counts(), topo.HostAddr0, ok)
 }
 
-func tcxCountsQuiet(topo *Topology) (int, error) {
-	total := 0
-	for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
-		in, eg, err := TCXPrograms(topo.Host, ifn)
-		if err != nil {
-			return -1, err
-		}
-		total += in + eg
-	}
-	return total, nil
-}
-
+// tcxCounts counts the TCX programs on the host's eth0 and eth1 and
+// describes them; a failed query fails the test.
 func tcxCounts(t *testing.T, topo *Topology) (total int, desc string) {
 	t.Helper()
-	var parts []string
-	for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
-		in, eg, err := TCXPrograms(topo.Host, ifn)
-		if err != nil {
-			t.Errorf("TCX query %s: %v", ifn, err)
-		}
-		total += in + eg
-		parts = append(parts, fmt.Sprintf("%s ingress=%d egress=%d", ifn, in, eg))
+	total, desc, err := topo.hostTCXPrograms()
+	if err != nil {
+		t.Errorf("TCX query: %v", err)
 	}
-	return total, strings.Join(parts, ", ")
+	return total, desc
 }
 
 // TestFailOpenKill: after SIGKILL the kernel detaches the hooks and new
@@ -576,7 +682,7 @@ func TestFailOpenKill(t *testing.T) {
 	}
 	go func() {
 		for time.Since(t0) < 3*time.Second {
-			if n, _ := tcxCountsQuiet(topo); n == 0 {
+			if n, _, err := topo.hostTCXPrograms(); err == nil && n == 0 {
 				detached <- time.Since(t0)
 				return
 			}
@@ -613,12 +719,7 @@ func TestFailOpenKill(t *testing.T) {
 
 	// A fresh start cleans up or reuses what the killed one left.
 	s2 := startShim(t, topo, "load-balance")
-	srv.echo.Seen.Reset()
-	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 60, 2, 3*time.Second)
-	if ok != 60 {
-		t.Errorf("restart after SIGKILL: %d/60 connections:%s", ok, firstErrs(errs, 5))
-	}
-	splitOK(t, "restart after SIGKILL", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+	spreadOK(t, "restart after SIGKILL", topo, srv, 60, 2)
 	stopShim(t, s2)
 	if l, _ := topo.ShimLinks(); len(l) > 0 {
 		t.Errorf("shim links left after clean stop of the restarted shim: %v", l)
@@ -751,29 +852,14 @@ func TestCleanStop(t *testing.T) {
 // touching the host.
 func TestBadConfigExit2(t *testing.T) {
 	topo := newTopo(t)
-	bin := needShim(t)
 	cfg := topo.Config(ConfigOptions{Control: filepath.Join(t.TempDir(), "l2shim.sock"), Extra: "[shim2]\nbogus = 1\n"})
 	cfg = strings.Replace(cfg, "[shim]\n", "[shim]\nno_such_key = true\n", 1)
-	f := filepath.Join(t.TempDir(), "bad.toml")
-	if err := os.WriteFile(f, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := topo.Host.Command(ctx, bin, "run", "-c", f).CombinedOutput()
-	code := 0
-	if err != nil {
-		if ee, ok := err.(interface{ ExitCode() int }); ok {
-			code = ee.ExitCode()
-		} else {
-			t.Fatal(err)
-		}
-	}
+	out, code := runShimCommand(t, topo, "run", cfg)
 	t.Logf("l2shim run with a bad config: exit %d, output:\n%s", code, out)
 	if code != 2 {
 		t.Errorf("exit code %d, want 2", code)
 	}
-	if !strings.Contains(string(out), "no_such_key") {
+	if !strings.Contains(out, "no_such_key") {
 		t.Errorf("output does not name the unknown key no_such_key")
 	}
 	if l, _ := topo.ShimLinks(); len(l) > 0 {

@@ -1,7 +1,6 @@
 package integration
 
-// Operator surface end to end (issue 6, items 4 and 7): the status JSON and
-// table after known traffic, a Prometheus scrape, drain and undrain, and
+// Operator surface end to end: the status JSON and table after known traffic, a Prometheus scrape, drain and undrain, and
 // reloads (good ones during running transfers, bad ones that must change
 // nothing).
 
@@ -45,16 +44,6 @@ const (
 	opRulePort = 9000 // a TCP echo server on this port is what rules steer
 )
 
-// opShim is a running l2shim with its control socket and the options its
-// config was made from (reloads rewrite the same file from changed options).
-type opShim struct {
-	*Shim
-	topo *Topology
-	bin  string
-	sock string
-	opts ConfigOptions
-}
-
 // opOptions is the base config: named gateways, metrics on, and GatewayExtra
 // lines per gateway (e.g. weight, on, probe) after the name.
 func opOptions(t *testing.T, extraA, extraB, extra string) ConfigOptions {
@@ -70,26 +59,17 @@ func opOptions(t *testing.T, extraA, extraB, extra string) ConfigOptions {
 	}
 }
 
-func opStartShim(t *testing.T, topo *Topology, o ConfigOptions) *opShim {
-	t.Helper()
-	bin := needShim(t)
-	s := startShimCfg(t, topo, o)
-	return &opShim{Shim: s, topo: topo, bin: bin, sock: o.Control, opts: o}
-}
-
 // writeConfig replaces the file the shim was started with (what a reload
 // reads) with the config for o.
-func (s *opShim) writeConfig(t *testing.T, o ConfigOptions) string {
+func (s *testShim) writeConfig(t *testing.T, o ConfigOptions) string {
 	t.Helper()
 	cfg := s.topo.Config(o)
-	if err := os.WriteFile(s.ConfigPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	s.writeRaw(t, cfg)
 	return cfg
 }
 
 // writeRaw replaces the config file with text as is.
-func (s *opShim) writeRaw(t *testing.T, text string) {
+func (s *testShim) writeRaw(t *testing.T, text string) {
 	t.Helper()
 	if err := os.WriteFile(s.ConfigPath, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -98,36 +78,15 @@ func (s *opShim) writeRaw(t *testing.T, text string) {
 
 // cli runs `l2shim ARGS... -s SOCK` (a Unix socket client: no network, so it
 // needs no namespace) and returns stdout, stderr and the exit code.
-func (s *opShim) cli(t *testing.T, args ...string) (string, string, int) {
+func (s *testShim) cli(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, s.bin, append(args, "-s", s.sock)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("l2shim %s: %v", strings.Join(args, " "), err)
-		}
-		code = ee.ExitCode()
-	}
+	code := exitCode(t, cmd.Run())
 	return out.String(), errb.String(), code
-}
-
-// status asks the shim for its status over the control socket.
-func (s *opShim) status(t *testing.T) *control.Status {
-	t.Helper()
-	resp, err := control.Call(s.sock, control.Request{Command: "status"}, 5*time.Second)
-	if err != nil {
-		t.Fatalf("status: %v", err)
-	}
-	if resp.Status == nil {
-		t.Fatalf("status: answer without a status: %+v", resp)
-	}
-	return resp.Status
 }
 
 func opGateway(t *testing.T, st *control.Status, name string) control.GatewayStatus {
@@ -152,7 +111,7 @@ func opRule(st *control.Status, name string) (control.RuleStatus, bool) {
 
 // waitStatus polls the status until ok accepts it or timeout passes, and
 // returns the last one.
-func (s *opShim) waitStatus(t *testing.T, timeout time.Duration, ok func(*control.Status) bool) (*control.Status, bool) {
+func (s *testShim) waitStatus(t *testing.T, timeout time.Duration, ok func(*control.Status) bool) (*control.Status, bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -182,14 +141,7 @@ func opScrape(ns *NS, addr string) (map[string]*dto.MetricFamily, string, error)
 	tr := &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
-			var c net.Conn
-			err := ns.Do(func() error {
-				var d net.Dialer
-				var err error
-				c, err = d.DialContext(ctx, network, a)
-				return err
-			})
-			return c, err
+			return dialIn(ctx, ns, &net.Dialer{}, network, a)
 		},
 	}
 	defer tr.CloseIdleConnections()
@@ -264,7 +216,7 @@ type opTransfer struct {
 // waitRunning waits until the transfer has moved at least min bytes
 // through gateway name (by the status counter for dir, "out" or "in"), and
 // fails the test if it ended before that.
-func (s *opShim) waitRunning(t *testing.T, name, dir string, min uint64, done <-chan opTransfer) {
+func (s *testShim) waitRunning(t *testing.T, name, dir string, min uint64, done <-chan opTransfer) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -288,6 +240,16 @@ func (s *opShim) waitRunning(t *testing.T, name, dir string, min uint64, done <-
 	}
 }
 
+// opRuleServer starts the TCP echo server on the server's port opRulePort.
+func opRuleServer(t *testing.T, topo *Topology) *TCPEchoServer {
+	t.Helper()
+	s, err := StartTCPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, opRulePort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // opRuleEchoes makes n echo connections to the server's port opRulePort and
 // returns what the server saw.
 func opRuleEchoes(t *testing.T, topo *Topology, srv *TCPEchoServer, n int) map[netip.Addr]int {
@@ -308,27 +270,12 @@ func opRuleEchoes(t *testing.T, topo *Topology, srv *TCPEchoServer, n int) map[n
 func TestOperatorStatusMetrics(t *testing.T) {
 	topo := newTopo(t)
 	srv := startServers(t, topo)
-	ruleSrv, err := StartTCPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, opRulePort))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ruleSrv := opRuleServer(t, topo)
 	const ruleName = "port 9000 via A"
-	probe := fmt.Sprintf("probe = [%q]", topo.ServerAddr)
-	o := opOptions(t, probe, probe, fmt.Sprintf(`
-[failover]
-probe_interval = "200ms"
-
-[conntrack]
-max_flows = 50000
-
-[[rule]]
-name = %q
-protocol = "tcp"
-dst_port = %d
-action = "route-to"
-gateway = %q
-`, ruleName, opRulePort, opNameA))
-	s := opStartShim(t, topo, o)
+	probe := probeLine(topo.ServerAddr)
+	o := opOptions(t, probe, probe, failoverTable(`probe_interval = "200ms"`)+"\n\n[conntrack]\nmax_flows = 50000\n\n"+
+		routeToRule(ruleName, "tcp", opRulePort, opNameA))
+	s := startShimCfg(t, topo, o)
 
 	// Before any traffic: both up (probes answered), nothing placed.
 	st, ok := s.waitStatus(t, 5*time.Second, func(st *control.Status) bool {
@@ -386,7 +333,7 @@ gateway = %q
 	const total = nTCP + nUDP + nRule
 	// Counters are read at request time; wait a moment for the last closes
 	// to be seen, then make sure nothing more trickles in.
-	st, _ = s.waitStatus(t, 2*time.Second, func(st *control.Status) bool { return opPlacedSum(st) >= total })
+	s.waitStatus(t, 2*time.Second, func(st *control.Status) bool { return opPlacedSum(st) >= total })
 	time.Sleep(300 * time.Millisecond)
 	st = s.status(t)
 	if n := opPlacedSum(st); n != total {
@@ -547,30 +494,25 @@ gateway = %q
 		t.Errorf("metrics: l2shim_probe_rtt_seconds is a %v, want a histogram", f.GetType())
 	}
 
-	if err := s.Stop(); err != nil {
-		t.Errorf("stop: %v", err)
-	}
+	stopShim(t, s)
 }
 
 // opWhoami asks the UDP echo server, over c's flow, which address it sees.
 func opWhoami(t *testing.T, c *net.UDPConn) string {
 	t.Helper()
-	buf := make([]byte, 64)
-	for try := 0; try < 3; try++ {
-		if _, err := c.Write([]byte("?whoami")); err != nil {
-			t.Errorf("UDP %s: %v", c.LocalAddr(), err)
-			return ""
-		}
-		c.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
-		if n, err := c.Read(buf); err == nil {
-			return string(buf[:n])
-		}
+	got, err := whoami(c, 3, 700*time.Millisecond)
+	if err != nil {
+		t.Errorf("UDP %s: %v", c.LocalAddr(), err)
+		return ""
 	}
-	return "(no answer)"
+	if got == "" {
+		return "(no answer)"
+	}
+	return got
 }
 
 // waitUp waits up to 3 s for the named gateways to be up in the status.
-func (s *opShim) waitUp(t *testing.T, names ...string) {
+func (s *testShim) waitUp(t *testing.T, names ...string) {
 	t.Helper()
 	st, ok := s.waitStatus(t, 3*time.Second, func(st *control.Status) bool {
 		for _, n := range names {
@@ -609,7 +551,7 @@ func opGatewaysText(st *control.Status) string {
 func TestOperatorStatusAtStart(t *testing.T) {
 	topo := newTopo(t)
 	srv := startServers(t, topo)
-	s := opStartShim(t, topo, opOptions(t, "", "", "[failover]\nprobe_interval = \"3s\""))
+	s := startShimCfg(t, topo, opOptions(t, "", "", "[failover]\nprobe_interval = \"3s\""))
 	ready := time.Now()
 	okN, errs := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 20, 4, 3*time.Second)
 	if okN != 20 {
@@ -652,9 +594,7 @@ func TestOperatorStatusAtStart(t *testing.T) {
 	} else {
 		t.Errorf("gateways not up 3 s after ready: %s", opStatesText(st))
 	}
-	if err := s.Stop(); err != nil {
-		t.Errorf("stop: %v", err)
-	}
+	stopShim(t, s)
 }
 
 // TestOperatorReload: a good reload (weights changed, a rule added) during a
@@ -666,12 +606,9 @@ func TestOperatorStatusAtStart(t *testing.T) {
 func TestOperatorReload(t *testing.T) {
 	topo := newTopo(t)
 	srv := startServers(t, topo)
-	ruleSrv, err := StartTCPEcho(topo.Server, netip.AddrPortFrom(topo.ServerAddr, opRulePort))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ruleSrv := opRuleServer(t, topo)
 	o := opOptions(t, "", "", "")
-	s := opStartShim(t, topo, o)
+	s := startShimCfg(t, topo, o)
 	s.waitUp(t, opNameA, opNameB)
 	size := opBulk()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -691,14 +628,7 @@ func TestOperatorReload(t *testing.T) {
 	s.waitRunning(t, opNameA, "out", 16<<20, up)
 
 	const ruleName = "port 9000 via B"
-	rule := fmt.Sprintf(`
-[[rule]]
-name = %q
-protocol = "tcp"
-dst_port = %d
-action = "route-to"
-gateway = %q
-`, ruleName, opRulePort, opNameB)
+	rule := routeToRule(ruleName, "tcp", opRulePort, opNameB)
 	good := opOptions(t, "weight = 3", "weight = 1", rule)
 	good.Control = o.Control
 	s.writeConfig(t, good)
@@ -888,9 +818,7 @@ gateway = %q
 	if r.res.Seen != topo.HostAddr1 {
 		t.Errorf("download ran from %s, want %s", r.res.Seen, topo.HostAddr1)
 	}
-	if err := s.Stop(); err != nil {
-		t.Errorf("stop: %v", err)
-	}
+	stopShim(t, s)
 }
 
 // TestOperatorDrain: `drain` stops new flows on a gateway and keeps its live
@@ -899,7 +827,7 @@ gateway = %q
 func TestOperatorDrain(t *testing.T) {
 	topo := newTopo(t)
 	srv := startServers(t, topo)
-	s := opStartShim(t, topo, opOptions(t, "", "", ""))
+	s := startShimCfg(t, topo, opOptions(t, "", "", ""))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// Both up first (the first probe round ends one probe_interval, 1 s,
@@ -1054,7 +982,5 @@ func TestOperatorDrain(t *testing.T) {
 	} else if b := opGateway(t, s.status(t), opNameB); !b.Drained {
 		t.Errorf("drain %s: %s not drained", topo.GW1Addr, opNameB)
 	}
-	if err := s.Stop(); err != nil {
-		t.Errorf("stop: %v", err)
-	}
+	stopShim(t, s)
 }

@@ -4,29 +4,34 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-// Tests of source-aware routing, per-source placement, port forwarding and
-// [[rule]]s (issue 5).
+// Tests of source-aware routing, per-source placement, port forwarding,
+// [[rule]]s and the rp_filter warning.
+
+// echoServices starts a TCP and a UDP echo server on addr in ns.
+func echoServices(t *testing.T, ns *NS, addr netip.AddrPort) (*TCPEchoServer, *UDPEchoServer) {
+	t.Helper()
+	e, err := StartTCPEcho(ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := StartUDPEcho(ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, u
+}
 
 // hostServices starts a TCP and a UDP echo server on addr:port in the host
 // namespace (services the host offers on one of its uplinks).
 func hostServices(t *testing.T, topo *Topology, addr netip.Addr, port uint16) (*TCPEchoServer, *UDPEchoServer) {
 	t.Helper()
-	e, err := StartTCPEcho(topo.Host, netip.AddrPortFrom(addr, port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := StartUDPEcho(topo.Host, netip.AddrPortFrom(addr, port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e, u
+	return echoServices(t, topo.Host, netip.AddrPortFrom(addr, port))
 }
 
 // nftCount installs, in its own table in ns, a counter for packets matching
@@ -34,21 +39,8 @@ func hostServices(t *testing.T, topo *Topology, addr netip.Addr, port uint16) (*
 // function that reads it.
 func nftCount(t *testing.T, ns *NS, table, hook, expr string) func() int64 {
 	t.Helper()
-	if err := Nft(ns, `table ip `+table+` {
-	chain c {
-		type filter hook `+hook+` priority -300; policy accept;
-		`+expr+` counter comment "n"
-	}
-}`); err != nil {
-		t.Fatal(err)
-	}
-	return func() int64 {
-		n, err := NftCounter(ns, "ip", table, "c", "n")
-		if err != nil {
-			t.Errorf("%v", err)
-		}
-		return n
-	}
+	read := nftCounters(t, ns, table, hook, [][2]string{{"n", expr}})
+	return func() int64 { return read("n") }
 }
 
 // primeARP makes the host resolve gw0's MAC the way a host using eth0 has
@@ -63,7 +55,7 @@ func primeARP(t *testing.T, topo *Topology) {
 	}
 }
 
-// TestSourceAware (issue 5.1): the server opens TCP connections, sends UDP
+// TestSourceAware: the server opens TCP connections, sends UDP
 // requests and pings to the host's second address (through gw1). Without
 // l2shim the host answers through its default route, eth0, with source
 // 10.2.0.2, and gw0 drops every answer as spoofed; with l2shim every answer
@@ -125,7 +117,7 @@ func TestSourceAware(t *testing.T) {
 	stopShim(t, s)
 }
 
-// TestPerSource (issue 5.2): sockets bound to the host's second address send
+// TestPerSource: sockets bound to the host's second address send
 // through eth0 (the default route); l2shim sends them through gw1, no NAT.
 // Without l2shim gw0 drops them.
 func TestPerSource(t *testing.T) {
@@ -169,7 +161,7 @@ func TestPerSource(t *testing.T) {
 	}
 }
 
-// TestPortForward (issue 5.3): a LAN server behind the host is reached by
+// TestPortForward: a LAN server behind the host is reached by
 // DNAT on the host's second address; its replies, forwarded by the host
 // toward its default route (eth0), leave through gw1 and the client is
 // answered.
@@ -192,14 +184,7 @@ func TestPortForward(t *testing.T) {
 }`, topo.HostAddr1, lanSrv.Addr())); err != nil {
 		t.Fatal(err)
 	}
-	echo, err := StartTCPEcho(lan, netip.AddrPortFrom(lanSrv.Addr(), 8080))
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, err := StartUDPEcho(lan, netip.AddrPortFrom(lanSrv.Addr(), 8080))
-	if err != nil {
-		t.Fatal(err)
-	}
+	echo, udp := echoServices(t, lan, netip.AddrPortFrom(lanSrv.Addr(), 8080))
 	ctx := context.Background()
 	to := netip.AddrPortFrom(topo.HostAddr1, 8080)
 	primeARP(t, topo)
@@ -228,7 +213,7 @@ func TestPortForward(t *testing.T) {
 	stopShim(t, s)
 }
 
-// TestRules (issues 5.4 and 5.7): route-to by destination port and by
+// TestRules: route-to by destination port and by
 // destination network (gateway by name and by address), pass, drop, an
 // inbound-direction rule on one interface, and route-to a gateway that is
 // down: non-strict falls over, strict drops.
@@ -247,14 +232,7 @@ func TestRules(t *testing.T) {
 		}
 		ports[p] = e
 	}
-	oe, err := StartTCPEcho(topo.Server, netip.AddrPortFrom(other, EchoPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ou, err := StartUDPEcho(topo.Server, netip.AddrPortFrom(other, EchoPort))
-	if err != nil {
-		t.Fatal(err)
-	}
+	oe, ou := echoServices(t, topo.Server, netip.AddrPortFrom(other, EchoPort))
 	h1, _ := hostServices(t, topo, topo.HostAddr1, EchoPort)
 	h1ssh, _ := hostServices(t, topo, topo.HostAddr1, 2222)
 	h0ssh, _ := hostServices(t, topo, topo.HostAddr0, 2222)
@@ -303,7 +281,7 @@ action = "drop"
 `
 	s := startShimCfg(t, topo, ConfigOptions{
 		Mode:         "load-balance",
-		Extra:        failoverTable(`probe_interval = "200ms"`, `probe_misses = 3`) + "\n" + rules,
+		Extra:        fastProbes + "\n" + rules,
 		GatewayExtra: probeCfg(topo.ServerAddr),
 	})
 	if w := s.LogLines(0, "not applied"); len(w) > 0 {
@@ -312,12 +290,7 @@ action = "drop"
 	ctx := context.Background()
 
 	// Control: unmatched traffic is load-balanced.
-	srv.echo.Seen.Reset()
-	ok, errs := TCPEchoMany(ctx, topo.Host, srv.echoAddr(), 40, 4, 3*time.Second)
-	if ok != 40 {
-		t.Errorf("port 7 (no rule): %d/40:%s", ok, firstErrs(errs, 5))
-	}
-	splitOK(t, "port 7 (no rule, load-balanced)", topo, srv.echo.Seen.Counts(), srv.echo.Seen.Total())
+	spreadOK(t, "port 7 (no rule, load-balanced)", topo, srv, 40, 4)
 
 	viaRule := func(what string, e *TCPEchoServer, to netip.AddrPort, want netip.Addr) {
 		t.Helper()
@@ -389,31 +362,13 @@ action = "drop"
 	}
 }
 
-// TestRPFilterWarning (issue 5.6): with strict reverse-path filtering on the
+// TestRPFilterWarning: with strict reverse-path filtering on the
 // host's second interface, `l2shim check` and `l2shim run` warn and name the
 // fix (2, loose). With the topology's loose setting they do not.
 func TestRPFilterWarning(t *testing.T) {
 	topo := newTopo(t)
-	bin := needShim(t)
-	cfgPath := filepath.Join(t.TempDir(), "l2shim.toml")
 	cfg := topo.Config(ConfigOptions{Control: filepath.Join(t.TempDir(), "l2shim.sock")})
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	check := func() (string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		out, err := topo.Host.Command(ctx, bin, "check", "-c", cfgPath).CombinedOutput()
-		code := 0
-		if err != nil {
-			ee, ok := err.(interface{ ExitCode() int })
-			if !ok {
-				t.Fatal(err)
-			}
-			code = ee.ExitCode()
-		}
-		return string(out), code
-	}
+	check := func() (string, int) { return runShimCommand(t, topo, "check", cfg) }
 	out, code := check()
 	if code != 0 || strings.Contains(out, "rp_filter") {
 		t.Errorf("check with loose rp_filter: exit %d, output:\n%s\nwant exit 0 and no rp_filter warning", code, out)

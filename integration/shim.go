@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,24 @@ func (t *Topology) Config(o ConfigOptions) string {
 		b.WriteString("\n" + strings.TrimSpace(o.Extra) + "\n")
 	}
 	return b.String()
+}
+
+// failoverTable returns a [failover] table of the given `key = value` lines.
+func failoverTable(kv ...string) string {
+	return "[failover]\n" + strings.Join(kv, "\n")
+}
+
+// fastProbes is the [failover] table of a config that notices a dead uplink
+// quickly: a probe round every 200 ms, a gateway down after 3 missed rounds.
+const fastProbes = "[failover]\nprobe_interval = \"200ms\"\nprobe_misses = 3"
+
+// probeLine is the [[gateway]] key that makes a gateway probe target.
+func probeLine(target netip.Addr) string { return fmt.Sprintf("probe = [%q]", target) }
+
+// probeCfg is the GatewayExtra that makes both gateways probe target.
+func probeCfg(target netip.Addr) [2]string {
+	p := probeLine(target)
+	return [2]string{p, p}
 }
 
 // Shim is an l2shim child process (`ip netns exec HOST BIN run -c FILE`;
@@ -259,19 +278,28 @@ func (s *Shim) StopTimeout(timeout time.Duration) error {
 	if s.Exited() {
 		return fmt.Errorf("l2shim had already exited (%v); output:\n%s", s.err, s.Output())
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	s.cmd.Process.Signal(syscall.SIGCONT)
-	select {
-	case <-s.done:
-	case <-time.After(timeout):
-		s.cmd.Process.Kill()
-		<-s.done
+	if !s.sigterm(timeout) {
 		return fmt.Errorf("l2shim did not exit within %v of SIGTERM (killed); output:\n%s", timeout, s.Output())
 	}
 	if s.err != nil {
 		return fmt.Errorf("l2shim exit after SIGTERM: %v; output:\n%s", s.err, s.Output())
 	}
 	return nil
+}
+
+// sigterm sends SIGTERM (and SIGCONT, in case the shim is paused) and waits
+// up to timeout for it to exit; one still running then is killed. It
+// reports whether the shim exited in time.
+func (s *Shim) sigterm(timeout time.Duration) bool {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-s.done:
+		return true
+	case <-time.After(timeout):
+		s.Kill()
+		return false
+	}
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
@@ -294,19 +322,8 @@ func (s *Shim) Kill() error {
 // terminate is the best-effort stop used by cleanup paths.
 func (s *Shim) terminate(timeout time.Duration) {
 	defer s.cleanupDir()
-	if s.Exited() {
-		return
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	s.cmd.Process.Signal(syscall.SIGCONT)
-	select {
-	case <-s.done:
-	case <-time.After(timeout):
-		s.cmd.Process.Kill()
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-		}
+	if !s.Exited() {
+		s.sigterm(timeout)
 	}
 }
 

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Addresses of the standard topology (DESIGN.md §1).
+// Addresses of the standard topology: two uplinks from one host to one server.
 //
 //	host ns                     gw0 ns                          server ns
 //	eth0 10.1.0.2/24 ───── lan 10.1.0.1/24   wan 192.0.2.1/30 ───── up0 192.0.2.2/30
@@ -62,7 +61,8 @@ type Options struct {
 	Logf func(format string, args ...any)
 }
 
-// Topology is the standard two-uplink test network of DESIGN.md §1.
+// Topology is the standard test network: a host with two uplinks (eth0
+// via gw0, eth1 via gw1) to one server, as drawn above.
 type Topology struct {
 	ID string // the random part shared by all namespace names
 
@@ -94,8 +94,8 @@ func (o Options) logf(format string, args ...any) {
 //   - host: rp_filter=2 (loose) on all and on eth0/eth1. A multi-homed host
 //     needs loose reverse-path filtering: with strict (1) an inbound connection
 //     arriving on eth1 is dropped because the route back to its source is the
-//     default route via eth0. l2shim warns about rp_filter=1 for that reason
-//     (DESIGN.md §2), and real multi-uplink hosts run with 2.
+//     default route via eth0. l2shim warns about rp_filter=1 for that reason,
+//     and real multi-uplink hosts run with 2.
 //   - gateways: ip_forward=1 and rp_filter=1 (strict) on all and on the LAN
 //     side, so a frame whose source address is not on the LAN (10.2.0.2 sent
 //     to gw0) is dropped, as ISPs do. This is what makes the baseline fail
@@ -156,63 +156,31 @@ func NewTopology(opts Options) (t *Topology, err error) {
 		}
 	}
 
-	// veth pairs, each created by the netlink handle of one namespace with
-	// its peer placed directly in the other: nothing touches the root ns.
-	type pair struct {
-		a       *NS
-		aName   string
-		aMAC    net.HardwareAddr
-		b       *NS
-		bName   string
-		bMAC    net.HardwareAddr
-		aPrefix netip.Prefix
-		bPrefix netip.Prefix
-	}
-	pairs := []pair{
-		{t.Host, t.HostIf0, macHostEth0, t.GW0, "lan", macGW0LAN, netip.PrefixFrom(HostAddr0, 24), netip.PrefixFrom(GW0Addr, 24)},
-		{t.Host, t.HostIf1, macHostEth1, t.GW1, "lan", macGW1LAN, netip.PrefixFrom(HostAddr1, 24), netip.PrefixFrom(GW1Addr, 24)},
-		{t.GW0, "wan", nil, t.Server, "up0", nil, gw0WAN, srvUp0},
-		{t.GW1, "wan", nil, t.Server, "up1", nil, gw1WAN, srvUp1},
-	}
-	for _, p := range pairs {
-		v := &netlink.Veth{
-			LinkAttrs:        netlink.LinkAttrs{Name: p.aName, HardwareAddr: p.aMAC, MTU: opts.MTU},
-			PeerName:         p.bName,
-			PeerHardwareAddr: p.bMAC,
-			PeerNamespace:    netlink.NsFd(int(p.b.Handle())),
-		}
-		if err := p.a.Netlink().LinkAdd(v); err != nil {
-			return t, fmt.Errorf("veth %s/%s - %s/%s: %w", p.a.Name, p.aName, p.b.Name, p.bName, err)
-		}
-		if opts.MTU > 0 {
-			if err := setMTU(p.b, p.bName, opts.MTU); err != nil {
-				return t, err
-			}
-		}
-		if err := addAddrUp(p.a, p.aName, p.aPrefix); err != nil {
+	// The uplinks (host eth0/eth1 to the gateways' LAN side, with the host's
+	// default route via gw0), then the gateways' WAN links to the server.
+	for i := range 2 {
+		if err := t.addUplink(i); err != nil {
 			return t, err
 		}
-		if err := addAddrUp(p.b, p.bName, p.bPrefix); err != nil {
+	}
+	for _, w := range []struct {
+		gw      *NS
+		srvIf   string
+		gwWAN   netip.Prefix
+		srvPeer netip.Prefix
+	}{{t.GW0, "up0", gw0WAN, srvUp0}, {t.GW1, "up1", gw1WAN, srvUp1}} {
+		if err := addVeth(veth{a: w.gw, aName: "wan", b: t.Server, bName: w.srvIf}, opts.MTU); err != nil {
+			return t, err
+		}
+		if err := addAddrUp(w.gw, "wan", w.gwWAN); err != nil {
+			return t, err
+		}
+		if err := addAddrUp(t.Server, w.srvIf, w.srvPeer); err != nil {
 			return t, err
 		}
 	}
 	if err := addAddrUp(t.Server, "lo", srvHost); err != nil {
 		return t, err
-	}
-
-	// Per-interface sysctls.
-	for _, s := range []struct {
-		ns       *NS
-		key, val string
-	}{
-		{t.Host, "net.ipv4.conf." + t.HostIf0 + ".rp_filter", "2"},
-		{t.Host, "net.ipv4.conf." + t.HostIf1 + ".rp_filter", "2"},
-		{t.GW0, "net.ipv4.conf.lan.rp_filter", "1"},
-		{t.GW1, "net.ipv4.conf.lan.rp_filter", "1"},
-	} {
-		if err := s.ns.Sysctl(s.key, s.val); err != nil {
-			return t, err
-		}
 	}
 
 	// Routes.
@@ -222,7 +190,6 @@ func NewTopology(opts Options) (t *Topology, err error) {
 		dst netip.Prefix // invalid: default
 		via netip.Addr
 	}{
-		{t.Host, t.HostIf0, netip.Prefix{}, GW0Addr},
 		{t.GW0, "wan", netip.Prefix{}, srvUp0.Addr()},
 		{t.GW1, "wan", netip.Prefix{}, srvUp1.Addr()},
 		{t.Server, "up0", lan0, gw0WAN.Addr()},
@@ -242,6 +209,69 @@ func NewTopology(opts Options) (t *Topology, err error) {
 	}
 	opts.logf("topology %s: ready", t.ID)
 	return t, nil
+}
+
+// veth is a veth pair to create: aName in namespace a, its peer bName in
+// namespace b, with the given MACs (nil: random).
+type veth struct {
+	a     *NS
+	aName string
+	aMAC  net.HardwareAddr
+	b     *NS
+	bName string
+	bMAC  net.HardwareAddr
+}
+
+// addVeth creates the pair with the netlink handle of a, the peer placed
+// directly in b (nothing touches the root namespace), both ends at mtu
+// (0: the veth default).
+func addVeth(v veth, mtu int) error {
+	l := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: v.aName, HardwareAddr: v.aMAC, MTU: mtu},
+		PeerName:         v.bName,
+		PeerHardwareAddr: v.bMAC,
+		PeerNamespace:    netlink.NsFd(int(v.b.Handle())),
+	}
+	if err := v.a.Netlink().LinkAdd(l); err != nil {
+		return fmt.Errorf("veth %s/%s - %s/%s: %w", v.a.Name, v.aName, v.b.Name, v.bName, err)
+	}
+	if mtu > 0 {
+		return setMTU(v.b, v.bName, mtu)
+	}
+	return nil
+}
+
+// addUplink creates uplink i (0 or 1): the host's eth0/eth1 and gateway i's
+// LAN side "lan", with their fixed MACs, addresses and rp_filter settings
+// (see NewTopology); for uplink 0 also the host's default route via gw0.
+func (t *Topology) addUplink(i int) error {
+	gw, _, err := t.gateway(i)
+	if err != nil {
+		return err
+	}
+	ifname, mac, gwMAC, addr, gwAddr := t.HostIf0, macHostEth0, macGW0LAN, t.HostAddr0, t.GW0Addr
+	if i == 1 {
+		ifname, mac, gwMAC, addr, gwAddr = t.HostIf1, macHostEth1, macGW1LAN, t.HostAddr1, t.GW1Addr
+	}
+	if err := addVeth(veth{a: t.Host, aName: ifname, aMAC: mac, b: gw, bName: "lan", bMAC: gwMAC}, t.opts.MTU); err != nil {
+		return err
+	}
+	if err := t.Host.Sysctl("net.ipv4.conf."+ifname+".rp_filter", "2"); err != nil {
+		return err
+	}
+	if err := gw.Sysctl("net.ipv4.conf.lan.rp_filter", "1"); err != nil {
+		return err
+	}
+	if err := addAddrUp(t.Host, ifname, netip.PrefixFrom(addr, 24)); err != nil {
+		return err
+	}
+	if err := addAddrUp(gw, "lan", netip.PrefixFrom(gwAddr, 24)); err != nil {
+		return err
+	}
+	if i == 0 {
+		return addRoute(t.Host, ifname, netip.Prefix{}, gwAddr)
+	}
+	return nil
 }
 
 func setMTU(ns *NS, ifname string, mtu int) error {
@@ -319,22 +349,31 @@ func (t *Topology) Namespaces() []*NS {
 	return append(all, t.extra...)
 }
 
-// AddMacvlan creates a macvlan child (mode bridge) of the host interface
-// parent directly inside a new namespace ("<prefix><id>-<role>"), named eth0
-// there, with address addr and a default route via gw.
-func (t *Topology) AddMacvlan(role, parent string, addr netip.Prefix, gw netip.Addr) (*NS, error) {
+// newExtraNS creates the namespace "<prefix><id>-<role>" and makes it part
+// of the topology (Close removes it).
+func (t *Topology) newExtraNS(role string) (*NS, error) {
 	ns, err := NewNS(t.opts.Prefix + t.ID + "-" + role)
 	if err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.closed {
-		t.mu.Unlock()
 		ns.Close()
 		return nil, errors.New("topology closed")
 	}
 	t.extra = append(t.extra, ns)
-	t.mu.Unlock()
+	return ns, nil
+}
+
+// AddMacvlan creates a macvlan child (mode bridge) of the host interface
+// parent directly inside a new namespace ("<prefix><id>-<role>"), named eth0
+// there, with address addr and a default route via gw.
+func (t *Topology) AddMacvlan(role, parent string, addr netip.Prefix, gw netip.Addr) (*NS, error) {
+	ns, err := t.newExtraNS(role)
+	if err != nil {
+		return nil, err
+	}
 
 	pl, err := t.Host.Netlink().LinkByName(parent)
 	if err != nil {
@@ -488,13 +527,9 @@ func (t *Topology) RestoreUpstream(i int) error {
 // names, MACs and addresses, a new ifindex (a USB modem unplugged and
 // plugged back). It returns the old and new ifindex.
 func (t *Topology) RecreateUplink(i int) (oldIdx, newIdx int, err error) {
-	gw, _, err := t.gateway(i)
-	if err != nil {
-		return 0, 0, err
-	}
-	ifname, mac, gwMAC, addr, gwAddr := t.HostIf0, macHostEth0, macGW0LAN, t.HostAddr0, t.GW0Addr
+	ifname := t.HostIf0
 	if i == 1 {
-		ifname, mac, gwMAC, addr, gwAddr = t.HostIf1, macHostEth1, macGW1LAN, t.HostAddr1, t.GW1Addr
+		ifname = t.HostIf1
 	}
 	h := t.Host.Netlink()
 	l, err := h.LinkByName(ifname)
@@ -505,37 +540,8 @@ func (t *Topology) RecreateUplink(i int) (oldIdx, newIdx int, err error) {
 	if err := h.LinkDel(l); err != nil {
 		return oldIdx, 0, fmt.Errorf("%s: delete %s: %w", t.Host.Name, ifname, err)
 	}
-	v := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: ifname, HardwareAddr: mac, MTU: t.opts.MTU},
-		PeerName:         "lan",
-		PeerHardwareAddr: gwMAC,
-		PeerNamespace:    netlink.NsFd(int(gw.Handle())),
-	}
-	if err := h.LinkAdd(v); err != nil {
-		return oldIdx, 0, fmt.Errorf("%s: re-create %s: %w", t.Host.Name, ifname, err)
-	}
-	if t.opts.MTU > 0 {
-		if err := setMTU(gw, "lan", t.opts.MTU); err != nil {
-			return oldIdx, 0, err
-		}
-	}
-	if err := t.Host.Sysctl("net.ipv4.conf."+ifname+".rp_filter", "2"); err != nil {
-		return oldIdx, 0, err
-	}
-	if err := gw.Sysctl("net.ipv4.conf.lan.rp_filter", "1"); err != nil {
-		return oldIdx, 0, err
-	}
-	if err := addAddrUp(t.Host, ifname, netip.PrefixFrom(addr, 24)); err != nil {
-		return oldIdx, 0, err
-	}
-	if err := addAddrUp(gw, "lan", netip.PrefixFrom(gwAddr, 24)); err != nil {
-		return oldIdx, 0, err
-	}
-	if i == 0 {
-		// The host's default route went with eth0.
-		if err := addRoute(t.Host, ifname, netip.Prefix{}, t.GW0Addr); err != nil {
-			return oldIdx, 0, err
-		}
+	if err := t.addUplink(i); err != nil {
+		return oldIdx, 0, fmt.Errorf("re-create uplink %d: %w", i, err)
 	}
 	if err := waitCarrier(t.Host, ifname, 5*time.Second); err != nil {
 		return oldIdx, 0, err
@@ -552,25 +558,12 @@ func (t *Topology) RecreateUplink(i int) (oldIdx, newIdx int, err error) {
 // (address addr, default route via hostAddr) in the new one. The host is
 // not made a router here: set net.ipv4.ip_forward yourself.
 func (t *Topology) AddLAN(role, hostIf string, hostAddr, addr netip.Prefix) (*NS, error) {
-	ns, err := NewNS(t.opts.Prefix + t.ID + "-" + role)
+	ns, err := t.newExtraNS(role)
 	if err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		ns.Close()
-		return nil, errors.New("topology closed")
-	}
-	t.extra = append(t.extra, ns)
-	t.mu.Unlock()
-	v := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: hostIf, MTU: t.opts.MTU},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(ns.Handle())),
-	}
-	if err := t.Host.Netlink().LinkAdd(v); err != nil {
-		return nil, fmt.Errorf("veth %s/%s - %s/eth0: %w", t.Host.Name, hostIf, ns.Name, err)
+	if err := addVeth(veth{a: t.Host, aName: hostIf, b: ns, bName: "eth0"}, t.opts.MTU); err != nil {
+		return nil, err
 	}
 	if err := addAddrUp(t.Host, hostIf, hostAddr); err != nil {
 		return nil, err
@@ -595,25 +588,15 @@ func (t *Topology) AddServerAddr(a netip.Addr) error {
 
 // Nft loads an nftables script (`nft -f -`) in ns.
 func Nft(ns *NS, script string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := ns.Command(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: nft -f: %v: %s\nscript:\n%s", ns.Name, err, strings.TrimSpace(string(out)), script)
+	if _, err := ns.Run(strings.NewReader(script), "nft", "-f", "-"); err != nil {
+		return fmt.Errorf("%w\nscript:\n%s", err, script)
 	}
 	return nil
 }
 
 // NftOutput runs `nft ARGS...` in ns and returns its output.
 func NftOutput(ns *NS, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := ns.Command(ctx, "nft", args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: nft %s: %v: %s", ns.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return ns.Run(nil, "nft", args...)
 }
 
 // NftCounter returns the packets of the first counter in `nft list chain`

@@ -126,16 +126,29 @@ type tcpServer struct {
 	closed bool
 }
 
-func startTCP(ns *NS, addr netip.AddrPort, handle func(net.Conn)) (*tcpServer, error) {
-	s := &tcpServer{Addr: addr, Seen: &Recorder{}, conns: map[net.Conn]struct{}{}}
+// listenTCP opens a TCP listener on addr inside ns.
+func listenTCP(ns *NS, addr netip.AddrPort) (net.Listener, error) {
+	var ln net.Listener
 	err := ns.Do(func() error {
-		ln, err := net.Listen("tcp4", addr.String())
-		s.ln = ln
+		var err error
+		ln, err = net.Listen("tcp4", addr.String())
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen tcp %s: %w", ns.Name, addr, err)
 	}
+	return ln, nil
+}
+
+// startTCP listens on addr inside ns and runs handle for every connection
+// (closing it afterwards), recording who connected. The namespace closes the
+// server when it is closed.
+func startTCP(ns *NS, addr netip.AddrPort, handle func(net.Conn)) (*tcpServer, error) {
+	ln, err := listenTCP(ns, addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &tcpServer{Addr: addr, Seen: &Recorder{}, ln: ln, conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -192,81 +205,119 @@ type TCPEchoServer struct{ *tcpServer }
 
 // StartTCPEcho starts a TCP echo server on addr inside ns.
 func StartTCPEcho(ns *NS, addr netip.AddrPort) (*TCPEchoServer, error) {
-	s, err := startTCP(ns, addr, func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		io.Copy(c, c)
-	})
+	s, err := startTCP(ns, addr, echoConn)
 	if err != nil {
 		return nil, err
 	}
 	return &TCPEchoServer{s}, nil
 }
 
-// UDPEchoServer echoes datagrams and records their source. A datagram
-// starting with "?whoami" is answered with the source address it came from.
-type UDPEchoServer struct {
+// echoConn echoes what c sends for at most a minute.
+func echoConn(c net.Conn) {
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.Copy(c, c)
+}
+
+// udpServer is the receive loop shared by the UDP servers.
+type udpServer struct {
 	Addr netip.AddrPort
-	Seen *Recorder
-	// Packets counts every datagram received (for sink-style use).
-	Packets atomic.Int64
 
 	conn *net.UDPConn
 	wg   sync.WaitGroup
-	// Silent: count and record only, do not answer (except ?whoami).
-	silent atomic.Bool
 }
 
-// StartUDPEcho starts a UDP echo server on addr inside ns.
-func StartUDPEcho(ns *NS, addr netip.AddrPort) (*UDPEchoServer, error) {
-	s := &UDPEchoServer{Addr: addr, Seen: &Recorder{}}
+// listenUDP opens a UDP socket bound to addr inside ns.
+func listenUDP(ns *NS, addr netip.AddrPort) (*net.UDPConn, error) {
+	var c *net.UDPConn
 	err := ns.Do(func() error {
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		s.conn = c
+		var err error
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen udp %s: %w", ns.Name, addr, err)
 	}
-	s.conn.SetReadBuffer(4 << 20)
+	return c, nil
+}
+
+// startUDP listens on addr inside ns and calls handle with every datagram
+// (valid only during the call), the socket to answer on and the sender. The
+// namespace closes the server when it is closed.
+func startUDP(ns *NS, addr netip.AddrPort, handle func(c *net.UDPConn, p []byte, from netip.AddrPort)) (*udpServer, error) {
+	c, err := listenUDP(ns, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadBuffer(4 << 20)
+	s := &udpServer{Addr: addr, conn: c}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		buf := make([]byte, 65536)
 		for {
-			n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+			n, from, err := c.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
 				continue
 			}
-			s.Packets.Add(1)
-			src := from.Addr().Unmap()
-			if bytes.HasPrefix(buf[:n], []byte("?whoami")) {
-				s.conn.WriteToUDPAddrPort([]byte(src.String()), from)
-				continue
-			}
-			if s.silent.Load() {
-				continue
-			}
-			s.Seen.add(src)
-			s.conn.WriteToUDPAddrPort(buf[:n], from)
+			handle(c, buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 		}
 	}()
 	ns.AddCloser(s)
 	return s, nil
 }
 
-// SetSilent makes the server count datagrams without recording or answering
-// them (a sink for packet-rate measurements).
-func (s *UDPEchoServer) SetSilent(on bool) { s.silent.Store(on) }
-
 // Close stops the server.
-func (s *UDPEchoServer) Close() error {
+func (s *udpServer) Close() error {
 	err := s.conn.Close()
 	s.wg.Wait()
 	return err
 }
+
+// whoamiRequest asks a UDPEchoServer for the source address it sees.
+const whoamiRequest = "?whoami"
+
+// UDPEchoServer echoes datagrams and records their source. A datagram
+// starting with "?whoami" is answered with the source address it came from.
+type UDPEchoServer struct {
+	*udpServer
+	Seen *Recorder
+	// Packets counts every datagram received (for sink-style use).
+	Packets atomic.Int64
+
+	// Silent: count and record only, do not answer (except ?whoami).
+	silent atomic.Bool
+}
+
+// StartUDPEcho starts a UDP echo server on addr inside ns.
+func StartUDPEcho(ns *NS, addr netip.AddrPort) (*UDPEchoServer, error) {
+	s := &UDPEchoServer{Seen: &Recorder{}}
+	u, err := startUDP(ns, addr, s.serve)
+	if err != nil {
+		return nil, err
+	}
+	s.udpServer = u
+	return s, nil
+}
+
+func (s *UDPEchoServer) serve(c *net.UDPConn, p []byte, from netip.AddrPort) {
+	s.Packets.Add(1)
+	if bytes.HasPrefix(p, []byte(whoamiRequest)) {
+		c.WriteToUDPAddrPort([]byte(from.Addr().String()), from)
+		return
+	}
+	if s.silent.Load() {
+		return
+	}
+	s.Seen.add(from.Addr())
+	c.WriteToUDPAddrPort(p, from)
+}
+
+// SetSilent makes the server count datagrams without recording or answering
+// them (a sink for packet-rate measurements).
+func (s *UDPEchoServer) SetSilent(on bool) { s.silent.Store(on) }
 
 // ---- deterministic data stream ----
 
@@ -324,6 +375,33 @@ func StartBulkServer(ns *NS, addr netip.AddrPort) (*BulkServer, error) {
 	return &BulkServer{s}, nil
 }
 
+// servers are the standard servers in the server namespace: TCP and UDP
+// echo on EchoPort, bulk on BulkPort, all on the server's address.
+type servers struct {
+	echo *TCPEchoServer
+	udp  *UDPEchoServer
+	bulk *BulkServer
+}
+
+func (s servers) echoAddr() netip.AddrPort { return s.echo.Addr }
+func (s servers) udpAddr() netip.AddrPort  { return s.udp.Addr }
+func (s servers) bulkAddr() netip.AddrPort { return s.bulk.Addr }
+
+// startServers starts the standard servers in the topology's server
+// namespace; they go when it is closed.
+func (t *Topology) startServers() (servers, error) {
+	var s servers
+	var err error
+	if s.echo, err = StartTCPEcho(t.Server, netip.AddrPortFrom(t.ServerAddr, EchoPort)); err != nil {
+		return s, err
+	}
+	if s.udp, err = StartUDPEcho(t.Server, netip.AddrPortFrom(t.ServerAddr, EchoPort)); err != nil {
+		return s, err
+	}
+	s.bulk, err = StartBulkServer(t.Server, netip.AddrPortFrom(t.ServerAddr, BulkPort))
+	return s, err
+}
+
 func serveBulk(c net.Conn) {
 	c.SetDeadline(time.Now().Add(10 * time.Minute))
 	if _, err := io.WriteString(c, remoteAddr(c.RemoteAddr()).String()+"\n"); err != nil {
@@ -335,31 +413,19 @@ func serveBulk(c net.Conn) {
 	}
 	size := int64(binary.BigEndian.Uint64(hdr[1:9]))
 	seed := binary.BigEndian.Uint64(hdr[9:17])
-	buf := make([]byte, chunk)
 	switch hdr[0] {
 	case opUpload:
 		h := sha256.New()
-		if _, err := io.CopyBuffer(h, io.LimitReader(c, size), buf); err != nil {
+		if _, err := io.CopyBuffer(h, io.LimitReader(c, size), make([]byte, chunk)); err != nil {
 			return
 		}
 		c.Write(h.Sum(nil))
 	case opDownload:
-		h := sha256.New()
-		st := NewStream(seed)
-		for left := size; left > 0; {
-			b := buf
-			if int64(len(b)) > left {
-				b = b[:left]
-			}
-			st.Fill(b)
-			h.Write(b)
-			if _, err := c.Write(b); err != nil {
-				return
-			}
-			left -= int64(len(b))
+		if _, sum, err := sendStream(c, size, seed, nil); err == nil {
+			c.Write(sum)
 		}
-		c.Write(h.Sum(nil))
 	case opSink:
+		buf := make([]byte, chunk)
 		var n int64
 		for {
 			k, err := c.Read(buf)
@@ -374,7 +440,50 @@ func serveBulk(c net.Conn) {
 	}
 }
 
+// sendStream writes size bytes of the stream for seed to w, a chunk at a
+// time, calling after (when set) with the running total after each write,
+// and returns what it wrote and the sha256 of the whole stream.
+func sendStream(w io.Writer, size int64, seed uint64, after func(sent int64)) (int64, []byte, error) {
+	h := sha256.New()
+	st := NewStream(seed)
+	buf := make([]byte, min(size, chunk))
+	var sent int64
+	for sent < size {
+		b := buf[:min(int64(len(buf)), size-sent)]
+		st.Fill(b)
+		h.Write(b)
+		k, err := w.Write(b)
+		sent += int64(k)
+		if after != nil {
+			after(sent)
+		}
+		if err != nil {
+			return sent, nil, err
+		}
+	}
+	return sent, h.Sum(nil), nil
+}
+
+// readServerSum reads the sha256 a bulk server sends after a transfer.
+func readServerSum(r io.Reader) ([]byte, error) {
+	sum := make([]byte, sha256.Size)
+	_, err := io.ReadFull(r, sum)
+	return sum, err
+}
+
 // ---- clients ----
+
+// dialIn dials addr with d from a thread inside ns; the connection stays in
+// ns and may be used from anywhere.
+func dialIn(ctx context.Context, ns *NS, d *net.Dialer, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() error {
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
 
 // DialTCP dials addr over TCP from inside ns.
 func DialTCP(ctx context.Context, ns *NS, addr netip.AddrPort) (net.Conn, error) {
@@ -384,17 +493,69 @@ func DialTCP(ctx context.Context, ns *NS, addr netip.AddrPort) (net.Conn, error)
 // DialTCPFrom dials addr over TCP from inside ns with a socket bound to src
 // (invalid: the kernel chooses).
 func DialTCPFrom(ctx context.Context, ns *NS, src netip.Addr, addr netip.AddrPort) (net.Conn, error) {
-	var c net.Conn
+	var laddr netip.AddrPort
+	if src.IsValid() {
+		laddr = netip.AddrPortFrom(src, 0)
+	}
+	return dialTCPBound(ctx, ns, laddr, addr)
+}
+
+// dialTCPBound dials addr over TCP from inside ns with a socket bound to
+// laddr, port included (invalid: the kernel chooses).
+func dialTCPBound(ctx context.Context, ns *NS, laddr, addr netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	if laddr.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(laddr)
+	}
+	return dialIn(ctx, ns, &d, "tcp4", addr.String())
+}
+
+// dialUDP opens a UDP socket inside ns connected to dst, bound to src when
+// it is valid (port 0: any).
+func dialUDP(ns *NS, src, dst netip.AddrPort) (*net.UDPConn, error) {
+	var laddr *net.UDPAddr
+	if src.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(src)
+	}
+	var c *net.UDPConn
 	err := ns.Do(func() error {
-		var d net.Dialer
-		if src.IsValid() {
-			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
-		}
 		var err error
-		c, err = d.DialContext(ctx, "tcp4", addr.String())
+		c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst))
 		return err
 	})
 	return c, err
+}
+
+// listenICMP opens a raw ICMP socket inside ns (it receives every ICMP
+// message the namespace gets).
+func listenICMP(ns *NS) (*icmp.PacketConn, error) {
+	var c *icmp.PacketConn
+	err := ns.Do(func() error {
+		var err error
+		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: icmp socket: %w", ns.Name, err)
+	}
+	return c, nil
+}
+
+// readLine reads one line (without its '\n', at most 128 bytes) from c a
+// byte at a time, so nothing after it is consumed.
+func readLine(c net.Conn) (string, error) {
+	var line []byte
+	var one [1]byte
+	for len(line) < 128 {
+		if _, err := c.Read(one[:]); err != nil {
+			return "", err
+		}
+		if one[0] == '\n' {
+			return string(line), nil
+		}
+		line = append(line, one[0])
+	}
+	return "", fmt.Errorf("line too long: %q", line)
 }
 
 // TCPEcho makes one short connection to an echo server: connect, send
@@ -430,40 +591,7 @@ func TCPEchoFrom(ctx context.Context, ns *NS, src netip.Addr, addr netip.AddrPor
 // TCPEchoMany makes n short echo connections with the given concurrency and
 // returns how many succeeded and the errors of the others.
 func TCPEchoMany(ctx context.Context, ns *NS, addr netip.AddrPort, n, workers int, timeout time.Duration) (int, []error) {
-	if workers < 1 {
-		workers = 1
-	}
-	var (
-		mu   sync.Mutex
-		ok   int
-		errs []error
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				err := TCPEcho(ctx, ns, addr, []byte(fmt.Sprintf("hello %04d from l2shim test", i)), timeout)
-				mu.Lock()
-				if err != nil {
-					errs = append(errs, fmt.Errorf("connection %d: %w", i, err))
-				} else {
-					ok++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		errs = append(errs, ctx.Err())
-	}
+	ok, _, _, errs := TimingStats(TimedEchoes(ctx, ns, netip.Addr{}, addr, n, workers, timeout))
 	return ok, errs
 }
 
@@ -483,17 +611,12 @@ func UDPExchange(ctx context.Context, ns *NS, addr netip.AddrPort, n, retries in
 // UDPExchangeFrom is UDPExchange from sockets bound to src (invalid: any).
 func UDPExchangeFrom(ctx context.Context, ns *NS, src netip.Addr, addr netip.AddrPort, n, retries int, timeout time.Duration) UDPResult {
 	var res UDPResult
-	var laddr *net.UDPAddr
+	var laddr netip.AddrPort
 	if src.IsValid() {
-		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+		laddr = netip.AddrPortFrom(src, 0)
 	}
 	for i := 0; i < n && ctx.Err() == nil; i++ {
-		var c *net.UDPConn
-		err := ns.Do(func() error {
-			var err error
-			c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(addr))
-			return err
-		})
+		c, err := dialUDP(ns, laddr, addr)
 		if err != nil {
 			res.Errors = append(res.Errors, fmt.Errorf("request %d: %w", i, err))
 			continue
@@ -534,12 +657,7 @@ func UDPExchangeFrom(ctx context.Context, ns *NS, src netip.Addr, addr netip.Add
 // UDPSendFrom sends payload count times to dst from a socket bound to src
 // (port 0: any) inside ns, without waiting for answers.
 func UDPSendFrom(ns *NS, src netip.Addr, dst netip.AddrPort, payload []byte, count int) error {
-	var c *net.UDPConn
-	err := ns.Do(func() error {
-		var err error
-		c, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(dst))
-		return err
-	})
+	c, err := dialUDP(ns, netip.AddrPortFrom(src, 0), dst)
 	if err != nil {
 		return err
 	}
@@ -556,14 +674,9 @@ func UDPSendFrom(ns *NS, src netip.Addr, dst netip.AddrPort, payload []byte, cou
 // at a time, waiting up to timeout for each reply, and returns the number of
 // replies and their round-trip times.
 func Ping(ctx context.Context, ns *NS, dst netip.Addr, count int, timeout time.Duration) (int, []time.Duration, error) {
-	var c *icmp.PacketConn
-	err := ns.Do(func() error {
-		var err error
-		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
-	})
+	c, err := listenICMP(ns)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s: icmp socket: %w", ns.Name, err)
+		return 0, nil, err
 	}
 	defer c.Close()
 	id := int(rand.Uint32() & 0xffff)
@@ -585,7 +698,7 @@ func Ping(ctx context.Context, ns *NS, dst netip.Addr, count int, timeout time.D
 			if err != nil {
 				break // timeout: lost
 			}
-			rm, err := icmp.ParseMessage(1, buf[:n])
+			rm, err := icmp.ParseMessage(unix.IPPROTO_ICMP, buf[:n])
 			if err != nil || rm.Type != ipv4.ICMPTypeEchoReply || remoteAddr(peer) != dst {
 				continue
 			}
@@ -630,20 +743,13 @@ func dialBulk(ctx context.Context, ns *NS, addr netip.AddrPort, want func(netip.
 			return nil, netip.Addr{}, i, err
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		line := make([]byte, 0, 64)
-		var one [1]byte
-		for {
-			if _, err := c.Read(one[:]); err != nil {
-				c.Close()
-				return nil, netip.Addr{}, i, fmt.Errorf("read server hello: %w", err)
-			}
-			if one[0] == '\n' || len(line) == 63 {
-				break
-			}
-			line = append(line, one[0])
+		line, err := readLine(c)
+		if err != nil {
+			c.Close()
+			return nil, netip.Addr{}, i, fmt.Errorf("read server hello: %w", err)
 		}
 		c.SetReadDeadline(time.Time{})
-		a, err := netip.ParseAddr(string(line))
+		a, err := netip.ParseAddr(line)
 		if err != nil {
 			c.Close()
 			return nil, netip.Addr{}, i, fmt.Errorf("bad server hello %q", line)
@@ -681,10 +787,11 @@ func setCtxDeadline(ctx context.Context, c net.Conn) {
 	}()
 }
 
-// Upload sends size bytes of the stream for seed from ns to a bulk server
-// over a connection whose client address satisfies want, and checks the
-// server's sha256 of what it received against the sender's.
-func Upload(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, want func(netip.Addr) bool) (TransferResult, error) {
+// bulkTransfer connects from ns to a bulk server over a connection whose
+// client address satisfies want, sends the request header (op, size, seed)
+// and runs fn on the connection, all bounded by ctx. The result's Elapsed
+// runs from the header to fn's return; fn fills in the rest.
+func bulkTransfer(ctx context.Context, ns *NS, addr netip.AddrPort, want func(netip.Addr) bool, op byte, size int64, seed uint64, fn func(c net.Conn, res *TransferResult) error) (TransferResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c, seen, tries, err := dialBulk(ctx, ns, addr, want, 32)
@@ -695,117 +802,92 @@ func Upload(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed u
 	defer c.Close()
 	setCtxDeadline(ctx, c)
 	start := time.Now()
-	if err := writeHeader(c, opUpload, size, seed); err != nil {
+	if err := writeHeader(c, op, size, seed); err != nil {
 		return res, err
 	}
-	h := sha256.New()
-	st := NewStream(seed)
-	buf := make([]byte, chunk)
-	for left := size; left > 0; {
-		b := buf
-		if int64(len(b)) > left {
-			b = b[:left]
-		}
-		st.Fill(b)
-		h.Write(b)
-		k, err := c.Write(b)
-		res.Bytes += int64(k)
-		if err != nil {
-			res.Elapsed = time.Since(start)
-			return res, fmt.Errorf("upload write after %d bytes: %w", res.Bytes, err)
-		}
-		left -= int64(k)
-	}
-	var sum [32]byte
-	if _, err := io.ReadFull(c, sum[:]); err != nil {
-		res.Elapsed = time.Since(start)
-		return res, fmt.Errorf("upload: read server hash after %d bytes sent: %w", res.Bytes, err)
-	}
+	err = fn(c, &res)
 	res.Elapsed = time.Since(start)
-	mine := h.Sum(nil)
-	res.SHA256 = hex.EncodeToString(mine)
-	if !bytes.Equal(sum[:], mine) {
-		return res, fmt.Errorf("upload corrupted: sender sha256 %x, receiver sha256 %x (%d bytes)", mine, sum, size)
-	}
-	return res, nil
+	return res, err
+}
+
+// Upload sends size bytes of the stream for seed from ns to a bulk server
+// over a connection whose client address satisfies want, and checks the
+// server's sha256 of what it received against the sender's.
+func Upload(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, want func(netip.Addr) bool) (TransferResult, error) {
+	return upload(ctx, ns, addr, size, seed, want, nil)
+}
+
+// upload is Upload calling after (when set) with the bytes sent so far after
+// every write; after may sleep to pace the transfer.
+func upload(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, want func(netip.Addr) bool, after func(sent int64)) (TransferResult, error) {
+	return bulkTransfer(ctx, ns, addr, want, opUpload, size, seed, func(c net.Conn, res *TransferResult) error {
+		var mine []byte
+		var err error
+		res.Bytes, mine, err = sendStream(c, size, seed, after)
+		if err != nil {
+			return fmt.Errorf("upload write after %d bytes: %w", res.Bytes, err)
+		}
+		sum, err := readServerSum(c)
+		if err != nil {
+			return fmt.Errorf("upload: read server hash after %d bytes sent: %w", res.Bytes, err)
+		}
+		res.SHA256 = hex.EncodeToString(mine)
+		if !bytes.Equal(sum, mine) {
+			return fmt.Errorf("upload corrupted: sender sha256 %x, receiver sha256 %x (%d bytes)", mine, sum, size)
+		}
+		return nil
+	})
 }
 
 // Download receives size bytes of the stream for seed from a bulk server in
 // ns over a connection whose client address satisfies want, and checks the
 // receiver's sha256 against the server's.
 func Download(ctx context.Context, ns *NS, addr netip.AddrPort, size int64, seed uint64, want func(netip.Addr) bool) (TransferResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, seen, tries, err := dialBulk(ctx, ns, addr, want, 32)
-	res := TransferResult{Seen: seen, Tries: tries}
-	if err != nil {
-		return res, err
-	}
-	defer c.Close()
-	setCtxDeadline(ctx, c)
-	start := time.Now()
-	if err := writeHeader(c, opDownload, size, seed); err != nil {
-		return res, err
-	}
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, io.LimitReader(c, size), make([]byte, chunk))
-	res.Bytes = n
-	if err == nil && n < size {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
-		res.Elapsed = time.Since(start)
-		return res, fmt.Errorf("download: read after %d of %d bytes: %w", n, size, err)
-	}
-	var sum [32]byte
-	if _, err := io.ReadFull(c, sum[:]); err != nil {
-		res.Elapsed = time.Since(start)
-		return res, fmt.Errorf("download: read server hash: %w", err)
-	}
-	res.Elapsed = time.Since(start)
-	mine := h.Sum(nil)
-	res.SHA256 = hex.EncodeToString(mine)
-	if !bytes.Equal(sum[:], mine) {
-		return res, fmt.Errorf("download corrupted: sender sha256 %x, receiver sha256 %x (%d bytes)", sum, mine, size)
-	}
-	return res, nil
+	return bulkTransfer(ctx, ns, addr, want, opDownload, size, seed, func(c net.Conn, res *TransferResult) error {
+		h := sha256.New()
+		n, err := io.CopyBuffer(h, io.LimitReader(c, size), make([]byte, chunk))
+		res.Bytes = n
+		if err == nil && n < size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return fmt.Errorf("download: read after %d of %d bytes: %w", n, size, err)
+		}
+		sum, err := readServerSum(c)
+		if err != nil {
+			return fmt.Errorf("download: read server hash: %w", err)
+		}
+		mine := h.Sum(nil)
+		res.SHA256 = hex.EncodeToString(mine)
+		if !bytes.Equal(sum, mine) {
+			return fmt.Errorf("download corrupted: sender sha256 %x, receiver sha256 %x (%d bytes)", sum, mine, size)
+		}
+		return nil
+	})
 }
 
 // Sink sends data as fast as possible for d over a connection whose client
 // address satisfies want and returns the bytes the server received and the
 // time until the server confirmed them.
 func Sink(ctx context.Context, ns *NS, addr netip.AddrPort, d time.Duration, want func(netip.Addr) bool) (TransferResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, seen, tries, err := dialBulk(ctx, ns, addr, want, 32)
-	res := TransferResult{Seen: seen, Tries: tries}
-	if err != nil {
-		return res, err
-	}
-	defer c.Close()
-	setCtxDeadline(ctx, c)
-	if err := writeHeader(c, opSink, 0, 0); err != nil {
-		return res, err
-	}
 	buf := make([]byte, chunk)
 	NewStream(1).Fill(buf)
-	start := time.Now()
-	end := start.Add(d)
-	for time.Now().Before(end) {
-		if _, err := c.Write(buf); err != nil {
-			return res, fmt.Errorf("sink write: %w", err)
+	return bulkTransfer(ctx, ns, addr, want, opSink, 0, 0, func(c net.Conn, res *TransferResult) error {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			if _, err := c.Write(buf); err != nil {
+				return fmt.Errorf("sink write: %w", err)
+			}
 		}
-	}
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-		return res, err
-	}
-	var out [8]byte
-	if _, err := io.ReadFull(c, out[:]); err != nil {
-		return res, fmt.Errorf("sink: read count: %w", err)
-	}
-	res.Elapsed = time.Since(start)
-	res.Bytes = int64(binary.BigEndian.Uint64(out[:]))
-	return res, nil
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			return err
+		}
+		var out [8]byte
+		if _, err := io.ReadFull(c, out[:]); err != nil {
+			return fmt.Errorf("sink: read count: %w", err)
+		}
+		res.Bytes = int64(binary.BigEndian.Uint64(out[:]))
+		return nil
+	})
 }
 
 // FirstSuccess repeats short echo connections (each bounded by attempt) until
@@ -827,31 +909,38 @@ func FirstSuccess(ctx context.Context, ns *NS, addr netip.AddrPort, since time.T
 	}
 }
 
+// whoami asks a UDPEchoServer, over c's flow, which address it sees the flow
+// coming from: up to tries requests, each waiting up to wait for the answer.
+// It returns the answer ("" when none came) and the first error sending a
+// request met, if any.
+func whoami(c *net.UDPConn, tries int, wait time.Duration) (string, error) {
+	defer c.SetReadDeadline(time.Time{})
+	var werr error
+	buf := make([]byte, 128)
+	for try := 0; try < tries; try++ {
+		if _, err := c.Write([]byte(whoamiRequest)); err != nil && werr == nil {
+			werr = err
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		if n, err := c.Read(buf); err == nil {
+			return string(buf[:n]), werr
+		}
+	}
+	return "", werr
+}
+
 // DialUDPPath opens a UDP socket in ns connected to a UDPEchoServer at addr
 // whose flow the server sees coming from an address accepted by want (nil:
 // any), trying at most tries source ports.
 func DialUDPPath(ns *NS, addr netip.AddrPort, want func(netip.Addr) bool, tries int) (*net.UDPConn, netip.Addr, error) {
 	var seen []string
-	buf := make([]byte, 128)
 	for i := 0; i < tries; i++ {
-		var c *net.UDPConn
-		err := ns.Do(func() error {
-			var err error
-			c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(addr))
-			return err
-		})
+		c, err := dialUDP(ns, netip.AddrPort{}, addr)
 		if err != nil {
 			return nil, netip.Addr{}, err
 		}
-		var a netip.Addr
-		for try := 0; try < 3 && !a.IsValid(); try++ {
-			c.Write([]byte("?whoami"))
-			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			if n, err := c.Read(buf); err == nil {
-				a, _ = netip.ParseAddr(string(buf[:n]))
-			}
-		}
-		c.SetReadDeadline(time.Time{})
+		answer, _ := whoami(c, 3, 500*time.Millisecond)
+		a, _ := netip.ParseAddr(answer)
 		if a.IsValid() && (want == nil || want(a)) {
 			return c, a, nil
 		}
@@ -963,7 +1052,6 @@ func DialUplink(ctx context.Context, ns *NS, addr netip.AddrPort, want netip.Add
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadDeadline(time.Time{})
 	return &UplinkConn{Conn: c, Seen: seen}, nil
 }
 
@@ -975,18 +1063,15 @@ func (u *UplinkConn) Upload(size int64, seed uint64, timeout time.Duration) erro
 	if err := writeHeader(u, opUpload, size, seed); err != nil {
 		return err
 	}
-	h := sha256.New()
-	b := make([]byte, size)
-	NewStream(seed).Fill(b)
-	h.Write(b)
-	if _, err := u.Write(b); err != nil {
+	_, mine, err := sendStream(u, size, seed, nil)
+	if err != nil {
 		return fmt.Errorf("upload write: %w", err)
 	}
-	var sum [32]byte
-	if _, err := io.ReadFull(u, sum[:]); err != nil {
+	sum, err := readServerSum(u)
+	if err != nil {
 		return fmt.Errorf("upload: read server hash: %w", err)
 	}
-	if !bytes.Equal(sum[:], h.Sum(nil)) {
+	if !bytes.Equal(sum, mine) {
 		return errors.New("upload corrupted")
 	}
 	return nil
