@@ -7,11 +7,12 @@
 //
 // It does no I/O and imports no kernel plumbing (no netlink, no eBPF, no raw sockets), so it
 // is tested without root by feeding it frames built in memory. The shim package owns the
-// sockets and calls in through a few methods: ProcessBatch for each batch of frames, and for
-// the control plane Reconfigure, the link and address reports (SetLink, SetAddressing), the
-// ARP and probe reports (ResolvedMAC, ARPAnswered, probe rounds, ProbeVerdict), SetDrained,
-// HealthTick, Evacuate, Expire and Snapshot. One mutex guards the engine; every method takes
-// it itself, and none is held across I/O.
+// sockets and calls in through a few methods: ProcessBatch for each batch of frames; for the
+// control plane New and Reconfigure (a Plan built by PlanFrom), SetLink and SetAddressing
+// (netlink), ResolvedMAC and ARPAnswered (ARP), AddProbe, StartProbeRound, ProbeFrame,
+// ProbeResults and ProbeVerdict (probes), SetDrained, HealthTick, Evacuate, Expire, and
+// Snapshot and Counters (status). One mutex guards the engine; every method takes it itself,
+// and it is never held across I/O.
 //
 // The files follow a frame: batch.go (one call per batch, segmentation of tunnels'
 // super-frames), process.go (decode and direction), egress.go (the host's frames: decide and

@@ -132,6 +132,18 @@ func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now in
 	if !e.mapOnto(&fl) {
 		return nil
 	}
+	p := e.insert(fl)
+	if p != nil && p.Gateway >= 0 {
+		e.gws[p.Gateway].stats.Placed.Add(1)
+		if e.health != nil && opens && key.Proto != rewrite.ProtoICMP {
+			e.health.Attempt(int(p.Gateway), now)
+		}
+	}
+	return p
+}
+
+// insert enters a new flow into the table and counts it, or counts why it could not.
+func (e *Engine) insert(fl conntrack.Flow) *conntrack.Flow {
 	p, err := e.table.Insert(fl)
 	if err != nil {
 		if err == conntrack.ErrFull {
@@ -141,12 +153,7 @@ func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now in
 	}
 	e.c.Add(FlowsCreated, 1)
 	if p.Gateway >= 0 {
-		st := e.gws[p.Gateway].stats
-		st.Placed.Add(1)
-		st.Live.Add(1)
-		if e.health != nil && opens && key.Proto != rewrite.ProtoICMP {
-			e.health.Attempt(int(p.Gateway), now)
-		}
+		e.gws[p.Gateway].stats.Live.Add(1)
 	}
 	return p
 }

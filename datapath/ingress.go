@@ -88,18 +88,7 @@ func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int
 	if nf.Gateway >= 0 {
 		nf.WireIf = int16(e.gws[nf.Gateway].Iface)
 	}
-	p, err := e.table.Insert(nf)
-	if err != nil {
-		if err == conntrack.ErrFull {
-			e.c.Add(TableFull, 1)
-		}
-		return nil
-	}
-	e.c.Add(FlowsCreated, 1)
-	if p.Gateway >= 0 {
-		e.gws[p.Gateway].stats.Live.Add(1)
-	}
-	return p
+	return e.insert(nf)
 }
 
 // trackHostSeq remembers, for a TCP frame from the wire, the sequence number the host will

@@ -43,8 +43,8 @@ type Inputs struct {
 	Window   time.Duration // [failover] window, for the reason text
 }
 
-// Usable reports whether the gateway may get new flows: the same as Evaluate(in).State != Down,
-// without building a reason.
+// Usable reports whether the gateway may get new flows: the one definition of usable, the same
+// as Evaluate(in).State != Down without building a reason.
 func (in *Inputs) Usable() bool {
 	return in.On && !in.Drained && in.LinkUp && in.MACKnown &&
 		(!in.Probing || in.Probe.Up) && !in.Health.Benched
@@ -55,9 +55,6 @@ type Status struct {
 	State  State
 	Reason string
 }
-
-// Usable reports whether the gateway may get new flows.
-func (s Status) Usable() bool { return s.State != Down }
 
 func (s Status) String() string {
 	if s.Reason == "" {

@@ -72,8 +72,8 @@ func TestEvaluate(t *testing.T) {
 		if got.State != tc.state || got.Reason != tc.reason {
 			t.Errorf("%s: %v, want %v: %q", tc.name, got, tc.state, tc.reason)
 		}
-		if got.Usable() != (tc.state != Down) || in.Usable() != got.Usable() {
-			t.Errorf("%s: Status.Usable %v, Inputs.Usable %v, state %v", tc.name, got.Usable(), in.Usable(), got.State)
+		if in.Usable() != (got.State != Down) || in.Usable() != (tc.state != Down) {
+			t.Errorf("%s: Inputs.Usable %v, state %v", tc.name, in.Usable(), got.State)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/l2shim/l2shim/rewrite"
 	"golang.org/x/sys/unix"
 )
 
@@ -107,18 +108,28 @@ type hookParams struct {
 // heartbeatCheck jumps to "next" when the shim's heartbeat is older than timeout or missing.
 // It clobbers r0-r5 and r7.
 func heartbeatCheck(m *maps, timeout time.Duration) asm.Instructions {
+	return concat(
+		asm.Instructions{asm.StoreImm(asm.R10, -12, 0, asm.Word)},
+		lookupOrNext(m.heartbeat, -12),
+		asm.Instructions{
+			asm.LoadMem(asm.R7, asm.R0, 0, asm.DWord),
+			asm.FnKtimeGetNs.Call(),
+			asm.Sub.Reg(asm.R0, asm.R7),
+			asm.LoadImm(asm.R1, int64(timeout), asm.DWord),
+			asm.JGT.Reg(asm.R0, asm.R1, "next"),
+		},
+	)
+}
+
+// lookupOrNext looks up the key at r10+keyOff in m, leaving the value's address in r0, and
+// jumps to "next" when there is none. It clobbers r0-r5.
+func lookupOrNext(m *ebpf.Map, keyOff int16) asm.Instructions {
 	return asm.Instructions{
-		asm.StoreImm(asm.R10, -12, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, m.heartbeat.FD()),
+		asm.LoadMapPtr(asm.R1, m.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -12),
+		asm.Add.Imm(asm.R2, int32(keyOff)),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "next"),
-		asm.LoadMem(asm.R7, asm.R0, 0, asm.DWord),
-		asm.FnKtimeGetNs.Call(),
-		asm.Sub.Reg(asm.R0, asm.R7),
-		asm.LoadImm(asm.R1, int64(timeout), asm.DWord),
-		asm.JGT.Reg(asm.R0, asm.R1, "next"),
 	}
 }
 
@@ -129,7 +140,7 @@ func packetStart() asm.Instructions {
 		asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
 		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14),
+		asm.Add.Imm(asm.R4, rewrite.EthHdrLen),
 		asm.JGT.Reg(asm.R4, asm.R3, "next"),
 	}
 }
@@ -208,12 +219,8 @@ func egressInsns(p hookParams, m *maps) asm.Instructions {
 			asm.LoadMem(asm.R4, asm.R2, 4, asm.Half),
 			asm.StoreMem(asm.R10, -4, asm.R4, asm.Half),
 			asm.StoreImm(asm.R10, -2, 0, asm.Half),
-			asm.LoadMapPtr(asm.R1, m.gateways.FD()),
-			asm.Mov.Reg(asm.R2, asm.R10),
-			asm.Add.Imm(asm.R2, -8),
-			asm.FnMapLookupElem.Call(),
-			asm.JEq.Imm(asm.R0, 0, "next"),
 		},
+		lookupOrNext(m.gateways, -8),
 		heartbeatCheck(m, p.heartbeat),
 		redirectTo(p.capture, 0),
 		nextBlock(),

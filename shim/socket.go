@@ -183,11 +183,8 @@ func newSendQueue(get func() *packetConn, size int, dropped func(syscall.Errno))
 	return q
 }
 
-// full reports whether the next add would have to flush first.
-func (q *sendQueue) full() bool { return q.n == len(q.msgs) }
-
 // add queues b (virtio-net header and frame); the caller keeps b unchanged until flush. A
-// full queue is flushed first; callers that hold a lock check full and flush without it.
+// full queue is flushed first.
 func (q *sendQueue) add(b []byte) {
 	if q.n == len(q.msgs) {
 		_ = q.flush()
