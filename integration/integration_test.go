@@ -440,10 +440,7 @@ func TestBaselineWithoutShim(t *testing.T) {
 	if err := UDPSendFrom(topo.GW1, topo.GW1Addr, srv.udpAddr(), []byte("from gw1 lan address"), 1); err != nil {
 		t.Fatalf("send from gw1: %v", err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for srv.udp.Seen.Count(topo.GW1Addr) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv.udp.Seen.waitCount(topo.GW1Addr, 2*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	counts := srv.udp.Seen.Counts()
 	if counts[topo.HostAddr1] != 0 {
@@ -466,10 +463,7 @@ func TestBaselineWithoutShim(t *testing.T) {
 	setRP("0")
 	srv.udp.Seen.Reset()
 	UDPSendFrom(topo.Host, topo.HostAddr1, srv.udpAddr(), []byte("spoofed, rp_filter off"), 1)
-	deadline = time.Now().Add(2 * time.Second)
-	for srv.udp.Seen.Count(topo.HostAddr1) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv.udp.Seen.waitCount(topo.HostAddr1, 2*time.Second)
 	setRP("1")
 	if srv.udp.Seen.Count(topo.HostAddr1) != 1 {
 		t.Errorf("with gw0's rp_filter off the datagram from %s still did not arrive: something else drops it", topo.HostAddr1)

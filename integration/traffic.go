@@ -63,6 +63,14 @@ func (r *Recorder) Count(a netip.Addr) int {
 	return r.m[a]
 }
 
+// waitCount waits up to within until a has been counted (polling every
+// 20 ms).
+func (r *Recorder) waitCount(a netip.Addr, within time.Duration) {
+	for deadline := time.Now().Add(within); r.Count(a) == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Total returns the sum of all counts.
 func (r *Recorder) Total() int {
 	r.mu.Lock()
