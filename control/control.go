@@ -72,9 +72,6 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	return &Server{path: path, ln: ln, h: h, log: log}, nil
 }
 
-// Path returns the socket's path.
-func (s *Server) Path() string { return s.path }
-
 // Serve answers requests until ctx is done, then removes the socket.
 func (s *Server) Serve(ctx context.Context) {
 	go func() {

@@ -67,6 +67,7 @@ type ConntrackStatus struct {
 	Flows     int    `json:"flows"`
 	Max       int    `json:"max"`
 	Evictions uint64 `json:"evictions"`
+	Expired   uint64 `json:"expired"`
 }
 
 // WriteTable prints s for a person.
@@ -115,7 +116,7 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 			return err
 		}
 	}
-	fmt.Fprintf(w, "\nconntrack: %d flows (max %d), %d evicted\n", s.Conntrack.Flows, s.Conntrack.Max, s.Conntrack.Evictions)
+	fmt.Fprintf(w, "\nconntrack: %d flows (max %d), %d evicted, %d expired\n", s.Conntrack.Flows, s.Conntrack.Max, s.Conntrack.Evictions, s.Conntrack.Expired)
 	fmt.Fprintf(w, "datapath: %s\n", kv(s.Datapath))
 	_, err := fmt.Fprintf(w, "drops: %s\n", kv(s.Drops))
 	return err

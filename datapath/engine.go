@@ -143,8 +143,11 @@ func New(ifaces []Iface, plan Plan, opts Options) *Engine {
 // (SendErrors, SendTooBig, Lost) to them.
 func (e *Engine) Counters() *Counters { return &e.c }
 
-// Evicted returns how many flows the table evicted to make room for new ones.
-func (e *Engine) Evicted() uint64 { return e.table.C.Evicted.Load() }
+// TableCounters returns how many flows the table evicted to make room for new ones and how
+// many it expired after their idle timeout.
+func (e *Engine) TableCounters() (evicted, expired uint64) {
+	return e.table.C.Evicted.Load(), e.table.C.Expired.Load()
+}
 
 // Flows returns the number of tracked flows.
 func (e *Engine) Flows() int {

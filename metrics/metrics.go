@@ -43,6 +43,7 @@ var (
 	descCTFlows    = prometheus.NewDesc("l2shim_conntrack_flows", "Flows in the flow table.", nil, nil)
 	descCTMax      = prometheus.NewDesc("l2shim_conntrack_max_flows", "The flow table's bound (max_flows).", nil, nil)
 	descCTEvicted  = prometheus.NewDesc("l2shim_conntrack_evictions_total", "Flows evicted to make room for new ones.", nil, nil)
+	descCTExpired  = prometheus.NewDesc("l2shim_conntrack_expired_total", "Flows removed after their idle timeout.", nil, nil)
 	descReloads    = prometheus.NewDesc("l2shim_reloads_total", "Configuration reloads applied.", nil, nil)
 	descStartedSec = prometheus.NewDesc("l2shim_start_time_seconds", "When this instance started (Unix time).", nil, nil)
 )
@@ -100,7 +101,7 @@ type collector struct{ e *Exporter }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descState, descDrained, descFlows, descPlaced, descBytes, descPackets,
 		descAttempts, descFailures, descRuleFlows, descRulePkts, descRuleBytes, descDrops, descDatapath,
-		descCTFlows, descCTMax, descCTEvicted, descReloads, descStartedSec} {
+		descCTFlows, descCTMax, descCTEvicted, descCTExpired, descReloads, descStartedSec} {
 		ch <- d
 	}
 }
@@ -152,6 +153,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descCTFlows, float64(s.Conntrack.Flows))
 	gauge(descCTMax, float64(s.Conntrack.Max))
 	counter(descCTEvicted, s.Conntrack.Evictions)
+	counter(descCTExpired, s.Conntrack.Expired)
 	counter(descReloads, s.Reloads)
 	gauge(descStartedSec, float64(s.Started.Unix()))
 }

@@ -69,27 +69,27 @@ func PseudoHeaderSum(src, dst [4]byte, proto uint8, l4len int) uint64 {
 		uint64(proto) + uint64(uint32(l4len)>>16) + uint64(uint32(l4len)&0xffff)
 }
 
-// UpdateFull returns the complemented checksum field csum after a 16-bit word it covers changed
+// updateFull returns the complemented checksum field csum after a 16-bit word it covers changed
 // from old to new, by RFC 1624 equation 3: HC' = ~(~HC + ~m + m'). Unlike the older equation
 // HC' = HC - ~m - m' this never produces a 0xffff that a fresh computation would not.
-func UpdateFull(csum, old, new uint16) uint16 {
+func updateFull(csum, old, new uint16) uint16 {
 	return applyFull(csum, diff2(old, new))
 }
 
-// UpdatePartial returns the uncomplemented partial sum field sum (of a CHECKSUM_PARTIAL frame)
+// updatePartial returns the uncomplemented partial sum field sum (of a CHECKSUM_PARTIAL frame)
 // after a 16-bit word of its pseudo-header changed from old to new: sum' = sum + ~m + m'. This is
 // what the kernel's inet_proto_csum_replace4(..., pseudohdr=true) does to a CHECKSUM_PARTIAL skb.
-func UpdatePartial(sum, old, new uint16) uint16 {
+func updatePartial(sum, old, new uint16) uint16 {
 	return applyPartial(sum, diff2(old, new))
 }
 
-// UpdateFullAddr is UpdateFull for a 4-byte field such as an IPv4 address.
-func UpdateFullAddr(csum uint16, old, new [4]byte) uint16 {
+// updateFullAddr is updateFull for a 4-byte field such as an IPv4 address.
+func updateFullAddr(csum uint16, old, new [4]byte) uint16 {
 	return applyFull(csum, diff4(old, new))
 }
 
-// UpdatePartialAddr is UpdatePartial for a 4-byte pseudo-header field such as an IPv4 address.
-func UpdatePartialAddr(sum uint16, old, new [4]byte) uint16 {
+// updatePartialAddr is updatePartial for a 4-byte pseudo-header field such as an IPv4 address.
+func updatePartialAddr(sum uint16, old, new [4]byte) uint16 {
 	return applyPartial(sum, diff4(old, new))
 }
 

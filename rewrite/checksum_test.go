@@ -90,7 +90,7 @@ func TestPseudoHeaderSum(t *testing.T) {
 	}
 }
 
-// TestIncrementalUpdates checks UpdateFull, UpdateFullAddr, UpdatePartial and UpdatePartialAddr
+// TestIncrementalUpdates checks updateFull, updateFullAddr, updatePartial and updatePartialAddr
 // against full recomputation over random data, steering some cases onto the 0/0xffff corner.
 func TestIncrementalUpdates(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
@@ -131,11 +131,11 @@ func TestIncrementalUpdates(t *testing.T) {
 		wantFull := Checksum(b, 0)
 		wantPartial := Fold(Sum(b[2:], 0))
 		if nv != old {
-			if got := UpdateFull(csum, old, nv); got != wantFull {
-				t.Fatalf("UpdateFull(%#x, %#x, %#x) = %#x, recomputed %#x", csum, old, nv, got, wantFull)
+			if got := updateFull(csum, old, nv); got != wantFull {
+				t.Fatalf("updateFull(%#x, %#x, %#x) = %#x, recomputed %#x", csum, old, nv, got, wantFull)
 			}
-			if got := UpdatePartial(partial, old, nv); got != wantPartial {
-				t.Fatalf("UpdatePartial(%#x, %#x, %#x) = %#x, recomputed %#x", partial, old, nv, got, wantPartial)
+			if got := updatePartial(partial, old, nv); got != wantPartial {
+				t.Fatalf("updatePartial(%#x, %#x, %#x) = %#x, recomputed %#x", partial, old, nv, got, wantPartial)
 			}
 		}
 		if k+4 <= n {
@@ -146,11 +146,11 @@ func TestIncrementalUpdates(t *testing.T) {
 			if Fold(Sum(b, 0)) == 0 || oldA == newA {
 				continue
 			}
-			if got, want := UpdateFullAddr(csum, oldA, newA), Checksum(b, 0); got != want {
-				t.Fatalf("UpdateFullAddr = %#x, recomputed %#x", got, want)
+			if got, want := updateFullAddr(csum, oldA, newA), Checksum(b, 0); got != want {
+				t.Fatalf("updateFullAddr = %#x, recomputed %#x", got, want)
 			}
-			if got, want := UpdatePartialAddr(partial, oldA, newA), Fold(Sum(b[2:], 0)); got != want {
-				t.Fatalf("UpdatePartialAddr = %#x, recomputed %#x", got, want)
+			if got, want := updatePartialAddr(partial, oldA, newA), Fold(Sum(b[2:], 0)); got != want {
+				t.Fatalf("updatePartialAddr = %#x, recomputed %#x", got, want)
 			}
 		}
 	}

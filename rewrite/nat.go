@@ -364,62 +364,6 @@ func (f *Frame) FitGSO(mtu int) bool {
 	return true
 }
 
-// FragNeededLen returns the length of the frame BuildFragNeeded writes for f, 0 when it would
-// write none.
-func (f *Frame) FragNeededLen() int {
-	if !f.valid() || f.FragOff != 0 {
-		// RFC 1122 3.2.2: no ICMP error about a non-initial fragment.
-		return 0
-	}
-	if f.Proto == ProtoICMP && f.ICMPType != ICMPEchoRequest && f.ICMPType != ICMPEchoReply {
-		// No ICMP error about an ICMP error (RFC 1122 3.2.2), nor about other ICMP messages
-		// the host would not act on anyway.
-		return 0
-	}
-	quote := min(f.End-f.L3, int(f.Buf[f.L3]&0x0f)*4+8)
-	return EthHdrLen + ipv4MinLen + icmpMinLen + quote
-}
-
-// BuildFragNeeded writes into out an ICMP "fragmentation needed and DF set" error (type 3,
-// code 4) about f, announcing mtu as the next-hop MTU, and returns its length, or 0 when out is
-// too short or no error may be sent about f (see FragNeededLen). The datapath injects it into
-// the host when a DF frame does not fit the uplink it was placed on, because the kernel gives the
-// host no such signal for a frame the shim sends (EMSGSIZE reaches only the shim). The frame
-// goes back the way f came: its Ethernet addresses are f's swapped, the IPv4 source is from
-// and the destination f's source; it quotes f's IPv4 header and the first 8 bytes of its
-// payload, which hold the ports the host needs to find the socket. It does not allocate.
-func (f *Frame) BuildFragNeeded(out []byte, mtu uint16, from [4]byte) int {
-	n := f.FragNeededLen()
-	if n == 0 || len(out) < n {
-		return 0
-	}
-	out = out[:n]
-	b := f.Buf
-	copy(out[0:6], b[6:12])
-	copy(out[6:12], b[0:6])
-	put16(out[12:], etherTypeIPv4)
-	ip := out[EthHdrLen:]
-	ip[0] = 0x45
-	ip[1] = 0xc0 // IPTOS_PREC_INTERNETCONTROL, as the kernel's own ICMP errors
-	put16(ip[2:], uint16(n-EthHdrLen))
-	put16(ip[4:], 0) // ID
-	put16(ip[6:], 0) // no flags: an ICMP error may be fragmented
-	ip[8] = 64       // TTL
-	ip[9] = ProtoICMP
-	put16(ip[10:], 0)
-	copy(ip[12:16], from[:])
-	copy(ip[16:20], f.Src[:])
-	put16(ip[10:], Checksum(ip[:ipv4MinLen], 0))
-	icmp := ip[ipv4MinLen:]
-	icmp[0], icmp[1] = ICMPDestUnreach, ICMPFragNeededCode
-	put16(icmp[2:], 0)
-	put16(icmp[4:], 0)
-	put16(icmp[6:], mtu)
-	copy(icmp[icmpMinLen:], b[f.L3:])
-	put16(icmp[2:], Checksum(icmp, 0))
-	return n
-}
-
 func be16(b []byte) uint16     { return binary.BigEndian.Uint16(b) }
 func put16(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 func bswap16(v uint16) uint16  { return v<<8 | v>>8 }

@@ -160,7 +160,7 @@ func zeroOp(frame []byte, f *Frame) (op, bool) {
 	case f.PartialCsum && f.Proto != ProtoICMP:
 		for x := 0; x < 0x10000; x++ {
 			ip := [4]byte{10, 3, byte(x >> 8), byte(x)}
-			if UpdatePartialAddr(field, f.Src, ip) == 0xffff {
+			if updatePartialAddr(field, f.Src, ip) == 0xffff {
 				return op{false, ip, f.SrcPort}, true
 			}
 		}
@@ -168,13 +168,13 @@ func zeroOp(frame []byte, f *Frame) (op, bool) {
 	case f.Proto == ProtoUDP && field == 0:
 	case f.Proto == ProtoTCP || f.Proto == ProtoUDP || (f.Proto == ProtoICMP && f.ICMPType == ICMPEchoRequest):
 		for p := 0; p < 0x10000; p++ {
-			if uint16(p) != f.SrcPort && UpdateFull(field, f.SrcPort, uint16(p)) == 0 {
+			if uint16(p) != f.SrcPort && updateFull(field, f.SrcPort, uint16(p)) == 0 {
 				return op{false, f.Src, uint16(p)}, true
 			}
 		}
 	case f.Proto == ProtoICMP && f.ICMPType == ICMPEchoReply:
 		for p := 0; p < 0x10000; p++ {
-			if uint16(p) != f.DstPort && UpdateFull(field, f.DstPort, uint16(p)) == 0 {
+			if uint16(p) != f.DstPort && updateFull(field, f.DstPort, uint16(p)) == 0 {
 				return op{true, f.Dst, uint16(p)}, true
 			}
 		}

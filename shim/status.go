@@ -125,7 +125,7 @@ func (s *Shim) Status() *control.Status {
 	}
 	st.Conntrack.Flows = v.snap.Flows
 	st.Conntrack.Max = cfg.Conntrack.MaxFlows
-	st.Conntrack.Evictions = s.engine.Evicted()
+	st.Conntrack.Evictions, st.Conntrack.Expired = s.engine.TableCounters()
 	s.engine.Counters().Each(func(g datapath.Group, name string, val uint64) {
 		switch g {
 		case datapath.GroupTotals:
@@ -145,7 +145,8 @@ func (s *Shim) Status() *control.Status {
 // without the status socket. The names are the status's, with "drop_" and "malformed_" in
 // front of drop and parse-failure reasons.
 func (s *Shim) logTotals() {
-	attrs := []any{"flows_now", s.engine.Flows(), "evicted", s.engine.Evicted()}
+	evicted, expired := s.engine.TableCounters()
+	attrs := []any{"flows_now", s.engine.Flows(), "evicted", evicted, "expired", expired}
 	s.engine.Counters().Each(func(g datapath.Group, name string, val uint64) {
 		switch g {
 		case datapath.GroupTotals:
