@@ -1,8 +1,6 @@
 package datapath
 
 import (
-	"encoding/binary"
-
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/filters"
 	"github.com/l2shim/l2shim/rewrite"
@@ -94,17 +92,10 @@ func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int
 // trackHostSeq remembers, for a TCP frame from the wire, the sequence number the host will
 // expect next from the remote end (what a reset toward the host must carry).
 func trackHostSeq(f *rewrite.Frame, fl *conntrack.Flow) {
-	if f.Proto != rewrite.ProtoTCP || f.L4+rewrite.TCPMinLen > f.End {
+	if f.Proto != rewrite.ProtoTCP {
 		return
 	}
-	b := f.Buf[f.L4:]
-	seq := binary.BigEndian.Uint32(b[4:])
-	doff := int(b[12]>>4) * 4
-	n := uint32(f.End - f.L4 - doff)
-	if f.TCPFlags&(rewrite.TCPSyn|rewrite.TCPFin) != 0 {
-		n++
-	}
-	if next := seq + n; int32(next-fl.HostRcvNext) > 0 || fl.HostRcvNext == 0 {
+	if next := f.TCPSeq() + f.TCPSeqLen(); int32(next-fl.HostRcvNext) > 0 || fl.HostRcvNext == 0 {
 		fl.HostRcvNext = next
 	}
 }

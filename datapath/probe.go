@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"math/rand/v2"
 	"time"
 
@@ -131,10 +130,10 @@ func (e *Engine) consumeProbe(f *rewrite.Frame, now int64) bool {
 		return false
 	}
 	// A reply to any of this round's requests counts (a retry may cross a late answer).
-	if f.L4+8 > f.End || pt.replied {
+	if pt.replied {
 		return true
 	}
-	if seq := binary.BigEndian.Uint16(f.Buf[f.L4+6:]); seq-pt.roundSeq <= pt.seq-pt.roundSeq {
+	if seq := f.ICMPEchoSeq(); seq-pt.roundSeq <= pt.seq-pt.roundSeq {
 		pt.replied = true
 		pt.rtt = now - pt.sentAt
 	}

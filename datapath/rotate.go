@@ -1,8 +1,6 @@
 package datapath
 
 import (
-	"encoding/binary"
-
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/rewrite"
 )
@@ -121,10 +119,11 @@ func (e *Engine) lateAnswer(in int, f *rewrite.Frame, key conntrack.Key, b *Batc
 	}
 	e.c.Add(LateAnswers, 1)
 	buf := answerBuf(b)
-	if !f.IsTCPSynAck() || f.L4+rewrite.TCPMinLen > f.End || buf == nil {
+	if !f.IsTCPSynAck() || buf == nil {
 		return verdict{to: Drop, reason: DropRotated}, true
 	}
-	ack := binary.BigEndian.Uint32(f.Buf[f.L4+8:])
+	// The RST's sequence number is what the SYN-ACK acknowledged, so the server accepts it.
+	ack := f.TCPAckNum()
 	n := rewrite.BuildRST(buf[rewrite.VnetHdrLen:], rewrite.Endpoints{
 		SrcMAC: f.DstMAC(), DstMAC: f.SrcMAC(),
 		Src: key.Dst, Dst: key.Src, SrcPort: key.DstPort, DstPort: key.SrcPort,

@@ -1,5 +1,7 @@
 package rewrite
 
+import "encoding/binary"
+
 // IPv4TCPHdrLen is the size of option-less IPv4 and TCP headers: a path MTU minus it is the
 // largest TCP segment (MSS) that fits.
 const IPv4TCPHdrLen = ipv4MinLen + tcpMinLen
@@ -34,3 +36,40 @@ func (f *Frame) IsICMPError() bool { return f.Proto == ProtoICMP && f.InnerL4 >=
 
 // TCPMinLen is the size of a TCP header without options.
 const TCPMinLen = tcpMinLen
+
+// TCPSeq returns a TCP frame's sequence number (0 for other frames).
+func (f *Frame) TCPSeq() uint32 {
+	if f.Proto != ProtoTCP || f.L4 < 0 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(f.Buf[f.L4+4:])
+}
+
+// TCPAckNum returns a TCP frame's acknowledgment number (0 for other frames).
+func (f *Frame) TCPAckNum() uint32 {
+	if f.Proto != ProtoTCP || f.L4 < 0 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(f.Buf[f.L4+8:])
+}
+
+// TCPSeqLen returns how much of the sequence space a TCP frame takes: its payload, plus one for
+// a SYN or a FIN.
+func (f *Frame) TCPSeqLen() uint32 {
+	if f.Proto != ProtoTCP || f.L4 < 0 {
+		return 0
+	}
+	n := uint32(f.End - f.L4 - int(f.Buf[f.L4+12]>>4)*4)
+	if f.TCPFlags&(TCPSyn|TCPFin) != 0 {
+		n++
+	}
+	return n
+}
+
+// ICMPEchoSeq returns an ICMP echo request's or reply's sequence number (0 for other frames).
+func (f *Frame) ICMPEchoSeq() uint16 {
+	if !f.IsICMPEcho() || f.L4 < 0 {
+		return 0
+	}
+	return binary.BigEndian.Uint16(f.Buf[f.L4+6:])
+}
