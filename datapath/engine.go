@@ -115,7 +115,7 @@ type Engine struct {
 
 	probes    map[probeKey]*probeTarget
 	probeList []*probeTarget // by ProbeID
-	frags     map[fragKey]fragEntry
+	frags     fragTable
 	rotated   map[conntrack.Key]rotEntry
 	allDown   bool
 	lastNow   int64
@@ -129,6 +129,7 @@ func New(ifaces []Iface, plan Plan, opts Options) *Engine {
 		ifaces: ifaces,
 		opts:   opts,
 		table:  conntrack.New(plan.MaxFlows, plan.Timeouts),
+		frags:  newFragTable(),
 	}
 	e.table.OnRemove(func(f *conntrack.Flow, _ conntrack.RemoveReason) {
 		if f.Gateway >= 0 && int(f.Gateway) < len(e.gws) {
