@@ -631,8 +631,8 @@ func TestConntrackSYNFlood(t *testing.T) {
 		t.Logf("a status request during the flood failed: %v", v)
 	}
 	t.Logf("MEASURED shim memory: VmRSS before %s, peak sampled %s, after %s, VmHWM %s (bound %s)", ctMiB(rss0), ctMiB(peakRSS.Load()), ctMiB(rss1), ctMiB(hwm), ctMiB(rssBound))
-	t.Logf("MEASURED conntrack: max flows seen %d, now %d (max %d), evictions %d, table-full drops %d, flows created %d; host answers at gw0: rst %d synack %d other %d; at gw1: rst %d synack %d other %d",
-		maxSeen.Load(), st.Conntrack.Flows, st.Conntrack.Max, st.Conntrack.Evictions, st.Drops["table-full"], st.Datapath["flows_created"],
+	t.Logf("MEASURED conntrack: max flows seen %d, now %d (max %d), evictions %d, table_full %d, flows created %d; host answers at gw0: rst %d synack %d other %d; at gw1: rst %d synack %d other %d",
+		maxSeen.Load(), st.Conntrack.Flows, st.Conntrack.Max, st.Conntrack.Evictions, st.Datapath["table_full"], st.Datapath["flows_created"],
 		gw0("rst"), gw0("synack"), gw0("other"), gw1("rst"), gw1("synack"), gw1("other"))
 	if c0, c1 := gw0("cross"), gw1("cross"); c0 != 0 || c1 != 0 {
 		t.Errorf("the host's answers to flood SYNs left through the other uplink: %d answers to SYNs that came via gw1 (to 10.2.0.2) left via gw0, %d answers to SYNs that came via gw0 left via gw1 (source-aware routing and per-source placement broken; such answers are NATed to the wrong address)", c0, c1)
@@ -648,7 +648,7 @@ func TestConntrackSYNFlood(t *testing.T) {
 		t.Errorf("flow table exceeded its bound: %d (then %d) > %d", maxSeen.Load(), st.Conntrack.Flows, maxFlows)
 	}
 	if st.Conntrack.Evictions == 0 {
-		t.Errorf("%d spoofed SYNs into a table of %d flows and no eviction (table-full drops %d): the bound did not bite as specified (a new flow evicts an unreplied or closing one)", sent, maxFlows, st.Drops["table-full"])
+		t.Errorf("%d spoofed SYNs into a table of %d flows and no eviction (table_full %d): the bound did not bite as specified (a new flow evicts an unreplied or closing one)", sent, maxFlows, st.Datapath["table_full"])
 	}
 	if s.Exited() {
 		t.Fatalf("l2shim exited during the flood")
