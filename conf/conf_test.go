@@ -9,20 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/l2shim/l2shim/internal/testcfg"
 )
 
 // baseGateways is appended by withGW to snippets that need gateways; it comes last so that the
 // snippet's own lines keep their numbers.
-const baseGateways = `
-[[gateway]]
-interface = "eth0"
-address = "10.1.0.1"
-
-[[gateway]]
-name = "isp-b"
-interface = "eth1"
-address = "10.2.0.1"
-`
+const baseGateways = "\n" + testcfg.TwoGateways
 
 func withGW(s string) string { return s + "\n" + baseGateways }
 

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/l2shim/l2shim/internal/testcfg"
 )
 
 // fakeHost is a Host made of a map; missing names are errors.
@@ -31,16 +33,7 @@ func eth(name string, prefixes ...string) HostInterface {
 }
 
 func TestCheckHost(t *testing.T) {
-	const twoGateways = `[[gateway]]
-interface = "eth0"
-address = "10.1.0.1"
-
-[[gateway]]
-name = "isp-b"
-interface = "eth1"
-address = "10.2.0.1"
-mtu = 1492
-`
+	const twoGateways = testcfg.TwoGateways + "mtu = 1492\n"
 	healthy := fakeHost{"eth0": eth("eth0", "10.1.0.2/24"), "eth1": eth("eth1", "10.2.0.2/24")}
 	with := func(name string, change func(*HostInterface)) fakeHost {
 		h := fakeHost{}

@@ -10,6 +10,7 @@ import (
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/failover"
 	"github.com/l2shim/l2shim/filters"
+	"github.com/l2shim/l2shim/internal/testcfg"
 	"github.com/l2shim/l2shim/rewrite"
 )
 
@@ -148,16 +149,7 @@ func TestHealthBenches(t *testing.T) {
 
 func compileRules(t *testing.T, src string) *filters.Set {
 	t.Helper()
-	cfg, err := conf.Parse("rules.toml", []byte(`
-[[gateway]]
-name = "isp-a"
-interface = "eth0"
-address = "10.1.0.1"
-[[gateway]]
-name = "isp-b"
-interface = "eth1"
-address = "10.2.0.1"
-`+src))
+	cfg, err := conf.Parse("rules.toml", []byte(testcfg.TwoGateways+src))
 	if err != nil {
 		t.Fatal(err)
 	}

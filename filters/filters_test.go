@@ -7,20 +7,12 @@ import (
 	"testing"
 
 	"github.com/l2shim/l2shim/conf"
+	"github.com/l2shim/l2shim/internal/testcfg"
 )
 
 // gateways are the [[gateway]] tables every snippet gets: three interfaces, the second gateway
 // named, so rules can route to a default name, an explicit name and an address.
-const gateways = `
-[[gateway]]
-interface = "eth0"
-address = "10.1.0.1"
-
-[[gateway]]
-name = "isp-b"
-interface = "eth1"
-address = "10.2.0.1"
-
+const gateways = "\n" + testcfg.TwoGateways + `
 [[gateway]]
 name = "isp-c"
 interface = "eth2"
