@@ -172,13 +172,16 @@ func (e *Engine) Expire(now int64, budget int) int {
 func (e *Engine) inputs(i int, now int64, stats bool) failover.Inputs {
 	g := e.gws[i]
 	in := failover.Inputs{
-		On:       g.On,
-		Drained:  g.drained,
-		LinkUp:   e.ifaces[g.Iface].Up,
-		MACKnown: g.hasMAC && g.alive,
-		Probing:  e.cfg.Probing,
-		Probe:    g.probe,
-		Window:   e.cfg.Health.Window,
+		On:      g.On,
+		Drained: g.drained,
+		LinkUp:  e.ifaces[g.Iface].Up,
+		// Without an address of its own the uplink cannot carry a NATed flow, nor a host's
+		// flow whose source it does not have.
+		NoAddress: e.ifaces[g.Iface].Addr == ([4]byte{}),
+		MACKnown:  g.hasMAC && g.alive,
+		Probing:   e.cfg.Probing,
+		Probe:     g.probe,
+		Window:    e.cfg.Health.Window,
 	}
 	if stats && e.health != nil {
 		in.Health = e.health.Stats(i, now)

@@ -65,11 +65,23 @@ type Evacuation struct {
 func (e *Engine) Evacuate(gi int, now int64) Evacuation {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.evacuate(func(fl *conntrack.Flow) bool { return int(fl.Gateway) == gi }, now)
+	return e.evacuate(func(fl *conntrack.Flow) bool { return int(fl.Gateway) == gi }, e.pickOther, now)
 }
 
-// evacuate is Evacuate for the flows match selects. e.mu is held.
-func (e *Engine) evacuate(match func(*conntrack.Flow) bool, now int64) Evacuation {
+// pickOther returns the gateway a moved UDP flow goes to: the mode's choice among the usable
+// gateways, -1 when that is none or the flow's own.
+func (e *Engine) pickOther(fl *conntrack.Flow) int {
+	g := failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
+	if g == int(fl.Gateway) {
+		return -1
+	}
+	return g
+}
+
+// evacuate handles the flows match selects: each TCP flow is reset toward the host, each
+// outbound UDP flow moves to the gateway moveTo names (-1: it stays), NAT following, and any
+// other flow is forgotten. e.mu is held.
+func (e *Engine) evacuate(match func(*conntrack.Flow) bool, moveTo func(*conntrack.Flow) int, now int64) Evacuation {
 	var victims []*conntrack.Flow
 	e.table.Range(func(fl *conntrack.Flow) bool {
 		if match(fl) {
@@ -94,8 +106,7 @@ func (e *Engine) evacuate(match func(*conntrack.Flow) bool, now int64) Evacuatio
 				// no answers at all. The flow stays (and idles out).
 				continue
 			}
-			g := failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
-			if g >= 0 && g != int(fl.Gateway) && e.moveFlow(fl, g) {
+			if g := moveTo(fl); g >= 0 && e.moveFlow(fl, g) {
 				ev.Moved++
 			}
 		default:

@@ -93,7 +93,7 @@ func (e *Engine) Reconfigure(p Plan, now int64) Evacuation {
 	gone := e.apply(p, e.gws)
 	return e.evacuate(func(fl *conntrack.Flow) bool {
 		return gone[fl] || fl.Gateway >= 0 && !e.gws[fl.Gateway].On
-	}, now)
+	}, e.pickOther, now)
 }
 
 // apply installs plan p over the gateways prev (nil at start) and returns the flows whose

@@ -32,20 +32,23 @@ func (e *Engine) decode(pkt []byte) bool {
 }
 
 // process handles the frame just decoded from pkt, captured at external interface in. The
-// MACs tell the direction: from the interface's own MAC the host is sending, to it the wire is
-// delivering. pkt is rewritten in place (its virtio-net header too, when the frame's GSO size
-// must shrink), or replaced by an answer written into b's arena.
+// hook that captured it tells the direction, and the destination MAC tells the hook: the
+// ingress hook diverts only frames addressed to the interface's own MAC, the egress hook only
+// frames addressed to a gateway's, never the interface's own. So a wire frame that claims the
+// host's MAC as its source is still a wire frame. pkt is rewritten in place (its virtio-net
+// header too, when the frame's GSO size must shrink), or replaced by an answer written into b's
+// arena.
 func (e *Engine) process(in int, pkt []byte, b *Batch, now int64) Output {
 	f := &e.frame
 	ifc := &e.ifaces[in]
 	var v verdict
 	switch {
-	case f.SrcMAC() == ifc.MAC:
-		e.c.Add(FramesOut, 1)
-		v = e.egress(in, f, b, now)
 	case f.DstMAC() == ifc.MAC:
 		e.c.Add(FramesIn, 1)
 		v = e.ingress(in, f, b, now)
+	case f.SrcMAC() == ifc.MAC:
+		e.c.Add(FramesOut, 1)
+		v = e.egress(in, f, b, now)
 	default:
 		e.c.drop(DropUnknownDirection)
 		return Output{To: Drop, Reason: DropUnknownDirection}

@@ -93,11 +93,13 @@ func (e *Engine) moveFlow(fl *conntrack.Flow, g int) bool {
 		nr := fl.Reply
 		fl.Reply = oldReply
 		if e.table.Rekey(fl, nr) == nil {
-			if old >= 0 {
-				e.gws[old].stats.Live.Add(-1)
+			if old != g {
+				if old >= 0 {
+					e.gws[old].stats.Live.Add(-1)
+				}
+				e.gws[g].stats.Placed.Add(1)
+				e.gws[g].stats.Live.Add(1)
 			}
-			e.gws[g].stats.Placed.Add(1)
-			e.gws[g].stats.Live.Add(1)
 			return true
 		}
 	}

@@ -1,5 +1,7 @@
 package datapath
 
+import "github.com/l2shim/l2shim/conntrack"
+
 // What the control plane learns about the host and the gateways reaches the engine through
 // these methods; each recomputes which gateways may take new flows.
 
@@ -26,8 +28,11 @@ func (e *Engine) SetLink(i int, up bool) bool {
 
 // SetAddressing records interface i's ifindex, MAC, addresses, attached networks and MTU as
 // netlink reports them now (its name and link state stay), and returns the address NAT used
-// before: new flows NAT to ifc.Addr.
-func (e *Engine) SetAddressing(i int, ifc Iface) (oldAddr [4]byte) {
+// before. New flows NAT to ifc.Addr. Flows NATed to an address the interface no longer has
+// cannot go on from it: their TCP flows are reset toward the host (returned, to inject) and
+// their UDP flows move to the interface's current address, so a tunnel or a call that keeps
+// sending carries on (while the interface has no address they wait for one).
+func (e *Engine) SetAddressing(i int, ifc Iface, now int64) (oldAddr [4]byte, ev Evacuation) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cur := &e.ifaces[i]
@@ -35,7 +40,16 @@ func (e *Engine) SetAddressing(i int, ifc Iface) (oldAddr [4]byte) {
 	cur.Index, cur.MAC, cur.MTU = ifc.Index, ifc.MAC, ifc.MTU
 	cur.Addr, cur.Addrs, cur.Prefixes = ifc.Addr, ifc.Addrs, ifc.Prefixes
 	e.refresh()
-	return oldAddr
+	stranded := func(fl *conntrack.Flow) bool {
+		return fl.NAT && int(fl.WireIf) == i && !cur.has(fl.Reply.Dst)
+	}
+	sameGateway := func(fl *conntrack.Flow) int {
+		if cur.Addr == ([4]byte{}) {
+			return -1
+		}
+		return int(fl.Gateway)
+	}
+	return oldAddr, e.evacuate(stranded, sameGateway, now)
 }
 
 // MACChange is what recording a gateway's MAC changed.

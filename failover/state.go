@@ -33,20 +33,23 @@ func (s State) String() string {
 
 // Inputs is everything that decides a gateway's State.
 type Inputs struct {
-	On       bool // on = true in the config
-	Drained  bool // l2shim drain
-	LinkUp   bool // the gateway's interface is up (netlink)
-	MACKnown bool // the gateway's MAC is configured or resolved by ARP
-	Probing  bool // probe_interval > 0: Probe is meaningful
-	Probe    ProbeSummary
-	Health   GatewayHealth
-	Window   time.Duration // [failover] window, for the reason text
+	On      bool // on = true in the config
+	Drained bool // l2shim drain
+	LinkUp  bool // the gateway's interface is up (netlink)
+	// NoAddress: the gateway's interface has no IPv4 address (a DHCP lease being renewed), so
+	// nothing could leave through it with a source address of its own.
+	NoAddress bool
+	MACKnown  bool // the gateway's MAC is configured or resolved by ARP
+	Probing   bool // probe_interval > 0: Probe is meaningful
+	Probe     ProbeSummary
+	Health    GatewayHealth
+	Window    time.Duration // [failover] window, for the reason text
 }
 
 // Usable reports whether the gateway may get new flows: the one definition of usable, the same
 // as Evaluate(in).State != Down without building a reason.
 func (in *Inputs) Usable() bool {
-	return in.On && !in.Drained && in.LinkUp && in.MACKnown &&
+	return in.On && !in.Drained && in.LinkUp && !in.NoAddress && in.MACKnown &&
 		(!in.Probing || in.Probe.Up) && !in.Health.Benched
 }
 
@@ -76,6 +79,9 @@ func Evaluate(in Inputs) Status {
 	}
 	if !in.LinkUp {
 		down = append(down, "interface down")
+	}
+	if in.NoAddress {
+		down = append(down, "interface has no IPv4 address")
 	}
 	if !in.MACKnown {
 		down = append(down, "gateway MAC not resolved (no ARP reply)")

@@ -163,8 +163,10 @@ func (s *Shim) refreshAddrs(i, ifindex int) {
 		s.log.Warn("read addresses", "interface", s.ports[i].name, "err", err)
 		return
 	}
-	if old := s.engine.SetAddressing(i, ifc); old != ifc.Addr {
+	old, ev := s.engine.SetAddressing(i, ifc, s.now())
+	s.injectResets(ev.Resets)
+	if old != ifc.Addr {
 		s.log.Info("interface address changed; new flows NAT to the new one", "interface", s.ports[i].name,
-			"old", netip.AddrFrom4(old), "new", netip.AddrFrom4(ifc.Addr))
+			"old", netip.AddrFrom4(old), "new", netip.AddrFrom4(ifc.Addr), "tcp_reset", ev.Reset, "udp_moved", ev.Moved)
 	}
 }
