@@ -46,8 +46,8 @@ const (
 // restarts its clock. They follow the kernel's nf_conntrack where that suits a bounded table
 // that sits in front of the host's own conntrack (net/netfilter/nf_conntrack_proto_*.c).
 const (
-	// DefaultMaxFlows bounds the table: about 200 bytes a flow (the slab and both maps), so
-	// 50 MiB when full.
+	// DefaultMaxFlows bounds the table: about 220 bytes a flow (the slab and both maps), so
+	// 55 MiB when full.
 	DefaultMaxFlows = 262144
 	// DefaultTCPSynSent covers a connection whose handshake is not complete (SYN sent, SYN-ACK
 	// seen, or a picked-up connection not yet answered). nf_conntrack's syn_sent is 2 minutes:

@@ -106,8 +106,19 @@ type Flow struct {
 	Rule int16
 	Drop bool
 	// HostRcvNext is the sequence number the host expects next from the remote end of a TCP
-	// flow: an RST toward the host must carry it to be accepted at once (RFC 5961).
+	// flow: an RST toward the host must carry it to be accepted at once (RFC 5961). The host's
+	// own ACKs advance it, and the remote's segments only within the window the host
+	// announced, so a spoofed segment cannot move it.
 	HostRcvNext uint32
+	// What the host's own segments of a TCP flow announced, once HostKnown: HostSndNext is
+	// the sequence number after the last byte it sent, HostAck the highest acknowledgment,
+	// HostWin its receive window (scaled by HostWScale, 14 when the flow predates l2shim and
+	// the scale is unknown). They decide which segments from the wire the host itself would
+	// accept (RFC 793, RFC 5961), so a forged RST or FIN cannot end a flow the host keeps.
+	// HostISS is the sequence number of the host's SYN.
+	HostISS, HostSndNext, HostAck, HostWin uint32
+	HostWScale                             uint8
+	HostKnown                              bool
 	// Reset is set when l2shim reset the flow toward the host (its gateway went down): from
 	// then on its frames are dropped both ways, so the host's sequence space stays where the
 	// RST expects it.

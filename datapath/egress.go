@@ -82,6 +82,7 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	}
 	gap := now - fl.LastSeen
 	e.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
+	trackHostTCP(f, fl)
 	if e.isRetry(f, fl, gap) {
 		e.rotate(fl, now)
 	}

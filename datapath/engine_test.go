@@ -71,6 +71,9 @@ type pkt struct {
 	proto          uint8
 	sport, dport   uint16
 	syn, ack, rst  bool
+	fin            bool
+	seq, ackNum    uint32 // 0: 1000 and 1001
+	wscale         int8   // window scale option on a SYN; 0: none
 	icmpType       uint8
 	mss            uint16
 	df             bool
@@ -88,9 +91,18 @@ func (p pkt) build(t testing.TB) []byte {
 	switch p.proto {
 	case 6:
 		ip.Protocol = layers.IPProtocolTCP
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: p.syn, ACK: p.ack, RST: p.rst, Seq: 1000, Window: 65535}
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: p.syn, ACK: p.ack, RST: p.rst, FIN: p.fin, Seq: 1000, Window: 65535}
+		if p.seq != 0 {
+			tcp.Seq = p.seq
+		}
 		if p.ack {
 			tcp.Ack = 1001
+			if p.ackNum != 0 {
+				tcp.Ack = p.ackNum
+			}
+		}
+		if p.wscale > 0 {
+			tcp.Options = append(tcp.Options, layers.TCPOption{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{byte(p.wscale)}})
 		}
 		if p.mss != 0 {
 			tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{byte(p.mss >> 8), byte(p.mss)}}}

@@ -31,6 +31,7 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 	if fl != nil && f.MoreFrags {
 		e.rememberFragment(f, conntrack.DirReply, fl.Orig, now)
 	}
+	opened := false
 	if fl == nil {
 		if v, late := e.lateAnswer(in, f, key, b, now); late {
 			return v
@@ -41,16 +42,23 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 		if fl = e.newInbound(in, f, key, now); fl == nil {
 			return toHost(in)
 		}
-	}
-	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil {
-		// The first answer (a SYN-ACK, an RST, a datagram) proves the path through the gateway.
-		e.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
+		opened = true
 	}
 	if fl.Reset {
 		return verdict{to: Drop, reason: DropReset}
 	}
-	trackHostSeq(f, fl)
-	e.table.Seen(fl, conntrack.DirReply, len(f.Buf), f.TCPFlags, now)
+	flags, counts := f.TCPFlags, true
+	if f.Proto == rewrite.ProtoTCP {
+		flags, counts = wireTCP(f, fl, opened)
+	}
+	if counts {
+		if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil {
+			// The first answer (a SYN-ACK, an RST, a datagram) proves the path through the
+			// gateway.
+			e.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
+		}
+		e.table.Seen(fl, conntrack.DirReply, len(f.Buf), flags, now)
+	}
 	return e.toHostFor(in, f, fl)
 }
 
@@ -87,17 +95,6 @@ func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int
 		nf.WireIf = int16(e.gws[nf.Gateway].Iface)
 	}
 	return e.insert(nf)
-}
-
-// trackHostSeq remembers, for a TCP frame from the wire, the sequence number the host will
-// expect next from the remote end (what a reset toward the host must carry).
-func trackHostSeq(f *rewrite.Frame, fl *conntrack.Flow) {
-	if f.Proto != rewrite.ProtoTCP {
-		return
-	}
-	if next := f.TCPSeq() + f.TCPSeqLen(); int32(next-fl.HostRcvNext) > 0 || fl.HostRcvNext == 0 {
-		fl.HostRcvNext = next
-	}
 }
 
 // toHostFor delivers a wire frame of flow fl to the host: reverse-translated when the flow is

@@ -285,50 +285,28 @@ func (f *Frame) setInner(addrOff, portOff int, echoType uint8, ip [4]byte, port 
 // header the device sums later. An option at an odd offset contributes its bytes swapped to the
 // 16-bit word sum, and the update accounts for that.
 func (f *Frame) ClampMSS(mss uint16) bool {
-	if !f.valid() || f.L4 < 0 || f.Proto != ProtoTCP || f.TCPFlags&TCPSyn == 0 ||
-		f.L4+tcpMinLen > f.End {
+	if f.TCPFlags&TCPSyn == 0 {
+		return false
+	}
+	i, ok := f.tcpOption(tcpOptMSS, 4)
+	if !ok {
 		return false
 	}
 	b := f.Buf
-	doff := int(b[f.L4+12]>>4) * 4
-	if doff < tcpMinLen || f.L4+doff > f.End {
+	old := be16(b[i+2:])
+	if old <= mss {
 		return false
 	}
-	opts := b[f.L4+tcpMinLen : f.L4+doff]
-	for i := 0; i < len(opts); {
-		switch opts[i] {
-		case 0: // end of option list
-			return false
-		case 1: // no-operation
-			i++
-			continue
+	if !f.PartialCsum {
+		d := diff2(old, mss)
+		if (i+2-f.L4)&1 == 1 {
+			d = diff2(bswap16(old), bswap16(mss))
 		}
-		if i+1 >= len(opts) {
-			return false
-		}
-		n := int(opts[i+1])
-		if n < 2 || i+n > len(opts) {
-			return false
-		}
-		if opts[i] == 2 && n == 4 {
-			old := be16(opts[i+2:])
-			if old <= mss {
-				return false
-			}
-			if !f.PartialCsum {
-				d := diff2(old, mss)
-				if (tcpMinLen+i+2)&1 == 1 {
-					d = diff2(bswap16(old), bswap16(mss))
-				}
-				c := f.L4 + 16
-				put16(b[c:], applyFull(be16(b[c:]), d))
-			}
-			put16(opts[i+2:], mss)
-			return true
-		}
-		i += n
+		c := f.L4 + 16
+		put16(b[c:], applyFull(be16(b[c:]), d))
 	}
-	return false
+	put16(b[i+2:], mss)
+	return true
 }
 
 // FitGSO lowers the gso_size of a TCP or UDP_L4 super-frame so that every segment the kernel
