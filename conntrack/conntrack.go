@@ -229,7 +229,11 @@ const (
 	ClassClosed      Class = iota // closed TCP flows: evicted first
 	ClassUnconfirmed              // no reply, handshake incomplete, not assured
 	ClassClosing                  // half-closed TCP, replied ICMP echo
-	ClassEstablished              // never evicted
+	// ClassWire: assured UDP (and other) flows the wire opened. Anyone can open them with
+	// spoofed datagrams that the host answers, so they make room for the host's own before
+	// an established flow would.
+	ClassWire
+	ClassEstablished // never evicted
 	NumClasses
 )
 
@@ -241,6 +245,8 @@ func (c Class) String() string {
 		return "unconfirmed"
 	case ClassClosing:
 		return "closing"
+	case ClassWire:
+		return "wire-assured"
 	case ClassEstablished:
 		return "established"
 	}
@@ -259,6 +265,8 @@ const (
 	listICMPReplied
 	listOtherNew
 	listOtherAssured
+	listUDPAssuredWire
+	listOtherAssuredWire
 	numLists
 
 	listFree = 0xff
@@ -266,16 +274,18 @@ const (
 
 // listClass is the eviction group of each list.
 var listClass = [numLists]Class{
-	listTCPNew:         ClassUnconfirmed,
-	listTCPEstablished: ClassEstablished,
-	listTCPClosing:     ClassClosing,
-	listTCPClosed:      ClassClosed,
-	listUDPNew:         ClassUnconfirmed,
-	listUDPAssured:     ClassEstablished,
-	listICMPNew:        ClassUnconfirmed,
-	listICMPReplied:    ClassClosing,
-	listOtherNew:       ClassUnconfirmed,
-	listOtherAssured:   ClassEstablished,
+	listTCPNew:           ClassUnconfirmed,
+	listTCPEstablished:   ClassEstablished,
+	listTCPClosing:       ClassClosing,
+	listTCPClosed:        ClassClosed,
+	listUDPNew:           ClassUnconfirmed,
+	listUDPAssured:       ClassEstablished,
+	listICMPNew:          ClassUnconfirmed,
+	listICMPReplied:      ClassClosing,
+	listOtherNew:         ClassUnconfirmed,
+	listOtherAssured:     ClassEstablished,
+	listUDPAssuredWire:   ClassWire,
+	listOtherAssuredWire: ClassWire,
 }
 
 // classLists lists the lists of each evictable group.
@@ -283,6 +293,7 @@ var classLists = [...][]uint8{
 	ClassClosed:      {listTCPClosed},
 	ClassUnconfirmed: {listTCPNew, listUDPNew, listICMPNew, listOtherNew},
 	ClassClosing:     {listTCPClosing, listICMPReplied},
+	ClassWire:        {listUDPAssuredWire, listOtherAssuredWire},
 }
 
 // RemoveReason says why a flow left the table.
@@ -357,16 +368,18 @@ func (t *Table) SetTimeouts(timeouts Timeouts) {
 	to := timeouts.withDefaults()
 	t.timeouts = to
 	t.to = [numLists]int64{
-		listTCPNew:         int64(to.TCPSynSent),
-		listTCPEstablished: int64(to.TCPEstablished),
-		listTCPClosing:     int64(to.TCPClosing),
-		listTCPClosed:      int64(to.TCPClosed),
-		listUDPNew:         int64(to.UDPUnreplied),
-		listUDPAssured:     int64(to.UDPReplied),
-		listICMPNew:        int64(to.ICMP),
-		listICMPReplied:    int64(to.ICMP),
-		listOtherNew:       int64(to.Other),
-		listOtherAssured:   int64(to.Other),
+		listTCPNew:           int64(to.TCPSynSent),
+		listTCPEstablished:   int64(to.TCPEstablished),
+		listTCPClosing:       int64(to.TCPClosing),
+		listTCPClosed:        int64(to.TCPClosed),
+		listUDPNew:           int64(to.UDPUnreplied),
+		listUDPAssured:       int64(to.UDPReplied),
+		listICMPNew:          int64(to.ICMP),
+		listICMPReplied:      int64(to.ICMP),
+		listOtherNew:         int64(to.Other),
+		listOtherAssured:     int64(to.Other),
+		listUDPAssuredWire:   int64(to.UDPReplied),
+		listOtherAssuredWire: int64(to.Other),
 	}
 }
 
@@ -578,20 +591,26 @@ func listOf(f *Flow) uint8 {
 		}
 		return listTCPNew
 	case 17:
-		if f.bits&bitAssured != 0 {
-			return listUDPAssured
+		switch {
+		case f.bits&bitAssured == 0:
+			return listUDPNew
+		case f.Origin == Inbound:
+			return listUDPAssuredWire
 		}
-		return listUDPNew
+		return listUDPAssured
 	case 1:
 		if f.Replied {
 			return listICMPReplied
 		}
 		return listICMPNew
 	}
-	if f.bits&bitAssured != 0 {
-		return listOtherAssured
+	switch {
+	case f.bits&bitAssured == 0:
+		return listOtherNew
+	case f.Origin == Inbound:
+		return listOtherAssuredWire
 	}
-	return listOtherNew
+	return listOtherAssured
 }
 
 // TCP flags.

@@ -304,8 +304,8 @@ func TestUDPAssured(t *testing.T) {
 		t.Fatalf("inbound flow without an answer from the host: replied %v class %v", in.Replied, in.Class())
 	}
 	tb.Seen(in, DirOrig, 100, 0, 5*sec)
-	if !in.Replied || in.Class() != ClassEstablished {
-		t.Fatalf("inbound flow answered: replied %v class %v", in.Replied, in.Class())
+	if !in.Replied || in.Class() != ClassWire {
+		t.Fatalf("inbound flow answered: replied %v class %v, want %v (evicted before the host's own)", in.Replied, in.Class(), ClassWire)
 	}
 	checkTable(t, tb)
 }
@@ -492,6 +492,38 @@ func TestClockClamp(t *testing.T) {
 	tb.Seen(a, DirOrig, 1, 0, 3*sec)
 	if a.LastSeen != 10*sec {
 		t.Fatalf("LastSeen went back to %d", a.LastSeen)
+	}
+	checkTable(t, tb)
+}
+
+// TestWireAssuredEvictedBeforeOwn: in a table of established and assured flows, a new flow
+// takes the place of an assured UDP flow the wire opened (anyone can make one with spoofed
+// datagrams the host answers), never the host's own assured flow or an established one.
+func TestWireAssuredEvictedBeforeOwn(t *testing.T) {
+	tb := New(3, DefaultTimeouts())
+	assure := func(p *Flow, from, to int) {
+		tb.Seen(p, from, 80, 0, 0)
+		tb.Seen(p, to, 80, 0, int64(StreamAfter))
+	}
+	own := mustInsert(t, tb, udpFlow(1, 0))
+	w := udpFlow(2, 0)
+	w.Origin = Inbound
+	wire := mustInsert(t, tb, w)
+	wireKey := wire.Orig
+	est := mustInsert(t, tb, flow(3, 0))
+	establish(tb, est, 0)
+	assure(own, DirOrig, DirReply)
+	assure(wire, DirReply, DirOrig)
+	if own.Class() != ClassEstablished || wire.Class() != ClassWire || est.Class() != ClassEstablished {
+		t.Fatalf("classes: own %v, wire %v, tcp %v", own.Class(), wire.Class(), est.Class())
+	}
+	mustInsert(t, tb, udpFlow(4, int64(StreamAfter)))
+	if tb.LookupOrig(wireKey) != nil || tb.LookupOrig(own.Orig) != own || tb.LookupOrig(est.Orig) != est {
+		t.Fatal("the new flow did not take the wire-opened assured flow's place")
+	}
+	if _, err := tb.Insert(udpFlow(5, int64(StreamAfter))); err != nil {
+		// The flow just inserted is unconfirmed: it goes first.
+		t.Fatalf("insert with an unconfirmed flow to evict: %v", err)
 	}
 	checkTable(t, tb)
 }

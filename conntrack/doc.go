@@ -21,11 +21,12 @@
 //  2. unconfirmed flows: no reply yet, a TCP handshake not complete, a UDP (or other) flow
 //     whose replies have not kept it busy for two seconds (a DNS query and its answer); this is
 //     where a SYN or UDP flood lands, so the oldest unreplied flow goes first;
-//  3. half-closed TCP flows and replied ICMP echo flows.
+//  3. half-closed TCP flows and replied ICMP echo flows;
+//  4. assured UDP (or other) flows the wire opened: a host that answers datagrams (a DNS or
+//     game server) would otherwise let anyone who spoofs them pin the table.
 //
-// Established TCP flows and assured UDP (or other) flows are never evicted: when nothing else
-// is left, Insert refuses the new flow with ErrFull and the datapath leaves it to the host's
-// routing. A flood therefore cannot push out the connections that work; it can only compete
+// Established TCP flows and the host's own assured UDP (or other) flows are never evicted:
+// when nothing else is left, Insert refuses the new flow with ErrFull. A flood therefore cannot push out the connections that work; it can only compete
 // with other unconfirmed flows. That is nf_conntrack's early_drop rule (only flows that are not
 // ASSURED may go), made deterministic.
 //

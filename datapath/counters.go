@@ -12,22 +12,23 @@ type Counter uint8
 
 // The counters, by what they count.
 const (
-	FramesOut     Counter = iota // frames from the host (direction host → wire)
-	FramesIn                     // frames from the wire (direction wire → host)
-	FlowsCreated                 // flows entered into the table
-	NATed                        // frames whose addresses or ports were translated
-	Passed                       // frames left exactly as the host sent them
-	Rotations                    // connection requests moved to the next gateway
-	LateAnswers                  // wire frames for a tuple a flow rotated away from
-	Segmented                    // tunnels' TSO super-frames cut in software
-	TCPReset                     // TCP flows of a down gateway reset toward the host
-	UDPMoved                     // UDP flows of a down gateway moved to a live one
-	ProbeReplies                 // replies to the shim's own probes, consumed
-	TableFull                    // new flows the full table could not take
-	FragTableFull                // first fragments whose followers could not be remembered
-	SendErrors                   // frames the kernel refused to send
-	SendTooBig                   // ... of which EMSGSIZE
-	Lost                         // frames the kernel could not hand over with a virtio-net header
+	FramesOut      Counter = iota // frames from the host (direction host → wire)
+	FramesIn                      // frames from the wire (direction wire → host)
+	FlowsCreated                  // flows entered into the table
+	NATed                         // frames whose addresses or ports were translated
+	Passed                        // frames left exactly as the host sent them
+	Rotations                     // connection requests moved to the next gateway
+	LateAnswers                   // wire frames for a tuple a flow rotated away from
+	Segmented                     // tunnels' TSO super-frames cut in software
+	TCPReset                      // TCP flows of a down gateway reset toward the host
+	UDPMoved                      // UDP flows of a down gateway moved to a live one
+	ProbeReplies                  // replies to the shim's own probes, consumed
+	TableFull                     // new flows the full table could not take
+	FragTableFull                 // first fragments whose followers could not be remembered
+	InboundRefused                // flows from the wire over their share of the table, not tracked
+	SendErrors                    // frames the kernel refused to send
+	SendTooBig                    // ... of which EMSGSIZE
+	Lost                          // frames the kernel could not hand over with a virtio-net header
 	numCounters
 )
 
@@ -59,6 +60,8 @@ func (c Counter) String() string {
 		return "table_full"
 	case FragTableFull:
 		return "frag_table_full"
+	case InboundRefused:
+		return "inbound_refused"
 	case SendErrors:
 		return "send_errors"
 	case SendTooBig:

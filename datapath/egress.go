@@ -15,7 +15,11 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	key, tracked := flowKey(f)
 	switch {
 	case tracked:
-		if fl = e.outboundFlow(in, f, key, now); fl == nil {
+		var failClosed bool
+		if fl, failClosed = e.outboundFlow(in, f, key, now); fl == nil {
+			if failClosed {
+				return verdict{to: Drop, reason: DropRule}
+			}
 			return e.pass(in)
 		}
 	case f.FragOff != 0:
@@ -59,9 +63,10 @@ func (e *Engine) pass(in int) verdict {
 
 // outboundFlow returns the flow of a host frame with key, placing a new one when the frame
 // may open it, and accounts the frame to it (rotating an unanswered flow whose request is
-// repeated too often). It returns nil when the frame is left to the host's routing.
-func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now int64) *conntrack.Flow {
-	fl := e.table.LookupOrig(key)
+// repeated too often). It returns nil when the frame is left to the host's routing, or, with
+// failClosed, when it must be dropped: a rule says so and the table had no room for the flow.
+func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now int64) (fl *conntrack.Flow, failClosed bool) {
+	fl = e.table.LookupOrig(key)
 	if fl != nil && fl.Reset && opensFlow(f) {
 		// A new connection on the tuple of one l2shim reset: placed afresh.
 		e.table.Delete(fl)
@@ -71,10 +76,14 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 		// Destinations on directly attached networks are never steered. They never get a
 		// flow either, so the check costs only frames without one.
 		if e.onLink(f.Dst) {
-			return nil
+			return nil, false
 		}
-		if fl = e.newOutbound(in, f, key, now); fl == nil {
-			return nil
+		if e.inbound.wasRefused(key.Hash(e.opts.Seed)) {
+			// The host answers a flow from the wire that was over its share of the table.
+			return nil, false
+		}
+		if fl, failClosed = e.newOutbound(in, f, key, now); fl == nil {
+			return nil, failClosed
 		}
 	}
 	if f.MoreFrags {
@@ -86,7 +95,7 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	if e.isRetry(f, fl, gap) {
 		e.rotate(fl, now)
 	}
-	return fl
+	return fl, false
 }
 
 // flowGate applies what the flow's state says about a frame the host sent: a flow l2shim
@@ -111,8 +120,9 @@ func (e *Engine) ruleGate(fl *conntrack.Flow, f *rewrite.Frame) (verdict, bool) 
 }
 
 // newOutbound decides where a new host flow goes and records it. It returns nil when the flow
-// is left to the host (no usable gateway and nothing to remember, no free tuple, table full).
-func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now int64) *conntrack.Flow {
+// is left to the host (no free tuple, table full), or, with failClosed, dropped: the table is
+// full and a rule forbids the host's routing for it (drop, strict route-to).
+func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now int64) (*conntrack.Flow, bool) {
 	fl := conntrack.Flow{
 		Orig:           key,
 		Origin:         conntrack.Outbound,
@@ -131,16 +141,19 @@ func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now in
 		fl.Gateway = int16(e.pin(in, key, fl.HostGatewayMAC))
 	}
 	if !e.mapOnto(&fl) {
-		return nil
+		return nil, e.rules.FailsClosed(int(fl.Rule))
 	}
 	p := e.insert(fl)
-	if p != nil && p.Gateway >= 0 {
+	if p == nil {
+		return nil, e.rules.FailsClosed(int(fl.Rule))
+	}
+	if p.Gateway >= 0 {
 		e.gws[p.Gateway].stats.Placed.Add(1)
 		if e.health != nil && opens && key.Proto != rewrite.ProtoICMP {
 			e.health.Attempt(int(p.Gateway), now)
 		}
 	}
-	return p
+	return p, false
 }
 
 // insert enters a new flow into the table and counts it, or counts why it could not.

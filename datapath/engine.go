@@ -116,6 +116,7 @@ type Engine struct {
 	probes    map[probeKey]*probeTarget
 	probeList []*probeTarget // by ProbeID
 	frags     fragTable
+	inbound   inboundBudget
 	rotated   map[conntrack.Key]rotEntry
 	allDown   bool
 	lastNow   int64
@@ -126,14 +127,18 @@ type Engine struct {
 // table of plan.MaxFlows flows.
 func New(ifaces []Iface, plan Plan, opts Options) *Engine {
 	e := &Engine{
-		ifaces: ifaces,
-		opts:   opts,
-		table:  conntrack.New(plan.MaxFlows, plan.Timeouts),
-		frags:  newFragTable(),
+		ifaces:  ifaces,
+		opts:    opts,
+		table:   conntrack.New(plan.MaxFlows, plan.Timeouts),
+		frags:   newFragTable(),
+		inbound: newInboundBudget(plan.MaxFlows),
 	}
 	e.table.OnRemove(func(f *conntrack.Flow, _ conntrack.RemoveReason) {
 		if f.Gateway >= 0 && int(f.Gateway) < len(e.gws) {
 			e.gws[f.Gateway].stats.Live.Add(-1)
+		}
+		if f.Origin == conntrack.Inbound {
+			e.inbound.remove(f)
 		}
 	})
 	e.apply(plan, nil)

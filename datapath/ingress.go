@@ -39,7 +39,11 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 		if !opensFlow(f) || e.table.LookupOrig(key.Reverse()) != nil {
 			return toHost(in)
 		}
-		if fl = e.newInbound(in, f, key, now); fl == nil {
+		var failClosed bool
+		if fl, failClosed = e.newInbound(in, f, key, now); fl == nil {
+			if failClosed {
+				return verdict{to: Drop, reason: DropRule}
+			}
 			return toHost(in)
 		}
 		opened = true
@@ -67,8 +71,9 @@ func toHost(in int) verdict { return verdict{to: ToHost, iface: in} }
 // newInbound records a flow opened from the wire: where it arrived, so the host's replies are
 // recognised as belonging to it and never placed like a new outgoing flow, and (source-aware,
 // or by an inbound rule) which gateway the host's side leaves through. It returns nil when the
-// table has no room.
-func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int64) *conntrack.Flow {
+// flow is over the wire's share of the table or the table has no room, with failClosed when a
+// rule forbids the host to see it untracked.
+func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int64) (*conntrack.Flow, bool) {
 	nf := conntrack.Flow{
 		Orig:           key.Reverse(),
 		Reply:          key,
@@ -94,7 +99,17 @@ func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int
 	if nf.Gateway >= 0 {
 		nf.WireIf = int16(e.gws[nf.Gateway].Iface)
 	}
-	return e.insert(nf)
+	if !e.inbound.admit(&nf) {
+		e.c.Add(InboundRefused, 1)
+		e.inbound.refuse(nf.Orig.Hash(e.opts.Seed))
+		return nil, e.rules.FailsClosed(int(nf.Rule))
+	}
+	p := e.insert(nf)
+	if p == nil {
+		return nil, e.rules.FailsClosed(int(nf.Rule))
+	}
+	e.inbound.add(p)
+	return p, false
 }
 
 // toHostFor delivers a wire frame of flow fl to the host: reverse-translated when the flow is

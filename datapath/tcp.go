@@ -105,6 +105,16 @@ func wireTCP(f *rewrite.Frame, fl *conntrack.Flow, opened bool) (uint8, bool) {
 		}
 		return 0, false
 	}
+	if flags&rewrite.TCPAck != 0 {
+		// No acknowledgment of what the host never sent; and the one that completes a
+		// handshake the wire opened must acknowledge the host's SYN-ACK, which a blind
+		// spoofer never saw.
+		ack := f.TCPAckNum()
+		if seqBefore(fl.HostSndNext, ack) ||
+			fl.Origin == conntrack.Inbound && fl.TCPState == conntrack.TCPSynRecv && seqBefore(ack, fl.HostISS+1) {
+			return 0, false
+		}
+	}
 	// In the window the host announced: not beyond its right edge, and not older than a
 	// window behind what it acknowledged (retransmissions of data it has).
 	right := fl.HostAck + fl.HostWin

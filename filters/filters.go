@@ -150,6 +150,17 @@ func (s *Set) Len() int {
 	return len(s.verdicts)
 }
 
+// FailsClosed reports whether rule forbids its flows to leave any way but its own: a drop, or
+// a strict route-to. When such a flow cannot be tracked (the flow table is full), its frames
+// must be dropped rather than left to the host's routing.
+func (s *Set) FailsClosed(rule int) bool {
+	if rule < 0 || rule >= s.Len() {
+		return false
+	}
+	v := s.verdicts[rule]
+	return v.Action == Drop || v.Action == RouteTo && v.Strict
+}
+
 // Compile builds a matcher from cfg.Rules. ifaces lists the external interface names in the
 // order the datapath indexes them in Packet.Iface: a rule whose interface is "" matches any
 // interface, and a rule naming an interface not in the list never matches (the interface may

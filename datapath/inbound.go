@@ -1,0 +1,70 @@
+package datapath
+
+import "github.com/l2shim/l2shim/conntrack"
+
+// Flows the wire opens are bounded, so that nobody outside can fill the table: anyone can send
+// a SYN, a datagram or an echo request from any address, and each opens a flow. The bounds are
+// shares of the table: all flows the wire opened together, those to one local port (a server's,
+// the only ports where the host answers and a spoofed flow lives on), and those from one
+// remote /24. A flow over a bound is not tracked: its frame reaches the host as it came, and
+// the host's answers leave as the host sends them, without a flow either (refused remembers
+// the flow's tuple for that, in a fixed array: a flood overwrites its own entries, nothing
+// grows).
+type inboundBudget struct {
+	total, perPort, perPrefix int // the bounds
+	n                         int
+	byPort                    map[uint16]int
+	byPrefix                  map[[3]byte]int
+	refused                   *[refusedSlots]uint64 // Orig key hashes | 1, by their low bits
+}
+
+const refusedSlots = 1 << 14
+
+func newInboundBudget(maxFlows int) inboundBudget {
+	return inboundBudget{
+		total:     maxFlows / 2,
+		perPort:   max(maxFlows/8, 256),
+		perPrefix: max(maxFlows/64, 256),
+		byPort:    make(map[uint16]int),
+		byPrefix:  make(map[[3]byte]int),
+		refused:   new([refusedSlots]uint64),
+	}
+}
+
+// refuse remembers a flow not admitted, by the hash of its Orig key.
+func (b *inboundBudget) refuse(h uint64) { b.refused[h%refusedSlots] = h | 1 }
+
+// wasRefused reports whether the host's frame with Orig key hash h answers a flow not admitted.
+func (b *inboundBudget) wasRefused(h uint64) bool { return b.refused[h%refusedSlots] == h|1 }
+
+// remotePrefix is the /24 of a flow's remote end.
+func remotePrefix(fl *conntrack.Flow) [3]byte {
+	d := fl.Orig.Dst
+	return [3]byte{d[0], d[1], d[2]}
+}
+
+// admit reports whether one more flow the wire opens, with Orig key orig, fits the bounds.
+func (b *inboundBudget) admit(fl *conntrack.Flow) bool {
+	return b.n < b.total && b.byPort[fl.Orig.SrcPort] < b.perPort && b.byPrefix[remotePrefix(fl)] < b.perPrefix
+}
+
+// add counts a flow the wire opened, remove uncounts it.
+func (b *inboundBudget) add(fl *conntrack.Flow) {
+	b.n++
+	b.byPort[fl.Orig.SrcPort]++
+	b.byPrefix[remotePrefix(fl)]++
+}
+
+func (b *inboundBudget) remove(fl *conntrack.Flow) {
+	b.n--
+	decr(b.byPort, fl.Orig.SrcPort)
+	decr(b.byPrefix, remotePrefix(fl))
+}
+
+func decr[K comparable](m map[K]int, k K) {
+	if n := m[k] - 1; n > 0 {
+		m[k] = n
+	} else {
+		delete(m, k)
+	}
+}
