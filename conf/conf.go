@@ -46,8 +46,8 @@ const (
 // restarts its clock. They follow the kernel's nf_conntrack where that suits a bounded table
 // that sits in front of the host's own conntrack (net/netfilter/nf_conntrack_proto_*.c).
 const (
-	// DefaultMaxFlows bounds the table: about 220 bytes a flow (the slab and both maps), so
-	// 55 MiB when full.
+	// DefaultMaxFlows bounds the table: about 230 bytes a flow (the slab and both maps), so
+	// 58 MiB when full.
 	DefaultMaxFlows = 262144
 	// DefaultTCPSynSent covers a connection whose handshake is not complete (SYN sent, SYN-ACK
 	// seen, or a picked-up connection not yet answered). nf_conntrack's syn_sent is 2 minutes:
@@ -125,7 +125,7 @@ type Shim struct {
 
 // Failover holds the [failover] table: health accounting and probing.
 type Failover struct {
-	SynRetries    int           // a SYN repeated more than this moves on; default 2, 0..10
+	SynRetries    int           // a SYN sent more than this many times moves on; default 2, 1..10
 	FailRatio     float64       // share of failed attempts that benches a gateway; default 0.5, (0,1]
 	MinAttempts   int           // attempts needed before benching; default 4, >= 1
 	Window        time.Duration // accounting window; default 60s, > 0

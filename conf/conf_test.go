@@ -202,13 +202,19 @@ func TestParse(t *testing.T) {
 			name:  "failover out of range",
 			input: withGW("[failover]\nsyn_retries = 11\nfail_ratio = 0\nmin_attempts = 0\nwindow = \"0s\"\nprobe_interval = \"10ms\"\nprobe_misses = 0"),
 			errs: []string{
-				"l2shim.toml:2: failover.syn_retries: 11 is out of range: must be from 0 to 10",
+				"l2shim.toml:2: failover.syn_retries: 11 is out of range: must be from 1 to 10",
 				"l2shim.toml:3: failover.fail_ratio: 0 is out of range: must be above 0 and at most 1",
 				"l2shim.toml:4: failover.min_attempts: 0 is out of range: must be at least 1",
 				"l2shim.toml:5: failover.window: 0s is out of range: must be above 0",
 				`l2shim.toml:6: failover.probe_interval: 10ms is out of range: must be "0s" (probing off) or at least 50ms`,
 				"l2shim.toml:7: failover.probe_misses: 0 is out of range: must be at least 1",
 			},
+		},
+		{
+			// 0 would move every connection on its first SYN and bench healthy gateways.
+			name:  "syn_retries 0",
+			input: withGW("[failover]\nsyn_retries = 0"),
+			errs:  []string{"l2shim.toml:2: failover.syn_retries: 0 is out of range: must be from 1 to 10"},
 		},
 		{
 			name:  "fail_ratio above 1, NaN and a string",

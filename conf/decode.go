@@ -385,7 +385,7 @@ func (d *decoder) shim(t *table, s *Shim) {
 
 // failover decodes the [failover] table over the defaults in f.
 func (d *decoder) failover(t *table, f *Failover) {
-	if v, ok := t.integer("syn_retries", 0, MaxSynRetries); ok {
+	if v, ok := t.integer("syn_retries", 1, MaxSynRetries); ok {
 		f.SynRetries = int(v)
 	}
 	if v, present := t.get("fail_ratio"); present {

@@ -23,10 +23,31 @@ type HostInterface struct {
 	Up         bool
 }
 
-// Host looks up the host's interfaces. Interface returns an error when the interface does not
-// exist. Tests use fakes; the real implementation reads netlink.
+// FwmarkRule is one of the host's IPv4 policy routing rules (`ip rule`) that matches the
+// firewall mark: packets whose mark under Mask equals Mark (or, with Invert, does not).
+type FwmarkRule struct {
+	Priority int
+	Mark     uint32
+	Mask     uint32 // 0xffffffff when the rule gives none
+	Table    int
+	Invert   bool // "not fwmark ..."
+}
+
+// String renders the rule as `ip rule` lists it, near enough.
+func (r FwmarkRule) String() string {
+	not := ""
+	if r.Invert {
+		not = "not "
+	}
+	return fmt.Sprintf("%d: %sfwmark %#x/%#x lookup %d", r.Priority, not, r.Mark, r.Mask, r.Table)
+}
+
+// Host looks up the host's interfaces and policy routing rules. Interface returns an error
+// when the interface does not exist; FwmarkRules lists the IPv4 rules that match a firewall
+// mark. Tests use fakes; the real implementation reads netlink.
 type Host interface {
 	Interface(name string) (HostInterface, error)
+	FwmarkRules() ([]FwmarkRule, error)
 }
 
 // CheckHost checks the configuration against the host it would run on. errs lists what l2shim
@@ -104,8 +125,51 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 		}
 		c.checkGatewayOnHost(i, g, hi, keyLine, report)
 	}
+	c.checkMarks(h, warn)
+	c.checkMetrics(warn)
 	errs.sort()
 	return errs, warnings
+}
+
+// checkMarks warns about the host's fwmark rules that route by mark bits l2shim owns
+// (mark_mask): the egress hooks pass a packet whose mark under mark_mask is l2shim's own, so a
+// packet the host marks that way is never steered, and the ingress hooks clear those bits on
+// every frame l2shim hands to the host. Rules whose mark leaves those bits clear are no
+// concern.
+func (c *Config) checkMarks(h Host, warn func(int, string, string, ...any)) {
+	rules, err := h.FwmarkRules()
+	if err != nil {
+		return // the rules are advice; an unreadable list is no error
+	}
+	key, line := "shim.mark_mask", c.lines.lookup("shim", "mark_mask")
+	for _, r := range rules {
+		shared := r.Mark & r.Mask & c.Shim.MarkMask
+		if shared == 0 {
+			continue
+		}
+		warn(line, key, "the host's ip rule \"%s\" routes by mark bits l2shim owns (%#x of mark_mask %#x): "+
+			"l2shim never steers a packet the host marks with l2shim's mark %#x in those bits, and clears them on "+
+			"every frame it hands to the host; give l2shim bits nobody else uses with shim.mark and shim.mark_mask",
+			r, shared, c.Shim.MarkMask, c.Shim.Mark)
+	}
+}
+
+// checkMetrics warns when the Prometheus endpoint listens on every address: the uplinks'
+// addresses too, so anyone who reaches them reads l2shim's status.
+func (c *Config) checkMetrics(warn func(int, string, string, ...any)) {
+	if c.Shim.Metrics == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(c.Shim.Metrics)
+	if err != nil {
+		return
+	}
+	if a, err := netip.ParseAddr(host); host != "" && (err != nil || !a.IsUnspecified()) {
+		return
+	}
+	warn(c.lines.lookup("shim", "metrics"), "shim.metrics", "%q listens on every address of the host, the uplinks' "+
+		"included: anyone who reaches them reads l2shim's gateways, rules and traffic; listen on a loopback or LAN "+
+		"address instead (e.g. \"127.0.0.1:%s\"), or filter the port", c.Shim.Metrics, port)
 }
 
 // checkGatewayOnHost checks one gateway's address and MTU against its interface.

@@ -12,6 +12,8 @@ import (
 // fakeHost is a Host made of a map; missing names are errors.
 type fakeHost map[string]HostInterface
 
+func (h fakeHost) FwmarkRules() ([]FwmarkRule, error) { return nil, nil }
+
 func (h fakeHost) Interface(name string) (HostInterface, error) {
 	hi, ok := h[name]
 	if !ok {
@@ -188,5 +190,75 @@ func TestCheckHostHandMadeConfig(t *testing.T) {
 	errs, _ := c.CheckHost(fakeHost{})
 	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "x.toml:42: gateway[1].interface: ") {
 		t.Errorf("errs = %v", errs)
+	}
+}
+
+// rulesHost is a fakeHost whose policy routing has the given fwmark rules.
+type rulesHost struct {
+	fakeHost
+	rules []FwmarkRule
+	err   error
+}
+
+func (h rulesHost) FwmarkRules() ([]FwmarkRule, error) { return h.rules, h.err }
+
+// TestCheckHostMarksAndMetrics: the host's fwmark rules that route by mark bits l2shim owns,
+// and a metrics endpoint on every address, are warned about; neither is an error.
+func TestCheckHostMarksAndMetrics(t *testing.T) {
+	healthy := fakeHost{"eth0": eth("eth0", "10.1.0.2/24"), "eth1": eth("eth1", "10.2.0.2/24")}
+	all := ^uint32(0)
+	tests := []struct {
+		name     string
+		shim     string // [shim] keys
+		rules    []FwmarkRule
+		err      error
+		warnings []string
+	}{
+		{name: "no rules"},
+		{name: "rules on other bits", rules: []FwmarkRule{
+			{Priority: 100, Mark: 0x1, Mask: all, Table: 100},
+			{Priority: 101, Mark: 0x100, Mask: 0xf00, Table: 101},
+			{Priority: 102, Mark: 0xc000, Mask: 0xc000, Table: 102, Invert: true},
+		}},
+		{name: "a rule that only requires l2shim's bits clear", rules: []FwmarkRule{{Priority: 5, Mark: 0, Mask: 0xff, Table: 7}}},
+		{name: "l2shim's own mark", rules: []FwmarkRule{{Priority: 100, Mark: 0xa0, Mask: all, Table: 100}},
+			warnings: []string{`l2shim.toml: shim.mark_mask: the host's ip rule "100: fwmark 0xa0/0xffffffff lookup 100" routes by mark bits l2shim owns (0xa0 of mark_mask 0xf0): l2shim never steers a packet the host marks with l2shim's mark 0xa0`}},
+		{name: "a mask sharing one bit", rules: []FwmarkRule{{Priority: 7, Mark: 0x8010, Mask: 0xff10, Table: 9, Invert: true}},
+			warnings: []string{`"7: not fwmark 0x8010/0xff10 lookup 9" routes by mark bits l2shim owns (0x10 of mark_mask 0xf0)`}},
+		{name: "the line of mark_mask", shim: "mark = 0x2000\nmark_mask = 0xf000", rules: []FwmarkRule{{Priority: 1, Mark: 0x3000, Mask: all, Table: 1}},
+			warnings: []string{`l2shim.toml:3: shim.mark_mask: the host's ip rule "1: fwmark 0x3000/0xffffffff lookup 1" routes by mark bits l2shim owns (0x3000 of mark_mask 0xf000)`}},
+		{name: "moved clear of the host's bits", shim: "mark = 0x2000\nmark_mask = 0xf000", rules: []FwmarkRule{{Priority: 100, Mark: 0xa0, Mask: all, Table: 100}}},
+		{name: "rules unreadable", err: fmt.Errorf("no netlink"), rules: []FwmarkRule{{Mark: 0xa0, Mask: all}}},
+		{name: "metrics on loopback", shim: `metrics = "127.0.0.1:9617"`},
+		{name: "metrics on a LAN address", shim: `metrics = "192.168.1.2:9617"`},
+		{name: "metrics on a host name", shim: `metrics = "localhost:9617"`},
+		{name: "metrics on every address", shim: `metrics = ":9617"`,
+			warnings: []string{`l2shim.toml:2: shim.metrics: ":9617" listens on every address of the host, the uplinks' included: anyone who reaches them reads l2shim's gateways, rules and traffic; listen on a loopback or LAN address instead (e.g. "127.0.0.1:9617"), or filter the port`}},
+		{name: "metrics on 0.0.0.0", shim: `metrics = "0.0.0.0:9100"`, warnings: []string{`shim.metrics: "0.0.0.0:9100" listens on every address`}},
+		{name: "metrics on [::]", shim: `metrics = "[::]:9100"`, warnings: []string{`shim.metrics: "[::]:9100" listens on every address`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			text := testcfg.TwoGateways
+			if tc.shim != "" {
+				text = "[shim]\n" + tc.shim + "\n\n" + text
+			}
+			c, err := Parse("l2shim.toml", []byte(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			errs, warnings := c.CheckHost(rulesHost{healthy, tc.rules, tc.err})
+			if len(errs) > 0 {
+				t.Errorf("errors: %v", errs)
+			}
+			if len(warnings) != len(tc.warnings) {
+				t.Fatalf("got %d warnings, want %d:\n%s", len(warnings), len(tc.warnings), strings.Join(warnings, "\n"))
+			}
+			for i, want := range tc.warnings {
+				if !strings.Contains(warnings[i], want) {
+					t.Errorf("warning %d:\n got %s\nwant substring %s", i, warnings[i], want)
+				}
+			}
+		})
 	}
 }

@@ -101,6 +101,10 @@ type Flow struct {
 	// SynCount counts the initiator's SYNs (retransmissions included) since the flow was
 	// opened or re-opened, for SYN-retry rotation.
 	SynCount uint8
+	// Request identifies the payload of an unanswered UDP flow's last datagram from its
+	// initiator (a hash with its length), so only a datagram that repeats it counts as a
+	// retry.
+	Request uint32
 	// Rule is the index of the [[rule]] that decided the flow, -1 for none; Drop is set when
 	// that verdict (or a strict route-to to a dead gateway) drops the flow's frames.
 	Rule int16

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -231,5 +232,38 @@ action = "drop"
 	stats := d.Snapshot(1).Rules.Stats()
 	if stats[0].Flows != 2 || stats[1].Flows != 1 || stats[1].Packets != 1 || stats[4].Flows != 1 {
 		t.Fatalf("rule counters %+v", stats)
+	}
+}
+
+// TestRotationStartsCountAgain: after a move, the SYNs through the new gateway are counted
+// from one, so the connection stays there for syn_retries more SYNs instead of bouncing back
+// on the very next one.
+func TestRotationStartsCountAgain(t *testing.T) {
+	d := testDatapath(t, failover.Failover, 1, 1)
+	sec := int64(time.Second)
+	want := []int{0, 0, 1, 1, 0} // SYN 3 moves to gw1, SYN 5 (the third there) back to gw0
+	for i, at := range []int64{0, 1 * sec, 3 * sec, 7 * sec, 15 * sec} {
+		if v := processAt(d, 0, syn(8300).build(t), at); v.Iface != want[i] {
+			t.Fatalf("SYN %d left via %d, want %d", i+1, v.Iface, want[i])
+		}
+	}
+	if got := d.Counters().Load(Rotations); got != 2 {
+		t.Fatalf("%d rotations, want 2", got)
+	}
+}
+
+// TestOneWayUDPNeverRotates: a one-way stream (syslog, RTP) is never answered, but its
+// datagrams differ: none is a retry, so it keeps its uplink and its source address.
+func TestOneWayUDPNeverRotates(t *testing.T) {
+	d := testDatapath(t, failover.Failover, 1, 1)
+	sec := int64(time.Second)
+	for i := 0; i < 10; i++ {
+		p := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 5514, dport: 514, payload: []byte(fmt.Sprintf("<13>message %d", i))}
+		if v := processAt(d, 0, p.build(t), int64(i)*sec); v.Iface != 0 {
+			t.Fatalf("datagram %d of a one-way stream moved to %d", i, v.Iface)
+		}
+	}
+	if got := d.Counters().Load(Rotations); got != 0 {
+		t.Fatalf("%d rotations, want 0", got)
 	}
 }

@@ -23,23 +23,26 @@ type rotEntry struct {
 const udpRetryGap = int64(500e6)
 
 // isRetry reports whether this frame of an unanswered outbound flow is a connection request
-// repeated more than syn_retries times. gap is the time since the flow's previous frame.
+// sent more than syn_retries times: a SYN (conntrack counts them), or a UDP datagram that
+// repeats the previous one (the same payload) at least udpRetryGap after it. A datagram with
+// other content is a new request, and the count starts again. gap is the time since the flow's
+// previous frame.
 func (e *Engine) isRetry(f *rewrite.Frame, fl *conntrack.Flow, gap int64) bool {
-	if fl.Origin != conntrack.Outbound || fl.Replied || fl.Gateway < 0 || e.cfg.SynRetries < 0 {
+	if fl.Origin != conntrack.Outbound || fl.Replied || fl.Gateway < 0 || e.cfg.SynRetries <= 0 {
 		return false
 	}
 	switch f.Proto {
 	case rewrite.ProtoTCP:
 		return f.IsTCPSyn() && int(fl.SynCount) > e.cfg.SynRetries
 	case rewrite.ProtoUDP:
-		if gap < udpRetryGap {
-			return false
-		}
-		if fl.SynCount < 255 {
+		req := f.PayloadHash()
+		switch {
+		case fl.SynCount == 0 || req != fl.Request:
+			fl.Request, fl.SynCount = req, 1
+		case gap >= udpRetryGap && fl.SynCount < 255:
 			fl.SynCount++
 		}
-		// The first datagram counts as the first request, as the first SYN does.
-		return int(fl.SynCount)+1 > e.cfg.SynRetries
+		return int(fl.SynCount) > e.cfg.SynRetries
 	}
 	return false
 }
@@ -69,6 +72,8 @@ func (e *Engine) rotate(fl *conntrack.Flow, now int64) bool {
 	if !e.moveFlow(fl, next) {
 		return false
 	}
+	// The request that moved the flow is the first through the new gateway.
+	fl.SynCount = 1
 	if e.rotated == nil {
 		e.rotated = make(map[conntrack.Key]rotEntry, 64)
 	}

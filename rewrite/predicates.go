@@ -66,6 +66,33 @@ func (f *Frame) TCPSeqLen() uint32 {
 	return n
 }
 
+// PayloadHash returns a hash of the L4 payload and its length, 0 for a frame without L4
+// header (a later fragment). It reads at most the first 256 bytes: enough to tell one request
+// from another.
+func (f *Frame) PayloadHash() uint32 {
+	if f.L4 < 0 {
+		return 0
+	}
+	start := f.L4
+	switch f.Proto {
+	case ProtoUDP:
+		start += udpLen
+	case ProtoTCP:
+		start += int(f.Buf[f.L4+12]>>4) * 4
+	case ProtoICMP:
+		start += icmpMinLen
+	}
+	if start > f.End {
+		return 0
+	}
+	p := f.Buf[start:f.End]
+	h := uint32(2166136261) ^ uint32(len(p))
+	for _, c := range p[:min(len(p), 256)] {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h | 1
+}
+
 // ICMPEchoSeq returns an ICMP echo request's or reply's sequence number (0 for other frames).
 func (f *Frame) ICMPEchoSeq() uint16 {
 	if !f.IsICMPEcho() || f.L4 < 0 {
