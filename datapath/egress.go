@@ -35,6 +35,9 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	if v, stop := e.flowGate(fl, f); stop {
 		return v
 	}
+	if fl.Origin == conntrack.Inbound && f.Src != fl.Orig.Src {
+		return e.answerFromAskedAddress(f, fl)
+	}
 	if fl.Gateway < 0 {
 		return e.pass(in)
 	}
@@ -82,6 +85,9 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 			// The host answers a flow from the wire that was over its share of the table.
 			return nil, false
 		}
+		fl = e.askedAddressFlow(key)
+	}
+	if fl == nil {
 		if fl, failClosed = e.newOutbound(in, f, key, now); fl == nil {
 			return nil, failClosed
 		}
@@ -96,6 +102,45 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 		e.rotate(fl, now)
 	}
 	return fl, false
+}
+
+// askedAddressFlow returns the inbound UDP flow a host datagram with key answers from another
+// local address than the client asked: a server bound to the wildcard address, whose source
+// the host's routing picks. nil when there is none.
+func (e *Engine) askedAddressFlow(key conntrack.Key) *conntrack.Flow {
+	if key.Proto != rewrite.ProtoUDP {
+		return nil
+	}
+	for i := range e.ifaces {
+		for _, a := range e.ifaces[i].Addrs {
+			if a == key.Src {
+				continue
+			}
+			asked := key
+			asked.Src = a
+			if fl := e.table.LookupOrig(asked); fl != nil && fl.Origin == conntrack.Inbound {
+				return fl
+			}
+		}
+	}
+	return nil
+}
+
+// answerFromAskedAddress sends a wildcard-bound server's answer the way its request came, from
+// the address the client asked (a client with a connected socket discards anything else). The
+// client's next datagrams reach that address as before, and the host's socket gets them.
+func (e *Engine) answerFromAskedAddress(f *rewrite.Frame, fl *conntrack.Flow) verdict {
+	f.SetSrc(fl.Orig.Src, fl.Orig.SrcPort)
+	e.c.Add(NATed, 1)
+	out, mac := int(fl.HostIf), fl.HostGatewayMAC
+	if fl.Gateway >= 0 && e.gws[fl.Gateway].hasMAC {
+		g := e.gws[fl.Gateway]
+		out, mac = g.Iface, g.mac
+		g.stats.PacketsOut.Add(1)
+		g.stats.BytesOut.Add(uint64(len(f.Buf)))
+	}
+	f.SetMACs(e.ifaces[out].MAC, mac)
+	return verdict{to: ToWire, iface: out}
 }
 
 // flowGate applies what the flow's state says about a frame the host sent: a flow l2shim

@@ -92,3 +92,31 @@ func TestWireFrameWithHostMACIsNotRelayed(t *testing.T) {
 		t.Fatalf("spoofed frame counted as the host's (%d frames out) or placed", d.Counters().Load(FramesOut))
 	}
 }
+
+// TestWildcardServerAnswersFromAskedAddress: a UDP server bound to 0.0.0.0 answers a request
+// that arrived on eth1 (to 10.2.0.2) from eth0's address, because the host's routing picks the
+// source. l2shim sends the answer the way the request came, from the address the client asked.
+func TestWildcardServerAnswersFromAskedAddress(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1000, 1)
+	client := [4]byte{198, 51, 100, 20}
+	req := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: client, dst: addr1, proto: 17, sport: 40000, dport: 9000}
+	for i := 0; i < 3; i++ {
+		if v := process(d, 1, req.build(t)); v.To != ToHost || v.Iface != 1 {
+			t.Fatalf("request: %+v", v)
+		}
+		ans := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: client, proto: 17, sport: 9000, dport: 40000, payload: []byte("answer")}.build(t)
+		v := process(d, 0, ans)
+		if v.To != ToWire || v.Iface != 1 {
+			t.Fatalf("answer %d: %+v, want sent through eth1", i, v)
+		}
+		p := checkFrame(t, ans)
+		eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if !bytes.Equal(ip.SrcIP.To4(), addr1[:]) || !bytes.Equal(eth.SrcMAC, mac1[:]) || !bytes.Equal(eth.DstMAC, gwMAC1[:]) {
+			t.Fatalf("answer %d leaves from %v (%v → %v), want %v via gw1", i, ip.SrcIP, eth.SrcMAC, eth.DstMAC, netip.AddrFrom4(addr1))
+		}
+	}
+	if n := d.Flows(); n != 1 {
+		t.Fatalf("%d flows: the answers must belong to the request's flow", n)
+	}
+}
