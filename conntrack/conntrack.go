@@ -127,6 +127,9 @@ type Flow struct {
 	// then on its frames are dropped both ways, so the host's sequence space stays where the
 	// RST expects it.
 	Reset bool
+	// Failed is set once the flow counted as a failed attempt of its gateway (unanswered for
+	// a while, or rotated away), so it counts once.
+	Failed bool
 
 	list       uint8 // the LRU list holding the flow; listFree when the slot is free
 	bits       uint8 // bit* flags

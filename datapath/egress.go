@@ -194,8 +194,11 @@ func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now in
 	}
 	if p.Gateway >= 0 {
 		e.gws[p.Gateway].stats.Placed.Add(1)
-		if e.health != nil && opens && key.Proto != rewrite.ProtoICMP {
-			e.health.Attempt(int(p.Gateway), now)
+		if opens && key.Proto != rewrite.ProtoICMP {
+			if e.health != nil {
+				e.health.Attempt(int(p.Gateway), now)
+			}
+			e.noteAttempt(p, now)
 		}
 	}
 	return p, false
@@ -231,7 +234,8 @@ func (e *Engine) place(fl *conntrack.Flow, in int, f *rewrite.Frame) int {
 			return g
 		}
 	}
-	return failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
+	g = failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
+	return e.retryElsewhere(fl.Orig, g, fl.Created)
 }
 
 // pin decides the gateway of a segment of a connection l2shim does not know (older than the

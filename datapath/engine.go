@@ -116,6 +116,7 @@ type Engine struct {
 	probes    map[probeKey]*probeTarget
 	probeList []*probeTarget // by ProbeID
 	frags     fragTable
+	attempts  attempts
 	inbound   inboundBudget
 	rotated   map[conntrack.Key]rotEntry
 	allDown   bool
@@ -127,11 +128,12 @@ type Engine struct {
 // table of plan.MaxFlows flows.
 func New(ifaces []Iface, plan Plan, opts Options) *Engine {
 	e := &Engine{
-		ifaces:  ifaces,
-		opts:    opts,
-		table:   conntrack.New(plan.MaxFlows, plan.Timeouts),
-		frags:   newFragTable(),
-		inbound: newInboundBudget(plan.MaxFlows),
+		ifaces:   ifaces,
+		opts:     opts,
+		table:    conntrack.New(plan.MaxFlows, plan.Timeouts),
+		frags:    newFragTable(),
+		inbound:  newInboundBudget(plan.MaxFlows),
+		attempts: newAttempts(opts.Seed),
 	}
 	e.table.OnRemove(func(f *conntrack.Flow, _ conntrack.RemoveReason) {
 		if f.Gateway >= 0 && int(f.Gateway) < len(e.gws) {

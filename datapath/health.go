@@ -11,6 +11,7 @@ import (
 func (e *Engine) HealthTick(now int64) (trans []failover.Transition, allDownChanged, allDown bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.checkUnanswered(now)
 	if e.health != nil {
 		trans = e.health.Transitions(now, nil)
 		for _, t := range trans {

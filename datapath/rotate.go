@@ -81,9 +81,13 @@ func (e *Engine) rotate(fl *conntrack.Flow, now int64) bool {
 		e.rotated[oldReply] = rotEntry{gateway: int16(old), expires: now + rotatedTimeout}
 	}
 	if e.health != nil {
-		e.health.Failure(old, fl.Orig.Dst, fl.Created, now)
+		if !fl.Failed {
+			e.health.Failure(old, fl.Orig.Dst, fl.Created, now)
+		}
 		e.health.Attempt(next, now)
 	}
+	fl.Failed = false
+	e.noteAttempt(fl, now)
 	e.c.Add(Rotations, 1)
 	return true
 }
