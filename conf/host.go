@@ -7,6 +7,10 @@ import (
 	"strings"
 )
 
+// MaxSuperFrame is the largest GSO or GRO super-frame l2shim carries whole (64 KiB, the
+// kernel's default; BIG TCP makes larger ones).
+const MaxSuperFrame = 65536
+
 // HostInterface is what CheckHost needs to know about one network interface of the host.
 type HostInterface struct {
 	Name       string
@@ -21,6 +25,9 @@ type HostInterface struct {
 	RPFilter   int            // effective: max(conf.all.rp_filter, conf.IFACE.rp_filter)
 	ForeignTCX []string       // descriptions of TCX programs already attached that are not l2shim's
 	Up         bool
+	// GSOIPv4Max and GROIPv4Max are the largest IPv4 super-frames the interface builds and
+	// aggregates (gso_ipv4_max_size, gro_ipv4_max_size; above 65536 is BIG TCP); 0 if unknown.
+	GSOIPv4Max, GROIPv4Max int
 }
 
 // FwmarkRule is one of the host's IPv4 policy routing rules (`ip rule`) that matches the
@@ -118,6 +125,12 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 			}
 			if !hi.Up {
 				warn(line, key, "%s is down: its gateways are unusable until it comes up", g.Interface)
+			}
+			if hi.GSOIPv4Max > MaxSuperFrame || hi.GROIPv4Max > MaxSuperFrame {
+				warn(line, key, "%s has BIG TCP on (gso_ipv4_max_size %d, gro_ipv4_max_size %d): l2shim carries "+
+					"frames of at most 64 KiB, so larger super-frames are cut into single segments on their way to it or "+
+					"dropped (counted as truncated); turn it off: ip link set %s gso_ipv4_max_size %d gro_ipv4_max_size %d",
+					g.Interface, hi.GSOIPv4Max, hi.GROIPv4Max, g.Interface, MaxSuperFrame, MaxSuperFrame)
 			}
 		}
 		if hi == nil {

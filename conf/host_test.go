@@ -148,6 +148,17 @@ func TestCheckHost(t *testing.T) {
 			warnings: []string{"l2shim.toml:7: gateway[2].interface: eth1 is down: its gateways are unusable until it comes up"},
 		},
 		{
+			name:     "BIG TCP",
+			config:   twoGateways,
+			host:     with("eth1", func(hi *HostInterface) { hi.GSOIPv4Max, hi.GROIPv4Max = 185000, 65536 }),
+			warnings: []string{"l2shim.toml:7: gateway[2].interface: eth1 has BIG TCP on (gso_ipv4_max_size 185000, gro_ipv4_max_size 65536): l2shim carries frames of at most 64 KiB, so larger super-frames are cut into single segments on their way to it or dropped (counted as truncated); turn it off: ip link set eth1 gso_ipv4_max_size 65536 gro_ipv4_max_size 65536"},
+		},
+		{
+			name:   "64 KiB super-frames are no BIG TCP",
+			config: twoGateways,
+			host:   with("eth0", func(hi *HostInterface) { hi.GSOIPv4Max, hi.GROIPv4Max = 65536, 65536 }),
+		},
+		{
 			name:   "interface problems are reported once per interface",
 			config: "[[gateway]]\nname = \"a\"\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\n[[gateway]]\nname = \"b\"\ninterface = \"eth0\"\naddress = \"10.1.0.254\"\n",
 			host:   fakeHost{},

@@ -1,11 +1,11 @@
 package control
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,7 +29,8 @@ type Response struct {
 	Message string `json:"message,omitempty"`
 }
 
-// Handler carries out requests.
+// Handler carries out requests. Status returns nil while there is no status to give yet
+// (the instance is starting).
 type Handler interface {
 	Status() *Status
 	Reload() (string, error)
@@ -47,6 +48,17 @@ type Server struct {
 
 // ErrInUse is returned by Listen when another live instance answers on the socket.
 var ErrInUse = errors.New("another l2shim is running on this control socket")
+
+// ErrStarting and ErrStopping are what a request gets while the instance is not running yet
+// (it is still attaching) or any more.
+var (
+	ErrStarting = errors.New("l2shim is starting: try again once it runs")
+	ErrStopping = errors.New("l2shim is stopping")
+)
+
+// MaxRequest bounds the size of a request in bytes; a real one is well under 1 KiB. A larger
+// one is refused without being read to its end.
+const MaxRequest = 64 << 10
 
 // Listen creates the control socket at path (mode 0660). A stale socket file left by a killed
 // instance is replaced; one a live instance answers on is not.
@@ -97,8 +109,13 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	var req Request
-	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
-		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+	lr := &io.LimitedReader{R: c, N: MaxRequest + 1}
+	if err := json.NewDecoder(lr).Decode(&req); err != nil {
+		msg := "bad request: " + err.Error()
+		if lr.N <= 0 {
+			msg = fmt.Sprintf("bad request: larger than %d bytes", MaxRequest)
+		}
+		_ = json.NewEncoder(c).Encode(Response{Error: msg})
 		return
 	}
 	_ = json.NewEncoder(c).Encode(s.handle(req))
@@ -109,7 +126,11 @@ func (s *Server) handle(req Request) Response {
 	var err error
 	switch req.Command {
 	case "status":
-		return Response{OK: true, Status: s.h.Status()}
+		st := s.h.Status()
+		if st == nil {
+			return Response{Error: ErrStarting.Error()}
+		}
+		return Response{OK: true, Status: st}
 	case "reload":
 		msg, err = s.h.Reload()
 	case "drain":

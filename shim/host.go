@@ -39,6 +39,9 @@ func (h Host) Interface(name string) (conf.HostInterface, error) {
 		Ethernet: a.EncapType == "ether",
 		Kind:     l.Type(),
 		Up:       a.Flags&net.FlagUp != 0 && a.OperState != netlink.OperDown,
+
+		GSOIPv4Max: int(a.GSOIPv4MaxSize),
+		GROIPv4Max: int(a.GROIPv4MaxSize),
 	}
 	if a.MasterIndex != 0 {
 		if m, err := nh.LinkByIndex(a.MasterIndex); err == nil {
@@ -63,6 +66,26 @@ func (h Host) Interface(name string) (conf.HostInterface, error) {
 		hi.ForeignTCX = foreign
 	}
 	return hi, nil
+}
+
+// FwmarkRules implements conf.Host: the IPv4 policy routing rules that match a firewall mark.
+func (h Host) FwmarkRules() ([]conf.FwmarkRule, error) {
+	rules, err := (&netlink.Handle{}).RuleList(unix.AF_INET)
+	if err != nil {
+		return nil, fmt.Errorf("list ip rules: %w", err)
+	}
+	var out []conf.FwmarkRule
+	for _, r := range rules {
+		if r.Mark == 0 && r.Mask == nil {
+			continue // no fwmark selector
+		}
+		mask := ^uint32(0)
+		if r.Mask != nil {
+			mask = *r.Mask
+		}
+		out = append(out, conf.FwmarkRule{Priority: r.Priority, Mark: r.Mark, Mask: mask, Table: r.Table, Invert: r.Invert})
+	}
+	return out, nil
 }
 
 func readSysctlInt(path string) int {
