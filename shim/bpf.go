@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,13 +89,67 @@ func (m *maps) removeGateway(mac [6]byte) {
 	_ = m.gateways.Delete(macKey(mac))
 }
 
-// beat records that the shim is alive.
-func (m *maps) beat() error {
+// gatewayMACs lists the MACs in the hooks' map.
+func (m *maps) gatewayMACs() ([][6]byte, error) {
+	var out [][6]byte
+	var k [8]byte
+	var v uint32
+	it := m.gateways.Iterate()
+	for it.Next(&k, &v) {
+		var mac [6]byte
+		copy(mac[:], k[:6])
+		out = append(out, mac)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list the hooks' gateway MACs: %w", err)
+	}
+	return out, nil
+}
+
+// setGateways makes the hooks' map hold exactly macs: MACs of gateways a reload removed (or
+// whose MAC changed) are no longer diverted to.
+func (m *maps) setGateways(macs [][6]byte) error {
+	have, err := m.gatewayMACs()
+	if err != nil {
+		return err
+	}
+	add, del := macDiff(have, macs)
+	var errs []error
+	for _, mac := range del {
+		if err := m.gateways.Delete(macKey(mac)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("remove gateway MAC %s from the hooks' map: %w", net.HardwareAddr(mac[:]), err))
+		}
+	}
+	if err := m.addGateways(add); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// macDiff returns the MACs of want that have lacks (add) and those of have that want lacks
+// (del), each once.
+func macDiff(have, want [][6]byte) (add, del [][6]byte) {
+	in := func(set [][6]byte, mac [6]byte) bool { return slices.Contains(set, mac) }
+	for _, mac := range want {
+		if !in(have, mac) && !in(add, mac) {
+			add = append(add, mac)
+		}
+	}
+	for _, mac := range have {
+		if !in(want, mac) && !in(del, mac) {
+			del = append(del, mac)
+		}
+	}
+	return add, del
+}
+
+// beat records that the shim was alive lag ago (see Shim.heartbeat).
+func (m *maps) beat(lag time.Duration) error {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return err
 	}
-	return m.heartbeat.Put(uint32(0), uint64(ts.Nano()))
+	return m.heartbeat.Put(uint32(0), uint64(max(ts.Nano()-int64(lag), 1)))
 }
 
 // hookParams are the constants baked into one interface's programs.

@@ -29,6 +29,9 @@ func (s *Shim) Undrain(name string) (string, error) {
 func (s *Shim) setDrained(name string, drained bool, then func(gi int) string) (string, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	if err := s.notRunning(); err != nil {
+		return "", err
+	}
 	gi, err := s.gatewayIndex(name)
 	if err != nil {
 		return "", err

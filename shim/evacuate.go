@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"syscall"
 	"time"
 
 	"github.com/l2shim/l2shim/datapath"
@@ -40,7 +39,7 @@ func (s *Shim) injectResets(rsts []datapath.Injection) {
 func (s *Shim) inject(r datapath.Injection) {
 	buf := make([]byte, rewrite.VnetHdrLen+len(r.Frame))
 	copy(buf[rewrite.VnetHdrLen:], r.Frame)
-	q := newSendQueue(s.portSocket(r.Iface, captureConn), 1, func(syscall.Errno) { s.engine.Counters().Add(datapath.SendErrors, 1) })
+	q := newSendQueue(s.portSocket(r.Iface, captureConn), 1, s.sendDropped)
 	q.add(buf)
 	_ = q.flush()
 }

@@ -30,16 +30,13 @@ func (s *Shim) startLoop(i int) {
 
 // loop moves the frames diverted at port in through the engine to their sockets: read a
 // batch, process it, send what it produced. The engine's lock is held only while it
-// processes; no socket is ever waited on with it held.
+// processes; no socket is ever waited on with it held, and no write waits at all (a full
+// socket drops, see sendQueue.flush). While the loop works on a batch, p.busy says since when,
+// so the heartbeat can tell a stuck loop from an idle one.
 func (s *Shim) loop(in int) error {
 	p := (*s.portsSnap.Load())[in]
+	defer p.busy.Store(0)
 	counters := s.engine.Counters()
-	dropped := func(errno syscall.Errno) {
-		counters.Add(datapath.SendErrors, 1)
-		if errno == unix.EMSGSIZE {
-			counters.Add(datapath.SendTooBig, 1)
-		}
-	}
 	// One queue per destination socket; interfaces a reload adds get theirs when they show
 	// up (indexes never change).
 	var wireQ, hostQ []*sendQueue
@@ -48,8 +45,8 @@ func (s *Shim) loop(in int) error {
 		gen = s.portsGen.Load()
 		ports := *s.portsSnap.Load()
 		for j := len(wireQ); j < len(ports); j++ {
-			wireQ = append(wireQ, newSendQueue(s.portSocket(j, wireConn), s.opts.Batch, dropped))
-			hostQ = append(hostQ, newSendQueue(s.portSocket(j, captureConn), s.opts.Batch, dropped))
+			wireQ = append(wireQ, newSendQueue(s.portSocket(j, wireConn), s.opts.Batch, s.sendDropped))
+			hostQ = append(hostQ, newSendQueue(s.portSocket(j, captureConn), s.opts.Batch, s.sendDropped))
 		}
 	}
 	addQueues()
@@ -57,7 +54,9 @@ func (s *Shim) loop(in int) error {
 	rb := newReadBatch(s.opts.Batch)
 	batch := datapath.NewBatch(s.opts.Batch)
 	for {
-		n, err := p.capture.read(rb)
+		p.busy.Store(0)
+		_, err := p.capture.read(rb)
+		p.busy.Store(max(s.now(), 1))
 		if err != nil {
 			if errors.Is(err, errFrameLost) {
 				counters.Add(datapath.Lost, 1)
@@ -68,13 +67,22 @@ func (s *Shim) loop(in int) error {
 			}
 			return fmt.Errorf("read %s: %w", p.capture.name, err)
 		}
+		if rb.truncated > 0 {
+			counters.Add(datapath.Lost, uint64(rb.truncated))
+			if s.truncated.Add(uint64(rb.truncated)) == uint64(rb.truncated) {
+				s.log.Warn("frames larger than 64 KiB dropped (counted as truncated): turn BIG TCP off on the external interfaces (ip link set IFACE gso_ipv4_max_size 65536 gro_ipv4_max_size 65536)", "interface", p.name)
+			}
+		}
+		if len(rb.frames) == 0 {
+			continue
+		}
 		if s.portsGen.Load() != gen {
 			addQueues()
 		}
 
 		batch.Reset()
-		for i := 0; i < n; i++ {
-			batch.Add(rb.bufs[i][:rb.lens[i]])
+		for _, f := range rb.frames {
+			batch.Add(f)
 		}
 		s.engine.ProcessBatch(in, batch, s.now())
 
@@ -95,14 +103,75 @@ func (s *Shim) loop(in int) error {
 	}
 }
 
-// heartbeat tells the hooks the shim is alive every 100 ms; if the process hangs the hooks
-// stop diverting once the last beat is older than [shim] heartbeat.
+// sendDropped counts a frame the kernel did not take: as a send error, and by cause when
+// the cause has a counter of its own.
+func (s *Shim) sendDropped(errno syscall.Errno) {
+	c := s.engine.Counters()
+	c.Add(datapath.SendErrors, 1)
+	switch errno {
+	case unix.EMSGSIZE:
+		c.Add(datapath.SendTooBig, 1)
+	case unix.EAGAIN:
+		s.sendFull.Add(1)
+	}
+}
+
+// heartbeat tells the hooks every 100 ms that the shim is alive, as of the oldest batch a
+// frame loop is still working on: a loop stuck (on a lock, in the kernel, starved) is no sign
+// of life, so once one has been stuck for [shim] heartbeat the hooks stop diverting, exactly
+// as when the whole process hangs. A loop waiting for frames is idle, not stuck.
 func (s *Shim) heartbeat(ctx context.Context) {
+	w := watchdog{limit: int64(s.config().Shim.Heartbeat)}
+	var busy []int64
 	every(ctx, 100*time.Millisecond, func() {
-		if err := s.maps.beat(); err != nil {
+		ports := *s.portsSnap.Load()
+		busy = busy[:0]
+		for _, p := range ports {
+			busy = append(busy, p.busy.Load())
+		}
+		now := s.now()
+		lag, stuck, moving := w.check(now, busy)
+		for _, i := range stuck {
+			s.log.Error("frame loop stuck: the hooks stop diverting until it moves again", "interface", ports[i].name, "stuck_for", time.Duration(now-busy[i]).Round(time.Millisecond))
+		}
+		for _, i := range moving {
+			s.log.Info("frame loop moving again: the hooks divert again", "interface", ports[i].name)
+		}
+		if err := s.maps.beat(time.Duration(lag)); err != nil {
 			s.log.Error("heartbeat", "err", err)
 		}
 	})
+}
+
+// watchdog follows the frame loops' progress for the heartbeat.
+type watchdog struct {
+	limit int64 // a loop busy with one batch for longer than this is stuck ([shim] heartbeat)
+	stuck []bool
+}
+
+// check takes each loop's busy mark at now (when it took its current batch, on the shim's
+// clock; 0 while it waits for frames) and returns how far the heartbeat must lag behind now:
+// the age of the oldest batch still in the works (0 when every loop is idle or fresh). It also
+// returns the loops that have just become stuck and those that were stuck and move again.
+func (w *watchdog) check(now int64, busy []int64) (lag int64, stuck, moving []int) {
+	for len(w.stuck) < len(busy) {
+		w.stuck = append(w.stuck, false)
+	}
+	for i, since := range busy {
+		age := int64(0)
+		if since > 0 && since < now {
+			age = now - since
+		}
+		lag = max(lag, age)
+		switch over := age > w.limit; {
+		case over && !w.stuck[i]:
+			stuck = append(stuck, i)
+		case !over && w.stuck[i]:
+			moving = append(moving, i)
+		}
+		w.stuck[i] = age > w.limit
+	}
+	return lag, stuck, moving
 }
 
 // expiry removes idle flows a slice at a time, so no frame ever waits behind a full sweep.

@@ -22,9 +22,13 @@ type port struct {
 	// closing is set before the capture socket is closed on purpose (a reload removed the
 	// interface, or the shim stops), so its loop ends quietly.
 	closing atomic.Bool
+	// busy is when (on the shim's clock) the frame loop took the batch it is working on, 0
+	// while it waits for frames: the heartbeat's measure of progress.
+	busy atomic.Int64
 
 	// Guarded by Shim.mu.
 	removed bool // a reload detached the interface
+	mtu     int  // the interface's MTU as the engine knows it
 	ifi     *net.Interface
 	inject  link.Link
 	hooks   []link.Link // egress and ingress on the external interface
@@ -56,8 +60,9 @@ func (s *Shim) addPort(name string) (*port, error) {
 }
 
 func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
+	s.fitVeths(ifi.MTU)
 	var err error
-	if p.veth, err = createVethPair(p.name, ifi.Index, max(1500, ifi.MTU)); err != nil {
+	if p.veth, err = createVethPair(p.name, ifi.Index, s.vethMTU); err != nil {
 		return err
 	}
 	farIfi, err := net.InterfaceByName(p.veth.far.Attrs().Name)
@@ -71,6 +76,29 @@ func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
 		return err
 	}
 	return s.bindPort(p, ifi)
+}
+
+// fitVeths makes every capture veth's MTU at least mtu (and 1500): a frame read from one
+// interface may be handed to the host through another's veth, so each must take the largest
+// external interface's frames. MTUs are only ever raised. s.mu is held (or Run has not shared
+// the shim yet).
+func (s *Shim) fitVeths(mtu int) {
+	mtu = max(mtu, 1500)
+	if mtu <= s.vethMTU {
+		return
+	}
+	for _, p := range s.ports {
+		if p.removed || p.veth == nil {
+			continue
+		}
+		if err := p.veth.setMTU(mtu); err != nil {
+			s.log.Error("raise the capture veth's MTU; frames larger than the old one are lost", "interface", p.name, "mtu", mtu, "err", err)
+		}
+	}
+	if s.vethMTU > 0 {
+		s.log.Info("capture veths raised to the largest external MTU", "mtu", mtu)
+	}
+	s.vethMTU = mtu
 }
 
 // setPorts replaces s.ports and publishes the change to the frame loops. s.mu is held (or Run

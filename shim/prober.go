@@ -185,9 +185,11 @@ func (p *prober) sendEchoes() {
 		if n == 0 {
 			continue
 		}
+		// Never waits: a probe that finds the socket's send buffer full is lost like one
+		// lost on the way, and a stuck uplink cannot hold up a reload waiting for its prober.
 		_ = wire.rc.Write(func(fd uintptr) bool {
-			err := unix.Sendto(int(fd), p.buf[:n], 0, to)
-			return err != unix.EAGAIN
+			_ = unix.Sendto(int(fd), p.buf[:n], unix.MSG_DONTWAIT, to)
+			return true
 		})
 	}
 }

@@ -20,6 +20,9 @@ import (
 func (s *Shim) Reload() (string, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	if err := s.notRunning(); err != nil {
+		return "", fmt.Errorf("reload refused: %w", err)
+	}
 	old := s.config()
 	next, err := s.loadNext(old)
 	if err != nil {
@@ -78,8 +81,10 @@ func (s *Shim) Reload() (string, error) {
 	s.cfg = next
 	s.cfgMu.Unlock()
 
-	if err := s.maps.addGateways(s.engine.GatewayMACs()); err != nil {
-		s.log.Error("reload: gateway MACs not diverted to", "err", err)
+	// The hooks divert to exactly the gateways in force: a removed gateway's MAC goes (the
+	// probers, which add MACs they resolve, are stopped meanwhile).
+	if err := s.maps.setGateways(s.engine.GatewayMACs()); err != nil {
+		s.log.Error("reload: the hooks' gateway MACs are not the gateways'", "err", err)
 	}
 	for _, i := range plan.RemoveIfaces {
 		s.removePort(i)
@@ -164,6 +169,7 @@ func (s *Shim) attachNewPort(name string) (datapath.Iface, error) {
 	if err != nil {
 		return datapath.Iface{}, err
 	}
+	p.mtu = ifc.MTU
 	if err := s.attachPortHooks(p); err != nil {
 		return datapath.Iface{}, err
 	}

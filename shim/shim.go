@@ -65,7 +65,29 @@ type Shim struct {
 	probers probers
 	// ownProgs holds the IDs of the TCX programs this instance attached.
 	ownProgs sync.Map
+
+	// state is starting until Run has attached everything, then running, then stopping;
+	// reloads and drains are refused unless running. It changes with reloadMu held. ready is
+	// closed when it becomes running.
+	state atomic.Int32
+	ready chan struct{}
+	// vethMTU is the MTU of every capture veth: at least the largest external interface's.
+	// Guarded by mu.
+	vethMTU int
+
+	// Frames the shim dropped on its own, beside the engine's counters (which count them too,
+	// as send_errors and lost): writes to a socket whose send buffer was full, and reads cut
+	// short because the frame was larger than the read buffer.
+	sendFull  atomic.Uint64
+	truncated atomic.Uint64
 }
+
+// The values of Shim.state.
+const (
+	stateStarting int32 = iota
+	stateRunning
+	stateStopping
+)
 
 // New prepares a shim for cfg; Run does the work.
 func New(cfg *conf.Config, opts Options) *Shim {
@@ -75,7 +97,31 @@ func New(cfg *conf.Config, opts Options) *Shim {
 	if opts.Batch <= 0 {
 		opts.Batch = 64
 	}
-	return &Shim{cfg: cfg, log: opts.Log, opts: opts, base: time.Now(), started: time.Now()}
+	return &Shim{cfg: cfg, log: opts.Log, opts: opts, base: time.Now(), started: time.Now(), ready: make(chan struct{})}
+}
+
+// Ready is closed once Run has attached everything and the shim takes reloads and drains.
+func (s *Shim) Ready() <-chan struct{} { return s.ready }
+
+// setState changes the state once no reload or drain is under way.
+func (s *Shim) setState(st int32) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if s.state.Swap(st) != stateRunning && st == stateRunning {
+		close(s.ready)
+	}
+}
+
+// notRunning is the error a reload or drain gets before Run has finished starting or once it
+// is stopping; nil while running. reloadMu is held.
+func (s *Shim) notRunning() error {
+	switch s.state.Load() {
+	case stateStarting:
+		return control.ErrStarting
+	case stateStopping:
+		return control.ErrStopping
+	}
+	return nil
 }
 
 // config returns the configuration in force.
@@ -104,6 +150,9 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 
 	defer s.teardown()
+	// No reload or drain once stopping starts (or starting failed): the ports, sockets and
+	// maps they work on are going away.
+	defer s.setState(stateStopping)
 	w, err := s.subscribe()
 	if err != nil {
 		return fmt.Errorf("netlink subscribe: %w", err)
@@ -156,6 +205,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 		stop()
 		return err
 	}
+	s.setState(stateRunning)
 	s.log.Info("running", "interfaces", s.cfg.Interfaces(), "gateways", len(s.cfg.Gateways), "mode", string(s.cfg.Shim.Mode))
 
 	select {
@@ -163,6 +213,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	case err = <-s.loopErr:
 		s.log.Error("frame loop failed", "err", err)
 	}
+	s.setState(stateStopping)
 	s.log.Info("stopping")
 	s.logTotals()
 	// Detach the hooks first: from here on the host routes on its own, and nothing waits in
@@ -221,13 +272,16 @@ func (s *Shim) setup() error {
 	if err := s.maps.addGateways(s.engine.GatewayMACs()); err != nil {
 		return err
 	}
-	if err := s.maps.beat(); err != nil {
+	if err := s.maps.beat(0); err != nil {
 		return fmt.Errorf("write heartbeat: %w", err)
 	}
-	for _, name := range names {
-		if _, err := s.addPort(name); err != nil {
+	for i, name := range names {
+		p, err := s.addPort(name)
+		if err != nil {
 			return err
 		}
+		// The MTU the engine was given: a later netlink report of another one updates it.
+		p.mtu = ifaces[i].MTU
 	}
 	return nil
 }

@@ -88,9 +88,13 @@ type mmsghdr struct {
 // header, iovec and callback are built once, so a read allocates nothing.
 type readBatch struct {
 	bufs [][]byte
-	lens []int
 	msgs []mmsghdr
 	iovs []unix.Iovec
+
+	// frames are the whole frames of the last read, in order; truncated counts the frames
+	// of that read that did not fit their buffer (MSG_TRUNC) and were left out.
+	frames    [][]byte
+	truncated int
 
 	n     int
 	errno syscall.Errno
@@ -99,10 +103,10 @@ type readBatch struct {
 
 func newReadBatch(size int) *readBatch {
 	b := &readBatch{
-		bufs: make([][]byte, size),
-		lens: make([]int, size),
-		msgs: make([]mmsghdr, size),
-		iovs: make([]unix.Iovec, size),
+		bufs:   make([][]byte, size),
+		msgs:   make([]mmsghdr, size),
+		iovs:   make([]unix.Iovec, size),
+		frames: make([][]byte, 0, size),
 	}
 	for i := range b.bufs {
 		b.bufs[i] = make([]byte, datapath.MaxFrame)
@@ -129,11 +133,13 @@ func (b *readBatch) recv(fd uintptr) bool {
 	}
 }
 
-// read fills the batch and returns how many frames arrived. A frame the kernel could not
-// describe with a virtio-net header (EINVAL) is lost and reported as errFrameLost so the
-// caller can count it and go on.
+// read fills the batch and returns how many frames arrived, whole or not: b.frames holds the
+// whole ones and b.truncated counts the others. A frame the kernel could not describe with a
+// virtio-net header (EINVAL) is lost and reported as errFrameLost so the caller can count it
+// and go on.
 func (pc *packetConn) read(b *readBatch) (int, error) {
 	b.n, b.errno = 0, 0
+	b.frames, b.truncated = b.frames[:0], 0
 	if err := pc.rc.Read(b.fd); err != nil {
 		return 0, err
 	}
@@ -143,11 +149,27 @@ func (pc *packetConn) read(b *readBatch) (int, error) {
 		}
 		return 0, os.NewSyscallError("recvmmsg", b.errno)
 	}
-	for i := 0; i < b.n; i++ {
-		b.lens[i] = int(b.msgs[i].n)
-		b.msgs[i].hdr.Flags = 0
-	}
+	b.collect(b.n)
 	return b.n, nil
+}
+
+// collect sorts the first n messages recvmmsg filled into whole frames (b.frames) and frames
+// that were cut short (b.truncated): a frame larger than its buffer (a BIG TCP super-frame over
+// 64 KiB) arrives with MSG_TRUNC and only its first MaxFrame bytes; sent on, it would be
+// corrupt, so it is left out for the caller to count.
+func (b *readBatch) collect(n int) {
+	b.frames, b.truncated = b.frames[:0], 0
+	for i := 0; i < n; i++ {
+		m := &b.msgs[i]
+		size := int(m.n)
+		cut := m.hdr.Flags&unix.MSG_TRUNC != 0 || size > len(b.bufs[i])
+		m.hdr.Flags = 0
+		if cut {
+			b.truncated++
+			continue
+		}
+		b.frames = append(b.frames, b.bufs[i][:size])
+	}
 }
 
 var errFrameLost = errors.New("frame lost: no virtio-net header possible")
@@ -197,21 +219,21 @@ func (q *sendQueue) add(b []byte) {
 func (q *sendQueue) send(fd uintptr) bool {
 	for {
 		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&q.msgs[q.off])), uintptr(q.n-q.off), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case unix.EINTR:
+		if errno == unix.EINTR {
 			continue
-		case unix.EAGAIN:
-			// The socket's send buffer is full: wait until the poller says it drained.
-			return false
 		}
+		// EAGAIN (the send buffer is full) is returned too, never waited on: see flush.
 		q.sent, q.errno = int(n), errno
 		return true
 	}
 }
 
-// flush writes every queued frame. A frame the kernel refuses (EMSGSIZE, EINVAL, ...) is
-// counted through dropped and skipped; the rest still go out. A socket closed under the queue
-// (its interface went away) drops what was queued.
+// flush writes every queued frame without ever waiting. A frame the kernel refuses (EMSGSIZE,
+// EINVAL, ...) is counted through dropped and skipped; the rest still go out. When the socket's
+// send buffer is full (EAGAIN: its interface does not drain, a stuck or very slow uplink), the
+// rest of the queue is dropped and counted: waiting would stall the frame loop, and with it
+// every flow it carries to other interfaces. A socket closed under the queue (its interface
+// went away) drops what was queued.
 func (q *sendQueue) flush() error {
 	if q.n == 0 {
 		return nil
@@ -237,12 +259,18 @@ func (q *sendQueue) flush() error {
 			q.n = 0
 			return fmt.Errorf("write %s: %w", pc.name, err)
 		}
-		if q.errno != 0 {
+		switch {
+		case q.errno == unix.EAGAIN:
+			for ; q.off < q.n; q.off++ {
+				q.dropped(unix.EAGAIN)
+			}
+		case q.errno != 0 || q.sent <= 0:
+			// sendmmsg reports an error only for the first frame it could not send.
 			q.dropped(q.errno)
 			q.off++
-			continue
+		default:
+			q.off += q.sent
 		}
-		q.off += q.sent
 	}
 	q.n = 0
 	return nil

@@ -78,9 +78,13 @@ func (s *Shim) publishView() {
 	s.view.Store(v)
 }
 
-// Status implements control.Handler. It reads the published view and atomic counters only.
+// Status implements control.Handler. It reads the published view and atomic counters only;
+// before Run has published one (it is starting) there is no status: nil.
 func (s *Shim) Status() *control.Status {
 	v := s.view.Load()
+	if v == nil {
+		return nil
+	}
 	cfg := v.cfg
 	st := &control.Status{
 		Started:     s.started,
@@ -138,7 +142,16 @@ func (s *Shim) Status() *control.Status {
 			}
 		}
 	})
+	s.eachOwnCounter(func(name string, val uint64) { st.Datapath[name] = val })
 	return st
+}
+
+// eachOwnCounter calls fn with the counters the shim keeps beside the engine's, by the name
+// status and the totals give them: frames dropped because a socket's send buffer was full
+// (also counted as send_errors), and frames read cut short (also counted as lost).
+func (s *Shim) eachOwnCounter(fn func(name string, val uint64)) {
+	fn("send_full", s.sendFull.Load())
+	fn("truncated", s.truncated.Load())
 }
 
 // logTotals writes the counters when the shim stops, so a run can be seen to have worked even
@@ -159,6 +172,7 @@ func (s *Shim) logTotals() {
 			}
 		}
 	})
+	s.eachOwnCounter(func(name string, val uint64) { attrs = append(attrs, name, val) })
 	snap := s.engine.Snapshot(s.now())
 	for _, g := range snap.Gateways {
 		attrs = append(attrs, "flows_"+g.Name, g.Stats.Placed.Load())

@@ -79,6 +79,16 @@ func createVethPair(ext string, extIndex, mtu int) (*vethPair, error) {
 	return p, nil
 }
 
+// setMTU sets both ends' MTU.
+func (p *vethPair) setMTU(mtu int) error {
+	for _, l := range []netlink.Link{p.near, p.far} {
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", mtu, l.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
 func (p *vethPair) delete() {
 	if p.near != nil {
 		_ = netlink.LinkDel(p.near) // deleting one end removes the pair

@@ -97,11 +97,8 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 		p.ifi = &net.Interface{Name: a.Name, Index: -1}
 		return
 	}
-	var mac [6]byte
-	copy(mac[:], a.HardwareAddr)
-	var cur [6]byte
-	copy(cur[:], p.ifi.HardwareAddr)
-	if a.Index != p.ifi.Index || mac != cur {
+	switch linkChange(p, a) {
+	case linkRecreated:
 		ifi, err := net.InterfaceByIndex(a.Index)
 		if err != nil {
 			log.Error("re-attach: interface vanished again", "err", err)
@@ -121,8 +118,34 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 		}
 		s.refreshAddrs(i, a.Index)
 		log.Info("interface re-created; re-attached", "ifindex", ifi.Index, "mac", ifi.HardwareAddr.String())
+	case linkMTU:
+		s.refreshAddrs(i, a.Index)
 	}
 	s.setIfaceState(i, linkUp(a))
+}
+
+// What a link report changes for a port.
+const (
+	linkSame      = iota // nothing l2shim follows (or only the link state)
+	linkRecreated        // a new ifindex or MAC: the hooks, inject program and wire socket are re-made
+	linkMTU              // a new MTU: the engine and the capture veths follow it
+)
+
+// linkChange says what the link report a means for port p, bound to its interface as it was.
+// s.mu is held.
+func linkChange(p *port, a *netlink.LinkAttrs) int {
+	var mac, cur [6]byte
+	copy(mac[:], a.HardwareAddr)
+	if p.ifi != nil {
+		copy(cur[:], p.ifi.HardwareAddr)
+	}
+	switch {
+	case p.ifi == nil || a.Index != p.ifi.Index || mac != cur:
+		return linkRecreated
+	case a.MTU != p.mtu:
+		return linkMTU
+	}
+	return linkSame
 }
 
 // setIfaceState records whether interface i is up. Going down makes its gateways unusable at
@@ -152,7 +175,9 @@ func (s *Shim) onAddr(ifindex int) {
 	}
 }
 
-// refreshAddrs re-reads interface i's IPv4 addresses: the first is the one new NATed flows use.
+// refreshAddrs re-reads interface i's IPv4 addresses (the first is the one new NATed flows
+// use) and MTU, and hands them to the engine; a larger MTU raises the capture veths'. s.mu is
+// held.
 func (s *Shim) refreshAddrs(i, ifindex int) {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
@@ -163,7 +188,14 @@ func (s *Shim) refreshAddrs(i, ifindex int) {
 		s.log.Warn("read addresses", "interface", s.ports[i].name, "err", err)
 		return
 	}
+	p := s.ports[i]
+	if ifc.MTU != p.mtu {
+		// Raise the veths before the engine learns the MTU: it may then pass larger frames.
+		s.fitVeths(ifc.MTU)
+		s.log.Info("interface MTU changed", "interface", p.name, "old", p.mtu, "new", ifc.MTU)
+	}
 	old, ev := s.engine.SetAddressing(i, ifc, s.now())
+	p.mtu = ifc.MTU
 	s.injectResets(ev.Resets)
 	if old != ifc.Addr {
 		s.log.Info("interface address changed; new flows NAT to the new one", "interface", s.ports[i].name,

@@ -154,6 +154,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "l2shim run:", err)
 		return exitUsage
 	}
+	// SIGHUP is caught from here on (its default would end the process) and applied once the
+	// shim runs; see forwardReloads.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, warnings := loadAndCheck(*file, stderr)
 	if cfg == nil {
 		return exitUsage
@@ -164,15 +169,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sh := shim.New(cfg, shim.Options{Log: log})
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			// Reload logs its outcome, errors included; the running config stays on error.
-			_, _ = sh.Reload()
-		}
-	}()
+	done := make(chan struct{})
+	defer close(done)
+	// Reload logs its outcome, errors included; the running config stays on error.
+	go forwardReloads(hup, sh.Ready(), done, log, func() { _, _ = sh.Reload() })
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -191,6 +191,37 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// forwardReloads calls reload for every SIGHUP on hup until done is closed. A SIGHUP that
+// arrives before ready (the shim is still attaching) is kept and applied once it runs: the file
+// may have changed after it was read at start, and a reload then would find half-built state.
+func forwardReloads(hup <-chan os.Signal, ready, done <-chan struct{}, log *slog.Logger, reload func()) {
+	pending := false
+	for waiting := true; waiting; {
+		select {
+		case <-hup:
+			if !pending {
+				log.Info("SIGHUP while starting: the file is read again once l2shim runs")
+			}
+			pending = true
+		case <-ready:
+			waiting = false
+		case <-done:
+			return
+		}
+	}
+	if pending {
+		reload()
+	}
+	for {
+		select {
+		case <-hup:
+			reload()
+		case <-done:
+			return
+		}
+	}
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {

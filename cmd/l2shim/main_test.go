@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestExitCodes checks the exit codes every command promises: 0 success, 1 runtime failure,
@@ -41,4 +45,61 @@ func TestExitCodes(t *testing.T) {
 			t.Errorf("l2shim %v: exit %d, output %q; want exit %d and %q", c.args, code, out.String()+errb.String(), c.code, c.want)
 		}
 	}
+}
+
+// TestForwardReloads: a SIGHUP before the shim runs is kept (once, however many arrive) and
+// applied when it runs; later ones reload each; nothing happens after done.
+func TestForwardReloads(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hup := make(chan os.Signal, 1)
+	ready, done := make(chan struct{}), make(chan struct{})
+	reloads := make(chan struct{}, 16)
+	finished := make(chan struct{})
+	go func() {
+		forwardReloads(hup, ready, done, log, func() { reloads <- struct{}{} })
+		close(finished)
+	}()
+	expect := func(n int, what string) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			select {
+			case <-reloads:
+			case <-time.After(2 * time.Second):
+				t.Fatalf("%s: %d reloads, want %d", what, i, n)
+			}
+		}
+		select {
+		case <-reloads:
+			t.Fatalf("%s: more than %d reloads", what, n)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	for range 3 {
+		hup <- syscall.SIGHUP
+	}
+	expect(0, "SIGHUPs while starting")
+	close(ready)
+	expect(1, "once running, the SIGHUPs kept while starting")
+	hup <- syscall.SIGHUP
+	expect(1, "a SIGHUP while running")
+	close(done)
+	select {
+	case <-finished:
+	case <-time.After(2 * time.Second):
+		t.Fatal("forwardReloads still running after done")
+	}
+
+	// A start that fails (done before ready) drops a kept SIGHUP.
+	hup2 := make(chan os.Signal, 1)
+	done2 := make(chan struct{})
+	hup2 <- syscall.SIGHUP
+	ended := make(chan struct{})
+	go func() {
+		forwardReloads(hup2, make(chan struct{}), done2, log, func() { reloads <- struct{}{} })
+		close(ended)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(done2)
+	<-ended
+	expect(0, "a failed start")
 }
