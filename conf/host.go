@@ -61,8 +61,9 @@ type Host interface {
 // refuses (a missing or non-Ethernet interface, a bridge port or bond slave, an interface without
 // an IPv4 address, a gateway outside the interface's networks without onlink, a gateway MTU above
 // the interface's), each naming the file, the line and the key; warnings lists what works but
-// deserves attention (strict rp_filter, foreign TCX programs, an interface that is down), in the
-// same format.
+// deserves attention (strict rp_filter, foreign TCX programs, an interface that is down, BIG TCP
+// on an interface, a metrics endpoint on every address, the host's fwmark rules on l2shim's mark
+// bits), in the same format.
 func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 	report := func(line int, key, format string, args ...any) {
 		errs = append(errs, &Error{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
