@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+//
+// l2shim's TCX programs. Attached at the head of each external interface's TCX chains, they
+// finish in the kernel every frame of a flow user space has confirmed and installed (MAC
+// rewrite, source NAT on the way out and its reverse on the way in, checksums, redirect), and
+// divert to user space (the slow path) only what they cannot finish alone: frames without a
+// flow, TCP SYN/FIN/RST, fragments, frames too big for their uplink, UDP GSO (tunnels), and
+// anything they do not parse. What l2shim does not own is never touched: frames that carry
+// the shim's mark, VLAN-tagged frames, other protocols, other MACs (macvlans, LAN traffic).
+//
+// The fast path does not depend on user space being alive: after l2shim stops, established
+// flows keep their translation (the maps are pinned), while diverting to the slow path stops
+// as soon as the heartbeat is older than cfg_heartbeat_ns, so new flows take the host's own
+// routing.
+
+#include <linux/bpf.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+// TCX verdicts (include/uapi/linux/bpf.h of Linux 6.6; Debian's headers predate them).
+#define TCX_NEXT -1
+#define TCX_PASS 0
+#define TCX_DROP 2
+#define TCX_REDIRECT 7
+
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+
+#define IP_MF 0x2000
+#define IP_OFFMASK 0x1fff
+
+// Flow entry flags.
+#define FP_NAT 1      // rewrite the address and port (source out, destination in)
+#define FP_REDIRECT 2 // the frame leaves through (out) or enters (in) another interface
+
+// Configuration, set by the loader before the programs load.
+volatile const __u32 cfg_mark = 0;           // the shim's mark bits ...
+volatile const __u32 cfg_mask = 0;           // ... within this mask
+volatile const __u64 cfg_heartbeat_ns = 1e9; // divert nothing when the last beat is older
+
+// flow_key is a flow's tuple as a frame carries it. Addresses are 16 bytes (IPv4 as
+// ::ffff:a.b.c.d), ports in network byte order; for ICMP echo both ports hold the identifier.
+struct flow_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+// flow_val says what to do with a frame of a flow in one direction, and counts them.
+struct flow_val {
+	__u32 ifindex;  // out: the uplink; in: the interface the host sent the flow's frames on
+	__u32 flags;    // FP_*
+	__u8 addr[16];  // out: the new source address; in: the original destination address
+	__u16 port;     // out: the new source port; in: the original destination port
+	__u16 mtu;      // out: the largest IP datagram the uplink carries (0: no limit)
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_seen; // bpf_ktime_get_ns() of the last frame
+};
+
+// iface_cfg is what the programs know about an external interface (key: its ifindex).
+struct iface_cfg {
+	__u8 mac[6];
+	__u16 pad;
+	__u32 capture; // ifindex of its capture veth's near end (divert target)
+};
+
+// Counters of what the programs did, per CPU.
+enum {
+	STAT_FAST_OUT,   // frames the fast path finished host → wire
+	STAT_FAST_IN,    // ... wire → host
+	STAT_DIVERT_OUT, // frames diverted to the slow path host → wire
+	STAT_DIVERT_IN,  // ... wire → host
+	STAT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} fp_out SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} fp_in SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct iface_cfg);
+} ifaces SEC(".maps");
+
+// Gateway MACs (6 bytes and 2 zero bytes): frames the host sends to one are l2shim's.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, __u32);
+} gateways SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} heartbeat SEC(".maps");
+
+// inject: capture veth near end's ifindex → the external interface its injections enter.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} inject SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int marked(struct __sk_buff *skb)
+{
+	return (skb->mark & cfg_mask) == cfg_mark;
+}
+
+static __always_inline int shim_alive(void)
+{
+	__u32 zero = 0;
+	__u64 *beat = bpf_map_lookup_elem(&heartbeat, &zero);
+	return beat && bpf_ktime_get_ns() - *beat <= cfg_heartbeat_ns;
+}
+
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
+}
+
+// frame is the parsed view of an untagged IPv4 frame.
+struct frame {
+	__u32 l3;       // offset of the IPv4 header (ETH_HLEN)
+	__u32 l4;       // offset of the L4 header
+	__u32 ip_len;   // IPv4 total length
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 ok;        // the L4 header is there and the frame is no fragment
+	__u32 csum_off; // offset of the L4 checksum field
+};
+
+// parse reads the frame's headers into f and its tuple into k. It returns 0 when the frame is
+// not one a flow entry could cover.
+static __always_inline int parse(struct __sk_buff *skb, struct frame *f, struct flow_key *k)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *ip = data + ETH_HLEN;
+	if ((void *)(ip + 20) > end)
+		return 0;
+	if ((ip[0] & 0xf0) != 0x40)
+		return 0;
+	__u32 ihl = (ip[0] & 0x0f) * 4;
+	if (ihl < 20)
+		return 0;
+	f->l3 = ETH_HLEN;
+	f->l4 = ETH_HLEN + ihl;
+	f->proto = ip[9];
+	f->ip_len = bpf_ntohs(*(__u16 *)(ip + 2));
+	if (bpf_ntohs(*(__u16 *)(ip + 6)) & (IP_MF | IP_OFFMASK))
+		return 0; // fragments follow their first fragment in the slow path
+	__builtin_memset(k, 0, sizeof(*k));
+	k->src[10] = 0xff;
+	k->src[11] = 0xff;
+	k->dst[10] = 0xff;
+	k->dst[11] = 0xff;
+	__builtin_memcpy(&k->src[12], ip + 12, 4);
+	__builtin_memcpy(&k->dst[12], ip + 16, 4);
+	k->proto = f->proto;
+	__u8 *l4 = data + f->l4;
+	switch (f->proto) {
+	case IPPROTO_TCP:
+		if ((void *)(l4 + 20) > end)
+			return 0;
+		k->sport = *(__u16 *)l4;
+		k->dport = *(__u16 *)(l4 + 2);
+		f->tcp_flags = l4[13];
+		f->csum_off = f->l4 + 16;
+		break;
+	case IPPROTO_UDP:
+		if ((void *)(l4 + 8) > end)
+			return 0;
+		k->sport = *(__u16 *)l4;
+		k->dport = *(__u16 *)(l4 + 2);
+		f->csum_off = f->l4 + 6;
+		break;
+	case IPPROTO_ICMP:
+		if ((void *)(l4 + 8) > end)
+			return 0;
+		if (l4[0] != ICMP_ECHO && l4[0] != ICMP_ECHOREPLY)
+			return 0; // errors quote a flow: the slow path translates them
+		f->icmp_type = l4[0];
+		k->sport = *(__u16 *)(l4 + 4);
+		k->dport = k->sport;
+		f->csum_off = f->l4 + 2;
+		break;
+	default:
+		return 0;
+	}
+	f->ok = 1;
+	return 1;
+}
+
+// fits reports whether the frame (each segment, for a GSO super-frame) fits an MTU of mtu.
+static __always_inline int fits(struct __sk_buff *skb, struct frame *f, __u16 mtu)
+{
+	if (!mtu)
+		return 1;
+	if (skb->gso_segs > 1) {
+		// l4 header length: TCP's data offset, else 8.
+		__u32 hl = 8;
+		if (f->proto == IPPROTO_TCP) {
+			__u8 doff;
+			if (bpf_skb_load_bytes(skb, f->l4 + 12, &doff, 1))
+				return 0;
+			hl = (doff >> 4) * 4;
+		}
+		return (f->l4 - f->l3) + hl + skb->gso_size <= mtu;
+	}
+	return skb->len - ETH_HLEN <= mtu;
+}
+
+// needs_slow_path reports whether a frame of an installed flow must go to user space anyway.
+static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *f, int alive)
+{
+	// TCP state changes are tracked in user space while it runs; after it stopped, the
+	// kernel carries the connection to its end.
+	if (alive && f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
+		return 1;
+	// A UDP super-frame is a tunnel's (its checksum is the inner packet's) or UDP GSO.
+	if (f->proto == IPPROTO_UDP && skb->gso_segs > 1)
+		return 1;
+	return 0;
+}
+
+// rewrite_addr replaces the 4-byte IPv4 address at off (source 12 or destination 16 of the IP
+// header) and the port at port_off, and fixes both checksums. For ICMP the port is the echo
+// identifier, which the ICMP checksum covers without a pseudo-header, and it is rewritten only
+// when id_type is the message's type: the identifier of an echo request is its sender's
+// choice (translated on the way out), that of a reply the peer's (translated on the way in).
+static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, __u32 off, const __u8 *addr16,
+					__u32 port_off, __u16 port, __u8 id_type)
+{
+	__u32 old_ip, new_ip;
+	if (bpf_skb_load_bytes(skb, f->l3 + off, &old_ip, 4))
+		return -1;
+	__builtin_memcpy(&new_ip, addr16 + 12, 4);
+	__u16 old_port = 0;
+	if (bpf_skb_load_bytes(skb, port_off, &old_port, 2))
+		return -1;
+	int l4_pseudo = f->proto != IPPROTO_ICMP;
+	if (old_ip != new_ip) {
+		if (l4_pseudo) {
+			__u64 flags = BPF_F_PSEUDO_HDR | 4;
+			int skip = 0;
+			if (f->proto == IPPROTO_UDP) {
+				__u16 csum;
+				if (bpf_skb_load_bytes(skb, f->csum_off, &csum, 2))
+					return -1;
+				skip = csum == 0; // no checksum: it stays 0
+				flags |= BPF_F_MARK_MANGLED_0;
+			}
+			if (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_ip, new_ip, flags))
+				return -1;
+		}
+		if (bpf_l3_csum_replace(skb, f->l3 + 10, old_ip, new_ip, 4))
+			return -1;
+		if (bpf_skb_store_bytes(skb, f->l3 + off, &new_ip, 4, 0))
+			return -1;
+	}
+	if (f->proto == IPPROTO_ICMP && f->icmp_type != id_type)
+		return 0;
+	if (old_port != port) {
+		__u64 flags = 2;
+		int skip = 0;
+		if (f->proto == IPPROTO_UDP) {
+			__u16 csum;
+			if (bpf_skb_load_bytes(skb, f->csum_off, &csum, 2))
+				return -1;
+			skip = csum == 0;
+			flags |= BPF_F_MARK_MANGLED_0;
+		}
+		if (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_port, port, flags))
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &port, 2, 0))
+			return -1;
+	}
+	return 0;
+}
+
+static __always_inline void account(struct __sk_buff *skb, struct flow_val *v)
+{
+	__sync_fetch_and_add(&v->packets, skb->gso_segs > 1 ? skb->gso_segs : 1);
+	__sync_fetch_and_add(&v->bytes, skb->len);
+	v->last_seen = bpf_ktime_get_ns();
+}
+
+// divert redirects a frame to the slow path through the interface's capture veth.
+static __always_inline int divert(struct iface_cfg *ifc, __u32 stat)
+{
+	count(stat);
+	return bpf_redirect(ifc->capture, 0);
+}
+
+SEC("tcx/egress")
+int l2shim_egress(struct __sk_buff *skb)
+{
+	if (marked(skb) || skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP))
+		return TCX_NEXT;
+	__u32 ifindex = skb->ifindex;
+	struct iface_cfg *ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!ifc)
+		return TCX_NEXT;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN > end)
+		return TCX_NEXT;
+	__u8 *eth = data;
+	if (!mac_equal(eth + 6, ifc->mac))
+		return TCX_NEXT; // a macvlan's or a bridged frame: not the host's
+	__u64 gw = 0;
+	__builtin_memcpy(&gw, eth, 6);
+	int to_gateway = bpf_map_lookup_elem(&gateways, &gw) != 0;
+	int alive = shim_alive();
+
+	struct frame f = {};
+	struct flow_key k;
+	if (parse(skb, &f, &k)) {
+		struct flow_val *v = bpf_map_lookup_elem(&fp_out, &k);
+		if (v && !needs_slow_path(skb, &f, alive) && fits(skb, &f, v->mtu)) {
+			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 12, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4, v->port, ICMP_ECHO))
+				goto slow;
+			if (bpf_skb_store_bytes(skb, 0, v->dst_mac, 6, 0) || bpf_skb_store_bytes(skb, 6, v->src_mac, 6, 0))
+				goto slow;
+			account(skb, v);
+			count(STAT_FAST_OUT);
+			if (v->flags & FP_REDIRECT) {
+				skb->mark = (skb->mark & ~cfg_mask) | cfg_mark;
+				return bpf_redirect(v->ifindex, 0);
+			}
+			return TCX_NEXT;
+		}
+	}
+slow:
+	if (to_gateway && alive)
+		return divert(ifc, STAT_DIVERT_OUT);
+	return TCX_NEXT;
+}
+
+SEC("tcx/ingress")
+int l2shim_ingress(struct __sk_buff *skb)
+{
+	if (marked(skb)) {
+		// Re-injected by the shim or redirected here by the fast path: the host gets it,
+		// without l2shim's mark bits.
+		skb->mark &= ~cfg_mask;
+		return TCX_NEXT;
+	}
+	if (skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP) || skb->pkt_type != 0 /* PACKET_HOST */)
+		return TCX_NEXT;
+	__u32 ifindex = skb->ifindex;
+	struct iface_cfg *ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!ifc)
+		return TCX_NEXT;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN > end)
+		return TCX_NEXT;
+	if (!mac_equal(data, ifc->mac))
+		return TCX_NEXT;
+	int alive = shim_alive();
+
+	struct frame f = {};
+	struct flow_key k;
+	if (parse(skb, &f, &k)) {
+		struct flow_val *v = bpf_map_lookup_elem(&fp_in, &k);
+		if (v && !needs_slow_path(skb, &f, alive)) {
+			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 16, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4 + 2, v->port, ICMP_ECHOREPLY))
+				goto slow;
+			if (bpf_skb_store_bytes(skb, 0, v->dst_mac, 6, 0) || bpf_skb_store_bytes(skb, 6, v->src_mac, 6, 0))
+				goto slow;
+			account(skb, v);
+			count(STAT_FAST_IN);
+			if (v->flags & FP_REDIRECT) {
+				skb->mark = (skb->mark & ~cfg_mask) | cfg_mark;
+				return bpf_redirect(v->ifindex, BPF_F_INGRESS);
+			}
+			return TCX_NEXT;
+		}
+	}
+slow:
+	if (alive)
+		return divert(ifc, STAT_DIVERT_IN);
+	return TCX_NEXT;
+}
+
+// l2shim_inject sits on a capture veth's near end: what the shim writes to the far end enters
+// the external interface the veth belongs to, as if it came from the wire.
+SEC("tcx/ingress")
+int l2shim_inject(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	__u32 *ext = bpf_map_lookup_elem(&inject, &ifindex);
+	if (!ext)
+		return TCX_DROP;
+	return bpf_redirect(*ext, BPF_F_INGRESS);
+}
+
+// l2shim_sink sits on a capture veth's far end: the shim's packet socket has read the frame
+// (packet taps run first); the host must not receive it a second time.
+SEC("tcx/ingress")
+int l2shim_sink(struct __sk_buff *skb)
+{
+	return TCX_DROP;
+}
+
+char __license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,251 @@
+package fastpath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure the programs and their maps.
+type Options struct {
+	// Mark and Mask are the skb mark bits of l2shim's own frames.
+	Mark, Mask uint32
+	// Heartbeat: the programs divert nothing to the slow path once the last Beat is older.
+	Heartbeat time.Duration
+	// MaxFlows sizes each direction's flow map.
+	MaxFlows int
+}
+
+// Kernel holds the loaded programs and maps.
+type Kernel struct {
+	objs fastpathObjects
+}
+
+// Load loads the programs and creates their maps.
+func Load(o Options) (*Kernel, error) {
+	spec, err := loadFastpath()
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range map[string]any{
+		fastpathVarCfgMark:        o.Mark,
+		fastpathVarCfgMask:        o.Mask,
+		fastpathVarCfgHeartbeatNs: uint64(o.Heartbeat),
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("fastpath: set %s: %w", name, err)
+		}
+	}
+	if o.MaxFlows > 0 {
+		spec.Maps[fastpathMapFpOut].MaxEntries = uint32(o.MaxFlows)
+		spec.Maps[fastpathMapFpIn].MaxEntries = uint32(o.MaxFlows)
+	}
+	k := &Kernel{}
+	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("fastpath: load: %+v", ve)
+		}
+		return nil, fmt.Errorf("fastpath: load: %w", err)
+	}
+	return k, nil
+}
+
+// Close releases the programs and maps this process holds.
+func (k *Kernel) Close() error { return k.objs.Close() }
+
+// Programs, for attaching.
+func (k *Kernel) Egress() *ebpf.Program  { return k.objs.L2shimEgress }
+func (k *Kernel) Ingress() *ebpf.Program { return k.objs.L2shimIngress }
+func (k *Kernel) Inject() *ebpf.Program  { return k.objs.L2shimInject }
+func (k *Kernel) Sink() *ebpf.Program    { return k.objs.L2shimSink }
+
+// Key is a flow's tuple as a frame carries it in one direction.
+type Key struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16 // ICMP echo: the identifier, in both
+	Proto            uint8
+}
+
+// Entry says what the programs do with a frame of a flow in one direction.
+type Entry struct {
+	// Ifindex is where the frame goes: out, the uplink; in, the interface the host sent the
+	// flow's frames on. Redirect says it is another interface than the frame's.
+	Ifindex  int
+	Redirect bool
+	// NAT rewrites, out, the source to Addr:Port; in, the destination.
+	NAT  bool
+	Addr netip.Addr
+	Port uint16
+	// MTU is the largest IP datagram out of the uplink (0: no check); larger frames go to
+	// the slow path, which answers or shrinks them.
+	MTU            uint16
+	SrcMAC, DstMAC [6]byte
+}
+
+// Counts are what the programs counted for an entry.
+type Counts struct {
+	Packets, Bytes uint64
+	// LastSeen is CLOCK_MONOTONIC nanoseconds of the last frame, 0 for none.
+	LastSeen int64
+}
+
+const (
+	flagNAT      = 1
+	flagRedirect = 2
+)
+
+func keyOf(k Key) fastpathFlowKey {
+	var fk fastpathFlowKey
+	fk.Src = k.Src.As16()
+	fk.Dst = k.Dst.As16()
+	fk.Sport, fk.Dport = htons(k.SrcPort), htons(k.DstPort)
+	fk.Proto = k.Proto
+	return fk
+}
+
+func valOf(e Entry) fastpathFlowVal {
+	v := fastpathFlowVal{Ifindex: uint32(e.Ifindex), Port: htons(e.Port), Mtu: e.MTU, SrcMac: e.SrcMAC, DstMac: e.DstMAC}
+	if e.NAT {
+		v.Flags |= flagNAT
+		v.Addr = e.Addr.As16()
+	}
+	if e.Redirect {
+		v.Flags |= flagRedirect
+	}
+	return v
+}
+
+// Direction selects a flow map.
+type Direction uint8
+
+// The directions.
+const (
+	Out Direction = iota // host → wire, keyed by the tuple the host sends
+	In                   // wire → host, keyed by the tuple the wire delivers
+)
+
+func (k *Kernel) flowMap(d Direction) *ebpf.Map {
+	if d == In {
+		return k.objs.FpIn
+	}
+	return k.objs.FpOut
+}
+
+// Put installs or replaces an entry. Replacing keeps nothing of the old one's counts.
+func (k *Kernel) Put(d Direction, key Key, e Entry) error {
+	fk, v := keyOf(key), valOf(e)
+	if err := k.flowMap(d).Put(&fk, &v); err != nil {
+		return fmt.Errorf("fastpath: install %v: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes an entry; a missing one is no error.
+func (k *Kernel) Delete(d Direction, key Key) error {
+	fk := keyOf(key)
+	if err := k.flowMap(d).Delete(&fk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("fastpath: remove %v: %w", key, err)
+	}
+	return nil
+}
+
+// Counts returns an entry's counts, and false when there is no such entry.
+func (k *Kernel) Counts(d Direction, key Key) (Counts, bool) {
+	fk := keyOf(key)
+	var v fastpathFlowVal
+	if err := k.flowMap(d).Lookup(&fk, &v); err != nil {
+		return Counts{}, false
+	}
+	return Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen)}, true
+}
+
+// SetIface tells the programs that ifindex is an external interface with MAC mac, whose
+// diverted frames go to the capture veth end capture.
+func (k *Kernel) SetIface(ifindex int, mac [6]byte, capture int) error {
+	key := uint32(ifindex)
+	v := fastpathIfaceCfg{Mac: mac, Capture: uint32(capture)}
+	if err := k.objs.Ifaces.Put(&key, &v); err != nil {
+		return fmt.Errorf("fastpath: interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// DeleteIface forgets an external interface: its frames are no longer l2shim's.
+func (k *Kernel) DeleteIface(ifindex int) {
+	key := uint32(ifindex)
+	_ = k.objs.Ifaces.Delete(&key)
+}
+
+// SetInject tells the inject program on capture veth end near to send what arrives there
+// into external interface ext's ingress.
+func (k *Kernel) SetInject(near, ext int) error {
+	key, v := uint32(near), uint32(ext)
+	if err := k.objs.Inject.Put(&key, &v); err != nil {
+		return fmt.Errorf("fastpath: inject %d → %d: %w", near, ext, err)
+	}
+	return nil
+}
+
+// macKey lays a MAC out as the programs read it: its 6 bytes in memory order, then 2 zeros.
+func macKey(mac [6]byte) uint64 {
+	var b [8]byte
+	copy(b[:], mac[:])
+	return binary.NativeEndian.Uint64(b[:])
+}
+
+// AddGateway lets the egress program divert frames the host sends to mac.
+func (k *Kernel) AddGateway(mac [6]byte) error {
+	key, one := macKey(mac), uint32(1)
+	if err := k.objs.Gateways.Put(&key, &one); err != nil {
+		return fmt.Errorf("fastpath: gateway MAC %x: %w", mac, err)
+	}
+	return nil
+}
+
+// RemoveGateway stops diverting frames to mac.
+func (k *Kernel) RemoveGateway(mac [6]byte) {
+	key := macKey(mac)
+	_ = k.objs.Gateways.Delete(&key)
+}
+
+// Beat records that the slow path is alive.
+func (k *Kernel) Beat() error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return err
+	}
+	zero, now := uint32(0), uint64(ts.Nano())
+	return k.objs.Heartbeat.Put(&zero, &now)
+}
+
+// Stats are the programs' totals over all CPUs.
+type Stats struct {
+	FastOut, FastIn     uint64 // frames finished in the kernel
+	DivertOut, DivertIn uint64 // frames sent to the slow path
+}
+
+// Stats sums the programs' per-CPU counters.
+func (k *Kernel) Stats() (Stats, error) {
+	var s Stats
+	for i, dst := range []*uint64{&s.FastOut, &s.FastIn, &s.DivertOut, &s.DivertIn} {
+		var per []uint64
+		if err := k.objs.Stats.Lookup(uint32(i), &per); err != nil {
+			return s, fmt.Errorf("fastpath: stats: %w", err)
+		}
+		for _, v := range per {
+			*dst += v
+		}
+	}
+	return s, nil
+}
+
+// htons lays a port out as the frame holds it (network byte order) in a host-order field.
+func htons(v uint16) uint16 {
+	return binary.NativeEndian.Uint16([]byte{byte(v >> 8), byte(v)})
+}

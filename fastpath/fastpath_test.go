@@ -1,0 +1,328 @@
+package fastpath
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// skbContext is struct __sk_buff (include/uapi/linux/bpf.h), the context BPF_PROG_TEST_RUN
+// takes for a TC program: only mark, priority, ifindex, cb, tstamp, wire_len, gso_segs and
+// gso_size may be set.
+type skbContext struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto uint32
+	Priority, IngressIfindex, Ifindex, TCIndex                                  uint32
+	CB                                                                          [5]uint32
+	Hash, TCClassid, Data, DataEnd, NapiID, Family, RemoteIP4, LocalIP4         uint32
+	RemoteIP6, LocalIP6                                                         [4]uint32
+	RemotePort, LocalPort, DataMeta                                             uint32
+	FlowKeys, Tstamp                                                            uint64
+	WireLen, GSOSegs                                                            uint32
+	Sk                                                                          uint64
+	GSOSize                                                                     uint32
+	TstampType                                                                  uint32 // a byte and padding
+	Hwtstamp                                                                    uint64
+}
+
+// The programs run against the loopback device in BPF_PROG_TEST_RUN (ifindex 1, MAC zero:
+// a frame addressed to it is PACKET_HOST).
+const testIfindex = 1
+
+var (
+	hostMAC = [6]byte{}
+	gwMAC   = [6]byte{0x02, 0, 0, 0, 0, 0x01}
+)
+
+const (
+	retNext     = 0xffffffff // TCX_NEXT (-1)
+	retRedirect = 7
+)
+
+func loadTest(t *testing.T) *Kernel {
+	t.Helper()
+	if n := unsafe.Sizeof(skbContext{}); n != 192 {
+		t.Fatalf("skbContext is %d bytes; struct __sk_buff is 192", n)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("loading BPF programs needs root")
+	}
+	k, err := Load(Options{Mark: 0xa0, Mask: 0xf0, Heartbeat: time.Second, MaxFlows: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	if err := k.SetIface(testIfindex, hostMAC, 99); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.AddGateway(gwMAC); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func run(t *testing.T, p *ebpf.Program, frame []byte, ctx *skbContext) (uint32, []byte) {
+	t.Helper()
+	if ctx == nil {
+		ctx = &skbContext{}
+	}
+	if ctx.GSOSegs > 0 {
+		ctx.WireLen = uint32(len(frame))
+	}
+	opts := ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+256), Context: ctx}
+	ret, err := p.Run(&opts)
+	if err != nil {
+		t.Fatalf("test run: %v", err)
+	}
+	return ret, opts.DataOut
+}
+
+// flowFrame is a random frame of a random flow: what the differential test feeds both paths.
+type flowFrame struct {
+	frame []byte
+	key   Key // as the frame carries it
+}
+
+func randAddr(r *rand.Rand) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(1 + r.IntN(220)), byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))})
+}
+
+func randMAC(r *rand.Rand) [6]byte {
+	var m [6]byte
+	for i := range m {
+		m[i] = byte(r.IntN(256))
+	}
+	m[0] &^= 1 // unicast
+	return m
+}
+
+// randomFrame builds a frame of a random flow: TCP (no SYN, FIN or RST, random options), UDP
+// (sometimes without checksum) or ICMP echo of type icmpType, with IP options sometimes and a
+// payload of any length; from srcMAC to dstMAC.
+func randomFrame(t *testing.T, r *rand.Rand, srcMAC, dstMAC [6]byte, icmpType uint8) flowFrame {
+	t.Helper()
+	src, dst := randAddr(r), randAddr(r)
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Id: uint16(r.IntN(65536)), SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	if r.IntN(4) == 0 {
+		ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
+	}
+	payload := make([]byte, r.IntN(1400))
+	for i := range payload {
+		payload[i] = byte(r.IntN(256))
+	}
+	var l4 gopacket.SerializableLayer
+	key := Key{Src: src, Dst: dst}
+	udpNoCsum := false
+	switch r.IntN(3) {
+	case 0:
+		ip.Protocol = layers.IPProtocolTCP
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(1 + r.IntN(65535)), DstPort: layers.TCPPort(1 + r.IntN(65535)),
+			Seq: r.Uint32(), Ack: r.Uint32(), ACK: true, PSH: r.IntN(2) == 0, Window: uint16(r.IntN(65536))}
+		for i := r.IntN(3); i > 0; i-- {
+			tcp.Options = append(tcp.Options, layers.TCPOption{OptionType: layers.TCPOptionKindNop})
+		}
+		if r.IntN(2) == 0 {
+			tcp.Options = append(tcp.Options, layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: make([]byte, 8)})
+		}
+		tcp.SetNetworkLayerForChecksum(ip)
+		key.SrcPort, key.DstPort, key.Proto = uint16(tcp.SrcPort), uint16(tcp.DstPort), rewrite.ProtoTCP
+		l4 = tcp
+	case 1:
+		ip.Protocol = layers.IPProtocolUDP
+		udp := &layers.UDP{SrcPort: layers.UDPPort(1 + r.IntN(65535)), DstPort: layers.UDPPort(1 + r.IntN(65535))}
+		udp.SetNetworkLayerForChecksum(ip)
+		udpNoCsum = r.IntN(4) == 0
+		key.SrcPort, key.DstPort, key.Proto = uint16(udp.SrcPort), uint16(udp.DstPort), rewrite.ProtoUDP
+		l4 = udp
+	default:
+		ip.Protocol = layers.IPProtocolICMPv4
+		id := uint16(r.IntN(65536))
+		l4 = &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(icmpType, 0), Id: id, Seq: uint16(r.IntN(65536))}
+		key.SrcPort, key.DstPort, key.Proto = id, id, rewrite.ProtoICMP
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, l4, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	b := append([]byte(nil), buf.Bytes()...)
+	if udpNoCsum {
+		l4off := rewrite.EthHdrLen + int(b[rewrite.EthHdrLen]&0x0f)*4
+		b[l4off+6], b[l4off+7] = 0, 0
+	}
+	return flowFrame{frame: b, key: key}
+}
+
+// goRewrite applies entry e to frame b the way the slow path does, and returns the result.
+func goRewrite(t *testing.T, b []byte, d Direction, e Entry) []byte {
+	t.Helper()
+	out := append([]byte(nil), b...)
+	var f rewrite.Frame
+	if r := f.Parse(out, rewrite.VnetHdr{}); r != rewrite.OK {
+		t.Fatalf("Go parse: %v", r)
+	}
+	if e.NAT {
+		if d == Out {
+			f.SetSrc(e.Addr.As4(), e.Port)
+		} else {
+			f.SetDst(e.Addr.As4(), e.Port)
+		}
+	}
+	f.SetMACs(e.SrcMAC, e.DstMAC)
+	return out
+}
+
+// TestDifferential feeds thousands of random flows' frames through the programs and through
+// the Go rewrite of the slow path, in both directions, and requires byte-identical frames.
+func TestDifferential(t *testing.T) {
+	k := loadTest(t)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 3000; i++ {
+		d := Direction(i % 2)
+		var ff flowFrame
+		prog := k.Egress()
+		if d == Out {
+			ff = randomFrame(t, r, hostMAC, gwMAC, rewrite.ICMPEchoRequest)
+		} else {
+			prog = k.Ingress()
+			ff = randomFrame(t, r, randMAC(r), hostMAC, rewrite.ICMPEchoReply)
+		}
+		e := Entry{Ifindex: testIfindex, SrcMAC: randMAC(r), DstMAC: randMAC(r)}
+		if r.IntN(4) != 0 {
+			e.NAT, e.Addr, e.Port = true, randAddr(r), uint16(1+r.IntN(65535))
+			if r.IntN(3) == 0 { // address only: the port kept
+				e.Port = ff.key.SrcPort
+				if d == In {
+					e.Port = ff.key.DstPort
+				}
+			}
+		}
+		if err := k.Put(d, ff.key, e); err != nil {
+			t.Fatal(err)
+		}
+		ret, got := run(t, prog, ff.frame, nil)
+		want := goRewrite(t, ff.frame, d, e)
+		if ret != retNext || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d (%v, %+v): ret %d\n got %x\nwant %x", i, d, ff.key, int32(ret), got, want)
+		}
+		c, ok := k.Counts(d, ff.key)
+		if !ok || c.Packets != 1 || c.Bytes != uint64(len(ff.frame)) || c.LastSeen == 0 {
+			t.Fatalf("frame %d: counts %+v", i, c)
+		}
+		if err := k.Delete(d, ff.key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := k.Stats()
+	if err != nil || s.FastOut != 1500 || s.FastIn != 1500 || s.DivertOut+s.DivertIn != 0 {
+		t.Fatalf("stats %+v (%v)", s, err)
+	}
+}
+
+// tcpFrame builds a TCP frame of flow key with flags.
+func tcpFrame(t *testing.T, srcMAC, dstMAC [6]byte, key Key, syn, fin, rst bool, payload int, df bool) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: key.Src.AsSlice(), DstIP: key.Dst.AsSlice()}
+	if df {
+		ip.Flags = layers.IPv4DontFragment
+	}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(key.SrcPort), DstPort: layers.TCPPort(key.DstPort), ACK: !syn, SYN: syn, FIN: fin, RST: rst, Seq: 1, Window: 1000}
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp, gopacket.Payload(make([]byte, payload))); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// TestSlowPathFrames lists the frames of an installed flow that the programs leave to user
+// space, and what they do with them once user space is gone (heartbeat stale).
+func TestSlowPathFrames(t *testing.T) {
+	k := loadTest(t)
+	key := Key{Src: netip.MustParseAddr("10.1.0.2"), Dst: netip.MustParseAddr("203.0.113.10"), SrcPort: 40000, DstPort: 443, Proto: rewrite.ProtoTCP}
+	e := Entry{Ifindex: 7, Redirect: true, NAT: true, Addr: netip.MustParseAddr("10.2.0.2"), Port: 40000, MTU: 1400, SrcMAC: [6]byte{2, 0, 0, 0, 0, 0x11}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
+	if err := k.Put(Out, key, e); err != nil {
+		t.Fatal(err)
+	}
+	stats := func() Stats {
+		s, err := k.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name     string
+		frame    []byte
+		ctx      *skbContext
+		alive    bool
+		wantRet  uint32
+		wantFast bool
+	}{
+		{"data", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 100, true), nil, true, retRedirect, true},
+		{"SYN, shim alive", tcpFrame(t, hostMAC, gwMAC, key, true, false, false, 0, true), nil, true, retRedirect, false},
+		{"FIN, shim alive", tcpFrame(t, hostMAC, gwMAC, key, false, true, false, 0, true), nil, true, retRedirect, false},
+		{"RST, shim alive", tcpFrame(t, hostMAC, gwMAC, key, false, false, true, 0, true), nil, true, retRedirect, false},
+		{"over the uplink's MTU", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 1400, true), nil, true, retRedirect, false},
+		{"GSO segments fit", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 2720, true), &skbContext{GSOSegs: 2, GSOSize: 1360}, true, retRedirect, true},
+		{"GSO segments too big", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 2800, true), &skbContext{GSOSegs: 2, GSOSize: 1400}, true, retRedirect, false},
+		{"shim's own frame", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 100, true), &skbContext{Mark: 0xa3}, true, retNext, false},
+		{"FIN after the shim stopped", tcpFrame(t, hostMAC, gwMAC, key, false, true, false, 0, true), nil, false, retRedirect, true},
+		{"a truncated TCP header", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 0, false)[:rewrite.EthHdrLen+20+4], nil, true, retRedirect, false},
+		{"over the MTU after the shim stopped", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 1400, true), nil, false, retNext, false},
+	} {
+		if c.alive {
+			if err := k.Beat(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			zero, old := uint32(0), uint64(1)
+			if err := k.objs.Heartbeat.Put(&zero, &old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := stats()
+		ret, _ := run(t, k.Egress(), c.frame, c.ctx)
+		after := stats()
+		fast := after.FastOut > before.FastOut
+		diverted := after.DivertOut > before.DivertOut
+		if ret != c.wantRet || fast != c.wantFast || diverted != (!c.wantFast && c.wantRet == retRedirect) {
+			t.Errorf("%s: ret %d, fast path %v, diverted %v; want ret %d, fast path %v", c.name, int32(ret), fast, diverted, int32(c.wantRet), c.wantFast)
+		}
+	}
+}
+
+// TestUnownedFramesUntouched: frames l2shim does not own pass as they are, whatever the maps
+// hold: another MAC's (a macvlan), not to a gateway, not IPv4.
+func TestUnownedFramesUntouched(t *testing.T) {
+	k := loadTest(t)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	key := Key{Src: netip.MustParseAddr("10.1.0.5"), Dst: netip.MustParseAddr("203.0.113.10"), SrcPort: 1, DstPort: 2, Proto: rewrite.ProtoTCP}
+	other := [6]byte{2, 0, 0, 0, 0, 0x77}
+	for name, f := range map[string][]byte{
+		"a macvlan's frame": tcpFrame(t, other, gwMAC, key, false, false, false, 10, false),
+		"not to a gateway":  tcpFrame(t, hostMAC, other, key, false, false, false, 10, false),
+		"an ARP frame":      append(append(append([]byte{}, gwMAC[:]...), hostMAC[:]...), append([]byte{0x08, 0x06}, make([]byte, 46)...)...),
+	} {
+		ret, out := run(t, k.Egress(), f, nil)
+		if ret != retNext || !bytes.Equal(out, f) {
+			t.Errorf("%s: ret %d, changed %v", name, int32(ret), !bytes.Equal(out, f))
+		}
+	}
+}
