@@ -137,6 +137,18 @@ func fuzzSeeds(f *testing.F) {
 	add(frag, VnetHdr{})
 	vx, vxv := vxlanTSO(f)
 	add(vx[:600], vxv)
+	// Tunnels' super-frames with an inner IPv6/TCP or UDP packet (kept small).
+	for _, c := range []encCase{
+		{enc: encVXLAN, ip6: true, udpCsum: true, payload: 500, gso: 200, flags: TCPAck | TCPPsh},
+		{enc: encVXLAN, ip6: true, ext: extDst, payload: 300, gso: 100, flags: TCPAck},
+		{enc: encGRETAP, ip6: true, greCsum: true, payload: 300, gso: 100, flags: TCPAck | TCPFin},
+		{enc: encVXLAN, udp: true, ip6: true, udpCsum: true, payload: 500, gso: 200},
+		{enc: encVXLAN, udp: true, payload: 500, gso: 200},
+		{enc: encIPIP, udp: true, ip6: true, payload: 300, gso: 100},
+	} {
+		e := buildEncap(f, c)
+		add(e.b, e.v)
+	}
 	add([]byte{}, VnetHdr{})
 	add(make([]byte, 60), VnetHdr{Flags: VnetNeedsCsum, CsumStart: 0xffff})
 }
@@ -233,4 +245,17 @@ func FuzzParseRewrite(f *testing.F) {
 			check("quoted UDP checksum 0", before.innerNone, after.innerNone)
 		}
 	})
+}
+
+// segLayout is what checkFuzzed needs to know of SegmentEncap's layout of a frame.
+type segLayout struct {
+	inner, l4, hdrEnd, mss, greCsum int
+	inner6, udp, udpCsum            bool
+}
+
+// layoutOf returns the layout SegmentEncap uses for f (zero when it refuses f).
+func layoutOf(f *Frame) segLayout {
+	l, _ := f.encapLayout()
+	return segLayout{inner: l.inner, l4: l.innerL4, hdrEnd: l.hdrEnd, mss: l.mss, greCsum: l.greCsum,
+		inner6: l.inner6, udp: l.udp, udpCsum: l.udpCsum}
 }
