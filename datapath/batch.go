@@ -99,7 +99,6 @@ func (e *Engine) ProcessBatch(in int, b *Batch, now int64) {
 			continue
 		}
 		if e.frame.Encap && e.frame.Vnet.IsGSO() {
-			e.c.Add(Segmented, 1)
 			e.segment(in, b, now)
 			continue
 		}
@@ -110,14 +109,20 @@ func (e *Engine) ProcessBatch(in int, b *Batch, now int64) {
 // segment cuts the super-frame just decoded into the arena and processes each segment.
 func (e *Engine) segment(in int, b *Batch, now int64) {
 	start := b.used
-	// SegmentEncap writes nothing when the segments do not fit the arena's free part or
-	// lens: a batch of super-frames cut into unusually many small segments.
 	n := e.frame.SegmentEncap(b.room(), b.lens)
 	if n == 0 {
-		e.c.drop(DropMalformed)
-		b.Out = append(b.Out, Output{To: Drop, Reason: DropMalformed})
+		// Not a super-frame SegmentEncap understands (UFO, an inner routing header, an
+		// unknown encapsulation), or, rarely, one cut into more segments than the batch's
+		// arena or lens still hold.
+		why := DropUnsegmentable
+		if need := e.frame.SegmentEncapSize(); need > 0 && (need > len(b.room()) || e.frame.SegmentEncapCount() > len(b.lens)) {
+			why = DropNoRoom
+		}
+		e.c.drop(why)
+		b.Out = append(b.Out, Output{To: Drop, Reason: why})
 		return
 	}
+	e.c.Add(Segmented, 1)
 	for _, l := range b.lens[:n] {
 		b.used += l
 	}

@@ -92,6 +92,13 @@ const (
 	DropRule
 	// DropReset: a frame of a flow l2shim reset toward the host when its gateway went down.
 	DropReset
+	// DropUnsegmentable: a tunnel's super-frame the kernel will not send back as it is and
+	// l2shim cannot cut either (UDP fragmentation offload, an inner routing or fragment
+	// header, an encapsulation it does not know).
+	DropUnsegmentable
+	// DropNoRoom: a tunnel's super-frame cut into more segments than its batch still had room
+	// for.
+	DropNoRoom
 	numDropReasons
 )
 
@@ -109,6 +116,10 @@ func (r DropReason) String() string {
 		return "rule"
 	case DropReset:
 		return "reset"
+	case DropUnsegmentable:
+		return "unsegmentable"
+	case DropNoRoom:
+		return "no-room"
 	}
 	return "none"
 }

@@ -28,7 +28,9 @@ const udpRetryGap = int64(500e6)
 // other content is a new request, and the count starts again. gap is the time since the flow's
 // previous frame.
 func (e *Engine) isRetry(f *rewrite.Frame, fl *conntrack.Flow, gap int64) bool {
-	if fl.Origin != conntrack.Outbound || fl.Replied || fl.Gateway < 0 || e.cfg.SynRetries <= 0 {
+	// A flow a rule placed stays where the rule says (a route-to whose gateway goes down
+	// moves with the gateway's other flows).
+	if fl.Origin != conntrack.Outbound || fl.Replied || fl.Gateway < 0 || fl.Rule >= 0 || e.cfg.SynRetries <= 0 {
 		return false
 	}
 	switch f.Proto {

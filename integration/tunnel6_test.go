@@ -122,7 +122,7 @@ func TestTunnel6VXLAN(t *testing.T) {
 	}
 	var malformed []string
 	for k, v := range drops {
-		if (k == "malformed" || strings.HasPrefix(k, "malformed:")) && v != 0 {
+		if (k == "malformed" || k == "unsegmentable" || k == "no-room" || strings.HasPrefix(k, "malformed:")) && v != 0 {
 			malformed = append(malformed, fmt.Sprintf("%s=%d", k, v))
 		}
 	}
