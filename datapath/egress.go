@@ -15,12 +15,10 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	key, tracked := flowKey(f)
 	switch {
 	case tracked:
-		var failClosed bool
-		if fl, failClosed = e.outboundFlow(in, f, key, now); fl == nil {
-			if failClosed {
-				return verdict{to: Drop, reason: DropRule}
-			}
-			return e.pass(in)
+		var v verdict
+		var done bool
+		if fl, v, done = e.outboundFlow(in, f, key, now); done {
+			return v
 		}
 	case f.FragOff != 0:
 		// A later fragment follows its first fragment's flow.
@@ -66,9 +64,10 @@ func (e *Engine) pass(in int) verdict {
 
 // outboundFlow returns the flow of a host frame with key, placing a new one when the frame
 // may open it, and accounts the frame to it (rotating an unanswered flow whose request is
-// repeated too often). It returns nil when the frame is left to the host's routing, or, with
-// failClosed, when it must be dropped: a rule says so and the table had no room for the flow.
-func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now int64) (fl *conntrack.Flow, failClosed bool) {
+// repeated too often). Without a flow (done) v says where the frame goes: as the host sent
+// it, dropped (a rule forbids that and the table had no room for the flow), or the way an
+// untracked flow from the wire came.
+func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now int64) (fl *conntrack.Flow, v verdict, done bool) {
 	fl = e.table.LookupOrig(key)
 	if fl != nil && fl.Reset && opensFlow(f) {
 		// A new connection on the tuple of one l2shim reset: placed afresh.
@@ -79,17 +78,28 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 		// Destinations on directly attached networks are never steered. They never get a
 		// flow either, so the check costs only frames without one.
 		if e.onLink(f.Dst) {
-			return nil, false
+			return nil, e.pass(in), true
 		}
-		if e.inbound.wasRefused(key.Hash(e.opts.Seed)) {
+		if g, refused := e.inbound.refusedAnswer(key.Hash(e.opts.Seed)); refused {
 			// The host answers a flow from the wire that was over its share of the table.
-			return nil, false
+			return nil, e.sendVia(in, f, int(g)), true
 		}
 		fl = e.askedAddressFlow(key)
 	}
+	if fl == nil && (f.HasTCPFlag(rewrite.TCPRst) || f.IsTCPSynAck()) {
+		// The host refuses or accepts a connection l2shim does not track (one from the wire
+		// over its share of the table, or older than l2shim): no flow is worth keeping for
+		// that, and under a SYN flood there would be one per spoofed SYN. It leaves the way
+		// a segment of such a connection does.
+		return nil, e.sendVia(in, f, e.pin(in, key, f.DstMAC())), true
+	}
 	if fl == nil {
+		var failClosed bool
 		if fl, failClosed = e.newOutbound(in, f, key, now); fl == nil {
-			return nil, failClosed
+			if failClosed {
+				return nil, verdict{to: Drop, reason: DropRule}, true
+			}
+			return nil, e.pass(in), true
 		}
 	}
 	if f.MoreFrags {
@@ -101,7 +111,19 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	if e.isRetry(f, fl, gap) {
 		e.rotate(fl, now)
 	}
-	return fl, false
+	return fl, verdict{}, false
+}
+
+// sendVia sends a frame without a flow through gateway g as it is but for its MACs (source-
+// aware routing for an untracked flow from the wire: its answers leave the way it came), or as
+// the host sent it when g is -1 or cannot be reached.
+func (e *Engine) sendVia(in int, f *rewrite.Frame, g int) verdict {
+	if g < 0 || g >= len(e.gws) || !e.gws[g].hasMAC || !e.ifaces[e.gws[g].Iface].has(f.Src) {
+		return e.pass(in)
+	}
+	gw := e.gws[g]
+	f.SetMACs(e.ifaces[gw.Iface].MAC, gw.mac)
+	return verdict{to: ToWire, iface: gw.Iface}
 }
 
 // askedAddressFlow returns the inbound UDP flow a host datagram with key answers from another

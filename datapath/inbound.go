@@ -7,15 +7,22 @@ import "github.com/l2shim/l2shim/conntrack"
 // shares of the table: all flows the wire opened together, those to one local port (a server's,
 // the only ports where the host answers and a spoofed flow lives on), and those from one
 // remote /24. A flow over a bound is not tracked: its frame reaches the host as it came, and
-// the host's answers leave as the host sends them, without a flow either (refused remembers
-// the flow's tuple for that, in a fixed array: a flood overwrites its own entries, nothing
-// grows).
+// the host's answers leave without a flow either, through the gateway the frame came from
+// (refused remembers the tuple and that gateway in a fixed array: a flood overwrites its own
+// entries, nothing grows).
 type inboundBudget struct {
 	total, perPort, perPrefix int // the bounds
 	n                         int
 	byPort                    map[uint16]int
 	byPrefix                  map[[3]byte]int
-	refused                   *[refusedSlots]uint64 // Orig key hashes | 1, by their low bits
+	refused                   *[refusedSlots]refusedFlow
+}
+
+// refusedFlow is a flow not admitted: the hash of its Orig key (| 1, so 0 is empty) and the
+// gateway its answers take (-1: the host's routing).
+type refusedFlow struct {
+	hash    uint64
+	gateway int16
 }
 
 const refusedSlots = 1 << 14
@@ -27,15 +34,22 @@ func newInboundBudget(maxFlows int) inboundBudget {
 		perPrefix: max(maxFlows/64, 256),
 		byPort:    make(map[uint16]int),
 		byPrefix:  make(map[[3]byte]int),
-		refused:   new([refusedSlots]uint64),
+		refused:   new([refusedSlots]refusedFlow),
 	}
 }
 
-// refuse remembers a flow not admitted, by the hash of its Orig key.
-func (b *inboundBudget) refuse(h uint64) { b.refused[h%refusedSlots] = h | 1 }
+// refuse remembers a flow not admitted, by the hash of its Orig key, with the gateway its
+// answers take.
+func (b *inboundBudget) refuse(h uint64, gateway int16) {
+	b.refused[h%refusedSlots] = refusedFlow{hash: h | 1, gateway: gateway}
+}
 
-// wasRefused reports whether the host's frame with Orig key hash h answers a flow not admitted.
-func (b *inboundBudget) wasRefused(h uint64) bool { return b.refused[h%refusedSlots] == h|1 }
+// refusedAnswer reports whether the host's frame with Orig key hash h answers a flow not
+// admitted, and the gateway it takes.
+func (b *inboundBudget) refusedAnswer(h uint64) (gateway int16, ok bool) {
+	r := b.refused[h%refusedSlots]
+	return r.gateway, r.hash == h|1
+}
 
 // remotePrefix is the /24 of a flow's remote end.
 func remotePrefix(fl *conntrack.Flow) [3]byte {

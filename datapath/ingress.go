@@ -101,7 +101,7 @@ func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int
 	}
 	if !e.inbound.admit(&nf) {
 		e.c.Add(InboundRefused, 1)
-		e.inbound.refuse(nf.Orig.Hash(e.opts.Seed))
+		e.inbound.refuse(nf.Orig.Hash(e.opts.Seed), nf.Gateway)
 		return nil, e.rules.FailsClosed(int(nf.Rule))
 	}
 	p := e.insert(nf)

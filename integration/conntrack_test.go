@@ -647,8 +647,11 @@ func TestConntrackSYNFlood(t *testing.T) {
 	if maxSeen.Load() > maxFlows || st.Conntrack.Flows > maxFlows {
 		t.Errorf("flow table exceeded its bound: %d (then %d) > %d", maxSeen.Load(), st.Conntrack.Flows, maxFlows)
 	}
-	if st.Conntrack.Evictions == 0 {
-		t.Errorf("%d spoofed SYNs into a table of %d flows and no eviction (table_full %d): the bound did not bite as specified (a new flow evicts an unreplied or closing one)", sent, maxFlows, st.Datapath["table_full"])
+	// The flood is bounded twice: flows from the wire to one local port get an eighth of the
+	// table (the rest are not tracked, inbound_refused), and within the table a new flow
+	// evicts an unreplied or closing one.
+	if st.Datapath["inbound_refused"] == 0 || st.Conntrack.Flows > maxFlows/2+64 {
+		t.Errorf("%d spoofed SYNs to one port: %d not tracked (inbound_refused), %d flows in a table of %d: the wire's share of the table did not bite", sent, st.Datapath["inbound_refused"], st.Conntrack.Flows, maxFlows)
 	}
 	if s.Exited() {
 		t.Fatalf("l2shim exited during the flood")
