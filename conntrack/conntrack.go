@@ -130,6 +130,10 @@ type Flow struct {
 	// Failed is set once the flow counted as a failed attempt of its gateway (unanswered for
 	// a while, or rotated away), so it counts once.
 	Failed bool
+	// Why says why the flow has its gateway (the engine's Reason values); Moves counts how
+	// often it was moved to another gateway (rotated, or off a dead one).
+	Why   uint8
+	Moves uint8
 
 	list       uint8 // the LRU list holding the flow; listFree when the slot is free
 	bits       uint8 // bit* flags

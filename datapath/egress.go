@@ -206,6 +206,7 @@ func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now in
 		fl.Gateway = int16(e.place(&fl, in, f))
 	} else {
 		fl.Gateway = int16(e.pin(in, key, fl.HostGatewayMAC))
+		fl.Why = uint8(ReasonPinned)
 	}
 	if !e.mapOnto(&fl) {
 		return nil, e.rules.FailsClosed(int(fl.Rule))
@@ -249,15 +250,28 @@ func (e *Engine) insert(fl conntrack.Flow) *conntrack.Flow {
 func (e *Engine) place(fl *conntrack.Flow, in int, f *rewrite.Frame) int {
 	g, decided := e.applyRule(fl, filters.Out, in, f)
 	if decided {
+		fl.Why = uint8(ReasonRule)
 		return g
 	}
 	if y := e.ifaceOwning(fl.Orig.Src); y >= 0 && y != in {
 		if g = e.firstUsableOn(y); g >= 0 {
+			fl.Why = uint8(ReasonPerSource)
 			return g
 		}
 	}
+	fl.Why = uint8(ReasonBalanced)
+	if e.cfg.Mode == failover.Failover {
+		fl.Why = uint8(ReasonFailover)
+	}
 	g = failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
-	return e.retryElsewhere(fl.Orig, g, fl.Created)
+	if alt := e.retryElsewhere(fl.Orig, g, fl.Created); alt != g {
+		fl.Why = uint8(ReasonRetry)
+		g = alt
+	}
+	if g < 0 {
+		fl.Why = uint8(ReasonHostRouting)
+	}
+	return g
 }
 
 // pin decides the gateway of a segment of a connection l2shim does not know (older than the

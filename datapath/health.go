@@ -107,8 +107,12 @@ func (e *Engine) evacuate(match func(*conntrack.Flow) bool, moveTo func(*conntra
 				// no answers at all. The flow stays (and idles out).
 				continue
 			}
+			old := int(fl.Gateway)
 			if g := moveTo(fl); g >= 0 && e.moveFlow(fl, g) {
 				ev.Moved++
+				if g != old {
+					fl.Why = uint8(ReasonMoved)
+				}
 			}
 		default:
 			e.table.Delete(fl)

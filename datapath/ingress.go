@@ -87,14 +87,19 @@ func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int
 		LastSeen:       now,
 	}
 	g, decided := e.applyRule(&nf, filters.In, in, f)
+	nf.Why = uint8(ReasonHostRouting)
 	switch {
 	case decided:
 		nf.Gateway = int16(g)
+		nf.Why = uint8(ReasonRule)
 	case e.cfg.SourceAware:
 		// Source-aware: the host's side leaves through the gateway the flow came in from,
 		// whatever the host's routes say. A flow from a LAN neighbour (no gateway's MAC)
 		// stays with the host's routing.
 		nf.Gateway = int16(e.gatewayByMAC(in, nf.HostGatewayMAC))
+		if nf.Gateway >= 0 {
+			nf.Why = uint8(ReasonSourceAware)
+		}
 	}
 	if nf.Gateway >= 0 {
 		nf.WireIf = int16(e.gws[nf.Gateway].Iface)

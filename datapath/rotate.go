@@ -76,6 +76,7 @@ func (e *Engine) rotate(fl *conntrack.Flow, now int64) bool {
 	}
 	// The request that moved the flow is the first through the new gateway.
 	fl.SynCount = 1
+	fl.Why = uint8(ReasonRotated)
 	if e.rotated == nil {
 		e.rotated = make(map[conntrack.Key]rotEntry, 64)
 	}
@@ -105,6 +106,9 @@ func (e *Engine) moveFlow(fl *conntrack.Flow, g int) bool {
 		fl.Reply = oldReply
 		if e.table.Rekey(fl, nr) == nil {
 			if old != g {
+				if fl.Moves < 255 {
+					fl.Moves++
+				}
 				if old >= 0 {
 					e.gws[old].stats.Live.Add(-1)
 				}
