@@ -2,7 +2,6 @@ package datapath
 
 import (
 	"github.com/l2shim/l2shim/conntrack"
-	"github.com/l2shim/l2shim/failover"
 	"github.com/l2shim/l2shim/filters"
 	"github.com/l2shim/l2shim/internal/mix"
 	"github.com/l2shim/l2shim/rewrite"
@@ -248,28 +247,9 @@ func (e *Engine) insert(fl conntrack.Flow) *conntrack.Flow {
 // to it, a port-forward's reply: what per-source routing tables would do, without NAT); the
 // mode's choice among usable gateways. -1 leaves the flow to the host's routing.
 func (e *Engine) place(fl *conntrack.Flow, in int, f *rewrite.Frame) int {
-	g, decided := e.applyRule(fl, filters.Out, in, f)
-	if decided {
-		fl.Why = uint8(ReasonRule)
-		return g
-	}
-	if y := e.ifaceOwning(fl.Orig.Src); y >= 0 && y != in {
-		if g = e.firstUsableOn(y); g >= 0 {
-			fl.Why = uint8(ReasonPerSource)
-			return g
-		}
-	}
-	fl.Why = uint8(ReasonBalanced)
-	if e.cfg.Mode == failover.Failover {
-		fl.Why = uint8(ReasonFailover)
-	}
-	g = failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
-	if alt := e.retryElsewhere(fl.Orig, g, fl.Created); alt != g {
-		fl.Why = uint8(ReasonRetry)
-		g = alt
-	}
-	if g < 0 {
-		fl.Why = uint8(ReasonHostRouting)
+	g := e.decide(fl, in, f, nil)
+	if fl.Rule >= 0 {
+		e.rules.CountFlow(int(fl.Rule))
 	}
 	return g
 }
@@ -294,35 +274,11 @@ func (e *Engine) pin(in int, key conntrack.Key, hostGatewayMAC [6]byte) int {
 // verdict, or a strict route-to whose gateway is unusable, marks the flow dropped. A route-to
 // whose gateway is unusable and not strict falls back to the normal choice (decided false).
 func (e *Engine) applyRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame) (int, bool) {
-	if e.rules.Len() == 0 {
-		return -1, false
+	g, decided := e.matchRule(fl, dir, in, f, nil)
+	if fl.Rule >= 0 {
+		e.rules.CountFlow(int(fl.Rule))
 	}
-	p := filters.Packet{Iface: in, Dir: dir, Src: f.Src, Dst: f.Dst, Proto: f.Proto}
-	if f.HasPorts() {
-		p.SrcPort, p.DstPort = f.SrcPort, f.DstPort
-	}
-	v, ok := e.rules.Match(&p)
-	if !ok {
-		return -1, false
-	}
-	fl.Rule = int16(v.Rule)
-	e.rules.CountFlow(v.Rule)
-	switch v.Action {
-	case filters.Drop:
-		fl.Drop = true
-		return -1, true
-	case filters.Pass:
-		return -1, true
-	case filters.RouteTo:
-		if e.cands[v.Gateway].Usable {
-			return v.Gateway, true
-		}
-		if v.Strict {
-			fl.Drop = true
-			return -1, true
-		}
-	}
-	return -1, false
+	return g, decided
 }
 
 // mapOnto computes the wire side of flow fl for its gateway (fl.Gateway, -1 for none): the

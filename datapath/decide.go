@@ -1,0 +1,120 @@
+package datapath
+
+import (
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/filters"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// The decision for a new flow lives here once, free of side effects: the datapath (place,
+// applyRule) calls it and then counts what it decided; `l2shim explain` calls it on a flow that
+// never enters the table, with a Trace that records every step.
+
+// StepKind is what one step of a decision did.
+type StepKind uint8
+
+// The steps, in the order a decision may take them.
+const (
+	StepNoRule       StepKind = iota + 1 // no rule matched (or there are none)
+	StepRule                             // Rule matched and its verdict decided: route-to a usable Gateway, pass or drop
+	StepRuleFallback                     // Rule is a route-to whose Gateway is unusable: Strict drops, else the normal choice follows
+	StepPerSource                        // the source is an address of interface From, not the one the host sent on: Gateway is its first usable gateway (-1: none)
+	StepPick                             // the mode's choice among the usable gateways: Gateway (-1: none), by Hash under Affinity
+	StepRetry                            // an application retries an attempt unanswered through From: Gateway instead
+	StepSourceAware                      // an inbound flow answers through the gateway it came from: Gateway (-1: a LAN neighbour, no gateway)
+)
+
+// Step is one step of a decision, for explain.
+type Step struct {
+	Kind    StepKind
+	Rule    int // the rule of StepRule, StepRuleFallback, StepRuleBalance
+	Gateway int // the gateway the step chose, -1 for none
+	From    int // StepPerSource: an interface index; StepRetry: a gateway index
+	Strict  bool
+	Hash    uint64
+}
+
+// Trace records the steps of one decision. A nil *Trace records nothing, as on the datapath.
+type Trace struct {
+	Steps []Step
+}
+
+func (t *Trace) add(s Step) {
+	if t != nil {
+		t.Steps = append(t.Steps, s)
+	}
+}
+
+// decide is place without its side effects: it sets fl's Why, Rule and Drop and returns the
+// gateway, and changes nothing else (the rule's flow counter is the caller's to count).
+func (e *Engine) decide(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace) int {
+	g, decided := e.matchRule(fl, filters.Out, in, f, tr)
+	if decided {
+		fl.Why = uint8(ReasonRule)
+		return g
+	}
+	if y := e.ifaceOwning(fl.Orig.Src); y >= 0 && y != in {
+		g = e.firstUsableOn(y)
+		tr.add(Step{Kind: StepPerSource, From: y, Gateway: g})
+		if g >= 0 {
+			fl.Why = uint8(ReasonPerSource)
+			return g
+		}
+	}
+	fl.Why = uint8(ReasonBalanced)
+	if e.cfg.Mode == failover.Failover {
+		fl.Why = uint8(ReasonFailover)
+	}
+	h := fl.Orig.Hash(e.opts.Seed)
+	g = failover.Pick(e.cfg.Mode, h, e.cands)
+	tr.add(Step{Kind: StepPick, Gateway: g, Hash: h})
+	if alt := e.retryElsewhere(fl.Orig, g, fl.Created); alt != g {
+		tr.add(Step{Kind: StepRetry, From: g, Gateway: alt})
+		fl.Why = uint8(ReasonRetry)
+		g = alt
+	}
+	if g < 0 {
+		fl.Why = uint8(ReasonHostRouting)
+	}
+	return g
+}
+
+// matchRule is applyRule without its side effect: it sets fl's Rule and Drop and returns what
+// the rule decides, without counting the flow for the rule.
+func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame, tr *Trace) (int, bool) {
+	if e.rules.Len() == 0 {
+		tr.add(Step{Kind: StepNoRule, Rule: -1, Gateway: -1})
+		return -1, false
+	}
+	p := filters.Packet{Iface: in, Dir: dir, Src: f.Src, Dst: f.Dst, Proto: f.Proto}
+	if f.HasPorts() {
+		p.SrcPort, p.DstPort = f.SrcPort, f.DstPort
+	}
+	v, ok := e.rules.Match(&p)
+	if !ok {
+		tr.add(Step{Kind: StepNoRule, Rule: -1, Gateway: -1})
+		return -1, false
+	}
+	fl.Rule = int16(v.Rule)
+	switch v.Action {
+	case filters.Drop:
+		fl.Drop = true
+		tr.add(Step{Kind: StepRule, Rule: v.Rule, Gateway: -1})
+		return -1, true
+	case filters.Pass:
+		tr.add(Step{Kind: StepRule, Rule: v.Rule, Gateway: -1})
+		return -1, true
+	case filters.RouteTo:
+		if e.cands[v.Gateway].Usable {
+			tr.add(Step{Kind: StepRule, Rule: v.Rule, Gateway: v.Gateway})
+			return v.Gateway, true
+		}
+		tr.add(Step{Kind: StepRuleFallback, Rule: v.Rule, Gateway: v.Gateway, Strict: v.Strict})
+		if v.Strict {
+			fl.Drop = true
+			return -1, true
+		}
+	}
+	return -1, false
+}
