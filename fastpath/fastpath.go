@@ -42,8 +42,8 @@ func Load(o Options) (*Kernel, error) {
 		}
 	}
 	if o.MaxFlows > 0 {
-		spec.Maps[fastpathMapFpOut].MaxEntries = uint32(o.MaxFlows)
-		spec.Maps[fastpathMapFpIn].MaxEntries = uint32(o.MaxFlows)
+		spec.Maps[fastpathMapL2sFlowsOut].MaxEntries = uint32(o.MaxFlows)
+		spec.Maps[fastpathMapL2sFlowsIn].MaxEntries = uint32(o.MaxFlows)
 	}
 	k := &Kernel{}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
@@ -132,9 +132,9 @@ const (
 
 func (k *Kernel) flowMap(d Direction) *ebpf.Map {
 	if d == In {
-		return k.objs.FpIn
+		return k.objs.L2sFlowsIn
 	}
-	return k.objs.FpOut
+	return k.objs.L2sFlowsOut
 }
 
 // Put installs or replaces an entry. Replacing keeps nothing of the old one's counts.
@@ -170,7 +170,7 @@ func (k *Kernel) Counts(d Direction, key Key) (Counts, bool) {
 func (k *Kernel) SetIface(ifindex int, mac [6]byte, capture int) error {
 	key := uint32(ifindex)
 	v := fastpathIfaceCfg{Mac: mac, Capture: uint32(capture)}
-	if err := k.objs.Ifaces.Put(&key, &v); err != nil {
+	if err := k.objs.L2sIfaces.Put(&key, &v); err != nil {
 		return fmt.Errorf("fastpath: interface %d: %w", ifindex, err)
 	}
 	return nil
@@ -179,14 +179,14 @@ func (k *Kernel) SetIface(ifindex int, mac [6]byte, capture int) error {
 // DeleteIface forgets an external interface: its frames are no longer l2shim's.
 func (k *Kernel) DeleteIface(ifindex int) {
 	key := uint32(ifindex)
-	_ = k.objs.Ifaces.Delete(&key)
+	_ = k.objs.L2sIfaces.Delete(&key)
 }
 
 // SetInject tells the inject program on capture veth end near to send what arrives there
 // into external interface ext's ingress.
 func (k *Kernel) SetInject(near, ext int) error {
 	key, v := uint32(near), uint32(ext)
-	if err := k.objs.Inject.Put(&key, &v); err != nil {
+	if err := k.objs.L2sInject.Put(&key, &v); err != nil {
 		return fmt.Errorf("fastpath: inject %d → %d: %w", near, ext, err)
 	}
 	return nil
@@ -202,7 +202,7 @@ func macKey(mac [6]byte) uint64 {
 // AddGateway lets the egress program divert frames the host sends to mac.
 func (k *Kernel) AddGateway(mac [6]byte) error {
 	key, one := macKey(mac), uint32(1)
-	if err := k.objs.Gateways.Put(&key, &one); err != nil {
+	if err := k.objs.L2sGws.Put(&key, &one); err != nil {
 		return fmt.Errorf("fastpath: gateway MAC %x: %w", mac, err)
 	}
 	return nil
@@ -211,17 +211,47 @@ func (k *Kernel) AddGateway(mac [6]byte) error {
 // RemoveGateway stops diverting frames to mac.
 func (k *Kernel) RemoveGateway(mac [6]byte) {
 	key := macKey(mac)
-	_ = k.objs.Gateways.Delete(&key)
+	_ = k.objs.L2sGws.Delete(&key)
 }
 
 // Beat records that the slow path is alive.
-func (k *Kernel) Beat() error {
+func (k *Kernel) Beat() error { return k.BeatLagging(0) }
+
+// BeatLagging records that the slow path was last known alive lag ago.
+func (k *Kernel) BeatLagging(lag time.Duration) error {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return err
 	}
-	zero, now := uint32(0), uint64(ts.Nano())
-	return k.objs.Heartbeat.Put(&zero, &now)
+	zero, at := uint32(0), uint64(max(ts.Nano()-int64(lag), 1))
+	if err := k.objs.L2sHeartbeat.Put(&zero, &at); err != nil {
+		return fmt.Errorf("fastpath: heartbeat: %w", err)
+	}
+	return nil
+}
+
+// GatewayMACs lists the MACs the egress program diverts to.
+func (k *Kernel) GatewayMACs() ([][6]byte, error) {
+	var out [][6]byte
+	var key uint64
+	var v uint32
+	it := k.objs.L2sGws.Iterate()
+	for it.Next(&key, &v) {
+		var b [8]byte
+		binary.NativeEndian.PutUint64(b[:], key)
+		out = append(out, [6]byte(b[:6]))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("fastpath: list gateway MACs: %w", err)
+	}
+	return out, nil
+}
+
+// Monotonic returns CLOCK_MONOTONIC in nanoseconds, the clock of Counts.LastSeen.
+func Monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // Stats are the programs' totals over all CPUs.
@@ -235,7 +265,7 @@ func (k *Kernel) Stats() (Stats, error) {
 	var s Stats
 	for i, dst := range []*uint64{&s.FastOut, &s.FastIn, &s.DivertOut, &s.DivertIn} {
 		var per []uint64
-		if err := k.objs.Stats.Lookup(uint32(i), &per); err != nil {
+		if err := k.objs.L2sStats.Lookup(uint32(i), &per); err != nil {
 			return s, fmt.Errorf("fastpath: stats: %w", err)
 		}
 		for _, v := range per {

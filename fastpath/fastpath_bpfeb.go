@@ -48,13 +48,13 @@ type fastpathIfaceCfg struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fastpathMapFpIn           = "fp_in"
-	fastpathMapFpOut          = "fp_out"
-	fastpathMapGateways       = "gateways"
-	fastpathMapHeartbeat      = "heartbeat"
-	fastpathMapIfaces         = "ifaces"
-	fastpathMapInject         = "inject"
-	fastpathMapStats          = "stats"
+	fastpathMapL2sFlowsIn     = "l2s_flows_in"
+	fastpathMapL2sFlowsOut    = "l2s_flows_out"
+	fastpathMapL2sGws         = "l2s_gws"
+	fastpathMapL2sHeartbeat   = "l2s_heartbeat"
+	fastpathMapL2sIfaces      = "l2s_ifaces"
+	fastpathMapL2sInject      = "l2s_inject"
+	fastpathMapL2sStats       = "l2s_stats"
 	fastpathProgL2shimEgress  = "l2shim_egress"
 	fastpathProgL2shimIngress = "l2shim_ingress"
 	fastpathProgL2shimInject  = "l2shim_inject"
@@ -116,13 +116,13 @@ type fastpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathMapSpecs struct {
-	FpIn      *ebpf.MapSpec `ebpf:"fp_in"`
-	FpOut     *ebpf.MapSpec `ebpf:"fp_out"`
-	Gateways  *ebpf.MapSpec `ebpf:"gateways"`
-	Heartbeat *ebpf.MapSpec `ebpf:"heartbeat"`
-	Ifaces    *ebpf.MapSpec `ebpf:"ifaces"`
-	Inject    *ebpf.MapSpec `ebpf:"inject"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	L2sFlowsIn   *ebpf.MapSpec `ebpf:"l2s_flows_in"`
+	L2sFlowsOut  *ebpf.MapSpec `ebpf:"l2s_flows_out"`
+	L2sGws       *ebpf.MapSpec `ebpf:"l2s_gws"`
+	L2sHeartbeat *ebpf.MapSpec `ebpf:"l2s_heartbeat"`
+	L2sIfaces    *ebpf.MapSpec `ebpf:"l2s_ifaces"`
+	L2sInject    *ebpf.MapSpec `ebpf:"l2s_inject"`
+	L2sStats     *ebpf.MapSpec `ebpf:"l2s_stats"`
 }
 
 // fastpathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -154,24 +154,24 @@ func (o *fastpathObjects) Close() error {
 //
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathMaps struct {
-	FpIn      *ebpf.Map `ebpf:"fp_in"`
-	FpOut     *ebpf.Map `ebpf:"fp_out"`
-	Gateways  *ebpf.Map `ebpf:"gateways"`
-	Heartbeat *ebpf.Map `ebpf:"heartbeat"`
-	Ifaces    *ebpf.Map `ebpf:"ifaces"`
-	Inject    *ebpf.Map `ebpf:"inject"`
-	Stats     *ebpf.Map `ebpf:"stats"`
+	L2sFlowsIn   *ebpf.Map `ebpf:"l2s_flows_in"`
+	L2sFlowsOut  *ebpf.Map `ebpf:"l2s_flows_out"`
+	L2sGws       *ebpf.Map `ebpf:"l2s_gws"`
+	L2sHeartbeat *ebpf.Map `ebpf:"l2s_heartbeat"`
+	L2sIfaces    *ebpf.Map `ebpf:"l2s_ifaces"`
+	L2sInject    *ebpf.Map `ebpf:"l2s_inject"`
+	L2sStats     *ebpf.Map `ebpf:"l2s_stats"`
 }
 
 func (m *fastpathMaps) Close() error {
 	return _FastpathClose(
-		m.FpIn,
-		m.FpOut,
-		m.Gateways,
-		m.Heartbeat,
-		m.Ifaces,
-		m.Inject,
-		m.Stats,
+		m.L2sFlowsIn,
+		m.L2sFlowsOut,
+		m.L2sGws,
+		m.L2sHeartbeat,
+		m.L2sIfaces,
+		m.L2sInject,
+		m.L2sStats,
 	)
 }
 

@@ -291,7 +291,7 @@ func TestSlowPathFrames(t *testing.T) {
 			}
 		} else {
 			zero, old := uint32(0), uint64(1)
-			if err := k.objs.Heartbeat.Put(&zero, &old); err != nil {
+			if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -59,7 +59,7 @@ func hookGatewayMACs(ns *NS, ifname string) ([]string, error) {
 					return fmt.Errorf("map %d: %w", id, err)
 				}
 				mi, err := m.Info()
-				if err == nil && mi.Name == "l2shim_gws" {
+				if err == nil && mi.Name == "l2s_gws" {
 					found = true
 					var k [8]byte
 					var v uint32

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/l2shim/l2shim/fastpath"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +44,7 @@ func TestMACDiff(t *testing.T) {
 // TestSetGateways runs where BPF maps may be created (root, or CAP_BPF): after setGateways the
 // hooks' map holds exactly the given MACs.
 func TestSetGateways(t *testing.T) {
-	m, err := newMaps()
+	m, err := newMaps(fastpath.Options{Mark: 0xa0, Mask: 0xf0, Heartbeat: time.Second, MaxFlows: 1024})
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
 			t.Skip("creating BPF maps is not allowed here:", err)

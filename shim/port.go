@@ -72,7 +72,7 @@ func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
 	if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
 		return err
 	}
-	if p.sink, err = attach(progSink, sinkInsns(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
+	if p.sink, err = attach(progSink, s.maps.k.Sink(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
 		return err
 	}
 	return s.bindPort(p, ifi)
@@ -137,7 +137,11 @@ func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
 		_ = p.inject.Close()
 		p.inject = nil
 	}
-	if p.inject, err = attach(progInject, injectInsns(ifi.Index), p.veth.near.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
+	near := p.veth.near.Attrs().Index
+	if err := s.maps.k.SetInject(near, ifi.Index); err != nil {
+		return err
+	}
+	if p.inject, err = attach(progInject, s.maps.k.Inject(), near, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
 		return err
 	}
 	p.ifi = ifi
@@ -158,19 +162,18 @@ func (s *Shim) attachHooks() error {
 }
 
 func (s *Shim) attachPortHooks(p *port) error {
-	params := hookParams{
-		mark:      s.cfg.Shim.Mark,
-		mask:      s.cfg.Shim.MarkMask,
-		mac:       p.ifi.HardwareAddr,
-		capture:   p.veth.near.Attrs().Index,
-		heartbeat: s.cfg.Shim.Heartbeat,
+	var mac [6]byte
+	copy(mac[:], p.ifi.HardwareAddr)
+	// The programs divert this interface's frames to the near end of its capture veth.
+	if err := s.maps.k.SetIface(p.ifi.Index, mac, p.veth.near.Attrs().Index); err != nil {
+		return err
 	}
-	eg, err := attach(progEgress, egressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXEgress, &s.ownProgs)
+	eg, err := attach(progEgress, s.maps.k.Egress(), p.ifi.Index, ebpf.AttachTCXEgress, &s.ownProgs)
 	if err != nil {
 		return err
 	}
 	p.hooks = append(p.hooks, eg)
-	in, err := attach(progIngress, ingressInsns(params, s.maps), p.ifi.Index, ebpf.AttachTCXIngress, &s.ownProgs)
+	in, err := attach(progIngress, s.maps.k.Ingress(), p.ifi.Index, ebpf.AttachTCXIngress, &s.ownProgs)
 	if err != nil {
 		return err
 	}

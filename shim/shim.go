@@ -19,6 +19,7 @@ import (
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/control"
 	"github.com/l2shim/l2shim/datapath"
+	"github.com/l2shim/l2shim/fastpath"
 	"github.com/l2shim/l2shim/metrics"
 )
 
@@ -264,7 +265,12 @@ func (s *Shim) setup() error {
 		NATPortHi: uint16(natHi),
 	})
 
-	m, err := newMaps()
+	m, err := newMaps(fastpath.Options{
+		Mark:      s.cfg.Shim.Mark,
+		Mask:      s.cfg.Shim.MarkMask,
+		Heartbeat: s.cfg.Shim.Heartbeat,
+		MaxFlows:  s.cfg.Conntrack.MaxFlows,
+	})
 	if err != nil {
 		return err
 	}

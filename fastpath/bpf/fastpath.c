@@ -93,21 +93,21 @@ struct {
 	__uint(max_entries, 262144);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
-} fp_out SEC(".maps");
+} l2s_flows_out SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
-} fp_in SEC(".maps");
+} l2s_flows_in SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, struct iface_cfg);
-} ifaces SEC(".maps");
+} l2s_ifaces SEC(".maps");
 
 // Gateway MACs (6 bytes and 2 zero bytes): frames the host sends to one are l2shim's.
 struct {
@@ -115,14 +115,14 @@ struct {
 	__uint(max_entries, 256);
 	__type(key, __u64);
 	__type(value, __u32);
-} gateways SEC(".maps");
+} l2s_gws SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} heartbeat SEC(".maps");
+} l2s_heartbeat SEC(".maps");
 
 // inject: capture veth near end's ifindex → the external interface its injections enter.
 struct {
@@ -130,18 +130,18 @@ struct {
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, __u32);
-} inject SEC(".maps");
+} l2s_inject SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} stats SEC(".maps");
+} l2s_stats SEC(".maps");
 
 static __always_inline void count(__u32 which)
 {
-	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	__u64 *v = bpf_map_lookup_elem(&l2s_stats, &which);
 	if (v)
 		*v += 1;
 }
@@ -154,7 +154,7 @@ static __always_inline int marked(struct __sk_buff *skb)
 static __always_inline int shim_alive(void)
 {
 	__u32 zero = 0;
-	__u64 *beat = bpf_map_lookup_elem(&heartbeat, &zero);
+	__u64 *beat = bpf_map_lookup_elem(&l2s_heartbeat, &zero);
 	return beat && bpf_ktime_get_ns() - *beat <= cfg_heartbeat_ns;
 }
 
@@ -344,7 +344,7 @@ int l2shim_egress(struct __sk_buff *skb)
 	if (marked(skb) || skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
 	__u32 ifindex = skb->ifindex;
-	struct iface_cfg *ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
 		return TCX_NEXT;
 	void *data = (void *)(long)skb->data;
@@ -356,13 +356,13 @@ int l2shim_egress(struct __sk_buff *skb)
 		return TCX_NEXT; // a macvlan's or a bridged frame: not the host's
 	__u64 gw = 0;
 	__builtin_memcpy(&gw, eth, 6);
-	int to_gateway = bpf_map_lookup_elem(&gateways, &gw) != 0;
+	int to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
 	int alive = shim_alive();
 
 	struct frame f = {};
 	struct flow_key k;
 	if (parse(skb, &f, &k)) {
-		struct flow_val *v = bpf_map_lookup_elem(&fp_out, &k);
+		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, &k);
 		if (v && !needs_slow_path(skb, &f, alive) && fits(skb, &f, v->mtu)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 12, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4, v->port, ICMP_ECHO))
 				goto slow;
@@ -395,7 +395,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 	if (skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP) || skb->pkt_type != 0 /* PACKET_HOST */)
 		return TCX_NEXT;
 	__u32 ifindex = skb->ifindex;
-	struct iface_cfg *ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
 		return TCX_NEXT;
 	void *data = (void *)(long)skb->data;
@@ -409,7 +409,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 	struct frame f = {};
 	struct flow_key k;
 	if (parse(skb, &f, &k)) {
-		struct flow_val *v = bpf_map_lookup_elem(&fp_in, &k);
+		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_in, &k);
 		if (v && !needs_slow_path(skb, &f, alive)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 16, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4 + 2, v->port, ICMP_ECHOREPLY))
 				goto slow;
@@ -436,7 +436,7 @@ SEC("tcx/ingress")
 int l2shim_inject(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	__u32 *ext = bpf_map_lookup_elem(&inject, &ifindex);
+	__u32 *ext = bpf_map_lookup_elem(&l2s_inject, &ifindex);
 	if (!ext)
 		return TCX_DROP;
 	return bpf_redirect(*ext, BPF_F_INGRESS);
