@@ -24,6 +24,19 @@ const (
 	ModeOff Mode = "off"
 )
 
+// Affinity is what keeps new connections together on one uplink when the mode's choice places
+// them: each flow on its own, or every flow between one local and one remote address.
+type Affinity string
+
+// The affinities of [shim] affinity and a rule's affinity.
+const (
+	// AffinityFlow places each flow by its own 5-tuple: the best balance.
+	AffinityFlow Affinity = "flow"
+	// AffinityHostPair places every flow between one local and one remote address on the
+	// same uplink, for sites that tie a session to the client's address.
+	AffinityHostPair Affinity = "host-pair"
+)
+
 // Defaults of the keys a file may leave out.
 const (
 	DefaultMode          = ModeLoadBalance
@@ -40,6 +53,7 @@ const (
 	DefaultProbeMisses   = 3
 	DefaultWeight        = 1
 	DefaultProtocol      = "any"
+	DefaultAffinity      = AffinityFlow
 )
 
 // Defaults of the [conntrack] table. The timeouts are idle timeouts: each frame of a flow
@@ -121,6 +135,7 @@ type Shim struct {
 	Mark        uint32        // skb mark of the shim's own frames, default 0xa0
 	MarkMask    uint32        // bits the shim owns, default 0xf0; Mark&^MarkMask == 0
 	Heartbeat   time.Duration // hooks pass everything when the shim is silent this long; default 1s
+	Affinity    Affinity      // default flow
 }
 
 // Failover holds the [failover] table: health accounting and probing.
@@ -193,15 +208,17 @@ type Rule struct {
 	Src, Dst         netip.Prefix // invalid (zero) = any; IPv4 only
 	Protocol         string       // "tcp", "udp", "icmp" or "any" (default)
 	SrcPort, DstPort PortRange    // zero = any; only with tcp and udp
-	Action           string       // "route-to", "pass" or "drop"
+	Action           string       // "route-to", "balance", "pass" or "drop"
 	Gateway          string       // route-to only: a gateway's name, or an address exactly one gateway has
 	Strict           bool         // route-to only
+	Affinity         Affinity     // balance and route-to only: "" = [shim] affinity
 	Line             int          // line of its [[rule]] header
 }
 
 // The actions of a rule.
 const (
 	ActionRouteTo = "route-to"
+	ActionBalance = "balance" // placed as if no rule matched, with the rule's affinity
 	ActionPass    = "pass"
 	ActionDrop    = "drop"
 )

@@ -44,7 +44,7 @@ func TestParse(t *testing.T) {
 			name:  "shim keys at their bounds",
 			input: withGW("[shim]\nmode = \"failover\"\nheartbeat = \"200ms\"\nmark = 0xc0\nmark_mask = 0xc0\nmetrics = \":9617\""),
 			check: func(t *testing.T, c *Config) {
-				want := Shim{Mode: ModeFailover, SourceAware: true, Control: DefaultControl, Metrics: ":9617", Mark: 0xc0, MarkMask: 0xc0, Heartbeat: 200 * time.Millisecond}
+				want := Shim{Mode: ModeFailover, SourceAware: true, Control: DefaultControl, Metrics: ":9617", Mark: 0xc0, MarkMask: 0xc0, Heartbeat: 200 * time.Millisecond, Affinity: AffinityFlow}
 				if c.Shim != want {
 					t.Errorf("shim = %+v, want %+v", c.Shim, want)
 				}
@@ -423,6 +423,15 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name:  "affinity: bad values, and on rules that leave nothing to the mode",
+			input: "[shim]\naffinity = \"pair\"\n" + withGW("[[rule]]\naction = \"pass\"\naffinity = \"host-pair\"\n[[rule]]\naction = \"balance\"\naffinity = 1"),
+			errs: []string{
+				`l2shim.toml:2: shim.affinity: "pair" is not an affinity: use "flow" (each connection on its own) or "host-pair" (every connection between two addresses on one uplink)`,
+				`rule[1].affinity: only applies to balance and route-to rules (the flows they leave to the mode's choice); this rule's action is "pass"`,
+				`rule[2].affinity: must be a string, not`,
+			},
+		},
+		{
 			name:  "ports without tcp or udp",
 			input: withGW("[[rule]]\nname = \"p\"\naction = \"drop\"\nprotocol = \"icmp\"\ndst_port = 25\n[[rule]]\naction = \"drop\"\nsrc_port = 25"),
 			errs: []string{
@@ -549,7 +558,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantShim := Shim{Mode: ModeLoadBalance, SourceAware: true, Control: "/run/l2shim/l2shim.sock", Metrics: "", Mark: 0xa0, MarkMask: 0xf0, Heartbeat: time.Second}
+	wantShim := Shim{Mode: ModeLoadBalance, SourceAware: true, Control: "/run/l2shim/l2shim.sock", Metrics: "", Mark: 0xa0, MarkMask: 0xf0, Heartbeat: time.Second, Affinity: AffinityFlow}
 	if c.Shim != wantShim {
 		t.Errorf("shim = %+v, want %+v", c.Shim, wantShim)
 	}
@@ -613,19 +622,20 @@ func TestFull(t *testing.T) {
 	}
 	want := &Config{
 		File:     "testdata/full.toml",
-		Shim:     Shim{Mode: ModeFailover, SourceAware: false, Control: "/tmp/l2shim-test.sock", Metrics: "127.0.0.1:9617", Mark: 0x100, MarkMask: 0xf00, Heartbeat: 500 * time.Millisecond},
+		Shim:     Shim{Mode: ModeFailover, SourceAware: false, Control: "/tmp/l2shim-test.sock", Metrics: "127.0.0.1:9617", Mark: 0x100, MarkMask: 0xf00, Heartbeat: 500 * time.Millisecond, Affinity: AffinityHostPair},
 		Failover: Failover{SynRetries: 3, FailRatio: 0.75, MinAttempts: 6, Window: 2 * time.Minute, ProbeInterval: 0, ProbeMisses: 5},
 		Conntrack: Conntrack{MaxFlows: 1 << 20, TCPSynSent: time.Minute, TCPEstablished: 120 * time.Hour, TCPClosing: 4 * time.Minute, TCPClosed: 5 * time.Second,
 			UDPUnreplied: 20 * time.Second, UDPReplied: 5 * time.Minute, ICMP: 15 * time.Second, Other: time.Hour},
 		Gateways: []Gateway{
 			{Name: "isp-a", Interface: "eth0", Address: netip.MustParseAddr("10.1.0.1"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Weight: 3, Comment: "ISP A", On: true, Onlink: true,
-				Probe: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")}, MTU: 1492, Line: 31},
-			{Name: "isp-b", Interface: "eth1", Address: netip.MustParseAddr("10.2.0.1"), Weight: 1, On: false, Line: 43},
+				Probe: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")}, MTU: 1492, Line: 32},
+			{Name: "isp-b", Interface: "eth1", Address: netip.MustParseAddr("10.2.0.1"), Weight: 1, On: false, Line: 44},
 		},
 		Rules: []Rule{
 			{Name: "mail via ISP B", Index: 0, Interface: "eth0", Direction: "out", Src: netip.MustParsePrefix("10.1.0.0/24"), Dst: netip.MustParsePrefix("192.0.2.7/32"), Protocol: "tcp",
-				SrcPort: PortRange{25, 25}, DstPort: PortRange{1000, 2000}, Action: "route-to", Gateway: "10.2.0.1", Strict: true, Line: 49},
-			{Name: "rule 2", Index: 1, Direction: "in", Protocol: "icmp", Action: "drop", Line: 62},
+				SrcPort: PortRange{25, 25}, DstPort: PortRange{1000, 2000}, Action: "route-to", Gateway: "10.2.0.1", Strict: true, Affinity: AffinityFlow, Line: 50},
+			{Name: "rule 2", Index: 1, Direction: "in", Protocol: "icmp", Action: "drop", Line: 64},
+			{Name: "bank", Index: 2, Dst: netip.MustParsePrefix("198.51.100.0/24"), Protocol: "any", Action: "balance", Affinity: AffinityHostPair, Line: 69},
 		},
 	}
 	c.lines = nil

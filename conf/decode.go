@@ -71,6 +71,7 @@ func (d *decoder) decode() *Config {
 			Mark:        DefaultMark,
 			MarkMask:    DefaultMarkMask,
 			Heartbeat:   DefaultHeartbeat,
+			Affinity:    DefaultAffinity,
 		},
 		Failover: Failover{
 			SynRetries:    DefaultSynRetries,
@@ -326,6 +327,9 @@ func (d *decoder) shim(t *table, s *Shim) {
 	}
 	if v, ok := t.boolean("source_aware"); ok {
 		s.SourceAware = v
+	}
+	if a, ok := affinity(t); ok && a != "" {
+		s.Affinity = a
 	}
 	if v, ok := t.str("control"); ok {
 		switch {
@@ -719,14 +723,22 @@ func (d *decoder) rule(c *Config, infos []gatewayInfo, i int, t *table) Rule {
 	actionOK := false
 	if v, ok := t.str("action"); ok {
 		switch v {
-		case ActionRouteTo, ActionPass, ActionDrop:
+		case ActionRouteTo, ActionBalance, ActionPass, ActionDrop:
 			r.Action = v
 			actionOK = true
 		default:
-			t.errorf("action", "%q is not an action: use \"route-to\", \"pass\" or \"drop\"", v)
+			t.errorf("action", "%q is not an action: use \"route-to\", \"balance\", \"pass\" or \"drop\"", v)
 		}
 	} else if _, present := t.m["action"]; !present {
-		t.errorf("action", "is required: \"route-to\", \"pass\" or \"drop\"")
+		t.errorf("action", "is required: \"route-to\", \"balance\", \"pass\" or \"drop\"")
+	}
+	if a, ok := affinity(t); ok && a != "" && actionOK {
+		switch r.Action {
+		case ActionRouteTo, ActionBalance:
+			r.Affinity = a
+		default:
+			t.errorf("affinity", "only applies to balance and route-to rules (the flows they leave to the mode's choice); this rule's action is %q", r.Action)
+		}
 	}
 	ref, refOK := t.str("gateway")
 	_, refSet := t.m["gateway"]
@@ -754,6 +766,21 @@ func (d *decoder) rule(c *Config, infos []gatewayInfo, i int, t *table) Rule {
 	}
 	t.finish()
 	return r
+}
+
+// affinity decodes the affinity key of t: ok when it is absent ("") or valid.
+func affinity(t *table) (Affinity, bool) {
+	v, ok := t.str("affinity")
+	if !ok {
+		_, present := t.m["affinity"]
+		return "", !present
+	}
+	switch a := Affinity(v); a {
+	case AffinityFlow, AffinityHostPair:
+		return a, true
+	}
+	t.errorf("affinity", "%q is not an affinity: use \"flow\" (each connection on its own) or \"host-pair\" (every connection between two addresses on one uplink)", v)
+	return "", false
 }
 
 // checkRef reports a route-to rule's gateway reference that names no gateway or is ambiguous.

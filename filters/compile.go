@@ -104,6 +104,8 @@ func compileRule(cfg *conf.Config, r *conf.Rule, ifaces []string) (spec, Verdict
 		v.Action = Pass
 	case conf.ActionDrop:
 		v.Action = Drop
+	case conf.ActionBalance:
+		v.Action = Balance
 	case conf.ActionRouteTo:
 		v.Action, v.Strict = RouteTo, r.Strict
 		g, ok := cfg.GatewayByRef(r.Gateway)
@@ -117,7 +119,7 @@ func compileRule(cfg *conf.Config, r *conf.Rule, ifaces []string) (spec, Verdict
 		}
 		gwName = g.Name
 	default:
-		return sp, v, "", fmt.Errorf("action %q is not route-to, pass or drop", r.Action)
+		return sp, v, "", fmt.Errorf("action %q is not route-to, balance, pass or drop", r.Action)
 	}
 	return sp, v, gwName, nil
 }

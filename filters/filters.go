@@ -39,6 +39,7 @@ const (
 	Pass    Action = 1 // leave the flow to the host's routing
 	Drop    Action = 2 // drop the flow's frames
 	RouteTo Action = 3 // send the flow through Verdict.Gateway
+	Balance Action = 4 // place the flow as if no rule matched, with Verdict.Affinity
 )
 
 // String returns the name the configuration uses for the action, so that logs and status read
@@ -51,8 +52,41 @@ func (a Action) String() string {
 		return conf.ActionDrop
 	case RouteTo:
 		return conf.ActionRouteTo
+	case Balance:
+		return conf.ActionBalance
 	}
 	return fmt.Sprintf("Action(%d)", uint8(a))
+}
+
+// Affinity says what the mode's choice hashes when it places a flow: the flow's own 5-tuple,
+// or only its two addresses, so that every flow between one local and one remote address
+// lands on the same uplink.
+type Affinity uint8
+
+// The affinities. The zero value is per flow, l2shim's behaviour without the key.
+const (
+	AffinityFlow     Affinity = iota // each flow by its 5-tuple
+	AffinityHostPair                 // every flow between two addresses together
+)
+
+// String returns the name the configuration uses for the affinity.
+func (a Affinity) String() string {
+	if a == AffinityHostPair {
+		return string(conf.AffinityHostPair)
+	}
+	return string(conf.AffinityFlow)
+}
+
+// affinityOf maps a configured affinity to its value; "" (a rule without the key, a Config
+// built by hand) is def.
+func affinityOf(a conf.Affinity, def Affinity) Affinity {
+	switch a {
+	case conf.AffinityHostPair:
+		return AffinityHostPair
+	case conf.AffinityFlow:
+		return AffinityFlow
+	}
+	return def
 }
 
 // Packet is what a rule looks at: the first frame of a new flow. It is a plain value the
@@ -72,6 +106,10 @@ type Verdict struct {
 	Action  Action // what to do with the flow
 	Gateway int    // RouteTo: index into conf.Config.Gateways; -1 for other actions
 	Strict  bool   // RouteTo: drop the flow rather than fail over when the gateway is down
+	// Affinity is what the mode's choice hashes for the flows this rule leaves to it (a
+	// balance rule's, a route-to's whose gateway is unusable): the rule's own, else the
+	// configuration's [shim] affinity.
+	Affinity Affinity
 }
 
 // Set is a compiled, immutable rule set plus its counters. Match and the counters are safe for
@@ -85,6 +123,8 @@ type Set struct {
 	gwNames  []string    // per rule: the resolved gateway's name, "" unless route-to
 	verdicts []Verdict   // per rule
 	counters []counter   // per rule
+	specs    []spec      // per rule, for Explain
+	affinity Affinity    // [shim] affinity: flows no rule places
 
 	// The classifier. Each rule is one bit (rule i is bit i%64 of word i/64); every dimension
 	// maps a packet's value to the set of rules that accept it, and the rules matching a packet
@@ -150,6 +190,19 @@ func (s *Set) Len() int {
 	return len(s.verdicts)
 }
 
+// Affinity returns the affinity of a flow rule placed (a Verdict.Rule), or, for -1 or an
+// index that is not a rule of this Set, the configuration's [shim] affinity. A nil Set's is
+// AffinityFlow.
+func (s *Set) Affinity(rule int) Affinity {
+	if s == nil {
+		return AffinityFlow
+	}
+	if uint(rule) < uint(len(s.verdicts)) {
+		return s.verdicts[rule].Affinity
+	}
+	return s.affinity
+}
+
 // FailsClosed reports whether rule forbids its flows to leave any way but its own: a drop, or
 // a strict route-to. When such a flow cannot be tracked (the flow table is full), its frames
 // must be dropped rather than left to the host's routing.
@@ -178,11 +231,14 @@ func Compile(cfg *conf.Config, ifaces []string) (*Set, error) {
 // both paths over the same rule sets.
 func compile(cfg *conf.Config, ifaces []string, linMax int) (*Set, error) {
 	var rules []conf.Rule
+	def := AffinityFlow
 	if cfg != nil {
 		rules = cfg.Rules
+		def = affinityOf(cfg.Shim.Affinity, AffinityFlow)
 	}
 	n := len(rules)
 	s := &Set{
+		affinity: def,
 		rules:    append([]conf.Rule(nil), rules...),
 		gwNames:  make([]string, n),
 		verdicts: make([]Verdict, n),
@@ -201,8 +257,10 @@ func compile(cfg *conf.Config, ifaces []string, linMax int) (*Set, error) {
 			return nil, fmt.Errorf("rule %q (number %d): %w", rules[i].Name, i+1, err)
 		}
 		v.Rule = i
+		v.Affinity = affinityOf(rules[i].Affinity, def)
 		specs[i], s.verdicts[i], s.gwNames[i] = sp, v, gw
 	}
+	s.specs = specs
 	if n == 0 {
 		return s, nil
 	}

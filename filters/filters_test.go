@@ -542,7 +542,7 @@ gateway = "isp-b"
 	s.CountPackets(99, 1, 1)
 	want := []RuleStats{
 		{Name: "first", Index: 0, Action: "pass", Packets: 1, Bytes: 60},
-		{Name: "rule 2", Index: 1, Action: "route-to", Gateway: "isp-b", Flows: 2, Packets: 3, Bytes: 4500},
+		{Name: "rule 2", Index: 1, Action: "route-to", Gateway: "isp-b", Affinity: "flow", Flows: 2, Packets: 3, Bytes: 4500},
 	}
 	got := s.Stats()
 	if len(got) != len(want) {
@@ -630,7 +630,8 @@ func TestConcurrent(t *testing.T) {
 func TestStrings(t *testing.T) {
 	for v, want := range map[string]string{
 		Out.String(): "out", In.String(): "in", Direction(0).String(): "Direction(0)",
-		Pass.String(): "pass", Drop.String(): "drop", RouteTo.String(): "route-to", Action(9).String(): "Action(9)",
+		Pass.String(): "pass", Drop.String(): "drop", RouteTo.String(): "route-to", Balance.String(): "balance", Action(9).String(): "Action(9)",
+		AffinityFlow.String(): "flow", AffinityHostPair.String(): "host-pair",
 	} {
 		if v != want {
 			t.Errorf("%q, want %q", v, want)

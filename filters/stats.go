@@ -34,11 +34,14 @@ func (s *Set) CountPackets(rule int, packets, bytes uint64) {
 type RuleStats struct {
 	Name    string // the rule's name ("rule N" when the file gives none)
 	Index   int    // 0-based position in the configuration
-	Action  string // "route-to", "pass" or "drop", as in the file
+	Action  string // "route-to", "balance", "pass" or "drop", as in the file
 	Gateway string // route-to: the resolved gateway's name; else ""
-	Flows   uint64 // flows the rule matched and the datapath counted
-	Packets uint64
-	Bytes   uint64
+	// Affinity is the affinity of the flows the rule leaves to the mode's choice (balance,
+	// route-to): "flow" or "host-pair"; "" for pass and drop.
+	Affinity string
+	Flows    uint64 // flows the rule matched and the datapath counted
+	Packets  uint64
+	Bytes    uint64
 }
 
 // Stats returns every rule's totals, in configuration order. It reads the counters while the
@@ -51,14 +54,19 @@ func (s *Set) Stats() []RuleStats {
 	out := make([]RuleStats, len(s.rules))
 	for i := range s.rules {
 		c := &s.counters[i]
+		aff := ""
+		if a := s.verdicts[i].Action; a == Balance || a == RouteTo {
+			aff = s.verdicts[i].Affinity.String()
+		}
 		out[i] = RuleStats{
-			Name:    s.rules[i].Name,
-			Index:   i,
-			Action:  s.verdicts[i].Action.String(),
-			Gateway: s.gwNames[i],
-			Flows:   c.flows.Load(),
-			Packets: c.packets.Load(),
-			Bytes:   c.bytes.Load(),
+			Affinity: aff,
+			Name:     s.rules[i].Name,
+			Index:    i,
+			Action:   s.verdicts[i].Action.String(),
+			Gateway:  s.gwNames[i],
+			Flows:    c.flows.Load(),
+			Packets:  c.packets.Load(),
+			Bytes:    c.bytes.Load(),
 		}
 	}
 	return out
