@@ -19,6 +19,7 @@ const (
 	StepNoRule       StepKind = iota + 1 // no rule matched (or there are none)
 	StepRule                             // Rule matched and its verdict decided: route-to a usable Gateway, pass or drop
 	StepRuleFallback                     // Rule is a route-to whose Gateway is unusable: Strict drops, else the normal choice follows
+	StepRuleBalance                      // Rule is a balance rule: the normal choice follows, with its Affinity
 	StepPerSource                        // the source is an address of interface From, not the one the host sent on: Gateway is its first usable gateway (-1: none)
 	StepPick                             // the mode's choice among the usable gateways: Gateway (-1: none), by Hash under Affinity
 	StepRetry                            // an application retries an attempt unanswered through From: Gateway instead
@@ -27,12 +28,13 @@ const (
 
 // Step is one step of a decision, for explain.
 type Step struct {
-	Kind    StepKind
-	Rule    int // the rule of StepRule, StepRuleFallback, StepRuleBalance
-	Gateway int // the gateway the step chose, -1 for none
-	From    int // StepPerSource: an interface index; StepRetry: a gateway index
-	Strict  bool
-	Hash    uint64
+	Kind     StepKind
+	Rule     int // the rule of StepRule, StepRuleFallback, StepRuleBalance
+	Gateway  int // the gateway the step chose, -1 for none
+	From     int // StepPerSource: an interface index; StepRetry: a gateway index
+	Strict   bool
+	Hash     uint64
+	Affinity filters.Affinity // StepPick, StepRuleBalance
 }
 
 // Trace records the steps of one decision. A nil *Trace records nothing, as on the datapath.
@@ -66,9 +68,12 @@ func (e *Engine) decide(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace)
 	if e.cfg.Mode == failover.Failover {
 		fl.Why = uint8(ReasonFailover)
 	}
-	h := fl.Orig.Hash(e.opts.Seed)
+	h, aff := e.placementHash(fl)
 	g = failover.Pick(e.cfg.Mode, h, e.cands)
-	tr.add(Step{Kind: StepPick, Gateway: g, Hash: h})
+	if aff == filters.AffinityHostPair && e.cfg.Mode == failover.LoadBalance {
+		fl.Why = uint8(ReasonAffinity)
+	}
+	tr.add(Step{Kind: StepPick, Gateway: g, Hash: h, Affinity: aff})
 	if alt := e.retryElsewhere(fl.Orig, g, fl.Created); alt != g {
 		tr.add(Step{Kind: StepRetry, From: g, Gateway: alt})
 		fl.Why = uint8(ReasonRetry)
@@ -87,11 +92,8 @@ func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f 
 		tr.add(Step{Kind: StepNoRule, Rule: -1, Gateway: -1})
 		return -1, false
 	}
-	p := filters.Packet{Iface: in, Dir: dir, Src: f.Src, Dst: f.Dst, Proto: f.Proto}
-	if f.HasPorts() {
-		p.SrcPort, p.DstPort = f.SrcPort, f.DstPort
-	}
-	v, ok := e.rules.Match(&p)
+	p := rulePacket(dir, in, f)
+	v, ok := e.rules.Match(p)
 	if !ok {
 		tr.add(Step{Kind: StepNoRule, Rule: -1, Gateway: -1})
 		return -1, false
@@ -115,6 +117,39 @@ func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f 
 			fl.Drop = true
 			return -1, true
 		}
+	case filters.Balance:
+		tr.add(Step{Kind: StepRuleBalance, Rule: v.Rule, Gateway: -1, Affinity: v.Affinity})
 	}
 	return -1, false
+}
+
+// rulePacket is what the rules look at of the first frame f of a flow.
+func rulePacket(dir filters.Direction, in int, f *rewrite.Frame) *filters.Packet {
+	p := &filters.Packet{Iface: in, Dir: dir, Src: f.Src, Dst: f.Dst, Proto: f.Proto}
+	if f.HasPorts() {
+		p.SrcPort, p.DstPort = f.SrcPort, f.DstPort
+	}
+	return p
+}
+
+// decideInbound decides, without side effects, which gateway the host's side of a flow
+// opened from the wire leaves through, as newInbound does: an inbound rule first, else (with
+// source_aware) the gateway the flow arrived from, found by fl.HostGatewayMAC; else the host's
+// routing (-1). It sets fl's Why, Rule and Drop.
+func (e *Engine) decideInbound(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace) int {
+	g, decided := e.matchRule(fl, filters.In, in, f, tr)
+	fl.Why = uint8(ReasonHostRouting)
+	switch {
+	case decided:
+		fl.Why = uint8(ReasonRule)
+		return g
+	case e.cfg.SourceAware:
+		g = e.gatewayByMAC(in, fl.HostGatewayMAC)
+		tr.add(Step{Kind: StepSourceAware, Gateway: g})
+		if g >= 0 {
+			fl.Why = uint8(ReasonSourceAware)
+		}
+		return g
+	}
+	return -1
 }

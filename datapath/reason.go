@@ -16,6 +16,7 @@ const (
 	ReasonMoved              // its gateway went down; moved here (Moves times)
 	ReasonPinned             // a connection older than l2shim (or forgotten): kept as the host sent it
 	ReasonHostRouting        // no gateway usable, or none applies: the host's own routing
+	ReasonAffinity           // load-balance with host-pair affinity: the hash of its two addresses chose it
 	numReasons
 )
 
@@ -41,6 +42,8 @@ func (r Reason) String() string {
 		return "pinned"
 	case ReasonHostRouting:
 		return "host-routing"
+	case ReasonAffinity:
+		return "affinity"
 	}
 	return "none"
 }
