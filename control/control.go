@@ -15,9 +15,19 @@ import (
 
 // Request is what a client sends.
 type Request struct {
-	Command string `json:"command"`           // "status", "reload", "drain", "undrain"
+	Command string `json:"command"`           // "status", "reload", "drain", "undrain", "flows", "explain", "events", "history"
 	Gateway string `json:"gateway,omitempty"` // drain/undrain: a gateway's name
 	Reset   bool   `json:"reset,omitempty"`   // drain: also reset its TCP flows
+	// Flows selects the flows of "flows"; Explain is the flow "explain" decides.
+	Flows   *FlowQuery    `json:"flows,omitempty"`
+	Explain *ExplainQuery `json:"explain,omitempty"`
+	// After and Wait: "events" returns the events after sequence number After, waiting up to
+	// Wait seconds (at most MaxWait) for one.
+	After uint64  `json:"after,omitempty"`
+	Wait  float64 `json:"wait,omitempty"`
+	// Seconds: "history" returns the samples of the last Seconds seconds (at most
+	// MaxHistory).
+	Seconds int `json:"seconds,omitempty"`
 }
 
 // Response is what the server answers.
@@ -27,6 +37,11 @@ type Response struct {
 	Status *Status `json:"status,omitempty"`
 	// Message says what a command did, for the operator.
 	Message string `json:"message,omitempty"`
+	// The answers of "flows", "explain", "events" and "history".
+	Flows   *FlowList    `json:"flows,omitempty"`
+	Explain *Explanation `json:"explain,omitempty"`
+	Events  []Event      `json:"events,omitempty"`
+	History []Sample     `json:"history,omitempty"`
 }
 
 // Handler carries out requests. Status returns nil while there is no status to give yet
@@ -107,7 +122,7 @@ func (s *Server) Serve(ctx context.Context) {
 
 func (s *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(10*time.Second + MaxWait))
 	var req Request
 	lr := &io.LimitedReader{R: c, N: MaxRequest + 1}
 	if err := json.NewDecoder(lr).Decode(&req); err != nil {
@@ -138,6 +153,9 @@ func (s *Server) handle(req Request) Response {
 	case "undrain":
 		msg, err = s.h.Undrain(req.Gateway)
 	default:
+		if resp, ok := s.handleVisibility(req); ok {
+			return resp
+		}
 		return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
 	}
 	if err != nil {

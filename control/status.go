@@ -21,6 +21,10 @@ type Status struct {
 	Conntrack   ConntrackStatus   `json:"conntrack"`
 	Datapath    map[string]uint64 `json:"datapath"` // frames_out, frames_in, nated, ...
 	Drops       map[string]uint64 `json:"drops"`    // by reason
+	// Events are the last state changes (at most 5), oldest first.
+	Events []Event `json:"events,omitempty"`
+	// Affinity is [shim] affinity: "flow" or "host-pair".
+	Affinity string `json:"affinity,omitempty"`
 }
 
 // GatewayStatus is one row of the gateway table, the heir of IPNetRouterX's Alternate Route
@@ -57,9 +61,12 @@ type RuleStatus struct {
 	Name    string `json:"name"`
 	Action  string `json:"action"`
 	Gateway string `json:"gateway,omitempty"`
-	Flows   uint64 `json:"flows"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
+	// Affinity is that of the flows the rule leaves to the mode's choice (balance,
+	// route-to); "" for pass and drop.
+	Affinity string `json:"affinity,omitempty"`
+	Flows    uint64 `json:"flows"`
+	Packets  uint64 `json:"packets"`
+	Bytes    uint64 `json:"bytes"`
 }
 
 // ConntrackStatus describes the flow table.
@@ -72,8 +79,12 @@ type ConntrackStatus struct {
 
 // WriteTable prints s for a person.
 func WriteTable(w io.Writer, s *Status, now time.Time) error {
-	fmt.Fprintf(w, "l2shim: mode %s, source-aware %v, up %s, config %s, reloads %d\n\n",
-		s.Mode, s.SourceAware, now.Sub(s.Started).Round(time.Second), s.Config, s.Reloads)
+	aff := ""
+	if s.Affinity != "" && s.Affinity != "flow" {
+		aff = ", affinity " + s.Affinity
+	}
+	fmt.Fprintf(w, "l2shim: mode %s%s, source-aware %v, up %s, config %s, reloads %d\n\n",
+		s.Mode, aff, s.SourceAware, now.Sub(s.Started).Round(time.Second), s.Config, s.Reloads)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "INTERFACE\tGATEWAY\tADDRESS\tMAC\tON\tSTATE\tACTIVE\tFAILED\tFLOWS\tOUT\tIN\tRTT\tSINCE\tCOMMENT")
 	for _, g := range s.Gateways {
@@ -110,7 +121,11 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "RULE\tACTION\tGATEWAY\tFLOWS\tPACKETS\tBYTES")
 		for _, r := range s.Rules {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, r.Action, orDash(r.Gateway), r.Flows, r.Packets, bytesText(r.Bytes))
+			action := r.Action
+			if r.Affinity == "host-pair" {
+				action += " (host-pair)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, action, orDash(r.Gateway), r.Flows, r.Packets, bytesText(r.Bytes))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -119,6 +134,12 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	fmt.Fprintf(w, "\nconntrack: %d flows (max %d), %d evicted, %d expired\n", s.Conntrack.Flows, s.Conntrack.Max, s.Conntrack.Evictions, s.Conntrack.Expired)
 	fmt.Fprintf(w, "datapath: %s\n", kv(s.Datapath))
 	_, err := fmt.Fprintf(w, "drops: %s\n", kv(s.Drops))
+	if len(s.Events) > 0 && err == nil {
+		fmt.Fprintln(w, "\nrecent events (l2shim events for more):")
+		for _, e := range s.Events {
+			fmt.Fprintf(w, "  %s\n", EventLine(e))
+		}
+	}
 	return err
 }
 

@@ -152,3 +152,36 @@ func (e *Engine) SynRetries() int {
 	defer e.mu.Unlock()
 	return e.cfg.SynRetries
 }
+
+// IfaceNames returns the names of the engine's interfaces, by index (a detached one keeps its
+// slot and name).
+func (e *Engine) IfaceNames() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, len(e.ifaces))
+	for i := range e.ifaces {
+		out[i] = e.ifaces[i].Name
+	}
+	return out
+}
+
+// IfaceByIndex returns the engine's index of the interface with kernel ifindex ifindex, -1 when
+// it is none of the engine's.
+func (e *Engine) IfaceByIndex(ifindex int) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := range e.ifaces {
+		if e.ifaces[i].Index == ifindex && e.ifaces[i].Up {
+			return i
+		}
+	}
+	return -1
+}
+
+// IfaceOwning returns the engine's index of the interface that has address ip, -1 when none
+// has it.
+func (e *Engine) IfaceOwning(ip [4]byte) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ifaceOwning(ip)
+}

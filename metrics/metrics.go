@@ -73,7 +73,8 @@ func (e *Exporter) Handler() http.Handler {
 	return promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{})
 }
 
-// Serve listens on addr and serves /metrics until ctx is done.
+// Serve listens on addr and serves /metrics, and the status page at / when the source keeps
+// events and history (PageSource), until ctx is done.
 func (e *Exporter) Serve(ctx context.Context, addr string, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -81,6 +82,9 @@ func (e *Exporter) Serve(ctx context.Context, addr string, log *slog.Logger) err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", e.Handler())
+	if ps, ok := e.src.(PageSource); ok {
+		mux.Handle("/", pageHandler(ps))
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

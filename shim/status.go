@@ -20,6 +20,10 @@ type view struct {
 	states    []failover.Status // by gateway
 	changed   []time.Time       // when each gateway's state last changed
 	published time.Time
+	// obs keeps the events and the traffic history (events.go); the counters are what
+	// observe compares between two views.
+	obs                         *observer
+	tcpReset, udpMoved, reloads uint64
 }
 
 // healthLoop re-evaluates failure accounting every 100 ms, publishes the view and logs what
@@ -32,50 +36,84 @@ func (s *Shim) healthLoop(ctx context.Context) {
 			name := s.config().Gateways[tr.Gateway].Name
 			if tr.Benched {
 				s.log.Warn("gateway benched: no new flows", "gateway", name, "reason", tr.Reason)
+				s.event("bench", name, "benched: no new flows: "+tr.Reason)
 			} else {
 				s.log.Info("gateway back from the bench", "gateway", name, "reason", tr.Reason)
+				s.event("bench", name, "back from the bench: "+tr.Reason)
 			}
 		}
 		if changed {
 			if allDown {
 				s.log.Warn("no usable gateway: new flows are left to the host's own routing")
+				s.event("all-down", "", "no usable gateway: new flows are left to the host's own routing")
 			} else {
 				s.log.Info("a gateway is usable again: l2shim places new flows")
+				s.event("all-down", "", "a gateway is usable again: l2shim places new flows")
 			}
 		}
 	})
 }
 
-// publishView refreshes the view and logs gateway state changes with their reasons.
+// publishView refreshes the view, logs gateway state changes with their reasons and records
+// them, with what else changed, as events. Concurrent callers (the health loop, a drain, a
+// reload) each install a complete view; a change is logged and recorded once, by the caller
+// whose view replaced the one without it.
 func (s *Shim) publishView() {
-	// A reload changes the configuration and the engine together with cfgMu held, so the
-	// snapshot belongs to cfg.
-	s.cfgMu.RLock()
-	cfg := s.cfg
-	snap := s.engine.Snapshot(s.now())
-	s.cfgMu.RUnlock()
-	prev := s.view.Load()
-	wall := time.Now()
-	v := &view{cfg: cfg, snap: snap, states: make([]failover.Status, len(snap.Gateways)), changed: make([]time.Time, len(snap.Gateways)), published: wall}
-	for i, g := range snap.Gateways {
-		v.states[i] = failover.Evaluate(g.Inputs)
-		v.changed[i] = s.started
+	for {
+		// The snapshot is taken after prev was installed, so it is never older than prev's.
+		prev := s.view.Load()
+		// A reload changes the configuration and the engine together with cfgMu held, so the
+		// snapshot belongs to cfg.
+		s.cfgMu.RLock()
+		cfg := s.cfg
+		snap := s.engine.Snapshot(s.now())
+		s.cfgMu.RUnlock()
+		wall := time.Now()
+		v := &view{cfg: cfg, snap: snap, states: make([]failover.Status, len(snap.Gateways)), changed: make([]time.Time, len(snap.Gateways)), published: wall}
+		s.counterValues(v)
 		if prev == nil {
-			continue
+			v.obs = newObserver()
+		} else {
+			v.obs = prev.obs
 		}
-		for j, pg := range prev.snap.Gateways {
-			// The same Stats is the same gateway, across reloads too.
-			if pg.Stats != g.Stats {
+		type change struct {
+			name     string
+			from, to failover.State
+			reason   string
+		}
+		var changes []change
+		for i, g := range snap.Gateways {
+			v.states[i] = failover.Evaluate(g.Inputs)
+			v.changed[i] = s.started
+			if prev == nil {
 				continue
 			}
-			v.changed[i] = prev.changed[j]
-			if prev.states[j].State != v.states[i].State {
-				v.changed[i] = wall
-				s.log.Info("gateway state", "gateway", g.Name, "from", prev.states[j].State.String(), "to", v.states[i].State.String(), "reason", v.states[i].Reason)
+			for j, pg := range prev.snap.Gateways {
+				// The same Stats is the same gateway, across reloads too.
+				if pg.Stats != g.Stats {
+					continue
+				}
+				v.changed[i] = prev.changed[j]
+				if prev.states[j].State != v.states[i].State {
+					v.changed[i] = wall
+					changes = append(changes, change{g.Name, prev.states[j].State, v.states[i].State, v.states[i].Reason})
+				}
 			}
 		}
+		if !s.view.CompareAndSwap(prev, v) {
+			continue // another caller published meanwhile: build on its view
+		}
+		for _, c := range changes {
+			s.log.Info("gateway state", "gateway", c.name, "from", c.from.String(), "to", c.to.String(), "reason", c.reason)
+			msg := c.from.String() + " → " + c.to.String()
+			if c.reason != "" {
+				msg += ": " + c.reason
+			}
+			v.obs.record(wall, "gateway", c.name, msg)
+		}
+		s.observe(prev, v, wall)
+		return
 	}
-	s.view.Store(v)
 }
 
 // Status implements control.Handler. It reads the published view and atomic counters only;
@@ -94,6 +132,8 @@ func (s *Shim) Status() *control.Status {
 		Reloads:     s.reloads.Load(),
 		Datapath:    map[string]uint64{},
 		Drops:       map[string]uint64{},
+		Affinity:    affinityName(string(cfg.Shim.Affinity)),
+		Events:      v.obs.last(5),
 	}
 	for i, g := range v.snap.Gateways {
 		gc := cfg.Gateways[i]
@@ -125,7 +165,7 @@ func (s *Shim) Status() *control.Status {
 		st.Gateways = append(st.Gateways, gs)
 	}
 	for _, r := range v.snap.Rules.Stats() {
-		st.Rules = append(st.Rules, control.RuleStatus{Index: r.Index, Name: r.Name, Action: r.Action, Gateway: r.Gateway, Flows: r.Flows, Packets: r.Packets, Bytes: r.Bytes})
+		st.Rules = append(st.Rules, control.RuleStatus{Index: r.Index, Name: r.Name, Action: r.Action, Gateway: r.Gateway, Affinity: r.Affinity, Flows: r.Flows, Packets: r.Packets, Bytes: r.Bytes})
 	}
 	st.Conntrack.Flows = v.snap.Flows
 	st.Conntrack.Max = cfg.Conntrack.MaxFlows

@@ -39,6 +39,16 @@ commands:
                    let gateway NAME take new flows again
   reload [-s SOCKET]
                    apply the config file again, as SIGHUP does; a bad file is refused
+  flows [--json] [--gateway NAME] [--addr ADDR|CIDR] [--port N] [--proto P] [--state S]
+        [--limit N] [--sort bytes] [-s SOCKET]
+                   the flow table: tuples as the host and the wire see them, gateway,
+                   state, age, counters, and why each flow has its gateway
+  explain [--json] [--in] [--interface IF] [--via GW] PROTO SRC[:PORT] DST[:PORT]
+                   which gateway a new flow would get now, and every step that decides it
+  top [--once] [-s SOCKET]
+                   a live view: gateways' rates and last minute, the busiest flows
+  events [--json] [--follow] [-n N] [-s SOCKET]
+                   the last state changes (gateways, drains, flows reset or moved, reloads)
   demo             build a throwaway two-uplink topology and show l2shim at work (root)
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or config
@@ -62,6 +72,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args[1:], stdout, stderr)
 	case "status", "reload", "drain", "undrain":
 		return cmdControl(args[0], args[1:], stdout, stderr)
+	case "flows":
+		return cmdFlows(args[1:], stdout, stderr)
+	case "explain":
+		return cmdExplain(args[1:], stdout, stderr)
+	case "top":
+		return cmdTop(args[1:], stdout, stderr)
+	case "events":
+		return cmdEvents(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
