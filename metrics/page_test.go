@@ -171,6 +171,7 @@ func TestUnits(t *testing.T) {
 		{1234, 2000, "1.2 kbit/s", "1.2k"},
 		{8.39e6, 1e7, "8.4 Mbit/s", "8.4M"},
 		{45e3, 5e4, "45 kbit/s", "45k"},
+		{2.5, 5, "2 bit/s", "2.5"},
 	} {
 		if got := niceCeil(tc.v); got != tc.nice {
 			t.Errorf("niceCeil(%v) = %v, want %v", tc.v, got, tc.nice)

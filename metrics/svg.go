@@ -138,6 +138,8 @@ func Count(v float64) string {
 		return fmt.Sprintf("%.0fk", v/1e3)
 	case v >= 1e3:
 		return fmt.Sprintf("%.1fk", v/1e3)
+	case v < 10 && v != math.Trunc(v):
+		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprintf("%.0f", v)
 }

@@ -217,6 +217,20 @@ func TestPublishRecordsEvents(t *testing.T) {
 	if len(st.Events) != 3 || st.Affinity != "flow" {
 		t.Fatalf("status events %+v, affinity %q", st.Events, st.Affinity)
 	}
+	// Flows reset and moved (an evacuation), and a reload that removes a gateway.
+	e.Counters().Add(datapath.TCPReset, 2)
+	e.Counters().Add(datapath.UDPMoved, 1)
+	s.cfgMu.Lock()
+	s.cfg = parse(t, testcfg.TwoGateways+"\n[[rule]]\naction = \"pass\"\n")
+	s.cfg.File = "new.toml"
+	s.cfgMu.Unlock()
+	s.reloads.Add(1)
+	s.publishView()
+	ev = s.view.Load().obs.last(2)
+	if len(ev) != 2 || ev[0].Kind != "reload" || !strings.Contains(ev[0].Message, "reloaded new.toml: 2 gateways, 1 rules") ||
+		ev[1].Kind != "flows" || ev[1].Message != "2 TCP flows reset toward the host, 1 UDP flows moved to another gateway" {
+		t.Fatalf("after a reload and an evacuation: %+v", ev)
+	}
 	if n := s.view.Load().obs.history.Len(); n != 1 {
 		t.Fatalf("%d samples within a second, want 1", n)
 	}
