@@ -130,6 +130,8 @@ type Flow struct {
 	// Failed is set once the flow counted as a failed attempt of its gateway (unanswered for
 	// a while, or rotated away), so it counts once.
 	Failed bool
+	// Fast is set while the kernel's fast path carries the flow (its entries are installed).
+	Fast bool
 	// Why says why the flow has its gateway (the engine's Reason values); Moves counts how
 	// often it was moved to another gateway (rotated, or off a dead one).
 	Why   uint8
@@ -631,6 +633,27 @@ const (
 	tcpRST = 0x04
 	tcpACK = 0x10
 )
+
+// Touch records frames of f that someone else carried (the kernel's fast path): packets and
+// bytes in direction dir, the last one at time last. Its state does not change; its idle clock
+// moves forward only.
+func (t *Table) Touch(f *Flow, dir int, packets, bytes uint64, last int64) {
+	if f.list >= numLists {
+		return
+	}
+	dir &= 1
+	f.Packets[dir] += packets
+	f.Bytes[dir] += bytes
+	if last <= f.LastSeen {
+		return
+	}
+	t.clock = max(t.clock, last)
+	if last>>t.shift != f.LastSeen>>t.shift && t.lists[f.list].tail != f.idx {
+		t.unlink(f)
+		t.push(f, f.list)
+	}
+	f.LastSeen = max(f.LastSeen, last)
+}
 
 // Seen updates a flow's counters, state and idle clock for one frame going in direction dir
 // (DirOrig or DirReply) at time now. tcpFlags are the TCP header's flags (0 for other

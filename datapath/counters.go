@@ -26,6 +26,8 @@ const (
 	TableFull                     // new flows the full table could not take
 	FragTableFull                 // first fragments whose followers could not be remembered
 	InboundRefused                // flows from the wire over their share of the table, not tracked
+	FastOut                       // frames the kernel\'s fast path carried host → wire
+	FastIn                        // ... wire → host
 	SendErrors                    // frames the kernel refused to send
 	SendTooBig                    // ... of which EMSGSIZE
 	Lost                          // frames the kernel could not hand over with a virtio-net header
@@ -62,6 +64,10 @@ func (c Counter) String() string {
 		return "frag_table_full"
 	case InboundRefused:
 		return "inbound_refused"
+	case FastOut:
+		return "fast_out"
+	case FastIn:
+		return "fast_in"
 	case SendErrors:
 		return "send_errors"
 	case SendTooBig:

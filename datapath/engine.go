@@ -95,6 +95,11 @@ type Options struct {
 	// NATPortLo and NATPortHi bound remapped NAT ports (see NATPorts); zero means the
 	// default.
 	NATPortLo, NATPortHi uint16
+	// FastPath lets the kernel carry confirmed flows (see FastChanges).
+	FastPath bool
+	// Tracker tells what the kernel saw of the host's side of a TCP flow it carries; nil
+	// when there is no fast path.
+	Tracker FastTracker
 }
 
 // Engine decides what happens to each captured frame. See the package documentation.
@@ -116,12 +121,18 @@ type Engine struct {
 	probes    map[probeKey]*probeTarget
 	probeList []*probeTarget // by ProbeID
 	frags     fragTable
-	attempts  attempts
-	inbound   inboundBudget
-	rotated   map[conntrack.Key]rotEntry
-	allDown   bool
-	lastNow   int64
-	c         Counters
+	// The fast path's bookkeeping: flows it carries, flows to (re)consider, entries to remove.
+	fast      map[conntrack.Key]*fastState
+	fastDirty map[conntrack.Key]struct{}
+	fastDel   []FastOp
+	// fastPending is set while fastDirty or fastDel hold anything.
+	fastPending atomic.Bool
+	attempts    attempts
+	inbound     inboundBudget
+	rotated     map[conntrack.Key]rotEntry
+	allDown     bool
+	lastNow     int64
+	c           Counters
 }
 
 // New returns an engine over the interfaces ifaces and the configuration plan, with a flow
@@ -141,6 +152,9 @@ func New(ifaces []Iface, plan Plan, opts Options) *Engine {
 		}
 		if f.Origin == conntrack.Inbound {
 			e.inbound.remove(f)
+		}
+		if f.Fast {
+			e.fastGone(f.Orig, f.Reply, true)
 		}
 	})
 	e.apply(plan, nil)

@@ -95,12 +95,14 @@ func (e *Engine) evacuate(match func(*conntrack.Flow) bool, moveTo func(*conntra
 		switch fl.Orig.Proto {
 		case rewrite.ProtoTCP:
 			if fl.TCPState != conntrack.TCPClosed && !fl.Reset {
+				e.refreshHostTCP(fl)
 				ev.Resets = append(ev.Resets, e.resetToHost(fl))
 				ev.Reset++
 			}
 			// The flow stays, dropping its frames, until it idles out: a segment from the
 			// remote still in flight must not move the host's sequence past the RST's.
 			fl.Reset = true
+			e.markFast(fl)
 		case rewrite.ProtoUDP:
 			if fl.Origin == conntrack.Inbound {
 				// The client addressed this uplink: answers from another address would be

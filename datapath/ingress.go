@@ -53,6 +53,7 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 	}
 	flags, counts := f.TCPFlags, true
 	if f.Proto == rewrite.ProtoTCP {
+		e.refreshHostTCP(fl)
 		flags, counts = wireTCP(f, fl, opened)
 	}
 	if counts {
@@ -62,6 +63,9 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 			e.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
 		}
 		e.table.Seen(fl, conntrack.DirReply, len(f.Buf), flags, now)
+		if fl.Fast != fastCandidate(fl) {
+			e.markFast(fl)
+		}
 	}
 	return e.toHostFor(in, f, fl)
 }

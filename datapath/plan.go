@@ -156,5 +156,7 @@ func (e *Engine) apply(p Plan, prev []*gateway) map[*conntrack.Flow]bool {
 	e.rules = p.Rules
 	e.table.SetTimeouts(p.Timeouts)
 	e.refresh()
+	// Gateways' indexes, MACs and MTUs may have changed: every carried flow is recomputed.
+	e.markFastAll(func(*conntrack.Flow) bool { return true })
 	return gone
 }

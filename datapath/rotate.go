@@ -105,6 +105,12 @@ func (e *Engine) moveFlow(fl *conntrack.Flow, g int) bool {
 		nr := fl.Reply
 		fl.Reply = oldReply
 		if e.table.Rekey(fl, nr) == nil {
+			if fl.Fast {
+				if nr != oldReply {
+					e.fastGone(fl.Orig, oldReply, false)
+				}
+				e.markFast(fl)
+			}
 			if old != g {
 				if fl.Moves < 255 {
 					fl.Moves++

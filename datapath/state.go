@@ -15,6 +15,7 @@ func (e *Engine) SetLink(i int, up bool) bool {
 		return false
 	}
 	e.ifaces[i].Up = up
+	e.markFastAll(func(fl *conntrack.Flow) bool { return int(fl.HostIf) == i || int(fl.WireIf) == i })
 	if !up {
 		for _, g := range e.gws {
 			if g.Iface == i {
@@ -40,6 +41,7 @@ func (e *Engine) SetAddressing(i int, ifc Iface, now int64) (oldAddr [4]byte, ev
 	cur.Index, cur.MAC, cur.MTU = ifc.Index, ifc.MAC, ifc.MTU
 	cur.Addr, cur.Addrs, cur.Prefixes = ifc.Addr, ifc.Addrs, ifc.Prefixes
 	e.refresh()
+	e.markFastAll(func(fl *conntrack.Flow) bool { return int(fl.HostIf) == i || int(fl.WireIf) == i })
 	stranded := func(fl *conntrack.Flow) bool {
 		return fl.NAT && int(fl.WireIf) == i && !cur.has(fl.Reply.Dst)
 	}
@@ -73,6 +75,7 @@ func (e *Engine) ResolvedMAC(gi int, mac [6]byte) MACChange {
 		old, had := g.mac, g.hasMAC
 		ch.Changed = true
 		g.mac, g.hasMAC = mac, true
+		e.markFastAll(func(fl *conntrack.Flow) bool { return int(fl.Gateway) == gi })
 		if had && old != ([6]byte{}) && !e.macInUse(old) {
 			ch.Stale = old
 		}

@@ -75,9 +75,8 @@ type Key struct {
 // Entry says what the programs do with a frame of a flow in one direction.
 type Entry struct {
 	// Ifindex is where the frame goes: out, the uplink; in, the interface the host sent the
-	// flow's frames on. Redirect says it is another interface than the frame's.
-	Ifindex  int
-	Redirect bool
+	// flow's frames on. A frame on another interface is redirected there.
+	Ifindex int
 	// NAT rewrites, out, the source to Addr:Port; in, the destination.
 	NAT  bool
 	Addr netip.Addr
@@ -93,12 +92,13 @@ type Counts struct {
 	Packets, Bytes uint64
 	// LastSeen is CLOCK_MONOTONIC nanoseconds of the last frame, 0 for none.
 	LastSeen int64
+	// For an out entry of a TCP flow, what the host's last segment the kernel carried said:
+	// the sequence number after its data, its acknowledgment, its (unscaled) window.
+	HostSeqEnd, HostAck uint32
+	HostWin             uint16
 }
 
-const (
-	flagNAT      = 1
-	flagRedirect = 2
-)
+const flagNAT = 1
 
 func keyOf(k Key) fastpathFlowKey {
 	var fk fastpathFlowKey
@@ -114,9 +114,6 @@ func valOf(e Entry) fastpathFlowVal {
 	if e.NAT {
 		v.Flags |= flagNAT
 		v.Addr = e.Addr.As16()
-	}
-	if e.Redirect {
-		v.Flags |= flagRedirect
 	}
 	return v
 }
@@ -162,7 +159,7 @@ func (k *Kernel) Counts(d Direction, key Key) (Counts, bool) {
 	if err := k.flowMap(d).Lookup(&fk, &v); err != nil {
 		return Counts{}, false
 	}
-	return Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen)}, true
+	return Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen), HostSeqEnd: v.HostSeqEnd, HostAck: v.HostAck, HostWin: v.HostWin}, true
 }
 
 // SetIface tells the programs that ifindex is an external interface with MAC mac, whose

@@ -24,17 +24,22 @@ type fastpathFlowKey struct {
 }
 
 type fastpathFlowVal struct {
-	_        structs.HostLayout
-	Ifindex  uint32
-	Flags    uint32
-	Addr     [16]uint8
-	Port     uint16
-	Mtu      uint16
-	SrcMac   [6]uint8
-	DstMac   [6]uint8
-	Packets  uint64
-	Bytes    uint64
-	LastSeen uint64
+	_          structs.HostLayout
+	Ifindex    uint32
+	Flags      uint32
+	Addr       [16]uint8
+	Port       uint16
+	Mtu        uint16
+	SrcMac     [6]uint8
+	DstMac     [6]uint8
+	Packets    uint64
+	Bytes      uint64
+	LastSeen   uint64
+	HostSeqEnd uint32
+	HostAck    uint32
+	HostWin    uint16
+	Pad2       uint16
+	Pad3       uint32
 }
 
 type fastpathIfaceCfg struct {

@@ -254,7 +254,7 @@ func tcpFrame(t *testing.T, srcMAC, dstMAC [6]byte, key Key, syn, fin, rst bool,
 func TestSlowPathFrames(t *testing.T) {
 	k := loadTest(t)
 	key := Key{Src: netip.MustParseAddr("10.1.0.2"), Dst: netip.MustParseAddr("203.0.113.10"), SrcPort: 40000, DstPort: 443, Proto: rewrite.ProtoTCP}
-	e := Entry{Ifindex: 7, Redirect: true, NAT: true, Addr: netip.MustParseAddr("10.2.0.2"), Port: 40000, MTU: 1400, SrcMAC: [6]byte{2, 0, 0, 0, 0, 0x11}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
+	e := Entry{Ifindex: 7, NAT: true, Addr: netip.MustParseAddr("10.2.0.2"), Port: 40000, MTU: 1400, SrcMAC: [6]byte{2, 0, 0, 0, 0, 0x11}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
 	if err := k.Put(Out, key, e); err != nil {
 		t.Fatal(err)
 	}

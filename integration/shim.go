@@ -34,6 +34,8 @@ type ConfigOptions struct {
 	// GatewayExtra[i] is inserted into gateway i's [[gateway]] table (e.g.
 	// `probe = ["203.0.113.10"]`).
 	GatewayExtra [2]string
+	// RunArgs are added to `l2shim run` (e.g. --no-fast-path); not part of the file.
+	RunArgs []string
 }
 
 // Config returns an l2shim TOML config for the topology: two gateways, eth0
@@ -135,6 +137,8 @@ type ShimOptions struct {
 	Tee func(string)
 	// Dir holds the config file; default: a new temp dir, removed at Stop.
 	Dir string
+	// Args are added to `l2shim run`.
+	Args []string
 }
 
 // StartShim writes config to a temp file, starts `bin run -c FILE` in the
@@ -174,7 +178,7 @@ func (t *Topology) StartShimWith(ctx context.Context, bin, config string, o Shim
 		s.dir = dir
 	}
 	// Not CommandContext: the shim outlives the start context.
-	s.cmd = exec.Command("ip", "netns", "exec", t.Host.Name, bin, "run", "-c", cfg)
+	s.cmd = exec.Command("ip", append([]string{"netns", "exec", t.Host.Name, bin, "run", "-c", cfg}, o.Args...)...)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
 	s.cmd.WaitDelay = 2 * time.Second

@@ -25,6 +25,9 @@ func (s *Shim) injectResets(rsts []datapath.Injection) {
 	if len(rsts) == 0 {
 		return
 	}
+	// The reset flows leave the kernel's fast path first: nothing of theirs may reach the
+	// host after the RST.
+	s.applyFast()
 	for _, r := range rsts {
 		s.inject(r)
 	}

@@ -100,6 +100,10 @@ func (s *Shim) loop(in int) error {
 			_ = wireQ[j].flush()
 			_ = hostQ[j].flush()
 		}
+		// Flows this batch confirmed leave user space from their next frame on.
+		if s.engine.FastPending() {
+			s.applyFast()
+		}
 	}
 }
 

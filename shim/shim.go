@@ -29,6 +29,9 @@ type Options struct {
 	Log *slog.Logger
 	// Batch is how many frames one recvmmsg reads (default 64).
 	Batch int
+	// SlowPathOnly keeps every frame in user space: the kernel's fast path carries no flow.
+	// For measuring the slow path; l2shim runs with the fast path.
+	SlowPathOnly bool
 }
 
 // Shim is one running instance for one configuration.
@@ -64,6 +67,7 @@ type Shim struct {
 	loopErr chan error
 
 	probers probers
+	fast    fastSync
 	// ownProgs holds the IDs of the TCX programs this instance attached.
 	ownProgs sync.Map
 
@@ -172,7 +176,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	defer s.loops.Wait()
 	var wg sync.WaitGroup
-	for _, background := range []func(context.Context){s.heartbeat, s.expiry, s.healthLoop, func(ctx context.Context) { s.watch(ctx, w) }} {
+	for _, background := range []func(context.Context){s.heartbeat, s.expiry, s.healthLoop, s.fastLoop, func(ctx context.Context) { s.watch(ctx, w) }} {
 		wg.Add(1)
 		go func() { defer wg.Done(); background(ctx) }()
 	}
@@ -216,6 +220,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	s.setState(stateStopping)
 	s.log.Info("stopping")
+	s.syncFast()
 	s.logTotals()
 	// Detach the hooks first: from here on the host routes on its own, and nothing waits in
 	// a capture veth for a loop that is going away.
@@ -258,13 +263,6 @@ func (s *Shim) setup() error {
 	if err != nil {
 		return err
 	}
-	natLo, natHi := datapath.NATPorts(hostPortRange())
-	s.engine = datapath.New(ifaces, plan, datapath.Options{
-		Seed:      rand.Uint64(),
-		NATPortLo: uint16(natLo),
-		NATPortHi: uint16(natHi),
-	})
-
 	m, err := newMaps(fastpath.Options{
 		Mark:      s.cfg.Shim.Mark,
 		Mask:      s.cfg.Shim.MarkMask,
@@ -275,6 +273,15 @@ func (s *Shim) setup() error {
 		return err
 	}
 	s.maps = m
+	natLo, natHi := datapath.NATPorts(hostPortRange())
+	s.engine = datapath.New(ifaces, plan, datapath.Options{
+		Seed:      rand.Uint64(),
+		NATPortLo: uint16(natLo),
+		NATPortHi: uint16(natHi),
+		FastPath:  !s.opts.SlowPathOnly,
+		Tracker:   s.maps,
+	})
+
 	if err := s.maps.addGateways(s.engine.GatewayMACs()); err != nil {
 		return err
 	}

@@ -158,8 +158,10 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 
 func cmdRun(args []string, stderr io.Writer) int {
 	var cpuProfile string
+	var slowPathOnly bool
 	_, file, logFormat, err := configFlag("run", args, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to `FILE` (for developers)")
+		fs.BoolVar(&slowPathOnly, "no-fast-path", false, "keep every frame in user space: the kernel carries no flow (for diagnosis and measurement)")
 	})
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -186,7 +188,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sh := shim.New(cfg, shim.Options{Log: log})
+	sh := shim.New(cfg, shim.Options{Log: log, SlowPathOnly: slowPathOnly})
 	done := make(chan struct{})
 	defer close(done)
 	// Reload logs its outcome, errors included; the running config stays on error.

@@ -39,8 +39,7 @@
 #define IP_OFFMASK 0x1fff
 
 // Flow entry flags.
-#define FP_NAT 1      // rewrite the address and port (source out, destination in)
-#define FP_REDIRECT 2 // the frame leaves through (out) or enters (in) another interface
+#define FP_NAT 1 // rewrite the address and port (source out, destination in)
 
 // Configuration, set by the loader before the programs load.
 volatile const __u32 cfg_mark = 0;           // the shim's mark bits ...
@@ -60,7 +59,8 @@ struct flow_key {
 
 // flow_val says what to do with a frame of a flow in one direction, and counts them.
 struct flow_val {
-	__u32 ifindex;  // out: the uplink; in: the interface the host sent the flow's frames on
+	__u32 ifindex;  // out: the uplink; in: the interface the host sent the flow's frames on (a
+	                // frame on another interface is redirected there)
 	__u32 flags;    // FP_*
 	__u8 addr[16];  // out: the new source address; in: the original destination address
 	__u16 port;     // out: the new source port; in: the original destination port
@@ -70,6 +70,14 @@ struct flow_val {
 	__u64 packets;
 	__u64 bytes;
 	__u64 last_seen; // bpf_ktime_get_ns() of the last frame
+	// Out entries of TCP flows: what the host's last carried segment said, so user space can
+	// still judge the wire's FIN and RST (and build resets the host accepts): the sequence
+	// number after its data, its acknowledgment, its window field (unscaled).
+	__u32 host_seq_end;
+	__u32 host_ack;
+	__u16 host_win;
+	__u16 pad2;
+	__u32 pad3;
 };
 
 // iface_cfg is what the programs know about an external interface (key: its ifindex).
@@ -331,6 +339,24 @@ static __always_inline void account(struct __sk_buff *skb, struct flow_val *v)
 	v->last_seen = bpf_ktime_get_ns();
 }
 
+// track_host records, for an out entry, what the host's TCP segment says about its side.
+static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, struct flow_val *v)
+{
+	__u8 h[16];
+	if (bpf_skb_load_bytes(skb, f->l4 + 4, h, sizeof(h)))
+		return;
+	__u32 seq = bpf_ntohl(*(__u32 *)h);
+	__u32 ack = bpf_ntohl(*(__u32 *)(h + 4));
+	__u32 doff = (h[8] >> 4) * 4;
+	// The IP total length, not the skb's: a short frame carries Ethernet padding. A GSO
+	// frame's total length may be 0 (BIG TCP): then the skb is the datagram.
+	__u32 end = f->ip_len ? f->l3 + f->ip_len : skb->len;
+	__u32 payload = end > f->l4 + doff ? end - f->l4 - doff : 0;
+	v->host_seq_end = seq + payload;
+	v->host_ack = ack;
+	v->host_win = bpf_ntohs(*(__u16 *)(h + 10));
+}
+
 // divert redirects a frame to the slow path through the interface's capture veth.
 static __always_inline int divert(struct iface_cfg *ifc, __u32 stat)
 {
@@ -369,8 +395,12 @@ int l2shim_egress(struct __sk_buff *skb)
 			if (bpf_skb_store_bytes(skb, 0, v->dst_mac, 6, 0) || bpf_skb_store_bytes(skb, 6, v->src_mac, 6, 0))
 				goto slow;
 			account(skb, v);
+			if (f.proto == IPPROTO_TCP)
+				track_host(skb, &f, v);
 			count(STAT_FAST_OUT);
-			if (v->flags & FP_REDIRECT) {
+			if (v->ifindex != skb->ifindex) {
+				// Out of another uplink than the host chose (or than the one it sends
+				// a connection's answers on): that uplink's egress program passes it.
 				skb->mark = (skb->mark & ~cfg_mask) | cfg_mark;
 				return bpf_redirect(v->ifindex, 0);
 			}
@@ -417,7 +447,9 @@ int l2shim_ingress(struct __sk_buff *skb)
 				goto slow;
 			account(skb, v);
 			count(STAT_FAST_IN);
-			if (v->flags & FP_REDIRECT) {
+			if (v->ifindex != skb->ifindex) {
+				// Into the interface the host sent the flow's frames on; its ingress
+				// program clears the mark and lets the frame up.
 				skb->mark = (skb->mark & ~cfg_mask) | cfg_mark;
 				return bpf_redirect(v->ifindex, BPF_F_INGRESS);
 			}

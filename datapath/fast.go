@@ -1,0 +1,270 @@
+package datapath
+
+import (
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/rewrite"
+)
+
+// The kernel's fast path carries a flow once it is confirmed: its frames never reach user
+// space. The engine decides which flows it carries and how; the shim installs what the engine
+// says in the kernel's flow maps (FastChanges) and reports back what the kernel counted
+// (FastCounts). Every change to a carried flow (moved, reset, remapped, its gateway's MAC or
+// its interface changed, removed) queues it again, so its entries follow or go.
+
+// FastKey is a flow's tuple as frames carry it in one direction.
+type FastKey = conntrack.Key
+
+// FastEntry says what the kernel does with a flow's frames in one direction: the interface
+// they leave through (out) or enter the host on (in), the rewritten address and port (out:
+// source, in: destination), the MACs, and the MTU of the path out (0: no check).
+type FastEntry struct {
+	Ifindex int
+	NAT     bool
+	Addr    [4]byte
+	Port    uint16
+	MTU     int
+	SrcMAC  [6]byte
+	DstMAC  [6]byte
+	// Orig identifies the flow the entry belongs to (its host-side tuple), for the counts.
+	Orig FastKey
+}
+
+// FastOp is one change to the kernel's flow maps.
+type FastOp struct {
+	Delete bool
+	In     bool // the wire → host map; otherwise host → wire
+	Key    FastKey
+	Entry  FastEntry // when not Delete
+}
+
+// FastTracker reads what the kernel's fast path saw of the host's side of a TCP flow it
+// carries (its out entry): the sequence number after the host's last data, its last
+// acknowledgment and window field. The engine asks when a FIN or RST from the wire, or a
+// reset it builds, must be judged against the host's sequence space while the kernel carried
+// the segments that moved it.
+type FastTracker interface {
+	HostTCP(orig FastKey) (seqEnd, ack uint32, win uint16, ok bool)
+}
+
+// refreshHostTCP brings what the kernel saw of the host's side of fl into fl. e.mu is held.
+func (e *Engine) refreshHostTCP(fl *conntrack.Flow) {
+	if !fl.Fast || e.opts.Tracker == nil || fl.Orig.Proto != rewrite.ProtoTCP {
+		return
+	}
+	seqEnd, ack, win, ok := e.opts.Tracker.HostTCP(fl.Orig)
+	if !ok {
+		return
+	}
+	if seqBefore(fl.HostSndNext, seqEnd) {
+		fl.HostSndNext = seqEnd
+	}
+	if fl.HostAck == 0 || seqBefore(fl.HostAck, ack) {
+		fl.HostAck = ack
+	}
+	if fl.HostRcvNext == 0 || seqBefore(fl.HostRcvNext, ack) {
+		fl.HostRcvNext = ack
+	}
+	fl.HostWin = max(uint32(win)<<fl.HostWScale, minWindow)
+}
+
+// fastState is what the engine remembers about a flow the fast path carries.
+type fastState struct {
+	// counted are the kernel's counts already added to the flow, by direction (the kernel
+	// counts from the entry's installation).
+	counted [2]struct{ packets, bytes uint64 }
+}
+
+// markFast queues fl to be (re)considered for the fast path. e.mu is held.
+func (e *Engine) markFast(fl *conntrack.Flow) {
+	if !e.opts.FastPath || fl == nil {
+		return
+	}
+	if !fl.Fast && !fastCandidate(fl) {
+		return
+	}
+	if e.fastDirty == nil {
+		e.fastDirty = make(map[conntrack.Key]struct{})
+	}
+	e.fastDirty[fl.Orig] = struct{}{}
+	e.fastPending.Store(true)
+}
+
+// FastPending reports, without the lock, whether FastChanges has anything to say.
+func (e *Engine) FastPending() bool { return e.fastPending.Load() }
+
+// markFastAll queues every carried flow match selects. e.mu is held.
+func (e *Engine) markFastAll(match func(*conntrack.Flow) bool) {
+	if !e.opts.FastPath || len(e.fast) == 0 {
+		return
+	}
+	for orig := range e.fast {
+		if fl := e.table.LookupOrig(orig); fl != nil && match(fl) {
+			e.markFast(fl)
+		}
+	}
+}
+
+// fastGone queues the removal of a carried flow's entries (it left the table, or its wire
+// tuple changed). e.mu is held.
+func (e *Engine) fastGone(orig, reply conntrack.Key, both bool) {
+	if both {
+		e.fastDel = append(e.fastDel, FastOp{Delete: true, Key: orig})
+		delete(e.fast, orig)
+	}
+	e.fastDel = append(e.fastDel, FastOp{Delete: true, In: true, Key: reply})
+	e.fastPending.Store(true)
+}
+
+// fastCandidate reports whether a flow's state lets the kernel carry it: confirmed (a TCP
+// handshake completed, a UDP or ICMP reply seen) and nothing pending that needs user space.
+func fastCandidate(fl *conntrack.Flow) bool {
+	if fl.Reset || fl.Drop {
+		return false
+	}
+	switch fl.Orig.Proto {
+	case rewrite.ProtoTCP:
+		return fl.Replied && fl.TCPState == conntrack.TCPEstablished
+	case rewrite.ProtoUDP, rewrite.ProtoICMP:
+		return fl.Replied
+	}
+	return false
+}
+
+// fastEntries computes a flow's entries, and whether the kernel may carry it now.
+func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
+	if !fastCandidate(fl) || int(fl.HostIf) >= len(e.ifaces) || int(fl.WireIf) >= len(e.ifaces) {
+		return out, in, false
+	}
+	host, wire := &e.ifaces[fl.HostIf], &e.ifaces[fl.WireIf]
+	if !host.Up || !wire.Up || host.Index <= 0 || wire.Index <= 0 {
+		return out, in, false
+	}
+	gwMAC := fl.HostGatewayMAC
+	mtu := 0
+	if fl.Gateway >= 0 {
+		g := e.gws[fl.Gateway]
+		if !g.hasMAC {
+			return out, in, false
+		}
+		gwMAC = g.mac
+		if m := e.pathMTU(g); m > 0 && m < host.MTU {
+			mtu = m
+		}
+	} else if fl.NAT || fl.WireIf != fl.HostIf {
+		return out, in, false
+	}
+	out = FastEntry{Orig: fl.Orig, Ifindex: wire.Index, MTU: mtu, SrcMAC: wire.MAC, DstMAC: gwMAC}
+	in = FastEntry{Orig: fl.Orig, Ifindex: host.Index, SrcMAC: fl.HostGatewayMAC, DstMAC: host.MAC}
+	if fl.NAT {
+		out.NAT, out.Addr, out.Port = true, fl.Reply.Dst, fl.Reply.DstPort
+		in.NAT, in.Addr, in.Port = true, fl.Orig.Src, fl.Orig.SrcPort
+	}
+	return out, in, true
+}
+
+// FastChanges appends to ops the changes the kernel's flow maps need now, and forgets them:
+// entries to install or replace for flows that became (or stay, changed) fast, and entries to
+// remove. Removals come first, so a flow whose wire tuple changed never has two in entries.
+func (e *Engine) FastChanges(ops []FastOp) []FastOp {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.fastPending.Store(false)
+	ops = append(ops, e.fastDel...)
+	e.fastDel = e.fastDel[:0]
+	for orig := range e.fastDirty {
+		delete(e.fastDirty, orig)
+		fl := e.table.LookupOrig(orig)
+		if fl == nil {
+			continue // removed: its entries are in fastDel already
+		}
+		out, in, ok := e.fastEntries(fl)
+		switch {
+		case ok:
+			ops = append(ops, FastOp{Key: fl.Orig, Entry: out}, FastOp{In: true, Key: fl.Reply, Entry: in})
+			if e.fast == nil {
+				e.fast = make(map[conntrack.Key]*fastState)
+			}
+			// A replaced entry counts afresh.
+			e.fast[fl.Orig] = &fastState{}
+			fl.Fast = true
+		case fl.Fast:
+			ops = append(ops, FastOp{Delete: true, Key: fl.Orig}, FastOp{Delete: true, In: true, Key: fl.Reply})
+			delete(e.fast, fl.Orig)
+			fl.Fast = false
+		}
+	}
+	return ops
+}
+
+// FastFlow names a flow the fast path carries by the keys of its two entries.
+type FastFlow struct{ Orig, Reply FastKey }
+
+// FastFlows appends the flows the fast path carries.
+func (e *Engine) FastFlows(flows []FastFlow) []FastFlow {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k := range e.fast {
+		if fl := e.table.LookupOrig(k); fl != nil {
+			flows = append(flows, FastFlow{Orig: k, Reply: fl.Reply})
+		}
+	}
+	return flows
+}
+
+// FastCount is what the kernel counted for one entry since it was installed.
+type FastCount struct {
+	Orig           FastKey
+	In             bool
+	Packets, Bytes uint64
+	LastSeen       int64 // the engine's clock; 0: no frame yet
+}
+
+// FastCounts adds what the kernel counted to the flows, their gateways and rules, and moves
+// their idle clocks, so status, metrics and expiry see every frame whichever path it took.
+func (e *Engine) FastCounts(counts []FastCount) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range counts {
+		st, ok := e.fast[c.Orig]
+		if !ok {
+			continue
+		}
+		fl := e.table.LookupOrig(c.Orig)
+		if fl == nil {
+			continue
+		}
+		dir := conntrack.DirOrig
+		if c.In {
+			dir = conntrack.DirReply
+		}
+		done := &st.counted[dir]
+		if c.Packets < done.packets || c.Bytes < done.bytes {
+			// The entry was replaced under us: count from zero.
+			done.packets, done.bytes = 0, 0
+		}
+		dp, db := c.Packets-done.packets, c.Bytes-done.bytes
+		done.packets, done.bytes = c.Packets, c.Bytes
+		if dp == 0 && db == 0 {
+			continue
+		}
+		e.table.Touch(fl, dir, dp, db, c.LastSeen)
+		if fl.Gateway >= 0 {
+			gs := e.gws[fl.Gateway].stats
+			if c.In {
+				gs.PacketsIn.Add(dp)
+				gs.BytesIn.Add(db)
+			} else {
+				gs.PacketsOut.Add(dp)
+				gs.BytesOut.Add(db)
+			}
+		}
+		if fl.Rule >= 0 {
+			e.rules.CountPackets(int(fl.Rule), dp, db)
+		}
+		if c.In {
+			e.c.Add(FastIn, dp)
+		} else {
+			e.c.Add(FastOut, dp)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package datapath
+
+import (
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/l2shim/l2shim/conntrack"
+	"github.com/l2shim/l2shim/failover"
+)
+
+func fastEngine(t *testing.T) *Engine {
+	t.Helper()
+	return New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true})
+}
+
+// TestFastPathEntries: a NATed TCP flow becomes a fast-path flow once its handshake completes,
+// with the entries the slow path's rewrite amounts to; its counts come back to the flow and
+// its gateway; resetting it removes the entries.
+func TestFastPathEntries(t *testing.T) {
+	d := fastEngine(t)
+	fl := natedConnection(t, d, 7200)
+	ops := d.FastChanges(nil)
+	if len(ops) != 2 || ops[0].Delete || ops[1].Delete || ops[0].In || !ops[1].In {
+		t.Fatalf("ops after the handshake: %+v", ops)
+	}
+	out, in := ops[0], ops[1]
+	wantOut := FastEntry{Orig: fl.Orig, Ifindex: 3, NAT: true, Addr: addr1, Port: 7200, SrcMAC: mac1, DstMAC: gwMAC1}
+	wantIn := FastEntry{Orig: fl.Orig, Ifindex: 2, NAT: true, Addr: addr0, Port: 7200, SrcMAC: gwMAC0, DstMAC: mac0}
+	if out.Key != fl.Orig || out.Entry != wantOut || in.Key != fl.Reply || in.Entry != wantIn {
+		t.Fatalf("entries\n out %+v %+v\n in  %+v %+v\nwant %+v\n     %+v", out.Key, out.Entry, in.Key, in.Entry, wantOut, wantIn)
+	}
+	if !fl.Fast || d.FastPending() || len(d.FastChanges(nil)) != 0 {
+		t.Fatal("installed flow not marked, or changes left over")
+	}
+
+	// The kernel counted 10 frames out, 20 in.
+	before := fl.Packets
+	last := fl.LastSeen + int64(time.Second)
+	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 10, Bytes: 15000, LastSeen: last}, {Orig: fl.Orig, In: true, Packets: 20, Bytes: 30000, LastSeen: last}})
+	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 10, Bytes: 15000, LastSeen: last}}) // counted once
+	st := d.Snapshot(last).Gateways[1].Stats
+	if fl.Packets[0]-before[0] != 10 || fl.Packets[1]-before[1] != 20 || fl.LastSeen != last ||
+		st.BytesOut.Load() < 15000 || st.BytesIn.Load() < 30000 || d.Counters().Load(FastOut) != 10 || d.Counters().Load(FastIn) != 20 {
+		t.Fatalf("after the counts: packets %v (before %v), last seen %d (want %d), gateway out %d in %d", fl.Packets, before, fl.LastSeen, last, st.BytesOut.Load(), st.BytesIn.Load())
+	}
+
+	// Its gateway goes down: the flow is reset toward the host and leaves the fast path.
+	d.Evacuate(1, last)
+	ops = d.FastChanges(nil)
+	if len(ops) != 2 || !ops[0].Delete || !ops[1].Delete || ops[0].Key != fl.Orig || ops[1].Key != fl.Reply || fl.Fast {
+		t.Fatalf("ops after the reset: %+v", ops)
+	}
+}
+
+// TestFastPathFollowsMoves: a UDP flow the fast path carries that moves to another gateway
+// gets new entries, and its old wire tuple's entry goes; one that leaves the table loses both.
+func TestFastPathFollowsMoves(t *testing.T) {
+	d := fastEngine(t)
+	q := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7300, dport: 53}
+	if v := process(d, 0, q.build(t)); v.Iface != 1 {
+		t.Fatalf("query placed on %d", v.Iface)
+	}
+	process(d, 1, pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: 7300}.build(t))
+	if ops := d.FastChanges(nil); len(ops) != 2 {
+		t.Fatalf("answered UDP flow: ops %+v", ops)
+	}
+	fl := d.table.LookupOrig(conntrack.Key{Src: addr0, Dst: server, SrcPort: 7300, DstPort: 53, Proto: 17})
+	oldReply := fl.Reply
+	d.ProbeVerdict(1, failover.ProbeSummary{Up: false}, 5)
+	d.Evacuate(1, 5) // moves to gw0: no NAT there
+	ops := d.FastChanges(nil)
+	if len(ops) != 3 || !ops[0].Delete || !ops[0].In || ops[0].Key != oldReply ||
+		ops[1].Delete || ops[1].Entry.NAT || ops[1].Entry.Ifindex != 2 ||
+		ops[2].Key != fl.Reply {
+		t.Fatalf("ops after the move: %+v", ops)
+	}
+	orig, reply := fl.Orig, fl.Reply
+	d.table.Delete(fl)
+	ops = d.FastChanges(nil)
+	if len(ops) != 2 || !ops[0].Delete || ops[0].Key != orig || !ops[1].Delete || ops[1].Key != reply {
+		t.Fatalf("ops after the flow left: %+v", ops)
+	}
+}
+
+// TestFastPathOffWithoutOption: without Options.FastPath nothing is ever queued.
+func TestFastPathOffWithoutOption(t *testing.T) {
+	d := testDatapath(t, failover.LoadBalance, 1, 1000)
+	natedConnection(t, d, 7201)
+	if d.FastPending() || len(d.FastChanges(nil)) != 0 {
+		t.Fatal("fast path changes without the option")
+	}
+}
+
+// fakeTracker is what the kernel saw of the host's side, by flow.
+type fakeTracker map[FastKey][3]uint32
+
+func (f fakeTracker) HostTCP(orig FastKey) (uint32, uint32, uint16, bool) {
+	v, ok := f[orig]
+	return v[0], v[1], uint16(v[2]), ok
+}
+
+// TestFastPathKeepsHostSequence: while the kernel carries a flow, the host's sequence space
+// moves on without user space; an RST from the peer at the sequence number the host expects
+// now still closes the flow, and a reset toward the host carries it.
+func TestFastPathKeepsHostSequence(t *testing.T) {
+	tr := fakeTracker{}
+	d := New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true, Tracker: tr})
+	fl := natedConnection(t, d, 7210)
+	d.FastChanges(nil)
+	// The kernel carried a megabyte from the server; the host acknowledged it all.
+	tr[fl.Orig] = [3]uint32{5001, 90101 + 1<<20, 512}
+	ev := d.Evacuate(1, 10)
+	rst := checkFrame(t, ev.Resets[0].Frame).Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if rst.Seq != 90101+1<<20 {
+		t.Fatalf("reset toward the host has seq %d, want %d", rst.Seq, 90101+1<<20)
+	}
+
+	fl2 := natedConnection(t, d, 7211)
+	d.FastChanges(nil)
+	tr[fl2.Orig] = [3]uint32{5001, 90101 + 1<<22, 512}
+	process(d, 1, wireSeg(7211, pkt{rst: true, seq: 90101 + 1<<22}))
+	if fl2.TCPState != conntrack.TCPClosed {
+		t.Fatalf("the peer's RST at what the host expects left the flow in state %d", fl2.TCPState)
+	}
+}
