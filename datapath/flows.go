@@ -61,7 +61,9 @@ func (fi *FlowInfo) State() string {
 }
 
 // FlowStates lists every State value.
-var FlowStates = []string{"syn-sent", "syn-recv", "established", "closing", "closed", "mid-stream", "unreplied", "replied", "reset"}
+func FlowStates() []string {
+	return []string{"syn-sent", "syn-recv", "established", "closing", "closed", "mid-stream", "unreplied", "replied", "reset"}
+}
 
 // AnyGateway in FlowFilter.Gateway selects flows on every gateway and on none.
 const AnyGateway = -2

@@ -113,7 +113,7 @@ func TestFlowStates(t *testing.T) {
 			t.Errorf("%+v: %q, want %q", tc.fi, got, tc.want)
 		}
 		found := false
-		for _, s := range FlowStates {
+		for _, s := range FlowStates() {
 			found = found || s == tc.want
 		}
 		if !found {

@@ -110,8 +110,8 @@ func (s *Shim) flowFilter(cfg *conf.Config, q control.FlowQuery) (datapath.FlowF
 		ff.Proto = p
 	}
 	if q.State != "" {
-		if !slices.Contains(datapath.FlowStates, q.State) {
-			return ff, fmt.Errorf("flows: %q is not a state (%s)", q.State, strings.Join(datapath.FlowStates, ", "))
+		if !slices.Contains(datapath.FlowStates(), q.State) {
+			return ff, fmt.Errorf("flows: %q is not a state (%s)", q.State, strings.Join(datapath.FlowStates(), ", "))
 		}
 		ff.State = q.State
 	}

@@ -55,17 +55,17 @@ func fetchTop(sock string, nflows int) (*topData, error) {
 func flowKey(f *control.Flow) string { return f.Proto + " " + f.HostSrc + " " + f.HostDst }
 
 // sparkBlocks are the eight heights of a sparkline; sparkASCII is for terminals without UTF-8.
-var (
-	sparkBlocks = []rune("▁▂▃▄▅▆▇█")
-	sparkASCII  = []rune("_.-:=+*#")
+const (
+	sparkBlocks = "▁▂▃▄▅▆▇█"
+	sparkASCII  = "_.-:=+*#"
 )
 
 // sparkline draws v in width cells, the newest on the right: each cell the largest value of
 // the samples it covers, scaled to the largest of all. A zero is the lowest block.
 func sparkline(v []float64, width int, ascii bool) string {
-	blocks := sparkBlocks
+	blocks := []rune(sparkBlocks)
 	if ascii {
-		blocks = sparkASCII
+		blocks = []rune(sparkASCII)
 	}
 	if width <= 0 {
 		return ""
