@@ -11,15 +11,26 @@ import (
 // TestDecideAllocs: the decision for a new flow, as the datapath runs it (no trace), allocates
 // nothing.
 func TestDecideAllocs(t *testing.T) {
-	d := testDatapath(t, failover.LoadBalance, 1, 1)
-	f := rewrite.Frame{Proto: rewrite.ProtoTCP, Src: addr0, Dst: server, SrcPort: 4000, DstPort: 80}
-	allocs := testing.AllocsPerRun(1000, func() {
-		fl := conntrack.Flow{Orig: conntrack.Key{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto}, Rule: -1, Gateway: -1}
-		f.SrcPort++
-		fl.Gateway = int16(d.place(&fl, 0, &f))
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per decision, want 0", allocs)
+	for name, rules := range map[string]string{
+		"no rules":           "",
+		"host-pair by rule":  "[[rule]]\nname = \"all\"\naction = \"balance\"\naffinity = \"host-pair\"\n",
+		"host-pair by shim":  "[shim]\naffinity = \"host-pair\"\n[[rule]]\nname = \"dns\"\nprotocol = \"udp\"\naction = \"pass\"\n",
+		"route-to, no match": "[[rule]]\nname = \"mail\"\nprotocol = \"tcp\"\ndst_port = 25\naction = \"route-to\"\ngateway = \"isp-b\"\n",
+	} {
+		d := testDatapath(t, failover.LoadBalance, 1, 1)
+		if rules != "" {
+			set := compileRules(t, rules)
+			reconfigure(t, d, func(p *Plan) { p.Rules = set })
+		}
+		f := rewrite.Frame{Proto: rewrite.ProtoTCP, Src: addr0, Dst: server, SrcPort: 4000, DstPort: 80}
+		allocs := testing.AllocsPerRun(1000, func() {
+			fl := conntrack.Flow{Orig: conntrack.Key{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto}, Rule: -1, Gateway: -1}
+			f.SrcPort++
+			fl.Gateway = int16(d.place(&fl, 0, &f))
+		})
+		if allocs != 0 {
+			t.Fatalf("%s: %v allocations per decision, want 0", name, allocs)
+		}
 	}
 }
 
