@@ -27,6 +27,10 @@ type FastEntry struct {
 	DstMAC  [6]byte
 	// Orig identifies the flow the entry belongs to (its host-side tuple), for the counts.
 	Orig FastKey
+	// What a later l2shim needs to adopt the flow (see AdoptFast).
+	Origin, Why uint8
+	Rule        int16
+	Gateway     [4]byte // the gateway's address, zero for none
 }
 
 // FastOp is one change to the kernel's flow maps.
@@ -141,20 +145,21 @@ func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
 	}
 	gwMAC := fl.HostGatewayMAC
 	mtu := 0
+	var gwIP [4]byte
 	if fl.Gateway >= 0 {
 		g := e.gws[fl.Gateway]
 		if !g.hasMAC {
 			return out, in, false
 		}
-		gwMAC = g.mac
+		gwMAC, gwIP = g.mac, g.IP
 		if m := e.pathMTU(g); m > 0 && m < host.MTU {
 			mtu = m
 		}
 	} else if fl.NAT || fl.WireIf != fl.HostIf {
 		return out, in, false
 	}
-	out = FastEntry{Orig: fl.Orig, Ifindex: wire.Index, MTU: mtu, SrcMAC: wire.MAC, DstMAC: gwMAC}
-	in = FastEntry{Orig: fl.Orig, Ifindex: host.Index, SrcMAC: fl.HostGatewayMAC, DstMAC: host.MAC}
+	out = FastEntry{Orig: fl.Orig, Ifindex: wire.Index, MTU: mtu, SrcMAC: wire.MAC, DstMAC: gwMAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
+	in = FastEntry{Orig: fl.Orig, Ifindex: host.Index, SrcMAC: fl.HostGatewayMAC, DstMAC: host.MAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
 	if fl.NAT {
 		out.NAT, out.Addr, out.Port = true, fl.Reply.Dst, fl.Reply.DstPort
 		in.NAT, in.Addr, in.Port = true, fl.Orig.Src, fl.Orig.SrcPort
@@ -267,4 +272,106 @@ func (e *Engine) FastCounts(counts []FastCount) {
 			e.c.Add(FastOut, dp)
 		}
 	}
+}
+
+// AdoptedFlow is a flow an earlier l2shim left in the kernel's fast path: its two entries as
+// installed, and what the kernel last saw of the host's side of a TCP flow.
+type AdoptedFlow struct {
+	Orig, Reply FastKey
+	Out, In     FastEntry // Ifindex as installed; the other fields as FastChanges made them
+	Origin, Why uint8
+	Rule        int16
+	HostSeqEnd  uint32
+	HostAck     uint32
+	HostWin     uint16
+}
+
+// adoptGateway returns the gateway on interface wire that an adopted out entry goes to, by
+// its address (or, for an entry without one, its MAC), or -1. A gateway whose MAC this l2shim
+// has not resolved yet takes the one the earlier l2shim had: the kernel uses it this moment.
+// e.mu is held.
+func (e *Engine) adoptGateway(wire int, out FastEntry) int {
+	if out.Gateway == ([4]byte{}) {
+		return e.gatewayByMAC(wire, out.DstMAC)
+	}
+	for i, g := range e.gws {
+		if g.Iface != wire || g.IP != out.Gateway {
+			continue
+		}
+		if !g.hasMAC {
+			g.mac, g.hasMAC, g.alive = out.DstMAC, true, true
+			e.refresh()
+		}
+		return i
+	}
+	return -1
+}
+
+// AdoptFast takes into the flow table the flows an earlier l2shim left in the kernel, so this
+// one keeps carrying, counting, expiring and (when their gateway goes) resetting or moving
+// them. A flow whose interfaces are not this engine's, or whose tuple is taken, is not
+// adopted; its entries are queued for removal. It returns how many flows it adopted.
+func (e *Engine) AdoptFast(flows []AdoptedFlow, now int64) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	byIndex := func(ifindex int) int {
+		for i := range e.ifaces {
+			if e.ifaces[i].Index == ifindex {
+				return i
+			}
+		}
+		return -1
+	}
+	n := 0
+	for _, a := range flows {
+		wire, host := byIndex(a.Out.Ifindex), byIndex(a.In.Ifindex)
+		if !e.opts.FastPath || wire < 0 || host < 0 {
+			e.fastGone(a.Orig, a.Reply, true)
+			continue
+		}
+		fl := conntrack.Flow{
+			Orig:           a.Orig,
+			Reply:          a.Reply,
+			Origin:         conntrack.Origin(a.Origin),
+			HostIf:         int16(host),
+			WireIf:         int16(wire),
+			Gateway:        int16(e.adoptGateway(wire, a.Out)),
+			NAT:            a.Out.NAT,
+			HostGatewayMAC: a.In.SrcMAC,
+			Replied:        true,
+			Rule:           -1,
+			Why:            a.Why,
+			Created:        now,
+			LastSeen:       now,
+		}
+		if int(a.Rule) < e.rules.Len() {
+			fl.Rule = a.Rule
+		}
+		if fl.Orig.Proto == rewrite.ProtoTCP {
+			fl.TCPState = conntrack.TCPEstablished
+			// The handshake is history: the window scale is unknown, so the largest.
+			fl.HostKnown, fl.HostWScale = true, unknownWScale
+			fl.HostSndNext, fl.HostAck, fl.HostRcvNext = a.HostSeqEnd, a.HostAck, a.HostAck
+			fl.HostWin = max(uint32(a.HostWin)<<unknownWScale, minWindow)
+		}
+		p, err := e.table.Insert(fl)
+		if err != nil {
+			e.fastGone(a.Orig, a.Reply, true)
+			continue
+		}
+		if p.Origin == conntrack.Inbound {
+			e.inbound.add(p)
+		}
+		if p.Gateway >= 0 {
+			e.gws[p.Gateway].stats.Live.Add(1)
+		}
+		p.Fast = true
+		if e.fast == nil {
+			e.fast = make(map[conntrack.Key]*fastState)
+		}
+		e.fast[p.Orig] = &fastState{}
+		e.markFast(p) // recomputed with this engine's gateways and interfaces
+		n++
+	}
+	return n
 }

@@ -1,9 +1,11 @@
 package datapath
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/failover"
@@ -25,8 +27,8 @@ func TestFastPathEntries(t *testing.T) {
 		t.Fatalf("ops after the handshake: %+v", ops)
 	}
 	out, in := ops[0], ops[1]
-	wantOut := FastEntry{Orig: fl.Orig, Ifindex: 3, NAT: true, Addr: addr1, Port: 7200, SrcMAC: mac1, DstMAC: gwMAC1}
-	wantIn := FastEntry{Orig: fl.Orig, Ifindex: 2, NAT: true, Addr: addr0, Port: 7200, SrcMAC: gwMAC0, DstMAC: mac0}
+	wantOut := FastEntry{Orig: fl.Orig, Ifindex: 3, NAT: true, Addr: addr1, Port: 7200, SrcMAC: mac1, DstMAC: gwMAC1, Why: uint8(ReasonBalanced), Rule: -1, Gateway: [4]byte{10, 2, 0, 1}}
+	wantIn := FastEntry{Orig: fl.Orig, Ifindex: 2, NAT: true, Addr: addr0, Port: 7200, SrcMAC: gwMAC0, DstMAC: mac0, Why: uint8(ReasonBalanced), Rule: -1, Gateway: [4]byte{10, 2, 0, 1}}
 	if out.Key != fl.Orig || out.Entry != wantOut || in.Key != fl.Reply || in.Entry != wantIn {
 		t.Fatalf("entries\n out %+v %+v\n in  %+v %+v\nwant %+v\n     %+v", out.Key, out.Entry, in.Key, in.Entry, wantOut, wantIn)
 	}
@@ -122,5 +124,47 @@ func TestFastPathKeepsHostSequence(t *testing.T) {
 	process(d, 1, wireSeg(7211, pkt{rst: true, seq: 90101 + 1<<22}))
 	if fl2.TCPState != conntrack.TCPClosed {
 		t.Fatalf("the peer's RST at what the host expects left the flow in state %d", fl2.TCPState)
+	}
+}
+
+// TestAdoptFast: a new engine (after a restart) takes over the flows the old one left in the
+// kernel: same NAT, same gateway, still carried, and a frame of such a flow that reaches the
+// new engine's slow path (the host's FIN) is translated like the kernel translates it.
+func TestAdoptFast(t *testing.T) {
+	old := fastEngine(t)
+	fl := natedConnection(t, old, 7220)
+	ops := old.FastChanges(nil)
+	a := AdoptedFlow{Orig: ops[0].Key, Reply: ops[1].Key, Out: ops[0].Entry, In: ops[1].Entry,
+		Origin: ops[0].Entry.Origin, Why: ops[0].Entry.Why, Rule: ops[0].Entry.Rule, HostSeqEnd: 5001, HostAck: 90101, HostWin: 512}
+	bogus := a
+	bogus.Orig.SrcPort, bogus.Out.Ifindex = 1, 99 // an interface this engine does not have
+
+	d := fastEngine(t)
+	if n := d.AdoptFast([]AdoptedFlow{a, bogus}, 1); n != 1 {
+		t.Fatalf("adopted %d flows, want 1", n)
+	}
+	got := d.table.LookupOrig(fl.Orig)
+	if got == nil || got.Reply != fl.Reply || !got.NAT || got.Gateway != 1 || !got.Fast || got.TCPState != conntrack.TCPEstablished {
+		t.Fatalf("adopted flow %+v", got)
+	}
+	ops = d.FastChanges(nil)
+	var puts, dels int
+	for _, op := range ops {
+		if op.Delete {
+			dels++
+		} else {
+			puts++
+		}
+	}
+	if puts != 2 || dels != 2 {
+		t.Fatalf("after adoption: %d puts, %d deletes (%+v); want the flow's 2 entries again and the stray's 2 removed", puts, dels, ops)
+	}
+	fin := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 6, sport: 7220, dport: 80, fin: true, ack: true, seq: 5001, ackNum: 90101}.build(t)
+	if v := process(d, 0, fin); v.To != ToWire || v.Iface != 1 {
+		t.Fatalf("the host's FIN of an adopted flow: %+v", v)
+	}
+	ip := gopacket.NewPacket(fin, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !bytes.Equal(ip.SrcIP.To4(), addr1[:]) {
+		t.Fatalf("the FIN leaves from %v, want the flow's NAT address %v", ip.SrcIP, addr1)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -19,23 +21,54 @@ type Options struct {
 	Heartbeat time.Duration
 	// MaxFlows sizes each direction's flow map.
 	MaxFlows int
+	// OrphanIdle: while no l2shim runs, an entry idle this long is forgotten (0: 2h4m).
+	OrphanIdle time.Duration
+	// PinDir, when set, is a directory on a bpffs where the maps (and, through Attach, the
+	// hooks' links) are pinned, so they outlive this process and a later one adopts them.
+	PinDir string
 }
 
 // Kernel holds the loaded programs and maps.
 type Kernel struct {
-	objs fastpathObjects
+	objs   fastpathObjects
+	pinDir string
+	// Adopted says the maps were pinned by an earlier l2shim and are used as they are.
+	Adopted bool
 }
 
-// Load loads the programs and creates their maps.
+// Load loads the programs and creates their maps, or, with Options.PinDir, opens the maps an
+// earlier l2shim pinned there. Pinned maps that do not fit these programs (another layout or
+// size) are removed and made afresh: the flows they held are not adopted.
 func Load(o Options) (*Kernel, error) {
+	k, err := load(o)
+	if errors.Is(err, ebpf.ErrMapIncompatible) && o.PinDir != "" {
+		for _, name := range mapNames {
+			_ = os.Remove(filepath.Join(o.PinDir, name))
+		}
+		k, err = load(o)
+		if k != nil {
+			k.Adopted = false
+		}
+	}
+	return k, err
+}
+
+// mapNames are the programs' maps, as pinned.
+var mapNames = []string{fastpathMapL2sFlowsOut, fastpathMapL2sFlowsIn, fastpathMapL2sIfaces, fastpathMapL2sGws, fastpathMapL2sHeartbeat, fastpathMapL2sInject, fastpathMapL2sStats}
+
+func load(o Options) (*Kernel, error) {
 	spec, err := loadFastpath()
 	if err != nil {
 		return nil, err
 	}
+	if o.OrphanIdle <= 0 {
+		o.OrphanIdle = 2*time.Hour + 4*time.Minute
+	}
 	for name, v := range map[string]any{
-		fastpathVarCfgMark:        o.Mark,
-		fastpathVarCfgMask:        o.Mask,
-		fastpathVarCfgHeartbeatNs: uint64(o.Heartbeat),
+		fastpathVarCfgMark:         o.Mark,
+		fastpathVarCfgMask:         o.Mask,
+		fastpathVarCfgHeartbeatNs:  uint64(o.Heartbeat),
+		fastpathVarCfgOrphanIdleNs: uint64(o.OrphanIdle),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("fastpath: set %s: %w", name, err)
@@ -45,8 +78,21 @@ func Load(o Options) (*Kernel, error) {
 		spec.Maps[fastpathMapL2sFlowsOut].MaxEntries = uint32(o.MaxFlows)
 		spec.Maps[fastpathMapL2sFlowsIn].MaxEntries = uint32(o.MaxFlows)
 	}
-	k := &Kernel{}
-	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
+	k := &Kernel{pinDir: o.PinDir}
+	var opts *ebpf.CollectionOptions
+	if o.PinDir != "" {
+		if err := os.MkdirAll(filepath.Join(o.PinDir, "links"), 0o700); err != nil {
+			return nil, fmt.Errorf("fastpath: pin directory: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(o.PinDir, fastpathMapL2sFlowsOut)); err == nil {
+			k.Adopted = true
+		}
+		for _, name := range mapNames {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+		opts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}}
+	}
+	if err := spec.LoadAndAssign(&k.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("fastpath: load: %+v", ve)
@@ -85,6 +131,10 @@ type Entry struct {
 	// the slow path, which answers or shrinks them.
 	MTU            uint16
 	SrcMAC, DstMAC [6]byte
+	// Opaque to the programs: what user space needs to adopt the flow after a restart.
+	Origin, Why uint8
+	Rule        int16
+	Gateway     netip.Addr // IPv4; invalid: none
 }
 
 // Counts are what the programs counted for an entry.
@@ -110,7 +160,10 @@ func keyOf(k Key) fastpathFlowKey {
 }
 
 func valOf(e Entry) fastpathFlowVal {
-	v := fastpathFlowVal{Ifindex: uint32(e.Ifindex), Port: htons(e.Port), Mtu: e.MTU, SrcMac: e.SrcMAC, DstMac: e.DstMAC}
+	v := fastpathFlowVal{Ifindex: uint32(e.Ifindex), Port: htons(e.Port), Mtu: e.MTU, SrcMac: e.SrcMAC, DstMac: e.DstMAC, Origin: e.Origin, Why: e.Why, Rule: e.Rule}
+	if e.Gateway.Is4() {
+		v.GwIp = e.Gateway.As4()
+	}
 	if e.NAT {
 		v.Flags |= flagNAT
 		v.Addr = e.Addr.As16()
@@ -276,3 +329,38 @@ func (k *Kernel) Stats() (Stats, error) {
 func htons(v uint16) uint16 {
 	return binary.NativeEndian.Uint16([]byte{byte(v >> 8), byte(v)})
 }
+
+// Installed is an entry read back from the kernel.
+type Installed struct {
+	Key    Key
+	Entry  Entry
+	Counts Counts
+}
+
+// Entries lists the entries of one direction (those an earlier l2shim left, to adopt).
+func (k *Kernel) Entries(d Direction) ([]Installed, error) {
+	var out []Installed
+	var fk fastpathFlowKey
+	var v fastpathFlowVal
+	it := k.flowMap(d).Iterate()
+	for it.Next(&fk, &v) {
+		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
+		if v.GwIp != ([4]byte{}) {
+			e.Gateway = netip.AddrFrom4(v.GwIp)
+		}
+		if e.NAT {
+			e.Addr = netip.AddrFrom16(v.Addr).Unmap()
+		}
+		out = append(out, Installed{
+			Key:    Key{Src: netip.AddrFrom16(fk.Src).Unmap(), Dst: netip.AddrFrom16(fk.Dst).Unmap(), SrcPort: ntohs(fk.Sport), DstPort: ntohs(fk.Dport), Proto: fk.Proto},
+			Entry:  e,
+			Counts: Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen), HostSeqEnd: v.HostSeqEnd, HostAck: v.HostAck, HostWin: v.HostWin},
+		})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("fastpath: list flows: %w", err)
+	}
+	return out, nil
+}
+
+func ntohs(v uint16) uint16 { return htons(v) }

@@ -38,8 +38,12 @@ type fastpathFlowVal struct {
 	HostSeqEnd uint32
 	HostAck    uint32
 	HostWin    uint16
-	Pad2       uint16
-	Pad3       uint32
+	Origin     uint8
+	Why        uint8
+	Rule       int16
+	Pad        uint16
+	GwIp       [4]uint8
+	_          [4]byte
 }
 
 type fastpathIfaceCfg struct {
@@ -53,20 +57,21 @@ type fastpathIfaceCfg struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fastpathMapL2sFlowsIn     = "l2s_flows_in"
-	fastpathMapL2sFlowsOut    = "l2s_flows_out"
-	fastpathMapL2sGws         = "l2s_gws"
-	fastpathMapL2sHeartbeat   = "l2s_heartbeat"
-	fastpathMapL2sIfaces      = "l2s_ifaces"
-	fastpathMapL2sInject      = "l2s_inject"
-	fastpathMapL2sStats       = "l2s_stats"
-	fastpathProgL2shimEgress  = "l2shim_egress"
-	fastpathProgL2shimIngress = "l2shim_ingress"
-	fastpathProgL2shimInject  = "l2shim_inject"
-	fastpathProgL2shimSink    = "l2shim_sink"
-	fastpathVarCfgHeartbeatNs = "cfg_heartbeat_ns"
-	fastpathVarCfgMark        = "cfg_mark"
-	fastpathVarCfgMask        = "cfg_mask"
+	fastpathMapL2sFlowsIn      = "l2s_flows_in"
+	fastpathMapL2sFlowsOut     = "l2s_flows_out"
+	fastpathMapL2sGws          = "l2s_gws"
+	fastpathMapL2sHeartbeat    = "l2s_heartbeat"
+	fastpathMapL2sIfaces       = "l2s_ifaces"
+	fastpathMapL2sInject       = "l2s_inject"
+	fastpathMapL2sStats        = "l2s_stats"
+	fastpathProgL2shimEgress   = "l2shim_egress"
+	fastpathProgL2shimIngress  = "l2shim_ingress"
+	fastpathProgL2shimInject   = "l2shim_inject"
+	fastpathProgL2shimSink     = "l2shim_sink"
+	fastpathVarCfgHeartbeatNs  = "cfg_heartbeat_ns"
+	fastpathVarCfgMark         = "cfg_mark"
+	fastpathVarCfgMask         = "cfg_mask"
+	fastpathVarCfgOrphanIdleNs = "cfg_orphan_idle_ns"
 )
 
 // loadFastpath returns the embedded CollectionSpec for fastpath.
@@ -134,9 +139,10 @@ type fastpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathVariableSpecs struct {
-	CfgHeartbeatNs *ebpf.VariableSpec `ebpf:"cfg_heartbeat_ns"`
-	CfgMark        *ebpf.VariableSpec `ebpf:"cfg_mark"`
-	CfgMask        *ebpf.VariableSpec `ebpf:"cfg_mask"`
+	CfgHeartbeatNs  *ebpf.VariableSpec `ebpf:"cfg_heartbeat_ns"`
+	CfgMark         *ebpf.VariableSpec `ebpf:"cfg_mark"`
+	CfgMask         *ebpf.VariableSpec `ebpf:"cfg_mask"`
+	CfgOrphanIdleNs *ebpf.VariableSpec `ebpf:"cfg_orphan_idle_ns"`
 }
 
 // fastpathObjects contains all objects after they have been loaded into the kernel.
@@ -184,9 +190,10 @@ func (m *fastpathMaps) Close() error {
 //
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathVariables struct {
-	CfgHeartbeatNs *ebpf.Variable `ebpf:"cfg_heartbeat_ns"`
-	CfgMark        *ebpf.Variable `ebpf:"cfg_mark"`
-	CfgMask        *ebpf.Variable `ebpf:"cfg_mask"`
+	CfgHeartbeatNs  *ebpf.Variable `ebpf:"cfg_heartbeat_ns"`
+	CfgMark         *ebpf.Variable `ebpf:"cfg_mark"`
+	CfgMask         *ebpf.Variable `ebpf:"cfg_mask"`
+	CfgOrphanIdleNs *ebpf.Variable `ebpf:"cfg_orphan_idle_ns"`
 }
 
 // fastpathPrograms contains all programs after they have been loaded into the kernel.

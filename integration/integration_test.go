@@ -130,6 +130,9 @@ func startShim(t *testing.T, topo *Topology, mode string) *testShim {
 func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *testShim {
 	t.Helper()
 	bin := needShim(t)
+	if o.Bin != "" {
+		bin = o.Bin
+	}
 	if o.Control == "" {
 		o.Control = filepath.Join(t.TempDir(), "l2shim.sock")
 	}

@@ -36,6 +36,8 @@ type ConfigOptions struct {
 	GatewayExtra [2]string
 	// RunArgs are added to `l2shim run` (e.g. --no-fast-path); not part of the file.
 	RunArgs []string
+	// Bin, when set, is the l2shim binary to run instead of the one under test (an upgrade).
+	Bin string
 }
 
 // Config returns an l2shim TOML config for the topology: two gateways, eth0

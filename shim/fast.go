@@ -2,12 +2,15 @@ package shim
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/l2shim/l2shim/datapath"
 	"github.com/l2shim/l2shim/fastpath"
+	"golang.org/x/sys/unix"
 )
 
 // fastSync keeps the kernel's flow maps as the engine wants them and brings the kernel's
@@ -113,5 +116,103 @@ func fastEntry(e datapath.FastEntry) fastpath.Entry {
 		MTU:     uint16(min(e.MTU, 65535)),
 		SrcMAC:  e.SrcMAC,
 		DstMAC:  e.DstMAC,
+		Origin:  e.Origin,
+		Why:     e.Why,
+		Rule:    e.Rule,
+		Gateway: netip.AddrFrom4(e.Gateway),
+	}
+}
+
+// adoptFast takes over the flows an earlier l2shim left in the pinned maps: the engine tracks
+// them again, and entries that belong to no flow it can take are removed.
+func (s *Shim) adoptFast() {
+	outs, err := s.maps.k.Entries(fastpath.Out)
+	if err != nil {
+		s.log.Warn("adopt: cannot read the fast path's flows", "err", err)
+		return
+	}
+	ins, err := s.maps.k.Entries(fastpath.In)
+	if err != nil {
+		s.log.Warn("adopt: cannot read the fast path's flows", "err", err)
+		return
+	}
+	byOrig := make(map[fastpath.Key]fastpath.Installed, len(outs))
+	for _, o := range outs {
+		byOrig[o.Key] = o
+	}
+	var flows []datapath.AdoptedFlow
+	for _, in := range ins {
+		orig := origOf(in)
+		out, ok := byOrig[orig]
+		if !ok {
+			_ = s.maps.k.Delete(fastpath.In, in.Key)
+			continue
+		}
+		delete(byOrig, orig)
+		flows = append(flows, datapath.AdoptedFlow{
+			Orig:       engineKey(orig),
+			Reply:      engineKey(in.Key),
+			Out:        engineEntry(out.Entry),
+			In:         engineEntry(in.Entry),
+			Origin:     out.Entry.Origin,
+			Why:        out.Entry.Why,
+			Rule:       out.Entry.Rule,
+			HostSeqEnd: out.Counts.HostSeqEnd,
+			HostAck:    out.Counts.HostAck,
+			HostWin:    out.Counts.HostWin,
+		})
+	}
+	for key := range byOrig {
+		_ = s.maps.k.Delete(fastpath.Out, key)
+	}
+	n := s.engine.AdoptFast(flows, s.now())
+	s.log.Info("adopted the flows an earlier l2shim left in the kernel", "flows", n, "not_adopted", len(ins)+len(outs)-2*n)
+}
+
+// origOf returns the host-side tuple of the flow an in entry belongs to.
+func origOf(in fastpath.Installed) fastpath.Key {
+	o := fastpath.Key{Src: in.Key.Dst, Dst: in.Key.Src, SrcPort: in.Key.DstPort, DstPort: in.Key.SrcPort, Proto: in.Key.Proto}
+	if in.Entry.NAT {
+		o.Src, o.SrcPort = in.Entry.Addr, in.Entry.Port
+		if o.Proto == 1 { // ICMP echo: both ports are the identifier
+			o.DstPort = o.SrcPort
+		}
+	}
+	return o
+}
+
+func engineKey(k fastpath.Key) datapath.FastKey {
+	return datapath.FastKey{Src: k.Src.As4(), Dst: k.Dst.As4(), SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
+}
+
+func engineEntry(e fastpath.Entry) datapath.FastEntry {
+	fe := datapath.FastEntry{Ifindex: e.Ifindex, NAT: e.NAT, Port: e.Port, MTU: int(e.MTU), SrcMAC: e.SrcMAC, DstMAC: e.DstMAC, Origin: e.Origin, Why: e.Why, Rule: e.Rule}
+	if e.Gateway.Is4() {
+		fe.Gateway = e.Gateway.As4()
+	}
+	if e.NAT {
+		fe.Addr = e.Addr.As4()
+	}
+	return fe
+}
+
+// onBPFFS reports why dir cannot hold pins, or nil: it must be on a bpffs (the pins of a
+// directory elsewhere, or of a bpffs that goes away with a mount namespace, do not outlive
+// the process).
+func onBPFFS(dir string) error {
+	p := dir
+	for {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return fmt.Errorf("%s is not on a bpffs (mount -t bpf bpf /sys/fs/bpf)", p)
+			}
+			return nil
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return fmt.Errorf("no bpffs above %s", dir)
+		}
+		p = parent
 	}
 }

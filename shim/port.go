@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/l2shim/l2shim/fastpath"
 )
 
 // port is everything l2shim owns for one external interface. The veth pair and the capture
@@ -59,6 +60,28 @@ func (s *Shim) addPort(name string) (*port, error) {
 	return p, nil
 }
 
+// setIface tells the programs p's interface is external, with its MAC and capture veth.
+func (s *Shim) setIface(p *port) error {
+	var mac [6]byte
+	copy(mac[:], p.ifi.HardwareAddr)
+	return s.maps.k.SetIface(p.ifi.Index, mac, p.veth.near.Attrs().Index)
+}
+
+// attachHook attaches one of the external interfaces' programs (pinned, and adopting an
+// earlier l2shim's link, when there is a pin directory).
+func (s *Shim) attachHook(name string, prog *ebpf.Program, ifindex int, typ ebpf.AttachType) (link.Link, error) {
+	if info, err := prog.Info(); err == nil {
+		if id, ok := info.ID(); ok {
+			s.ownProgs.Store(id, true)
+		}
+	}
+	l, err := s.maps.k.Attach(prog, ifindex, typ)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s to ifindex %d: %w", name, ifindex, err)
+	}
+	return l, nil
+}
+
 func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
 	s.fitVeths(ifi.MTU)
 	var err error
@@ -75,7 +98,12 @@ func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
 	if p.sink, err = attach(progSink, s.maps.k.Sink(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
 		return err
 	}
-	return s.bindPort(p, ifi)
+	if err := s.bindPort(p, ifi); err != nil {
+		return err
+	}
+	// Diverted frames go to this port's capture veth from now on (the hooks of an earlier
+	// l2shim, adopted, included: the heartbeat tells them when to divert).
+	return s.setIface(p)
 }
 
 // fitVeths makes every capture veth's MTU at least mtu (and 1500): a frame read from one
@@ -162,18 +190,15 @@ func (s *Shim) attachHooks() error {
 }
 
 func (s *Shim) attachPortHooks(p *port) error {
-	var mac [6]byte
-	copy(mac[:], p.ifi.HardwareAddr)
-	// The programs divert this interface's frames to the near end of its capture veth.
-	if err := s.maps.k.SetIface(p.ifi.Index, mac, p.veth.near.Attrs().Index); err != nil {
+	if err := s.setIface(p); err != nil {
 		return err
 	}
-	eg, err := attach(progEgress, s.maps.k.Egress(), p.ifi.Index, ebpf.AttachTCXEgress, &s.ownProgs)
+	eg, err := s.attachHook(progEgress, s.maps.k.Egress(), p.ifi.Index, ebpf.AttachTCXEgress)
 	if err != nil {
 		return err
 	}
 	p.hooks = append(p.hooks, eg)
-	in, err := attach(progIngress, s.maps.k.Ingress(), p.ifi.Index, ebpf.AttachTCXIngress, &s.ownProgs)
+	in, err := s.attachHook(progIngress, s.maps.k.Ingress(), p.ifi.Index, ebpf.AttachTCXIngress)
 	if err != nil {
 		return err
 	}
@@ -182,8 +207,18 @@ func (s *Shim) attachPortHooks(p *port) error {
 	return nil
 }
 
-// detachHooks detaches p's hooks from its external interface: the host routes on its own.
+// detachHooks detaches p's hooks from its external interface, pinned or not: the host routes
+// on its own.
 func (p *port) detachHooks() {
+	for _, l := range p.hooks {
+		fastpath.Detach(l)
+	}
+	p.hooks = nil
+}
+
+// releaseHooks lets go of p's hooks without detaching pinned ones: they keep carrying the
+// flows in the kernel until the next l2shim adopts them (unpinned ones detach).
+func (p *port) releaseHooks() {
 	for _, l := range p.hooks {
 		_ = l.Close()
 	}

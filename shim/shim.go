@@ -32,6 +32,9 @@ type Options struct {
 	// SlowPathOnly keeps every frame in user space: the kernel's fast path carries no flow.
 	// For measuring the slow path; l2shim runs with the fast path.
 	SlowPathOnly bool
+	// PinDir is where the kernel side is pinned (it must be on a bpffs), so flows survive a
+	// restart, an upgrade or a crash; "" pins nothing.
+	PinDir string
 }
 
 // Shim is one running instance for one configuration.
@@ -68,6 +71,8 @@ type Shim struct {
 
 	probers probers
 	fast    fastSync
+	// pinned: the kernel side is pinned under Options.PinDir.
+	pinned bool
 	// ownProgs holds the IDs of the TCX programs this instance attached.
 	ownProgs sync.Map
 
@@ -222,11 +227,31 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	s.log.Info("stopping")
 	s.syncFast()
 	s.logTotals()
-	// Detach the hooks first: from here on the host routes on its own, and nothing waits in
-	// a capture veth for a loop that is going away.
-	s.detachHooks()
+	// Let go of the hooks first: from here on new flows take the host's own routing, and
+	// nothing waits in a capture veth for a loop that is going away.
+	s.handOver()
 	stop()
 	return err
+}
+
+// handOver ends diverting at once. Without a pin directory the hooks detach, and every flow
+// takes the host's routing. With one, the established flows stay in the kernel's fast path,
+// still translated, for the next l2shim to adopt; nothing is diverted any more (a stale
+// heartbeat says so), so new flows take the host's routing.
+func (s *Shim) handOver() {
+	if !s.pinned {
+		s.detachHooks()
+		return
+	}
+	if err := s.maps.beat(24 * time.Hour); err != nil {
+		s.log.Warn("hand over: could not stop diverting", "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.ports {
+		p.releaseHooks()
+	}
+	s.log.Info("handed over: established flows stay in the kernel for the next l2shim", "pins", s.opts.PinDir)
 }
 
 // lockInstance takes an exclusive lock next to the control socket, so a second instance in
@@ -263,16 +288,32 @@ func (s *Shim) setup() error {
 	if err != nil {
 		return err
 	}
-	m, err := newMaps(fastpath.Options{
+	pinDir := ""
+	if s.opts.PinDir != "" && !s.opts.SlowPathOnly {
+		if err := onBPFFS(s.opts.PinDir); err != nil {
+			s.log.Warn("not pinning: a restart, an upgrade or a crash will break NATed flows", "pin_dir", s.opts.PinDir, "err", err)
+		} else {
+			pinDir = s.opts.PinDir
+		}
+	}
+	fo := fastpath.Options{
 		Mark:      s.cfg.Shim.Mark,
 		Mask:      s.cfg.Shim.MarkMask,
 		Heartbeat: s.cfg.Shim.Heartbeat,
 		MaxFlows:  s.cfg.Conntrack.MaxFlows,
-	})
+		PinDir:    pinDir,
+	}
+	m, err := newMaps(fo)
+	if err != nil && pinDir != "" {
+		s.log.Warn("not pinning: a restart, an upgrade or a crash will break NATed flows", "pin_dir", pinDir, "err", err)
+		pinDir, fo.PinDir = "", ""
+		m, err = newMaps(fo)
+	}
 	if err != nil {
 		return err
 	}
 	s.maps = m
+	s.pinned = pinDir != ""
 	natLo, natHi := datapath.NATPorts(hostPortRange())
 	s.engine = datapath.New(ifaces, plan, datapath.Options{
 		Seed:      rand.Uint64(),
@@ -282,11 +323,11 @@ func (s *Shim) setup() error {
 		Tracker:   s.maps,
 	})
 
-	if err := s.maps.addGateways(s.engine.GatewayMACs()); err != nil {
-		return err
+	if s.maps.k.Adopted {
+		s.adoptFast()
 	}
-	if err := s.maps.beat(0); err != nil {
-		return fmt.Errorf("write heartbeat: %w", err)
+	if err := s.maps.setGateways(s.engine.GatewayMACs()); err != nil {
+		return err
 	}
 	for i, name := range names {
 		p, err := s.addPort(name)
@@ -295,6 +336,10 @@ func (s *Shim) setup() error {
 		}
 		// The MTU the engine was given: a later netlink report of another one updates it.
 		p.mtu = ifaces[i].MTU
+	}
+	// Only now, with every capture veth in the programs' map, may they divert.
+	if err := s.maps.beat(0); err != nil {
+		return fmt.Errorf("write heartbeat: %w", err)
 	}
 	return nil
 }

@@ -49,6 +49,9 @@ commands:
                    a live view: gateways' rates and last minute, the busiest flows
   events [--json] [--follow] [-n N] [-s SOCKET]
                    the last state changes (gateways, drains, flows reset or moved, reloads)
+  cleanup [--pin-dir DIR]
+                   remove what an l2shim left (pinned hooks and maps, capture veths); not
+                   while one runs
   demo             build a throwaway two-uplink topology and show l2shim at work (root)
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or config
@@ -70,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "cleanup":
+		return cmdCleanup(args[1:], stdout, stderr)
 	case "status", "reload", "drain", "undrain":
 		return cmdControl(args[0], args[1:], stdout, stderr)
 	case "flows":
@@ -156,12 +161,39 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("unknown log format %q (text or json)", format)
 }
 
+// defaultPinDir is where run pins the kernel side and cleanup looks for it.
+const defaultPinDir = "/sys/fs/bpf/l2shim"
+
+func cmdCleanup(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("l2shim cleanup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pinDir := fs.String("pin-dir", defaultPinDir, "bpffs `DIR` the kernel side was pinned in")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "l2shim cleanup: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	links, veths, err := shim.Cleanup(*pinDir)
+	fmt.Fprintf(stdout, "l2shim cleanup: %d pinned hooks detached, %d veths removed\n", links, len(veths))
+	if err != nil {
+		fmt.Fprintln(stderr, "l2shim cleanup:", err)
+		return exitRuntime
+	}
+	return exitOK
+}
+
 func cmdRun(args []string, stderr io.Writer) int {
-	var cpuProfile string
+	var cpuProfile, pinDir string
 	var slowPathOnly bool
 	_, file, logFormat, err := configFlag("run", args, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to `FILE` (for developers)")
 		fs.BoolVar(&slowPathOnly, "no-fast-path", false, "keep every frame in user space: the kernel carries no flow (for diagnosis and measurement)")
+		fs.StringVar(&pinDir, "pin-dir", defaultPinDir, "bpffs `DIR` where the kernel side is pinned so flows survive a restart, an upgrade or a crash (\"\": none)")
 	})
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -188,7 +220,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sh := shim.New(cfg, shim.Options{Log: log, SlowPathOnly: slowPathOnly})
+	sh := shim.New(cfg, shim.Options{Log: log, SlowPathOnly: slowPathOnly, PinDir: pinDir})
 	done := make(chan struct{})
 	defer close(done)
 	// Reload logs its outcome, errors included; the running config stays on error.

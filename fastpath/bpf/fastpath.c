@@ -45,6 +45,9 @@
 volatile const __u32 cfg_mark = 0;           // the shim's mark bits ...
 volatile const __u32 cfg_mask = 0;           // ... within this mask
 volatile const __u64 cfg_heartbeat_ns = 1e9; // divert nothing when the last beat is older
+// An entry idle this long while no l2shim runs (heartbeat stale) is forgotten: after a stop
+// with no new start, the kernel carries each flow until it has been quiet this long.
+volatile const __u64 cfg_orphan_idle_ns = 7440e9;
 
 // flow_key is a flow's tuple as a frame carries it. Addresses are 16 bytes (IPv4 as
 // ::ffff:a.b.c.d), ports in network byte order; for ICMP echo both ports hold the identifier.
@@ -76,8 +79,12 @@ struct flow_val {
 	__u32 host_seq_end;
 	__u32 host_ack;
 	__u16 host_win;
-	__u16 pad2;
-	__u32 pad3;
+	// What user space needs to adopt the flow after a restart (opaque to the programs).
+	__u8 origin;
+	__u8 why;
+	__s16 rule;
+	__u16 pad;
+	__u8 gw_ip[4]; // the gateway's address (0: none)
 };
 
 // iface_cfg is what the programs know about an external interface (key: its ifindex).
@@ -211,10 +218,12 @@ static __always_inline int parse(struct __sk_buff *skb, struct frame *f, struct 
 	__builtin_memcpy(&k->src[12], ip + 12, 4);
 	__builtin_memcpy(&k->dst[12], ip + 16, 4);
 	k->proto = f->proto;
-	__u8 *l4 = data + f->l4;
+	// The L4 header sits at a variable offset (IHL): read it with a helper, since packet
+	// pointer arithmetic with a variable offset needs CAP_PERFMON, which l2shim does without.
+	__u8 l4[20];
 	switch (f->proto) {
 	case IPPROTO_TCP:
-		if ((void *)(l4 + 20) > end)
+		if (bpf_skb_load_bytes(skb, f->l4, l4, 20))
 			return 0;
 		k->sport = *(__u16 *)l4;
 		k->dport = *(__u16 *)(l4 + 2);
@@ -222,14 +231,14 @@ static __always_inline int parse(struct __sk_buff *skb, struct frame *f, struct 
 		f->csum_off = f->l4 + 16;
 		break;
 	case IPPROTO_UDP:
-		if ((void *)(l4 + 8) > end)
+		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
 			return 0;
 		k->sport = *(__u16 *)l4;
 		k->dport = *(__u16 *)(l4 + 2);
 		f->csum_off = f->l4 + 6;
 		break;
 	case IPPROTO_ICMP:
-		if ((void *)(l4 + 8) > end)
+		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
 			return 0;
 		if (l4[0] != ICMP_ECHO && l4[0] != ICMP_ECHOREPLY)
 			return 0; // errors quote a flow: the slow path translates them
@@ -357,6 +366,13 @@ static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, s
 	v->host_win = bpf_ntohs(*(__u16 *)(h + 10));
 }
 
+// orphaned reports whether an entry is one no l2shim will remove: user space is gone and the
+// flow has been quiet for cfg_orphan_idle_ns.
+static __always_inline int orphaned(struct flow_val *v, int alive)
+{
+	return !alive && v->last_seen && bpf_ktime_get_ns() - v->last_seen > cfg_orphan_idle_ns;
+}
+
 // divert redirects a frame to the slow path through the interface's capture veth.
 static __always_inline int divert(struct iface_cfg *ifc, __u32 stat)
 {
@@ -389,6 +405,10 @@ int l2shim_egress(struct __sk_buff *skb)
 	struct flow_key k;
 	if (parse(skb, &f, &k)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, &k);
+		if (v && orphaned(v, alive)) {
+			bpf_map_delete_elem(&l2s_flows_out, &k);
+			v = 0;
+		}
 		if (v && !needs_slow_path(skb, &f, alive) && fits(skb, &f, v->mtu)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 12, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4, v->port, ICMP_ECHO))
 				goto slow;
@@ -440,6 +460,10 @@ int l2shim_ingress(struct __sk_buff *skb)
 	struct flow_key k;
 	if (parse(skb, &f, &k)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_in, &k);
+		if (v && orphaned(v, alive)) {
+			bpf_map_delete_elem(&l2s_flows_in, &k);
+			v = 0;
+		}
 		if (v && !needs_slow_path(skb, &f, alive)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 16, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4 + 2, v->port, ICMP_ECHOREPLY))
 				goto slow;

@@ -1,0 +1,140 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bpffs mounts a bpffs of the test's own (in the root mount namespace, which `ip netns exec`
+// shares it with, so pins outlive each l2shim) and returns a pin directory on it.
+func bpffs(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "l2shim-bpffs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "bpf", "bpf", dir).CombinedOutput(); err != nil {
+		os.Remove(dir)
+		t.Fatalf("mount bpffs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("umount", dir).Run()
+		_ = os.Remove(dir)
+	})
+	return filepath.Join(dir, "l2shim")
+}
+
+// TestRestartKeepsFlows: four 512 MiB downloads run, at least one NATed onto eth1, while
+// l2shim is stopped and started again: by SIGTERM (it hands over), by SIGKILL (a crash), and
+// by SIGTERM and the start of another binary (an upgrade). The kernel keeps carrying the
+// established flows meanwhile and the new l2shim adopts them: every download is byte-exact.
+func TestRestartKeepsFlows(t *testing.T) {
+	for _, how := range []string{"sigterm", "sigkill", "upgrade"} {
+		t.Run(how, func(t *testing.T) { restartUnderLoad(t, how) })
+	}
+}
+
+func restartUnderLoad(t *testing.T, how string) {
+	topo := newTopo(t)
+	srv := startServers(t, topo)
+	pins := bpffs(t)
+	o := ConfigOptions{RunArgs: []string{"--pin-dir", pins}}
+	s := startShimCfg(t, topo, o)
+	t.Cleanup(func() {
+		// Whatever happened, nothing of l2shim stays on the host.
+		cmd := exec.Command("ip", "netns", "exec", topo.Host.Name, needShim(t), "cleanup", "--pin-dir", pins)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("l2shim cleanup: %v: %s", err, out)
+		}
+	})
+
+	const size = 512 << 20
+	type dl struct {
+		res TransferResult
+		err error
+	}
+	results := make([]dl, 4)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for i := range results {
+		// Two on eth1 (the host routes via eth0, so NATed), two wherever they land.
+		want := func(a netip.Addr) bool { return a == topo.HostAddr1 }
+		if i >= 2 {
+			want = nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i].res, results[i].err = Download(ctx, topo.Host, srv.bulkAddr(), size, uint64(100+i), want)
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	switch how {
+	case "sigterm":
+		stopShim(t, s)
+	case "sigkill":
+		if err := s.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Wait(10 * time.Second)
+	case "upgrade":
+		stopShim(t, s)
+		o.Bin = copyBinary(t, needShim(t))
+	}
+	t.Logf("l2shim stopped (%s) while the downloads ran", how)
+	s2 := startShimCfg(t, topo, o)
+	if l := s2.LogLines(0, "adopted"); len(l) == 0 {
+		t.Errorf("the new l2shim logged no adoption of the earlier one's flows")
+	} else {
+		t.Logf("%s", l[0])
+	}
+	wg.Wait()
+	nated := 0
+	for i, r := range results {
+		if r.err != nil {
+			t.Errorf("download %d (via %s) across the restart: %v", i, r.res.Seen, r.err)
+			continue
+		}
+		if r.res.Seen == topo.HostAddr1 {
+			nated++
+		}
+		t.Logf("MEASURED download %d across the restart (%s): %d MiB byte-exact via %s in %v", i, how, r.res.Bytes>>20, r.res.Seen, r.res.Elapsed.Round(time.Millisecond))
+	}
+	if nated == 0 {
+		t.Errorf("no download was NATed: the test proves nothing")
+	}
+	stopShim(t, s2)
+}
+
+// copyBinary copies bin into the test's temp dir: a "newer" binary at another path.
+func copyBinary(t *testing.T, bin string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "l2shim-new")
+	in, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(fmt.Errorf("copy %s: %w", bin, err))
+	}
+	return dst
+}
