@@ -72,7 +72,9 @@ func (e *Engine) Evacuate(gi int, now int64) Evacuation {
 // pickOther returns the gateway a moved UDP flow goes to: the mode's choice among the usable
 // gateways, -1 when that is none or the flow's own.
 func (e *Engine) pickOther(fl *conntrack.Flow) int {
-	g := failover.Pick(e.cfg.Mode, fl.Orig.Hash(e.opts.Seed), e.cands)
+	// By the flow's placement hash: a host pair's flows move together, as they were placed.
+	h, _ := e.placementHash(fl)
+	g := failover.Pick(e.cfg.Mode, h, e.cands)
 	if g == int(fl.Gateway) {
 		return -1
 	}

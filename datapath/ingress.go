@@ -2,7 +2,6 @@ package datapath
 
 import (
 	"github.com/l2shim/l2shim/conntrack"
-	"github.com/l2shim/l2shim/filters"
 	"github.com/l2shim/l2shim/rewrite"
 )
 
@@ -90,20 +89,12 @@ func (e *Engine) newInbound(in int, f *rewrite.Frame, key conntrack.Key, now int
 		Created:        now,
 		LastSeen:       now,
 	}
-	g, decided := e.applyRule(&nf, filters.In, in, f)
-	nf.Why = uint8(ReasonHostRouting)
-	switch {
-	case decided:
-		nf.Gateway = int16(g)
-		nf.Why = uint8(ReasonRule)
-	case e.cfg.SourceAware:
-		// Source-aware: the host's side leaves through the gateway the flow came in from,
-		// whatever the host's routes say. A flow from a LAN neighbour (no gateway's MAC)
-		// stays with the host's routing.
-		nf.Gateway = int16(e.gatewayByMAC(in, nf.HostGatewayMAC))
-		if nf.Gateway >= 0 {
-			nf.Why = uint8(ReasonSourceAware)
-		}
+	// An inbound rule, else source-aware: the host's side leaves through the gateway the
+	// flow came in from, whatever the host's routes say (a flow from a LAN neighbour, no
+	// gateway's MAC, stays with the host's routing). explain runs the same decision.
+	nf.Gateway = int16(e.decideInbound(&nf, in, f, nil))
+	if nf.Rule >= 0 {
+		e.rules.CountFlow(int(nf.Rule))
 	}
 	if nf.Gateway >= 0 {
 		nf.WireIf = int16(e.gws[nf.Gateway].Iface)
