@@ -50,9 +50,18 @@ test: build lint generated unit fuzz integration
 demo: build
 	./$(BIN) demo
 
+# The Go benchmarks, then integration/bench (root, about 5 minutes in all): kernel alone vs
+# l2shim, with its fast path and with --no-fast-path, on the integration topology; see
+# docs/testing.md. Neither runs while integration tests run (pgrep -f integration.test): they
+# would disturb each other; both wait, at most 20 minutes. BENCHFLAGS go to integration/bench
+# (e.g. BENCHFLAGS='-only tcp_up -rounds 1').
+BENCHFLAGS ?=
 bench: build
+	@n=0; while pgrep -f 'integration[.]test' >/dev/null; do \
+		if [ $$n -ge 240 ]; then echo "bench: integration tests still running after 20 minutes" >&2; exit 1; fi; \
+		[ $$n -gt 0 ] || echo "bench: integration tests are running: waiting"; n=$$((n+1)); sleep 5; done
 	$(GO) test -run '^$$' -bench . -benchmem ./rewrite/ ./conntrack/ ./failover/ ./datapath/ ./shim/
-	$(GO) run ./integration/bench -shim $(BIN)
+	$(GO) run ./integration/bench -shim $(BIN) $(BENCHFLAGS)
 
 clean:
 	rm -rf bin
