@@ -91,7 +91,10 @@ install:
 	else install -D -m 0644 dist/l2shim.toml $(DESTDIR)/etc/l2shim/l2shim.toml && \
 		echo "install: edit /etc/l2shim/l2shim.toml, then: l2shim check && systemctl daemon-reload && systemctl enable --now l2shim"; fi
 
+# uninstall first removes what a stopped l2shim may have left pinned in the kernel (its hooks
+# keep carrying established flows until then): only on the live system, not into a DESTDIR.
 uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -x $(PREFIX)/sbin/l2shim ]; then $(PREFIX)/sbin/l2shim cleanup || true; fi
 	rm -f $(DESTDIR)$(PREFIX)/sbin/l2shim $(DESTDIR)$(UNITDIR)/l2shim.service
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@echo "uninstall: kept /etc/l2shim (your configuration); systemctl daemon-reload to forget the unit"
