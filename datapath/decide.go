@@ -7,8 +7,8 @@ import (
 	"github.com/l2shim/l2shim/rewrite"
 )
 
-// The decision for a new flow lives here once, free of side effects: the datapath (place,
-// applyRule) calls it and then counts what it decided; `l2shim explain` calls it on a flow that
+// The decision for a new flow lives here once, free of side effects: the datapath (place for
+// the host's flows, newInbound for the wire's) calls it and then counts what it decided; `l2shim explain` calls it on a flow that
 // never enters the table, with a Trace that records every step.
 
 // StepKind is what one step of a decision did.
@@ -85,8 +85,11 @@ func (e *Engine) decide(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace)
 	return g
 }
 
-// matchRule is applyRule without its side effect: it sets fl's Rule and Drop and returns what
-// the rule decides, without counting the flow for the rule.
+// matchRule evaluates the rules for the first frame of a new flow, without side effects but on
+// fl: it sets fl's Rule and Drop and returns the gateway the rule places the flow on (-1: the
+// host's routing) and whether a rule decided at all (a drop, or a strict route-to whose
+// gateway is unusable, marks the flow dropped; a plain route-to whose gateway is unusable falls
+// back to the normal choice, decided false). The caller counts the flow for its rule.
 func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame, tr *Trace) (int, bool) {
 	if e.rules.Len() == 0 {
 		tr.add(Step{Kind: StepNoRule, Rule: -1, Gateway: -1})

@@ -2,7 +2,6 @@ package datapath
 
 import (
 	"github.com/l2shim/l2shim/conntrack"
-	"github.com/l2shim/l2shim/filters"
 	"github.com/l2shim/l2shim/internal/mix"
 	"github.com/l2shim/l2shim/rewrite"
 )
@@ -270,18 +269,6 @@ func (e *Engine) pin(in int, key conntrack.Key, hostGatewayMAC [6]byte) int {
 		}
 	}
 	return e.gatewayByMAC(in, hostGatewayMAC)
-}
-
-// applyRule evaluates the rules for the first frame of a new flow. It returns the gateway the
-// rule places the flow on (-1: the host's routing) and whether a rule decided at all; a drop
-// verdict, or a strict route-to whose gateway is unusable, marks the flow dropped. A route-to
-// whose gateway is unusable and not strict falls back to the normal choice (decided false).
-func (e *Engine) applyRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame) (int, bool) {
-	g, decided := e.matchRule(fl, dir, in, f, nil)
-	if fl.Rule >= 0 {
-		e.rules.CountFlow(int(fl.Rule))
-	}
-	return g, decided
 }
 
 // mapOnto computes the wire side of flow fl for its gateway (fl.Gateway, -1 for none): the
