@@ -132,6 +132,9 @@ type Flow struct {
 	Failed bool
 	// Fast is set while the kernel's fast path carries the flow (its entries are installed).
 	Fast bool
+	// FastDivert: its kernel entry only sends the answers of this not yet confirmed flow of
+	// the host's to user space through the host's own queue.
+	FastDivert bool
 	// Why says why the flow has its gateway (the engine's Reason values); Moves counts how
 	// often it was moved to another gateway (rotated, or off a dead one).
 	Why   uint8

@@ -31,6 +31,9 @@ type FastEntry struct {
 	Origin, Why uint8
 	Rule        int16
 	Gateway     [4]byte // the gateway's address, zero for none
+	// DivertOnly (in entries): a flow of the host's, not confirmed yet. Its answers reach
+	// user space through the host's capture queue, never behind a flood from the wire.
+	DivertOnly bool
 }
 
 // FastOp is one change to the kernel's flow maps.
@@ -52,7 +55,7 @@ type FastTracker interface {
 
 // refreshHostTCP brings what the kernel saw of the host's side of fl into fl. e.mu is held.
 func (e *Engine) refreshHostTCP(fl *conntrack.Flow) {
-	if !fl.Fast || e.opts.Tracker == nil || fl.Orig.Proto != rewrite.ProtoTCP {
+	if !fl.Fast || fl.FastDivert || e.opts.Tracker == nil || fl.Orig.Proto != rewrite.ProtoTCP {
 		return
 	}
 	seqEnd, ack, win, ok := e.opts.Tracker.HostTCP(fl.Orig)
@@ -83,7 +86,7 @@ func (e *Engine) markFast(fl *conntrack.Flow) {
 	if !e.opts.FastPath || fl == nil {
 		return
 	}
-	if !fl.Fast && !fastCandidate(fl) {
+	if !fl.Fast && fastWant(fl) == fastNone {
 		return
 	}
 	if e.fastDirty == nil {
@@ -117,6 +120,35 @@ func (e *Engine) fastGone(orig, reply conntrack.Key, both bool) {
 	}
 	e.fastDel = append(e.fastDel, FastOp{Delete: true, In: true, Key: reply})
 	e.fastPending.Store(true)
+}
+
+// What the kernel's maps hold for a flow.
+const (
+	fastNone   = iota
+	fastDivert // an in entry that diverts its answers to the host's queue
+	fastCarry  // both entries: the kernel carries it
+)
+
+// fastWant returns what the kernel's maps should hold for fl now.
+func fastWant(fl *conntrack.Flow) int {
+	switch {
+	case fastCandidate(fl):
+		return fastCarry
+	case fl.Origin == conntrack.Outbound && !fl.Replied && fl.Gateway >= 0 && !fl.Reset && !fl.Drop:
+		return fastDivert
+	}
+	return fastNone
+}
+
+// fastHas returns what the kernel's maps hold for fl.
+func fastHas(fl *conntrack.Flow) int {
+	switch {
+	case !fl.Fast:
+		return fastNone
+	case fl.FastDivert:
+		return fastDivert
+	}
+	return fastCarry
 }
 
 // fastCandidate reports whether a flow's state lets the kernel carry it: confirmed (a TCP
@@ -184,6 +216,12 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 		}
 		out, in, ok := e.fastEntries(fl)
 		switch {
+		case !ok && fastWant(fl) == fastDivert && int(fl.HostIf) < len(e.ifaces) && e.ifaces[fl.HostIf].Index > 0:
+			// Any carried entries go (a new connection on the tuple of an old one).
+			ops = append(ops, FastOp{Delete: true, Key: fl.Orig},
+				FastOp{In: true, Key: fl.Reply, Entry: FastEntry{Orig: fl.Orig, Ifindex: e.ifaces[fl.HostIf].Index, DivertOnly: true}})
+			delete(e.fast, fl.Orig)
+			fl.Fast, fl.FastDivert = true, true
 		case ok:
 			ops = append(ops, FastOp{Key: fl.Orig, Entry: out}, FastOp{In: true, Key: fl.Reply, Entry: in})
 			if e.fast == nil {
@@ -191,11 +229,11 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 			}
 			// A replaced entry counts afresh.
 			e.fast[fl.Orig] = &fastState{}
-			fl.Fast = true
+			fl.Fast, fl.FastDivert = true, false
 		case fl.Fast:
 			ops = append(ops, FastOp{Delete: true, Key: fl.Orig}, FastOp{Delete: true, In: true, Key: fl.Reply})
 			delete(e.fast, fl.Orig)
-			fl.Fast = false
+			fl.Fast, fl.FastDivert = false, false
 		}
 	}
 	return ops

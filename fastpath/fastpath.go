@@ -129,7 +129,10 @@ type Entry struct {
 	Port uint16
 	// MTU is the largest IP datagram out of the uplink (0: no check); larger frames go to
 	// the slow path, which answers or shrinks them.
-	MTU            uint16
+	MTU uint16
+	// DivertOnly (in entries): the flow is the host's, not confirmed yet; its answers go to
+	// user space through the host's capture queue, untouched.
+	DivertOnly     bool
 	SrcMAC, DstMAC [6]byte
 	// Opaque to the programs: what user space needs to adopt the flow after a restart.
 	Origin, Why uint8
@@ -148,7 +151,10 @@ type Counts struct {
 	HostWin             uint16
 }
 
-const flagNAT = 1
+const (
+	flagNAT    = 1
+	flagDivert = 2
+)
 
 func keyOf(k Key) fastpathFlowKey {
 	var fk fastpathFlowKey
@@ -167,6 +173,9 @@ func valOf(e Entry) fastpathFlowVal {
 	if e.NAT {
 		v.Flags |= flagNAT
 		v.Addr = e.Addr.As16()
+	}
+	if e.DivertOnly {
+		v.Flags |= flagDivert
 	}
 	return v
 }
@@ -216,10 +225,11 @@ func (k *Kernel) Counts(d Direction, key Key) (Counts, bool) {
 }
 
 // SetIface tells the programs that ifindex is an external interface with MAC mac, whose
-// diverted frames go to the capture veth end capture.
-func (k *Kernel) SetIface(ifindex int, mac [6]byte, capture int) error {
+// diverted frames from the wire go to the capture veth end capture, and the host's frames and
+// the answers to its new flows to captureHost (0: capture too).
+func (k *Kernel) SetIface(ifindex int, mac [6]byte, capture, captureHost int) error {
 	key := uint32(ifindex)
-	v := fastpathIfaceCfg{Mac: mac, Capture: uint32(capture)}
+	v := fastpathIfaceCfg{Mac: mac, Capture: uint32(capture), CaptureHost: uint32(captureHost)}
 	if err := k.objs.L2sIfaces.Put(&key, &v); err != nil {
 		return fmt.Errorf("fastpath: interface %d: %w", ifindex, err)
 	}
@@ -344,7 +354,7 @@ func (k *Kernel) Entries(d Direction) ([]Installed, error) {
 	var v fastpathFlowVal
 	it := k.flowMap(d).Iterate()
 	for it.Next(&fk, &v) {
-		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
+		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, DivertOnly: v.Flags&flagDivert != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
 		if v.GwIp != ([4]byte{}) {
 			e.Gateway = netip.AddrFrom4(v.GwIp)
 		}

@@ -47,10 +47,11 @@ type fastpathFlowVal struct {
 }
 
 type fastpathIfaceCfg struct {
-	_       structs.HostLayout
-	Mac     [6]uint8
-	Pad     uint16
-	Capture uint32
+	_           structs.HostLayout
+	Mac         [6]uint8
+	Pad         uint16
+	Capture     uint32
+	CaptureHost uint32
 }
 
 // Names of all BPF objects in the ELF.

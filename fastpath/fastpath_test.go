@@ -62,7 +62,7 @@ func loadTest(t *testing.T) *Kernel {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { k.Close() })
-	if err := k.SetIface(testIfindex, hostMAC, 99); err != nil {
+	if err := k.SetIface(testIfindex, hostMAC, 99, 98); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.AddGateway(gwMAC); err != nil {
@@ -324,5 +324,32 @@ func TestUnownedFramesUntouched(t *testing.T) {
 		if ret != retNext || !bytes.Equal(out, f) {
 			t.Errorf("%s: ret %d, changed %v", name, int32(ret), !bytes.Equal(out, f))
 		}
+	}
+}
+
+// TestDivertOnlyEntry: an answer to a flow the host opened and l2shim has not confirmed yet
+// goes to user space (the host's queue) untouched, whatever it is; without l2shim it passes.
+func TestDivertOnlyEntry(t *testing.T) {
+	k := loadTest(t)
+	key := Key{Src: netip.MustParseAddr("203.0.113.10"), Dst: netip.MustParseAddr("10.2.0.2"), SrcPort: 443, DstPort: 40000, Proto: rewrite.ProtoTCP}
+	if err := k.Put(In, key, Entry{Ifindex: testIfindex, DivertOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	synack := tcpFrame(t, gwMAC, hostMAC, key, true, false, false, 0, false)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := k.Stats()
+	ret, out := run(t, k.Ingress(), synack, nil)
+	after, _ := k.Stats()
+	if ret != retRedirect || !bytes.Equal(out, synack) || after.DivertIn != before.DivertIn+1 || after.FastIn != before.FastIn {
+		t.Fatalf("answer to a new flow: ret %d, changed %v, diverted %d", int32(ret), !bytes.Equal(out, synack), after.DivertIn-before.DivertIn)
+	}
+	zero, old := uint32(0), uint64(1)
+	if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
+		t.Fatal(err)
+	}
+	if ret, _ := run(t, k.Ingress(), synack, nil); ret != retNext {
+		t.Fatalf("with l2shim gone: ret %d, want it passed", int32(ret))
 	}
 }

@@ -547,7 +547,8 @@ func TestConntrackSYNFlood(t *testing.T) {
 		}
 	}()
 
-	// Legitimate new connections during the flood: logged, not asserted.
+	// Legitimate new connections during the flood, four a second: the host's own frames have a
+	// capture queue of their own, so the flood on the wire's queue must not starve them.
 	var duringOK, duringN atomic.Int64
 	floodCtx, stopFlood := context.WithTimeout(ctx, floodLimit)
 	defer stopFlood()
@@ -562,7 +563,7 @@ func TestConntrackSYNFlood(t *testing.T) {
 			}
 			select {
 			case <-floodCtx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(250 * time.Millisecond):
 			}
 		}
 	}()
@@ -596,6 +597,11 @@ func TestConntrackSYNFlood(t *testing.T) {
 	t.Logf("MEASURED flood: %d spoofed SYNs sent in %v (%.0f/s; gw0 %d, gw1 %d; ENOBUFS batches %d); host stack received %d of them",
 		sent, floodElapsed.Round(time.Millisecond), float64(sent)/floodElapsed.Seconds(), fres[0].Sent, fres[1].Sent, fres[0].NoBufs+fres[1].NoBufs, host("syn"))
 	t.Logf("during the flood: %d/%d new echo connections succeeded; upload at %d MiB", duringOK.Load(), duringN.Load(), progress.Load()>>20)
+	// The target is 95 %; on a sample of a few dozen one unlucky attempt is more than 5 %, so
+	// one failure is tolerated. Before the host had its own queue, 1 in 4 failed.
+	if ok, n := duringOK.Load(), duringN.Load(); n == 0 || (ok*100 < n*95 && n-ok > 1) {
+		t.Errorf("during the flood only %d of %d of the host's new connections succeeded; want >= 95%%", ok, n)
+	}
 	if sent < floodTotal*9/10 {
 		t.Errorf("the flood sent only %d of %d SYNs within %v: the test did not flood", sent, floodTotal, floodLimit)
 	}

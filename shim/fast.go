@@ -109,17 +109,18 @@ func fastKey(k datapath.FastKey) fastpath.Key {
 
 func fastEntry(e datapath.FastEntry) fastpath.Entry {
 	return fastpath.Entry{
-		Ifindex: e.Ifindex,
-		NAT:     e.NAT,
-		Addr:    netip.AddrFrom4(e.Addr),
-		Port:    e.Port,
-		MTU:     uint16(min(e.MTU, 65535)),
-		SrcMAC:  e.SrcMAC,
-		DstMAC:  e.DstMAC,
-		Origin:  e.Origin,
-		Why:     e.Why,
-		Rule:    e.Rule,
-		Gateway: netip.AddrFrom4(e.Gateway),
+		Ifindex:    e.Ifindex,
+		DivertOnly: e.DivertOnly,
+		NAT:        e.NAT,
+		Addr:       netip.AddrFrom4(e.Addr),
+		Port:       e.Port,
+		MTU:        uint16(min(e.MTU, 65535)),
+		SrcMAC:     e.SrcMAC,
+		DstMAC:     e.DstMAC,
+		Origin:     e.Origin,
+		Why:        e.Why,
+		Rule:       e.Rule,
+		Gateway:    netip.AddrFrom4(e.Gateway),
 	}
 }
 

@@ -19,7 +19,17 @@ func (s *Shim) startLoop(i int) {
 	s.loops.Add(1)
 	go func() {
 		defer s.loops.Done()
-		if err := s.loop(i); err != nil {
+		if err := s.loop(i, false); err != nil {
+			select {
+			case s.loopErr <- err:
+			default:
+			}
+		}
+	}()
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		if err := s.loop(i, true); err != nil {
 			select {
 			case s.loopErr <- err:
 			default:
@@ -33,9 +43,14 @@ func (s *Shim) startLoop(i int) {
 // processes; no socket is ever waited on with it held, and no write waits at all (a full
 // socket drops, see sendQueue.flush). While the loop works on a batch, p.busy says since when,
 // so the heartbeat can tell a stuck loop from an idle one.
-func (s *Shim) loop(in int) error {
+func (s *Shim) loop(in int, host bool) error {
 	p := (*s.portsSnap.Load())[in]
-	defer p.busy.Store(0)
+	// Two loops per port: the wire's frames, and the host's (its own queue, see port).
+	sock, busy := p.capture, &p.busy
+	if host {
+		sock, busy = p.captureHost, &p.busyHost
+	}
+	defer busy.Store(0)
 	counters := s.engine.Counters()
 	// One queue per destination socket; interfaces a reload adds get theirs when they show
 	// up (indexes never change).
@@ -54,9 +69,9 @@ func (s *Shim) loop(in int) error {
 	rb := newReadBatch(s.opts.Batch)
 	batch := datapath.NewBatch(s.opts.Batch)
 	for {
-		p.busy.Store(0)
-		_, err := p.capture.read(rb)
-		p.busy.Store(max(s.now(), 1))
+		busy.Store(0)
+		_, err := sock.read(rb)
+		busy.Store(max(s.now(), 1))
 		if err != nil {
 			if errors.Is(err, errFrameLost) {
 				counters.Add(datapath.Lost, 1)
@@ -65,7 +80,7 @@ func (s *Shim) loop(in int) error {
 			if p.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("read %s: %w", p.capture.name, err)
+			return fmt.Errorf("read %s: %w", sock.name, err)
 		}
 		if rb.truncated > 0 {
 			counters.Add(datapath.Lost, uint64(rb.truncated))
@@ -131,15 +146,15 @@ func (s *Shim) heartbeat(ctx context.Context) {
 		ports := *s.portsSnap.Load()
 		busy = busy[:0]
 		for _, p := range ports {
-			busy = append(busy, p.busy.Load())
+			busy = append(busy, p.busy.Load(), p.busyHost.Load())
 		}
 		now := s.now()
 		lag, stuck, moving := w.check(now, busy)
 		for _, i := range stuck {
-			s.log.Error("frame loop stuck: the hooks stop diverting until it moves again", "interface", ports[i].name, "stuck_for", time.Duration(now-busy[i]).Round(time.Millisecond))
+			s.log.Error("frame loop stuck: the hooks stop diverting until it moves again", "interface", ports[i/2].name, "stuck_for", time.Duration(now-busy[i]).Round(time.Millisecond))
 		}
 		for _, i := range moving {
-			s.log.Info("frame loop moving again: the hooks divert again", "interface", ports[i].name)
+			s.log.Info("frame loop moving again: the hooks divert again", "interface", ports[i/2].name)
 		}
 		if err := s.maps.beat(time.Duration(lag)); err != nil {
 			s.log.Error("heartbeat", "err", err)

@@ -17,15 +17,20 @@ import (
 type port struct {
 	name    string
 	veth    *vethPair
-	capture *packetConn                // on the veth's far end: reads diverted frames, writes injections
-	wire    atomic.Pointer[packetConn] // on the external interface: writes to the gateways
-	sink    link.Link
+	capture *packetConn // on the veth's far end: reads diverted frames, writes injections
+	// The host's own queue: a second pair and socket for the frames the host sends and the
+	// answers to its new flows, so a flood from the wire never delays them.
+	vethHost    *vethPair
+	captureHost *packetConn
+	sinkHost    link.Link
+	wire        atomic.Pointer[packetConn] // on the external interface: writes to the gateways
+	sink        link.Link
 	// closing is set before the capture socket is closed on purpose (a reload removed the
 	// interface, or the shim stops), so its loop ends quietly.
 	closing atomic.Bool
 	// busy is when (on the shim's clock) the frame loop took the batch it is working on, 0
 	// while it waits for frames: the heartbeat's measure of progress.
-	busy atomic.Int64
+	busy, busyHost atomic.Int64
 
 	// Guarded by Shim.mu.
 	removed bool // a reload detached the interface
@@ -64,7 +69,7 @@ func (s *Shim) addPort(name string) (*port, error) {
 func (s *Shim) setIface(p *port) error {
 	var mac [6]byte
 	copy(mac[:], p.ifi.HardwareAddr)
-	return s.maps.k.SetIface(p.ifi.Index, mac, p.veth.near.Attrs().Index)
+	return s.maps.k.SetIface(p.ifi.Index, mac, p.veth.near.Attrs().Index, p.vethHost.near.Attrs().Index)
 }
 
 // attachHook attaches one of the external interfaces' programs (pinned, and adopting an
@@ -85,17 +90,10 @@ func (s *Shim) attachHook(name string, prog *ebpf.Program, ifindex int, typ ebpf
 func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
 	s.fitVeths(ifi.MTU)
 	var err error
-	if p.veth, err = createVethPair(p.name, ifi.Index, s.vethMTU); err != nil {
+	if p.veth, p.capture, p.sink, err = s.capturePair(p.name, ifi.Index, false); err != nil {
 		return err
 	}
-	farIfi, err := net.InterfaceByName(p.veth.far.Attrs().Name)
-	if err != nil {
-		return err
-	}
-	if p.capture, err = openPacket(farIfi, s.cfg.Shim.Mark, true); err != nil {
-		return err
-	}
-	if p.sink, err = attach(progSink, s.maps.k.Sink(), p.veth.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
+	if p.vethHost, p.captureHost, p.sinkHost, err = s.capturePair(p.name, ifi.Index, true); err != nil {
 		return err
 	}
 	if err := s.bindPort(p, ifi); err != nil {
@@ -104,6 +102,32 @@ func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
 	// Diverted frames go to this port's capture veth from now on (the hooks of an earlier
 	// l2shim, adopted, included: the heartbeat tells them when to divert).
 	return s.setIface(p)
+}
+
+// capturePair makes one capture pair of interface name: the veths, the packet socket on the
+// far end and the program that drops what the socket has read.
+func (s *Shim) capturePair(name string, ifindex int, host bool) (*vethPair, *packetConn, link.Link, error) {
+	v, err := createVethPair(name, ifindex, s.vethMTU, host)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	farIfi, err := net.InterfaceByName(v.far.Attrs().Name)
+	if err != nil {
+		v.delete()
+		return nil, nil, nil, err
+	}
+	c, err := openPacket(farIfi, s.cfg.Shim.Mark, true)
+	if err != nil {
+		v.delete()
+		return nil, nil, nil, err
+	}
+	sink, err := attach(progSink, s.maps.k.Sink(), v.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs)
+	if err != nil {
+		_ = c.Close()
+		v.delete()
+		return nil, nil, nil, err
+	}
+	return v, c, sink, nil
 }
 
 // fitVeths makes every capture veth's MTU at least mtu (and 1500): a frame read from one
@@ -119,8 +143,13 @@ func (s *Shim) fitVeths(mtu int) {
 		if p.removed || p.veth == nil {
 			continue
 		}
-		if err := p.veth.setMTU(mtu); err != nil {
-			s.log.Error("raise the capture veth's MTU; frames larger than the old one are lost", "interface", p.name, "mtu", mtu, "err", err)
+		for _, v := range []*vethPair{p.veth, p.vethHost} {
+			if v == nil {
+				continue
+			}
+			if err := v.setMTU(mtu); err != nil {
+				s.log.Error("raise the capture veth's MTU; frames larger than the old one are lost", "interface", p.name, "mtu", mtu, "err", err)
+			}
 		}
 	}
 	if s.vethMTU > 0 {
@@ -244,8 +273,10 @@ func (p *port) closeWire() {
 // closeSockets closes the port's sockets, which ends its frame loop.
 func (p *port) closeSockets() {
 	p.closing.Store(true)
-	if p.capture != nil {
-		_ = p.capture.Close()
+	for _, c := range []*packetConn{p.capture, p.captureHost} {
+		if c != nil {
+			_ = c.Close()
+		}
 	}
 	p.closeWire()
 }
@@ -259,16 +290,18 @@ func (s *Shim) closeSockets() {
 // release closes what is left of p after its hooks and sockets: its programs on the veth and
 // the veth pair itself.
 func (p *port) release() {
-	for _, l := range []link.Link{p.inject, p.sink} {
+	for _, l := range []link.Link{p.inject, p.sink, p.sinkHost} {
 		if l != nil {
 			_ = l.Close()
 		}
 	}
-	p.inject, p.sink = nil, nil
-	if p.veth != nil {
-		p.veth.delete()
-		p.veth = nil
+	p.inject, p.sink, p.sinkHost = nil, nil, nil
+	for _, v := range []*vethPair{p.veth, p.vethHost} {
+		if v != nil {
+			v.delete()
+		}
 	}
+	p.veth, p.vethHost = nil, nil
 }
 
 // removePort detaches an interface no gateway uses any more. Its slot stays (the indexes of

@@ -219,9 +219,16 @@ func (s *Shim) logTotals() {
 	}
 	for _, p := range s.ports {
 		// Frames the kernel dropped because the shim did not read fast enough.
-		if st, err := p.capture.c.Stats(); err == nil {
-			attrs = append(attrs, "capture_drops_"+p.name, st.Drops)
+		var drops uint32
+		for _, c := range []*packetConn{p.capture, p.captureHost} {
+			if c == nil {
+				continue
+			}
+			if st, err := c.c.Stats(); err == nil {
+				drops += st.Drops
+			}
 		}
+		attrs = append(attrs, "capture_drops_"+p.name, drops)
 	}
 	s.log.Info("totals", attrs...)
 }

@@ -23,13 +23,18 @@ type vethPair struct {
 	near, far netlink.Link
 }
 
-func vethNames(extIndex int) (near, far string) {
+// vethNames names an interface's capture pairs: l2sNn/l2sNf for the frames from the wire (and
+// the injections), l2sNo/l2sNp for the host's own frames and the answers to its new flows.
+func vethNames(extIndex int, host bool) (near, far string) {
+	if host {
+		return fmt.Sprintf("l2s%do", extIndex), fmt.Sprintf("l2s%dp", extIndex)
+	}
 	return fmt.Sprintf("l2s%dn", extIndex), fmt.Sprintf("l2s%df", extIndex)
 }
 
-// createVethPair makes the pair for ext, with no addresses, IPv6 disabled and MTU mtu.
-func createVethPair(ext string, extIndex, mtu int) (*vethPair, error) {
-	nearName, farName := vethNames(extIndex)
+// createVethPair makes a capture pair for ext, with no addresses, IPv6 disabled and MTU mtu.
+func createVethPair(ext string, extIndex, mtu int, host bool) (*vethPair, error) {
+	nearName, farName := vethNames(extIndex, host)
 	// A leftover of the same name (a crash between cleanup and now) is replaced.
 	if l, err := netlink.LinkByName(nearName); err == nil {
 		_ = netlink.LinkDel(l)

@@ -39,7 +39,9 @@
 #define IP_OFFMASK 0x1fff
 
 // Flow entry flags.
-#define FP_NAT 1 // rewrite the address and port (source out, destination in)
+#define FP_NAT 1    // rewrite the address and port (source out, destination in)
+#define FP_DIVERT 2 // in: an answer to a flow the host opened, not yet confirmed: to user space
+                    // through the host's queue, never behind frames nobody asked for
 
 // Configuration, set by the loader before the programs load.
 volatile const __u32 cfg_mark = 0;           // the shim's mark bits ...
@@ -91,7 +93,8 @@ struct flow_val {
 struct iface_cfg {
 	__u8 mac[6];
 	__u16 pad;
-	__u32 capture; // ifindex of its capture veth's near end (divert target)
+	__u32 capture;      // ifindex of the near end of the capture veth for frames from the wire
+	__u32 capture_host; // ... for the host's frames and the answers to its new flows (0: capture)
 };
 
 // Counters of what the programs did, per CPU.
@@ -373,11 +376,17 @@ static __always_inline int orphaned(struct flow_val *v, int alive)
 	return !alive && v->last_seen && bpf_ktime_get_ns() - v->last_seen > cfg_orphan_idle_ns;
 }
 
-// divert redirects a frame to the slow path through the interface's capture veth.
-static __always_inline int divert(struct iface_cfg *ifc, __u32 stat)
+// divert redirects a frame to the slow path through capture veth near end ifindex.
+static __always_inline int divert(__u32 ifindex, __u32 stat)
 {
 	count(stat);
-	return bpf_redirect(ifc->capture, 0);
+	return bpf_redirect(ifindex, 0);
+}
+
+// host_queue is the capture veth of the host's frames: a flood from the wire fills the other.
+static __always_inline __u32 host_queue(struct iface_cfg *ifc)
+{
+	return ifc->capture_host ? ifc->capture_host : ifc->capture;
 }
 
 SEC("tcx/egress")
@@ -429,7 +438,7 @@ int l2shim_egress(struct __sk_buff *skb)
 	}
 slow:
 	if (to_gateway && alive)
-		return divert(ifc, STAT_DIVERT_OUT);
+		return divert(host_queue(ifc), STAT_DIVERT_OUT);
 	return TCX_NEXT;
 }
 
@@ -464,6 +473,11 @@ int l2shim_ingress(struct __sk_buff *skb)
 			bpf_map_delete_elem(&l2s_flows_in, &k);
 			v = 0;
 		}
+		if (v && (v->flags & FP_DIVERT)) {
+			if (alive)
+				return divert(host_queue(ifc), STAT_DIVERT_IN);
+			return TCX_NEXT;
+		}
 		if (v && !needs_slow_path(skb, &f, alive)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 16, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4 + 2, v->port, ICMP_ECHOREPLY))
 				goto slow;
@@ -482,7 +496,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 	}
 slow:
 	if (alive)
-		return divert(ifc, STAT_DIVERT_IN);
+		return divert(ifc->capture, STAT_DIVERT_IN);
 	return TCX_NEXT;
 }
 
