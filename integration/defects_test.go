@@ -464,7 +464,8 @@ func TestTruncatedReads(t *testing.T) {
 	// gso_max_size (64 KiB) this kernel cuts larger super-frames into segments before they
 	// reach l2shim; kernels and settings that let them through hand l2shim frames larger than
 	// its read buffer.
-	near := fmt.Sprintf("l2s%dn", mustIndex(t, topo.Host, topo.HostIf0))
+	// The host's frames are captured through l2sNo (the wire's through l2sNn).
+	near := fmt.Sprintf("l2s%do", mustIndex(t, topo.Host, topo.HostIf0))
 	const big = 185000
 	for _, name := range []string{topo.HostIf0, near} {
 		l, err := topo.Host.Netlink().LinkByName(name)
