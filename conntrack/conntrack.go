@@ -72,6 +72,18 @@ const (
 	DirReply = 1 // wire → host
 )
 
+// FastState is what the kernel's fast path holds for a flow.
+type FastState uint8
+
+const (
+	FastNone FastState = iota
+	// FastDivert: an in entry that only sends the answers of a host's flow, not confirmed
+	// yet, to user space through the host's own capture queue (never behind a flood).
+	FastDivert
+	// FastCarry: both entries; the kernel carries the flow.
+	FastCarry
+)
+
 // Flow is one tracked connection and the decision the datapath made for it.
 //
 // A *Flow from Lookup*, Insert or Range is valid until the flow is removed: by Delete, by
@@ -130,11 +142,8 @@ type Flow struct {
 	// Failed is set once the flow counted as a failed attempt of its gateway (unanswered for
 	// a while, or rotated away), so it counts once.
 	Failed bool
-	// Fast is set while the kernel's fast path carries the flow (its entries are installed).
-	Fast bool
-	// FastDivert: its kernel entry only sends the answers of this not yet confirmed flow of
-	// the host's to user space through the host's own queue.
-	FastDivert bool
+	// Fast says what the kernel's fast path holds for the flow.
+	Fast FastState
 	// Why says why the flow has its gateway (the engine's Reason values); Moves counts how
 	// often it was moved to another gateway (rotated, or off a dead one).
 	Why   uint8

@@ -106,7 +106,7 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	gap := now - fl.LastSeen
 	e.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
 	trackHostTCP(f, fl)
-	if fastHas(fl) != fastWant(fl) {
+	if fl.Fast != fastWant(fl) {
 		e.markFast(fl)
 	}
 	if e.isRetry(f, fl, gap) {

@@ -153,8 +153,8 @@ func New(ifaces []Iface, plan Plan, opts Options) *Engine {
 		if f.Origin == conntrack.Inbound {
 			e.inbound.remove(f)
 		}
-		if f.Fast {
-			e.fastGone(f.Orig, f.Reply, true)
+		if f.Fast != conntrack.FastNone {
+			e.fastGone(f.Orig, f.Reply, f.Fast == conntrack.FastCarry)
 		}
 	})
 	e.apply(plan, nil)

@@ -55,7 +55,7 @@ type FastTracker interface {
 
 // refreshHostTCP brings what the kernel saw of the host's side of fl into fl. e.mu is held.
 func (e *Engine) refreshHostTCP(fl *conntrack.Flow) {
-	if !fl.Fast || fl.FastDivert || e.opts.Tracker == nil || fl.Orig.Proto != rewrite.ProtoTCP {
+	if fl.Fast != conntrack.FastCarry || e.opts.Tracker == nil || fl.Orig.Proto != rewrite.ProtoTCP {
 		return
 	}
 	seqEnd, ack, win, ok := e.opts.Tracker.HostTCP(fl.Orig)
@@ -86,7 +86,7 @@ func (e *Engine) markFast(fl *conntrack.Flow) {
 	if !e.opts.FastPath || fl == nil {
 		return
 	}
-	if !fl.Fast && fastWant(fl) == fastNone {
+	if fl.Fast == conntrack.FastNone && fastWant(fl) == conntrack.FastNone {
 		return
 	}
 	if e.fastDirty == nil {
@@ -122,33 +122,15 @@ func (e *Engine) fastGone(orig, reply conntrack.Key, both bool) {
 	e.fastPending.Store(true)
 }
 
-// What the kernel's maps hold for a flow.
-const (
-	fastNone   = iota
-	fastDivert // an in entry that diverts its answers to the host's queue
-	fastCarry  // both entries: the kernel carries it
-)
-
 // fastWant returns what the kernel's maps should hold for fl now.
-func fastWant(fl *conntrack.Flow) int {
+func fastWant(fl *conntrack.Flow) conntrack.FastState {
 	switch {
 	case fastCandidate(fl):
-		return fastCarry
+		return conntrack.FastCarry
 	case fl.Origin == conntrack.Outbound && !fl.Replied && fl.Gateway >= 0 && !fl.Reset && !fl.Drop:
-		return fastDivert
+		return conntrack.FastDivert
 	}
-	return fastNone
-}
-
-// fastHas returns what the kernel's maps hold for fl.
-func fastHas(fl *conntrack.Flow) int {
-	switch {
-	case !fl.Fast:
-		return fastNone
-	case fl.FastDivert:
-		return fastDivert
-	}
-	return fastCarry
+	return conntrack.FastNone
 }
 
 // fastCandidate reports whether a flow's state lets the kernel carry it: confirmed (a TCP
@@ -216,12 +198,14 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 		}
 		out, in, ok := e.fastEntries(fl)
 		switch {
-		case !ok && fastWant(fl) == fastDivert && int(fl.HostIf) < len(e.ifaces) && e.ifaces[fl.HostIf].Index > 0:
-			// Any carried entries go (a new connection on the tuple of an old one).
-			ops = append(ops, FastOp{Delete: true, Key: fl.Orig},
-				FastOp{In: true, Key: fl.Reply, Entry: FastEntry{Orig: fl.Orig, Ifindex: e.ifaces[fl.HostIf].Index, DivertOnly: true}})
-			delete(e.fast, fl.Orig)
-			fl.Fast, fl.FastDivert = true, true
+		case !ok && fastWant(fl) == conntrack.FastDivert && int(fl.HostIf) < len(e.ifaces) && e.ifaces[fl.HostIf].Index > 0:
+			if fl.Fast == conntrack.FastCarry {
+				// A new connection on the tuple of a carried one: its out entry goes.
+				ops = append(ops, FastOp{Delete: true, Key: fl.Orig})
+				delete(e.fast, fl.Orig)
+			}
+			ops = append(ops, FastOp{In: true, Key: fl.Reply, Entry: FastEntry{Orig: fl.Orig, Ifindex: e.ifaces[fl.HostIf].Index, DivertOnly: true}})
+			fl.Fast = conntrack.FastDivert
 		case ok:
 			ops = append(ops, FastOp{Key: fl.Orig, Entry: out}, FastOp{In: true, Key: fl.Reply, Entry: in})
 			if e.fast == nil {
@@ -229,11 +213,14 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 			}
 			// A replaced entry counts afresh.
 			e.fast[fl.Orig] = &fastState{}
-			fl.Fast, fl.FastDivert = true, false
-		case fl.Fast:
-			ops = append(ops, FastOp{Delete: true, Key: fl.Orig}, FastOp{Delete: true, In: true, Key: fl.Reply})
-			delete(e.fast, fl.Orig)
-			fl.Fast, fl.FastDivert = false, false
+			fl.Fast = conntrack.FastCarry
+		case fl.Fast != conntrack.FastNone:
+			if fl.Fast == conntrack.FastCarry {
+				ops = append(ops, FastOp{Delete: true, Key: fl.Orig})
+				delete(e.fast, fl.Orig)
+			}
+			ops = append(ops, FastOp{Delete: true, In: true, Key: fl.Reply})
+			fl.Fast = conntrack.FastNone
 		}
 	}
 	return ops
@@ -403,7 +390,7 @@ func (e *Engine) AdoptFast(flows []AdoptedFlow, now int64) int {
 		if p.Gateway >= 0 {
 			e.gws[p.Gateway].stats.Live.Add(1)
 		}
-		p.Fast = true
+		p.Fast = conntrack.FastCarry
 		if e.fast == nil {
 			e.fast = make(map[conntrack.Key]*fastState)
 		}

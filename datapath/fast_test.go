@@ -32,7 +32,7 @@ func TestFastPathEntries(t *testing.T) {
 	if out.Key != fl.Orig || out.Entry != wantOut || in.Key != fl.Reply || in.Entry != wantIn {
 		t.Fatalf("entries\n out %+v %+v\n in  %+v %+v\nwant %+v\n     %+v", out.Key, out.Entry, in.Key, in.Entry, wantOut, wantIn)
 	}
-	if !fl.Fast || d.FastPending() || len(d.FastChanges(nil)) != 0 {
+	if fl.Fast != conntrack.FastCarry || d.FastPending() || len(d.FastChanges(nil)) != 0 {
 		t.Fatal("installed flow not marked, or changes left over")
 	}
 
@@ -50,7 +50,7 @@ func TestFastPathEntries(t *testing.T) {
 	// Its gateway goes down: the flow is reset toward the host and leaves the fast path.
 	d.Evacuate(1, last)
 	ops = d.FastChanges(nil)
-	if len(ops) != 2 || !ops[0].Delete || !ops[1].Delete || ops[0].Key != fl.Orig || ops[1].Key != fl.Reply || fl.Fast {
+	if len(ops) != 2 || !ops[0].Delete || !ops[1].Delete || ops[0].Key != fl.Orig || ops[1].Key != fl.Reply || fl.Fast != conntrack.FastNone {
 		t.Fatalf("ops after the reset: %+v", ops)
 	}
 }
@@ -144,7 +144,7 @@ func TestAdoptFast(t *testing.T) {
 		t.Fatalf("adopted %d flows, want 1", n)
 	}
 	got := d.table.LookupOrig(fl.Orig)
-	if got == nil || got.Reply != fl.Reply || !got.NAT || got.Gateway != 1 || !got.Fast || got.TCPState != conntrack.TCPEstablished {
+	if got == nil || got.Reply != fl.Reply || !got.NAT || got.Gateway != 1 || got.Fast != conntrack.FastCarry || got.TCPState != conntrack.TCPEstablished {
 		t.Fatalf("adopted flow %+v", got)
 	}
 	ops = d.FastChanges(nil)
@@ -166,5 +166,39 @@ func TestAdoptFast(t *testing.T) {
 	ip := gopacket.NewPacket(fin, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 	if !bytes.Equal(ip.SrcIP.To4(), addr1[:]) {
 		t.Fatalf("the FIN leaves from %v, want the flow's NAT address %v", ip.SrcIP, addr1)
+	}
+}
+
+// TestFastPathDivertsUnconfirmed: a host's new connection gets only an in entry that diverts
+// its answers to the host's queue; once confirmed the kernel carries it with both entries.
+func TestFastPathDivertsUnconfirmed(t *testing.T) {
+	d := fastEngine(t)
+	syn := pkt{syn: true, seq: 5000, wscale: 7}
+	syn.srcMAC, syn.dstMAC, syn.src, syn.dst, syn.proto, syn.sport, syn.dport = mac0, gwMAC0, addr0, server, 6, 7300, 80
+	if v := process(d, 0, syn.build(t)); v.Iface != 1 {
+		t.Fatalf("SYN not placed on eth1: %+v", v)
+	}
+	ops := d.FastChanges(nil)
+	d.mu.Lock()
+	fl := d.table.LookupOrig(conntrack.Key{Src: addr0, Dst: server, SrcPort: 7300, DstPort: 80, Proto: 6})
+	d.mu.Unlock()
+	if fl == nil || len(ops) != 1 || ops[0].Delete || !ops[0].In || ops[0].Key != fl.Reply ||
+		ops[0].Entry != (FastEntry{Orig: fl.Orig, Ifindex: 2, DivertOnly: true}) || fl.Fast != conntrack.FastDivert {
+		t.Fatalf("after the SYN: ops %+v, flow %+v", ops, fl)
+	}
+	if len(d.FastChanges(nil)) != 0 {
+		t.Fatal("a retransmitted SYN's flow was installed again")
+	}
+
+	// The answer and the handshake's end: both entries, the in entry no longer divert-only.
+	wire := pkt{syn: true, ack: true, seq: 90000, ackNum: 5001}
+	wire.srcMAC, wire.dstMAC, wire.src, wire.dst, wire.proto, wire.sport, wire.dport = gwMAC1, mac1, server, addr1, 6, 80, 7300
+	process(d, 1, wire.build(t))
+	ack := syn
+	ack.syn, ack.ack, ack.seq, ack.ackNum = false, true, 5001, 90001
+	process(d, 0, ack.build(t))
+	ops = d.FastChanges(nil)
+	if len(ops) != 2 || ops[0].Delete || ops[1].Delete || ops[1].Entry.DivertOnly || fl.Fast != conntrack.FastCarry {
+		t.Fatalf("after the handshake: ops %+v, fast %v", ops, fl.Fast)
 	}
 }

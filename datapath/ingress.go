@@ -62,7 +62,7 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 			e.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
 		}
 		e.table.Seen(fl, conntrack.DirReply, len(f.Buf), flags, now)
-		if fastHas(fl) != fastWant(fl) {
+		if fl.Fast != fastWant(fl) {
 			e.markFast(fl)
 		}
 	}

@@ -105,7 +105,7 @@ func (e *Engine) moveFlow(fl *conntrack.Flow, g int) bool {
 		nr := fl.Reply
 		fl.Reply = oldReply
 		if e.table.Rekey(fl, nr) == nil {
-			if fl.Fast {
+			if fl.Fast != conntrack.FastNone {
 				if nr != oldReply {
 					e.fastGone(fl.Orig, oldReply, false)
 				}
