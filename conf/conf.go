@@ -166,8 +166,8 @@ type Conntrack struct {
 type Gateway struct {
 	Name      string           // defaults to Interface; unique
 	Interface string           // the external interface the gateway is reached through
-	Address   netip.Addr       // IPv4 unicast
-	MAC       net.HardwareAddr // nil = resolve with ARP; else a 6-byte unicast address
+	Address   netip.Addr       // IPv4 unicast; optional on an L3 interface (invalid: none)
+	MAC       net.HardwareAddr // nil = resolve with ARP; else a 6-byte unicast address (Ethernet only)
 	Weight    int              // default 1, 1..1000
 	Comment   string           // free text shown by status
 	On        bool             // default true

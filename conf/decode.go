@@ -498,9 +498,9 @@ func (d *decoder) gateway(i int, t *table) (Gateway, gatewayInfo) {
 			g.Address = a
 			info.addressOK = true
 		}
-	} else if _, present := t.m["address"]; !present {
-		t.errorf("address", "is required: the gateway's IPv4 address")
 	}
+	// A missing address is checked against the interface (CheckHost): an Ethernet gateway
+	// needs one for ARP, a point-to-point link's (ppp, WireGuard) does not.
 	if v, ok := t.str("mac"); ok {
 		if mac, msg := parseMAC(v); msg != "" {
 			t.errorf("mac", "%s", msg)

@@ -18,6 +18,7 @@ type HostInterface struct {
 	MTU        int
 	MAC        net.HardwareAddr
 	Ethernet   bool           // ARPHRD_ETHER
+	L3         bool           // no link-layer header: ARPHRD_PPP or ARPHRD_NONE (ppp, tun, WireGuard, raw-IP WWAN)
 	Kind       string         // netlink link type: "veth", "device", "bridge", "bond", "macvlan", "vlan", "tun", "wireguard", "ppp", ...
 	MasterKind string         // "" or the kind of the master: "bridge", "bond", ...
 	Master     string         // name of the master, if any
@@ -98,10 +99,10 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 			}
 			hi = &got
 			ifaces[g.Interface] = hi
-			if !hi.Ethernet {
-				report(line, key, "%s is %s (not Ethernet): l2shim works on Ethernet frames; "+
-					"bpf_redirect from it to an Ethernet veth would drop every frame, so use an Ethernet uplink",
-					g.Interface, describeKind(hi.Kind))
+			if !hi.Ethernet && !hi.L3 {
+				report(line, key, "%s is %s: l2shim works on Ethernet interfaces and on interfaces without a "+
+					"link-layer header (ppp, tun, WireGuard, raw-IP modems); this one has a link-layer header of another "+
+					"kind, whose frames it cannot rewrite", g.Interface, describeKind(hi.Kind))
 			}
 			switch hi.MasterKind {
 			case "bridge", "openvswitch":
@@ -190,7 +191,13 @@ func (c *Config) checkMetrics(warn func(int, string, string, ...any)) {
 func (c *Config) checkGatewayOnHost(i int, g Gateway, hi *HostInterface,
 	keyLine func(int, string) (string, int), report func(int, string, string, ...any)) {
 	key, line := keyLine(i, "address")
-	if g.Address.IsValid() && len(hi.Prefixes) > 0 {
+	if hi.L3 {
+		c.checkL3Gateway(i, g, hi, keyLine, report)
+	} else if !g.Address.IsValid() {
+		report(line, key, "is required on %s (Ethernet): the gateway's IPv4 address, which l2shim resolves with ARP "+
+			"(only a gateway on a link without a link-layer header, such as ppp0 or wg0, may go without one)", g.Interface)
+	}
+	if g.Address.IsValid() && len(hi.Prefixes) > 0 && !hi.L3 {
 		inside := false
 		for _, p := range hi.Prefixes {
 			if p.Addr() == g.Address {
@@ -223,6 +230,33 @@ func (c *Config) checkGatewayOnHost(i int, g Gateway, hi *HostInterface,
 	if g.MTU > 0 && hi.MTU > 0 && g.MTU > hi.MTU {
 		key, line := keyLine(i, "mtu")
 		report(line, key, "%d is above %s's MTU of %d: mtu can only lower the path MTU", g.MTU, g.Interface, hi.MTU)
+	}
+}
+
+// checkL3Gateway checks a gateway on an interface without a link-layer header: there is one
+// gateway at the other end of the link, no MAC, and any address it has is optional (for probes
+// and status) and need not be in the interface's networks.
+func (c *Config) checkL3Gateway(i int, g Gateway, hi *HostInterface,
+	keyLine func(int, string) (string, int), report func(int, string, string, ...any)) {
+	if g.MAC != nil {
+		key, line := keyLine(i, "mac")
+		report(line, key, "%s has no link-layer header, so its gateway has no MAC: remove mac", g.Interface)
+	}
+	for j := range i {
+		if c.Gateways[j].Interface == g.Interface {
+			key, line := keyLine(i, "interface")
+			report(line, key, "%s has no link-layer header: the one gateway at its other end is gateway[%d] (line %d); "+
+				"a second one on it cannot be told apart", g.Interface, j+1, c.Gateways[j].Line)
+			break
+		}
+	}
+	if g.Address.IsValid() {
+		for _, p := range hi.Prefixes {
+			if p.Addr() == g.Address {
+				key, line := keyLine(i, "address")
+				report(line, key, "%v is %s's own address, not its peer's", g.Address, g.Interface)
+			}
+		}
 	}
 }
 

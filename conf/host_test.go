@@ -34,6 +34,13 @@ func eth(name string, prefixes ...string) HostInterface {
 	return hi
 }
 
+// l3 returns a healthy interface without a link-layer header with the given prefixes.
+func l3(name string, prefixes ...string) HostInterface {
+	hi := eth(name, prefixes...)
+	hi.Ethernet, hi.L3, hi.Kind = false, true, "ppp"
+	return hi
+}
+
 func TestCheckHost(t *testing.T) {
 	const twoGateways = testcfg.TwoGateways + "mtu = 1492\n"
 	healthy := fakeHost{"eth0": eth("eth0", "10.1.0.2/24"), "eth1": eth("eth1", "10.2.0.2/24")}
@@ -68,19 +75,54 @@ func TestCheckHost(t *testing.T) {
 			errs:   []string{`l2shim.toml:2: gateway[1].interface: no interface "eth9" on this host: Link not found`},
 		},
 		{
+			// An L3 link's peer address need not be inside its networks.
 			name:   "WireGuard",
 			config: twoGateways,
-			host:   with("eth1", func(hi *HostInterface) { hi.Ethernet, hi.Kind, hi.MTU = false, "wireguard", 1420 }),
-			errs: []string{
-				"l2shim.toml:7: gateway[2].interface: eth1 is a WireGuard interface (not Ethernet): l2shim works on Ethernet frames;",
-				"l2shim.toml:9: gateway[2].mtu: 1492 is above eth1's MTU of 1420",
-			},
+			host: with("eth1", func(hi *HostInterface) {
+				hi.Ethernet, hi.L3, hi.Kind, hi.MTU = false, true, "wireguard", 1420
+				hi.Prefixes = []netip.Prefix{netip.MustParsePrefix("10.9.0.2/32")}
+			}),
+			errs: []string{"l2shim.toml:9: gateway[2].mtu: 1492 is above eth1's MTU of 1420"},
 		},
 		{
 			name:   "PPP",
 			config: twoGateways,
-			host:   with("eth0", func(hi *HostInterface) { hi.Ethernet, hi.Kind = false, "ppp" }),
-			errs:   []string{"l2shim.toml:2: gateway[1].interface: eth0 is a PPP interface (not Ethernet)"},
+			host:   with("eth0", func(hi *HostInterface) { hi.Ethernet, hi.L3, hi.Kind = false, true, "ppp" }),
+		},
+		{
+			name:   "L3 gateway without an address",
+			config: "[[gateway]]\ninterface = \"wg0\"\n",
+			host:   fakeHost{"wg0": l3("wg0", "10.9.0.2/32")},
+		},
+		{
+			name:   "Ethernet gateway without an address",
+			config: "[[gateway]]\ninterface = \"eth0\"\n",
+			host:   healthy,
+			errs:   []string{"l2shim.toml:1: gateway[1].address: is required on eth0 (Ethernet): the gateway's IPv4 address, which l2shim resolves with ARP"},
+		},
+		{
+			name:   "L3 gateway with a MAC",
+			config: "[[gateway]]\ninterface = \"ppp0\"\nmac = \"02:00:00:00:00:01\"\n",
+			host:   fakeHost{"ppp0": l3("ppp0", "10.9.0.2/32")},
+			errs:   []string{"l2shim.toml:3: gateway[1].mac: ppp0 has no link-layer header, so its gateway has no MAC: remove mac"},
+		},
+		{
+			name:   "two gateways on one L3 link",
+			config: "[[gateway]]\nname = \"dsl\"\ninterface = \"ppp0\"\n\n[[gateway]]\nname = \"again\"\ninterface = \"ppp0\"\naddress = \"10.9.0.1\"\n",
+			host:   fakeHost{"ppp0": l3("ppp0", "10.9.0.2/32")},
+			errs:   []string{"l2shim.toml:7: gateway[2].interface: ppp0 has no link-layer header: the one gateway at its other end is gateway[1] (line 1)"},
+		},
+		{
+			name:   "L3 gateway at the link's own address",
+			config: "[[gateway]]\ninterface = \"ppp0\"\naddress = \"10.9.0.2\"\n",
+			host:   fakeHost{"ppp0": l3("ppp0", "10.9.0.2/32")},
+			errs:   []string{"l2shim.toml:3: gateway[1].address: 10.9.0.2 is ppp0's own address, not its peer's"},
+		},
+		{
+			name:   "a link-layer header l2shim cannot rewrite",
+			config: twoGateways,
+			host:   with("eth1", func(hi *HostInterface) { hi.Ethernet, hi.Kind = false, "ip6gre" }),
+			errs:   []string{"l2shim.toml:7: gateway[2].interface: eth1 is an IP tunnel (ip6gre): l2shim works on Ethernet interfaces and on interfaces without a link-layer header"},
 		},
 		{
 			name:   "bridge port",

@@ -105,7 +105,7 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 			on = "no"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s/%d\t%s/%d\t%s\t%s\t%s\n",
-			g.Interface, g.Name, g.Address, orDash(g.MAC), on, state, g.Active, g.Failed, g.Flows,
+			g.Interface, g.Name, orDash(g.Address), orDash(g.MAC), on, state, g.Active, g.Failed, g.Flows,
 			bytesText(g.BytesOut), g.PacketsOut, bytesText(g.BytesIn), g.PacketsIn, rtt, since, g.Comment)
 	}
 	if err := tw.Flush(); err != nil {

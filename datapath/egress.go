@@ -383,7 +383,11 @@ func (e *Engine) fitPath(in int, f *rewrite.Frame, g *gateway, b *Batch) (verdic
 	buf := answerBuf(b)
 	n := 0
 	if buf != nil {
-		n = f.BuildFragNeeded(buf[rewrite.VnetHdrLen:], uint16(mtu), g.IP)
+		from := g.IP
+		if from == ([4]byte{}) {
+			from = e.ifaces[g.Iface].Addr // an L3 link's gateway without an address
+		}
+		n = f.BuildFragNeeded(buf[rewrite.VnetHdrLen:], uint16(mtu), from)
 	}
 	if n == 0 {
 		return verdict{to: Drop, reason: DropTooBig}, true

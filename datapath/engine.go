@@ -13,14 +13,19 @@ import (
 
 // Iface is an external interface as the engine sees it.
 type Iface struct {
-	Name     string
-	Index    int // ifindex
-	MAC      [6]byte
-	Addr     [4]byte        // the address NAT uses on this interface
-	Addrs    [][4]byte      // all its IPv4 addresses
-	Prefixes []netip.Prefix // the networks directly attached through it
-	MTU      int
-	Up       bool
+	Name  string
+	Index int // ifindex
+	// MAC is the interface's. An L3 device (ppp, tun, WireGuard, a raw-IP modem) has none:
+	// its packets reach the engine behind an Ethernet header the hooks made up, from MAC to
+	// GatewayMAC (the device's one gateway) or back, and leave without one.
+	MAC        [6]byte
+	L3         bool
+	GatewayMAC [6]byte
+	Addr       [4]byte        // the address NAT uses on this interface
+	Addrs      [][4]byte      // all its IPv4 addresses
+	Prefixes   []netip.Prefix // the networks directly attached through it
+	MTU        int
+	Up         bool
 }
 
 // has reports whether ip is one of the interface's addresses.

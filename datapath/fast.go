@@ -34,6 +34,8 @@ type FastEntry struct {
 	// DivertOnly (in entries): a flow of the host's, not confirmed yet. Its answers reach
 	// user space through the host's capture queue, never behind a flood from the wire.
 	DivertOnly bool
+	// ToL3: Ifindex is an L3 device; the frame leaves it without the MACs.
+	ToL3 bool
 }
 
 // FastOp is one change to the kernel's flow maps.
@@ -172,8 +174,8 @@ func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
 	} else if fl.NAT || fl.WireIf != fl.HostIf {
 		return out, in, false
 	}
-	out = FastEntry{Orig: fl.Orig, Ifindex: wire.Index, MTU: mtu, SrcMAC: wire.MAC, DstMAC: gwMAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
-	in = FastEntry{Orig: fl.Orig, Ifindex: host.Index, SrcMAC: fl.HostGatewayMAC, DstMAC: host.MAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
+	out = FastEntry{Orig: fl.Orig, Ifindex: wire.Index, ToL3: wire.L3, MTU: mtu, SrcMAC: wire.MAC, DstMAC: gwMAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
+	in = FastEntry{Orig: fl.Orig, Ifindex: host.Index, ToL3: host.L3, SrcMAC: fl.HostGatewayMAC, DstMAC: host.MAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
 	if fl.NAT {
 		out.NAT, out.Addr, out.Port = true, fl.Reply.Dst, fl.Reply.DstPort
 		in.NAT, in.Addr, in.Port = true, fl.Orig.Src, fl.Orig.SrcPort

@@ -66,7 +66,10 @@ func PlanFrom(cfg *conf.Config, ifaces []string) (Plan, error) {
 		if !ok {
 			return Plan{}, fmt.Errorf("gateway %s: interface %s is not attached", gc.Name, gc.Interface)
 		}
-		g := GatewaySpec{Name: gc.Name, Iface: i, IP: gc.Address.As4(), Weight: gc.Weight, On: gc.On, MTU: gc.MTU}
+		g := GatewaySpec{Name: gc.Name, Iface: i, Weight: gc.Weight, On: gc.On, MTU: gc.MTU}
+		if gc.Address.IsValid() {
+			g.IP = gc.Address.As4() // else an L3 link's gateway without an address
+		}
 		if gc.MAC != nil {
 			copy(g.MAC[:], gc.MAC)
 			g.HasMAC = true
@@ -124,6 +127,7 @@ func (e *Engine) apply(p Plan, prev []*gateway) map[*conntrack.Flow]bool {
 		if spec.HasMAC {
 			g.mac, g.hasMAC = spec.MAC, true
 		}
+		e.fitL3Gateway(g)
 		g.benched = false
 		gws[i] = g
 	}

@@ -16,15 +16,26 @@ func (e *Engine) SetLink(i int, up bool) bool {
 	}
 	e.ifaces[i].Up = up
 	e.markFastAll(func(fl *conntrack.Flow) bool { return int(fl.HostIf) == i || int(fl.WireIf) == i })
-	if !up {
-		for _, g := range e.gws {
-			if g.Iface == i {
+	for _, g := range e.gws {
+		if g.Iface == i {
+			if !up {
 				g.alive = false
 			}
+			e.fitL3Gateway(g)
 		}
 	}
 	e.refresh()
 	return true
+}
+
+// fitL3Gateway gives a gateway on an L3 device the MAC its packets carry in the engine, and
+// makes it alive while the device is up: there is no ARP to ask it. e.mu is held.
+func (e *Engine) fitL3Gateway(g *gateway) {
+	ifc := &e.ifaces[g.Iface]
+	if !ifc.L3 {
+		return
+	}
+	g.mac, g.hasMAC, g.alive = ifc.GatewayMAC, true, ifc.Up
 }
 
 // SetAddressing records interface i's ifindex, MAC, addresses, attached networks and MTU as
@@ -39,7 +50,13 @@ func (e *Engine) SetAddressing(i int, ifc Iface, now int64) (oldAddr [4]byte, ev
 	cur := &e.ifaces[i]
 	oldAddr = cur.Addr
 	cur.Index, cur.MAC, cur.MTU = ifc.Index, ifc.MAC, ifc.MTU
+	cur.L3, cur.GatewayMAC = ifc.L3, ifc.GatewayMAC
 	cur.Addr, cur.Addrs, cur.Prefixes = ifc.Addr, ifc.Addrs, ifc.Prefixes
+	for _, g := range e.gws {
+		if g.Iface == i {
+			e.fitL3Gateway(g)
+		}
+	}
 	e.refresh()
 	e.markFastAll(func(fl *conntrack.Flow) bool { return int(fl.HostIf) == i || int(fl.WireIf) == i })
 	stranded := func(fl *conntrack.Flow) bool {

@@ -132,7 +132,10 @@ type Entry struct {
 	MTU uint16
 	// DivertOnly (in entries): the flow is the host's, not confirmed yet; its answers go to
 	// user space through the host's capture queue, untouched.
-	DivertOnly     bool
+	DivertOnly bool
+	// ToL3: Ifindex has no link-layer header (ppp, tun, WireGuard); otherwise the frame
+	// leaves with SrcMAC and DstMAC.
+	ToL3           bool
 	SrcMAC, DstMAC [6]byte
 	// Opaque to the programs: what user space needs to adopt the flow after a restart.
 	Origin, Why uint8
@@ -154,6 +157,9 @@ type Counts struct {
 const (
 	flagNAT    = 1
 	flagDivert = 2
+	flagToL3   = 4
+
+	ifaceL3 = 1
 )
 
 func keyOf(k Key) fastpathFlowKey {
@@ -176,6 +182,9 @@ func valOf(e Entry) fastpathFlowVal {
 	}
 	if e.DivertOnly {
 		v.Flags |= flagDivert
+	}
+	if e.ToL3 {
+		v.Flags |= flagToL3
 	}
 	return v
 }
@@ -224,12 +233,25 @@ func (k *Kernel) Counts(d Direction, key Key) (Counts, bool) {
 	return Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen), HostSeqEnd: v.HostSeqEnd, HostAck: v.HostAck, HostWin: v.HostWin}, true
 }
 
-// SetIface tells the programs that ifindex is an external interface with MAC mac, whose
-// diverted frames from the wire go to the capture veth end capture, and the host's frames and
-// the answers to its new flows to captureHost (0: capture too).
-func (k *Kernel) SetIface(ifindex int, mac [6]byte, capture, captureHost int) error {
+// Iface is what the programs know about an external interface.
+type Iface struct {
+	// MAC is the interface's; on an L3 device (no link-layer header) the MAC the Ethernet
+	// header pushed in front of its diverted packets gives the device, and GatewayMAC the
+	// one it gives the device's gateway.
+	MAC, GatewayMAC [6]byte
+	L3              bool
+	// Capture is the capture veth end diverted frames from the wire go to; CaptureHost the
+	// one for the host's frames and the answers to its new flows (0: Capture too).
+	Capture, CaptureHost int
+}
+
+// SetIface tells the programs that ifindex is an external interface.
+func (k *Kernel) SetIface(ifindex int, ifc Iface) error {
 	key := uint32(ifindex)
-	v := fastpathIfaceCfg{Mac: mac, Capture: uint32(capture), CaptureHost: uint32(captureHost)}
+	v := fastpathIfaceCfg{Mac: ifc.MAC, GwMac: ifc.GatewayMAC, Capture: uint32(ifc.Capture), CaptureHost: uint32(ifc.CaptureHost)}
+	if ifc.L3 {
+		v.Flags |= ifaceL3
+	}
 	if err := k.objs.L2sIfaces.Put(&key, &v); err != nil {
 		return fmt.Errorf("fastpath: interface %d: %w", ifindex, err)
 	}
@@ -354,7 +376,7 @@ func (k *Kernel) Entries(d Direction) ([]Installed, error) {
 	var v fastpathFlowVal
 	it := k.flowMap(d).Iterate()
 	for it.Next(&fk, &v) {
-		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, DivertOnly: v.Flags&flagDivert != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
+		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, DivertOnly: v.Flags&flagDivert != 0, ToL3: v.Flags&flagToL3 != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
 		if v.GwIp != ([4]byte{}) {
 			e.Gateway = netip.AddrFrom4(v.GwIp)
 		}

@@ -49,9 +49,11 @@ type fastpathFlowVal struct {
 type fastpathIfaceCfg struct {
 	_           structs.HostLayout
 	Mac         [6]uint8
-	Pad         uint16
+	Flags       uint16
 	Capture     uint32
 	CaptureHost uint32
+	GwMac       [6]uint8
+	Pad         uint16
 }
 
 // Names of all BPF objects in the ELF.

@@ -62,7 +62,7 @@ func loadTest(t *testing.T) *Kernel {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { k.Close() })
-	if err := k.SetIface(testIfindex, hostMAC, 99, 98); err != nil {
+	if err := k.SetIface(testIfindex, Iface{MAC: hostMAC, Capture: 99, CaptureHost: 98}); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.AddGateway(gwMAC); err != nil {

@@ -166,7 +166,7 @@ ul.events li { margin: .15em 0; }
 <table id="gateways">
 <tr><th>interface</th><th>gateway</th><th>address</th><th>MAC</th><th>on</th><th>state</th><th>active</th><th>failed</th><th>flows</th><th>out</th><th>in</th><th>RTT</th><th>since</th><th>comment</th></tr>
 {{range .Gateways}}<tr data-gateway="{{.Name}}">
-<td>{{.Interface}}</td><td>{{.Name}}</td><td>{{.Address}}</td><td>{{or .MAC "-"}}</td><td>{{yesno .On}}</td>
+<td>{{.Interface}}</td><td>{{.Name}}</td><td>{{or .Address "-"}}</td><td>{{or .MAC "-"}}</td><td>{{yesno .On}}</td>
 <td class="{{.StateClass}}">{{.State}}</td><td class="num">{{.Active}}</td><td class="num">{{.Failed}}</td><td class="num">{{.Flows}}</td>
 <td class="num">{{.Out}}/{{.PacketsOut}}</td><td class="num">{{.In}}/{{.PacketsIn}}</td><td class="num">{{.RTT}}</td><td class="num">{{.Since}}</td><td>{{.Comment}}</td>
 </tr>{{with .Reason}}

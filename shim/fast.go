@@ -111,6 +111,7 @@ func fastEntry(e datapath.FastEntry) fastpath.Entry {
 	return fastpath.Entry{
 		Ifindex:    e.Ifindex,
 		DivertOnly: e.DivertOnly,
+		ToL3:       e.ToL3,
 		NAT:        e.NAT,
 		Addr:       netip.AddrFrom4(e.Addr),
 		Port:       e.Port,
@@ -187,7 +188,7 @@ func engineKey(k fastpath.Key) datapath.FastKey {
 }
 
 func engineEntry(e fastpath.Entry) datapath.FastEntry {
-	fe := datapath.FastEntry{Ifindex: e.Ifindex, NAT: e.NAT, Port: e.Port, MTU: int(e.MTU), SrcMAC: e.SrcMAC, DstMAC: e.DstMAC, Origin: e.Origin, Why: e.Why, Rule: e.Rule}
+	fe := datapath.FastEntry{Ifindex: e.Ifindex, ToL3: e.ToL3, NAT: e.NAT, Port: e.Port, MTU: int(e.MTU), SrcMAC: e.SrcMAC, DstMAC: e.DstMAC, Origin: e.Origin, Why: e.Why, Rule: e.Rule}
 	if e.Gateway.Is4() {
 		fe.Gateway = e.Gateway.As4()
 	}

@@ -37,6 +37,7 @@ func (h Host) Interface(name string) (conf.HostInterface, error) {
 		MTU:      a.MTU,
 		MAC:      a.HardwareAddr,
 		Ethernet: a.EncapType == "ether",
+		L3:       linkIsL3(a),
 		Kind:     l.Type(),
 		Up:       a.Flags&net.FlagUp != 0 && a.OperState != netlink.OperDown,
 

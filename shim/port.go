@@ -36,6 +36,7 @@ type port struct {
 	removed bool // a reload detached the interface
 	mtu     int  // the interface's MTU as the engine knows it
 	ifi     *net.Interface
+	l3      bool // the interface has no link-layer header
 	inject  link.Link
 	hooks   []link.Link // egress and ingress on the external interface
 }
@@ -65,11 +66,15 @@ func (s *Shim) addPort(name string) (*port, error) {
 	return p, nil
 }
 
-// setIface tells the programs p's interface is external, with its MAC and capture veth.
+// setIface tells the programs p's interface is external, with its MAC and capture veths.
 func (s *Shim) setIface(p *port) error {
-	var mac [6]byte
-	copy(mac[:], p.ifi.HardwareAddr)
-	return s.maps.k.SetIface(p.ifi.Index, mac, p.veth.near.Attrs().Index, p.vethHost.near.Attrs().Index)
+	ifc := fastpath.Iface{L3: p.l3, Capture: p.veth.near.Attrs().Index, CaptureHost: p.vethHost.near.Attrs().Index}
+	if p.l3 {
+		ifc.MAC, ifc.GatewayMAC = l3IfaceMAC, l3GatewayMAC
+	} else {
+		copy(ifc.MAC[:], p.ifi.HardwareAddr)
+	}
+	return s.maps.k.SetIface(p.ifi.Index, ifc)
 }
 
 // attachHook attaches one of the external interfaces' programs (pinned, and adopting an
@@ -183,10 +188,15 @@ func (s *Shim) portSocket(i int, which func(*port) *packetConn) func() *packetCo
 // bindPort ties p to the external interface ifi as it is now: the wire socket and the inject
 // program, which carry its ifindex. The hooks follow in attachPortHooks.
 func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
-	wire, err := openPacket(ifi, s.cfg.Shim.Mark, false)
+	l3, err := isL3(ifi.Index)
 	if err != nil {
 		return err
 	}
+	wire, err := openWire(ifi, s.cfg.Shim.Mark, l3)
+	if err != nil {
+		return err
+	}
+	p.l3 = l3
 	if old := p.wire.Swap(wire); old != nil {
 		_ = old.Close()
 	}

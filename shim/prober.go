@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/datapath"
 	"github.com/l2shim/l2shim/failover"
+	"github.com/l2shim/l2shim/rewrite"
 )
 
 // macRecheck is how often a gateway's MAC is checked with ARP when probing is off.
@@ -105,7 +107,13 @@ func (p *prober) run(ctx context.Context) {
 			p.client.Close()
 		}
 	}()
-	for _, t := range p.gc.Probe {
+	targets := p.gc.Probe
+	if p.gc.Address.IsValid() && p.l3() && !slices.Contains(targets, p.gc.Address) {
+		// An L3 link's gateway has no ARP to answer: its peer address, when configured, is
+		// pinged like a probe target.
+		targets = append(slices.Clip(targets), p.gc.Address)
+	}
+	for _, t := range targets {
 		p.targets = append(p.targets, p.s.engine.AddProbe(p.gi, t.As4()))
 	}
 	p.replied = make([]bool, len(p.targets))
@@ -120,6 +128,10 @@ func (p *prober) run(ctx context.Context) {
 			}
 			p.verdict(results)
 			next = next.Add(p.interval)
+		} else if p.l3() {
+			// No ARP on a link without a link-layer header: its state alone says whether
+			// the gateway is there (the watcher reports it).
+			next = time.Now().Add(macRecheck)
 		} else {
 			// ARP only: ask every second until the gateway answers, then every macRecheck,
 			// which follows a MAC that moved and a gateway back after its link went down.
@@ -148,7 +160,9 @@ func (p *prober) round(ctx context.Context, interval time.Duration, results []bo
 		end := start.Add(time.Duration(i+1) * sub)
 		p.sendEchoes()
 		if !results[0] {
-			results[0] = p.arp(end)
+			// On an L3 link the link itself is the gateway's presence (the watcher makes
+			// it unusable while the link is down); its probe targets alone judge the path.
+			results[0] = p.l3() || p.arp(end)
 		}
 		time.Sleep(time.Until(end))
 		if results[0] && e.ProbeResults(p.targets, p.replied, p.rtts) {
@@ -164,6 +178,16 @@ func (p *prober) round(ctx context.Context, interval time.Duration, results []bo
 			}
 		}
 	}
+}
+
+// l3 reports whether the gateway's interface has no link-layer header (and so no ARP).
+func (p *prober) l3() bool {
+	i := p.s.ifaceIndex(p.gc.Interface)
+	if i < 0 {
+		return false
+	}
+	wire := (*p.s.portsSnap.Load())[i].wire.Load()
+	return wire != nil && wire.l3
 }
 
 // sendEchoes sends an echo request to every target that has not answered in this round.
@@ -185,10 +209,16 @@ func (p *prober) sendEchoes() {
 		if n == 0 {
 			continue
 		}
+		pkt := p.buf[:n]
+		if wire.l3 {
+			if pkt = rewrite.StripEthernet(pkt); pkt == nil {
+				continue
+			}
+		}
 		// Never waits: a probe that finds the socket's send buffer full is lost like one
 		// lost on the way, and a stuck uplink cannot hold up a reload waiting for its prober.
 		_ = wire.rc.Write(func(fd uintptr) bool {
-			_ = unix.Sendto(int(fd), p.buf[:n], unix.MSG_DONTWAIT, to)
+			_ = unix.Sendto(int(fd), pkt, unix.MSG_DONTWAIT, to)
 			return true
 		})
 	}

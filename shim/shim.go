@@ -372,7 +372,11 @@ func readIface(name string) (datapath.Iface, error) {
 func ifaceFromLink(l netlink.Link) (datapath.Iface, error) {
 	a := l.Attrs()
 	ifc := datapath.Iface{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
-	copy(ifc.MAC[:], a.HardwareAddr)
+	if linkIsL3(a) {
+		ifc.L3, ifc.MAC, ifc.GatewayMAC = true, l3IfaceMAC, l3GatewayMAC
+	} else {
+		copy(ifc.MAC[:], a.HardwareAddr)
+	}
 	addrs, err := netlink.AddrList(l, unix.AF_INET)
 	if err != nil {
 		return datapath.Iface{}, fmt.Errorf("addresses of %s: %w", a.Name, err)

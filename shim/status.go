@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/l2shim/l2shim/conf"
@@ -141,7 +142,7 @@ func (s *Shim) Status() *control.Status {
 		gs := control.GatewayStatus{
 			Name:       gc.Name,
 			Interface:  gc.Interface,
-			Address:    gc.Address.String(),
+			Address:    addrString(gc.Address),
 			On:         gc.On,
 			Comment:    gc.Comment,
 			Weight:     gc.Weight,
@@ -159,7 +160,7 @@ func (s *Shim) Status() *control.Status {
 			RTTMillis:  float64(g.RTT) / 1e6,
 			LastChange: v.changed[i],
 		}
-		if g.MAC != ([6]byte{}) {
+		if g.MAC != ([6]byte{}) && g.MAC != l3GatewayMAC {
 			gs.MAC = net.HardwareAddr(g.MAC[:]).String()
 		}
 		st.Gateways = append(st.Gateways, gs)
@@ -231,4 +232,12 @@ func (s *Shim) logTotals() {
 		attrs = append(attrs, "capture_drops_"+p.name, drops)
 	}
 	s.log.Info("totals", attrs...)
+}
+
+// addrString renders an address for status, "" for none (an L3 link's gateway may have none).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

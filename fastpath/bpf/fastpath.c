@@ -8,6 +8,13 @@
 // anything they do not parse. What l2shim does not own is never touched: frames that carry
 // the shim's mark, VLAN-tagged frames, other protocols, other MACs (macvlans, LAN traffic).
 //
+// Uplinks without a link-layer header (ppp, tun, WireGuard, raw-IP modems: "L3 devices") carry
+// bare IP packets. User space and the capture veths speak Ethernet, so a packet diverted from
+// an L3 device gets a made-up Ethernet header first (bpf_skb_change_head), with MACs user space
+// knows the device and its gateway by; a frame redirected from an Ethernet device to an L3 one
+// loses its header in the kernel (bpf_redirect to a device without one pulls it), and a packet
+// redirected the other way gets the flow's real MACs pushed in front.
+//
 // The fast path does not depend on user space being alive: after l2shim stops, established
 // flows keep their translation (the maps are pinned), while diverting to the slow path stops
 // as soon as the heartbeat is older than cfg_heartbeat_ns, so new flows take the host's own
@@ -24,6 +31,7 @@
 #define TCX_REDIRECT 7
 
 #define ETH_HLEN 14
+#define ETH_ALEN 6
 #define ETH_P_IP 0x0800
 #define IPPROTO_ICMP 1
 #define IPPROTO_TCP 6
@@ -42,6 +50,10 @@
 #define FP_NAT 1    // rewrite the address and port (source out, destination in)
 #define FP_DIVERT 2 // in: an answer to a flow the host opened, not yet confirmed: to user space
                     // through the host's queue, never behind frames nobody asked for
+#define FP_TO_L3 4  // the device the entry sends to (ifindex) has no link-layer header
+
+// Interface flags.
+#define IFC_L3 1 // no link-layer header: every IPv4 packet on it is l2shim's
 
 // Configuration, set by the loader before the programs load.
 volatile const __u32 cfg_mark = 0;           // the shim's mark bits ...
@@ -91,10 +103,12 @@ struct flow_val {
 
 // iface_cfg is what the programs know about an external interface (key: its ifindex).
 struct iface_cfg {
-	__u8 mac[6];
-	__u16 pad;
+	__u8 mac[6];        // Ethernet: its MAC; L3: the MAC user space knows the device by
+	__u16 flags;        // IFC_*
 	__u32 capture;      // ifindex of the near end of the capture veth for frames from the wire
 	__u32 capture_host; // ... for the host's frames and the answers to its new flows (0: capture)
+	__u8 gw_mac[6];     // L3: the MAC user space knows the device's gateway by
+	__u16 pad;
 };
 
 // Counters of what the programs did, per CPU.
@@ -181,9 +195,9 @@ static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
 	return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
 }
 
-// frame is the parsed view of an untagged IPv4 frame.
+// frame is the parsed view of an untagged IPv4 frame or bare IPv4 packet.
 struct frame {
-	__u32 l3;       // offset of the IPv4 header (ETH_HLEN)
+	__u32 l3;       // offset of the IPv4 header (ETH_HLEN, or 0 on an L3 device)
 	__u32 l4;       // offset of the L4 header
 	__u32 ip_len;   // IPv4 total length
 	__u8 proto;
@@ -193,22 +207,20 @@ struct frame {
 	__u32 csum_off; // offset of the L4 checksum field
 };
 
-// parse reads the frame's headers into f and its tuple into k. It returns 0 when the frame is
-// not one a flow entry could cover.
-static __always_inline int parse(struct __sk_buff *skb, struct frame *f, struct flow_key *k)
+// parse reads the headers of the frame whose IPv4 header starts at l3 into f and its tuple into
+// k. It returns 0 when the frame is not one a flow entry could cover.
+static __always_inline int parse(struct __sk_buff *skb, __u32 l3, struct frame *f, struct flow_key *k)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	__u8 *ip = data + ETH_HLEN;
-	if ((void *)(ip + 20) > end)
+	__u8 ip[20];
+	if (bpf_skb_load_bytes(skb, l3, ip, sizeof(ip)))
 		return 0;
 	if ((ip[0] & 0xf0) != 0x40)
 		return 0;
 	__u32 ihl = (ip[0] & 0x0f) * 4;
 	if (ihl < 20)
 		return 0;
-	f->l3 = ETH_HLEN;
-	f->l4 = ETH_HLEN + ihl;
+	f->l3 = l3;
+	f->l4 = l3 + ihl;
 	f->proto = ip[9];
 	f->ip_len = bpf_ntohs(*(__u16 *)(ip + 2));
 	if (bpf_ntohs(*(__u16 *)(ip + 6)) & (IP_MF | IP_OFFMASK))
@@ -273,7 +285,7 @@ static __always_inline int fits(struct __sk_buff *skb, struct frame *f, __u16 mt
 		}
 		return (f->l4 - f->l3) + hl + skb->gso_size <= mtu;
 	}
-	return skb->len - ETH_HLEN <= mtu;
+	return skb->len - f->l3 <= mtu;
 }
 
 // needs_slow_path reports whether a frame of an installed flow must go to user space anyway.
@@ -376,9 +388,43 @@ static __always_inline int orphaned(struct flow_val *v, int alive)
 	return !alive && v->last_seen && bpf_ktime_get_ns() - v->last_seen > cfg_orphan_idle_ns;
 }
 
-// divert redirects a frame to the slow path through capture veth near end ifindex.
-static __always_inline int divert(__u32 ifindex, __u32 stat)
+// push_eth puts an Ethernet header (dst, src, IPv4) in front of a bare IP packet.
+static __always_inline int push_eth(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
 {
+	__u8 h[ETH_HLEN];
+	__builtin_memcpy(h, dst, ETH_ALEN);
+	__builtin_memcpy(h + ETH_ALEN, src, ETH_ALEN);
+	h[12] = ETH_P_IP >> 8;
+	h[13] = ETH_P_IP & 0xff;
+	if (bpf_skb_change_head(skb, ETH_HLEN, 0))
+		return -1;
+	return bpf_skb_store_bytes(skb, 0, h, ETH_HLEN, 0);
+}
+
+// set_link_header gives a frame of a flow the link-layer header the entry's device needs: its
+// MACs on an Ethernet device (pushed first when the frame came bare from an L3 device), none on
+// an L3 device (bpf_redirect to a device without a header pulls it).
+static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_val *v, int from_l3)
+{
+	if (v->flags & FP_TO_L3)
+		return 0;
+	if (from_l3)
+		return push_eth(skb, v->dst_mac, v->src_mac);
+	if (bpf_skb_store_bytes(skb, 0, v->dst_mac, ETH_ALEN, 0))
+		return -1;
+	return bpf_skb_store_bytes(skb, ETH_ALEN, v->src_mac, ETH_ALEN, 0);
+}
+
+// divert redirects a frame to the slow path through capture veth near end ifindex. A packet
+// from an L3 device first gets the Ethernet header user space expects: from the device to its
+// gateway (egress) or the other way (ingress). When that fails the packet passes.
+static __always_inline int divert(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat)
+{
+	if (ifc->flags & IFC_L3) {
+		int err = egress ? push_eth(skb, ifc->gw_mac, ifc->mac) : push_eth(skb, ifc->mac, ifc->gw_mac);
+		if (err)
+			return TCX_NEXT;
+	}
 	count(stat);
 	return bpf_redirect(ifindex, 0);
 }
@@ -398,21 +444,27 @@ int l2shim_egress(struct __sk_buff *skb)
 	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
 		return TCX_NEXT;
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (data + ETH_HLEN > end)
-		return TCX_NEXT;
-	__u8 *eth = data;
-	if (!mac_equal(eth + 6, ifc->mac))
-		return TCX_NEXT; // a macvlan's or a bridged frame: not the host's
-	__u64 gw = 0;
-	__builtin_memcpy(&gw, eth, 6);
-	int to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
+	int l3 = ifc->flags & IFC_L3;
+	// On an L3 device every packet goes to its one gateway; on Ethernet, only frames the host
+	// sends (not a macvlan's or a bridged frame) to a gateway's MAC.
+	int to_gateway = l3;
+	if (!l3) {
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		if (data + ETH_HLEN > end)
+			return TCX_NEXT;
+		__u8 *eth = data;
+		if (!mac_equal(eth + 6, ifc->mac))
+			return TCX_NEXT;
+		__u64 gw = 0;
+		__builtin_memcpy(&gw, eth, 6);
+		to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
+	}
 	int alive = shim_alive();
 
 	struct frame f = {};
 	struct flow_key k;
-	if (parse(skb, &f, &k)) {
+	if (parse(skb, l3 ? 0 : ETH_HLEN, &f, &k)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, &k);
 		if (v && orphaned(v, alive)) {
 			bpf_map_delete_elem(&l2s_flows_out, &k);
@@ -421,11 +473,11 @@ int l2shim_egress(struct __sk_buff *skb)
 		if (v && !needs_slow_path(skb, &f, alive) && fits(skb, &f, v->mtu)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 12, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4, v->port, ICMP_ECHO))
 				goto slow;
-			if (bpf_skb_store_bytes(skb, 0, v->dst_mac, 6, 0) || bpf_skb_store_bytes(skb, 6, v->src_mac, 6, 0))
-				goto slow;
-			account(skb, v);
 			if (f.proto == IPPROTO_TCP)
 				track_host(skb, &f, v);
+			if (set_link_header(skb, v, l3))
+				return TCX_DROP; // rewritten already: never leaves half translated
+			account(skb, v);
 			count(STAT_FAST_OUT);
 			if (v->ifindex != skb->ifindex) {
 				// Out of another uplink than the host chose (or than the one it sends
@@ -438,7 +490,7 @@ int l2shim_egress(struct __sk_buff *skb)
 	}
 slow:
 	if (to_gateway && alive)
-		return divert(host_queue(ifc), STAT_DIVERT_OUT);
+		return divert(skb, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT);
 	return TCX_NEXT;
 }
 
@@ -457,17 +509,20 @@ int l2shim_ingress(struct __sk_buff *skb)
 	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
 		return TCX_NEXT;
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (data + ETH_HLEN > end)
-		return TCX_NEXT;
-	if (!mac_equal(data, ifc->mac))
-		return TCX_NEXT;
+	int l3 = ifc->flags & IFC_L3;
+	if (!l3) {
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		if (data + ETH_HLEN > end)
+			return TCX_NEXT;
+		if (!mac_equal(data, ifc->mac))
+			return TCX_NEXT;
+	}
 	int alive = shim_alive();
 
 	struct frame f = {};
 	struct flow_key k;
-	if (parse(skb, &f, &k)) {
+	if (parse(skb, l3 ? 0 : ETH_HLEN, &f, &k)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_in, &k);
 		if (v && orphaned(v, alive)) {
 			bpf_map_delete_elem(&l2s_flows_in, &k);
@@ -475,14 +530,14 @@ int l2shim_ingress(struct __sk_buff *skb)
 		}
 		if (v && (v->flags & FP_DIVERT)) {
 			if (alive)
-				return divert(host_queue(ifc), STAT_DIVERT_IN);
+				return divert(skb, ifc, host_queue(ifc), 0, STAT_DIVERT_IN);
 			return TCX_NEXT;
 		}
 		if (v && !needs_slow_path(skb, &f, alive)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 16, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4 + 2, v->port, ICMP_ECHOREPLY))
 				goto slow;
-			if (bpf_skb_store_bytes(skb, 0, v->dst_mac, 6, 0) || bpf_skb_store_bytes(skb, 6, v->src_mac, 6, 0))
-				goto slow;
+			if (set_link_header(skb, v, l3))
+				return TCX_DROP;
 			account(skb, v);
 			count(STAT_FAST_IN);
 			if (v->ifindex != skb->ifindex) {
@@ -496,7 +551,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 	}
 slow:
 	if (alive)
-		return divert(ifc->capture, STAT_DIVERT_IN);
+		return divert(skb, ifc, ifc->capture, 0, STAT_DIVERT_IN);
 	return TCX_NEXT;
 }
 
