@@ -110,6 +110,7 @@ func (k *Kernel) Egress() *ebpf.Program  { return k.objs.L2shimEgress }
 func (k *Kernel) Ingress() *ebpf.Program { return k.objs.L2shimIngress }
 func (k *Kernel) Inject() *ebpf.Program  { return k.objs.L2shimInject }
 func (k *Kernel) Sink() *ebpf.Program    { return k.objs.L2shimSink }
+func (k *Kernel) Wire() *ebpf.Program    { return k.objs.L2shimWire }
 
 // Key is a flow's tuple as a frame carries it in one direction.
 type Key struct {

@@ -71,6 +71,7 @@ const (
 	fastpathProgL2shimIngress  = "l2shim_ingress"
 	fastpathProgL2shimInject   = "l2shim_inject"
 	fastpathProgL2shimSink     = "l2shim_sink"
+	fastpathProgL2shimWire     = "l2shim_wire"
 	fastpathVarCfgHeartbeatNs  = "cfg_heartbeat_ns"
 	fastpathVarCfgMark         = "cfg_mark"
 	fastpathVarCfgMask         = "cfg_mask"
@@ -123,6 +124,7 @@ type fastpathProgramSpecs struct {
 	L2shimIngress *ebpf.ProgramSpec `ebpf:"l2shim_ingress"`
 	L2shimInject  *ebpf.ProgramSpec `ebpf:"l2shim_inject"`
 	L2shimSink    *ebpf.ProgramSpec `ebpf:"l2shim_sink"`
+	L2shimWire    *ebpf.ProgramSpec `ebpf:"l2shim_wire"`
 }
 
 // fastpathMapSpecs contains maps before they are loaded into the kernel.
@@ -207,6 +209,7 @@ type fastpathPrograms struct {
 	L2shimIngress *ebpf.Program `ebpf:"l2shim_ingress"`
 	L2shimInject  *ebpf.Program `ebpf:"l2shim_inject"`
 	L2shimSink    *ebpf.Program `ebpf:"l2shim_sink"`
+	L2shimWire    *ebpf.Program `ebpf:"l2shim_wire"`
 }
 
 func (p *fastpathPrograms) Close() error {
@@ -215,6 +218,7 @@ func (p *fastpathPrograms) Close() error {
 		p.L2shimIngress,
 		p.L2shimInject,
 		p.L2shimSink,
+		p.L2shimWire,
 	)
 }
 

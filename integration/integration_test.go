@@ -78,8 +78,16 @@ func needShim(t *testing.T) string {
 // namespaces are really gone afterwards.
 func newTopo(t *testing.T) *Topology {
 	t.Helper()
+	return newTopoWith(t, Options{})
+}
+
+// newTopoWith builds a topology with options o (its Logf is the test's), removed when the
+// test ends.
+func newTopoWith(t *testing.T, o Options) *Topology {
+	t.Helper()
 	requireRoot(t)
-	topo, err := NewTopology(Options{Logf: t.Logf})
+	o.Logf = t.Logf
+	topo, err := NewTopology(o)
 	if err != nil {
 		t.Fatalf("topology: %v", err)
 	}

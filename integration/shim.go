@@ -34,6 +34,9 @@ type ConfigOptions struct {
 	// GatewayExtra[i] is inserted into gateway i's [[gateway]] table (e.g.
 	// `probe = ["203.0.113.10"]`).
 	GatewayExtra [2]string
+	// PeerAddress[i] gives the gateway of an L3 uplink its address; without it the
+	// gateway is its interface alone (`interface = "ppp1"`), as such a link allows.
+	PeerAddress [2]bool
 	// RunArgs are added to `l2shim run` (e.g. --no-fast-path); not part of the file.
 	RunArgs []string
 	// Bin, when set, is the l2shim binary to run instead of the one under test (an upgrade).
@@ -41,7 +44,8 @@ type ConfigOptions struct {
 }
 
 // Config returns an l2shim TOML config for the topology: two gateways, eth0
-// via 10.1.0.1 first and eth1 via 10.2.0.1, MACs resolved with ARP.
+// via 10.1.0.1 first and eth1 via 10.2.0.1, MACs resolved with ARP; a gateway
+// on an L3 uplink is its interface alone (see PeerAddress).
 func (t *Topology) Config(o ConfigOptions) string {
 	if o.Mode == "" {
 		o.Mode = "load-balance"
@@ -59,7 +63,11 @@ func (t *Topology) Config(o ConfigOptions) string {
 		addr    string
 		comment string
 	}{{t.HostIf0, t.GW0Addr.String(), "uplink A (gw0)"}, {t.HostIf1, t.GW1Addr.String(), "uplink B (gw1)"}} {
-		fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\naddress = %q\ncomment = %q\n", g.ifname, g.addr, g.comment)
+		if t.UplinkKind(i) != LinkVeth && !o.PeerAddress[i] {
+			fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\ncomment = %q\n", g.ifname, g.comment)
+		} else {
+			fmt.Fprintf(&b, "\n[[gateway]]\ninterface = %q\naddress = %q\ncomment = %q\n", g.ifname, g.addr, g.comment)
+		}
 		if x := strings.TrimSpace(o.GatewayExtra[i]); x != "" {
 			b.WriteString(x + "\n")
 		}

@@ -57,6 +57,13 @@ type Options struct {
 	Prefix string
 	// MTU of every link (default: the veth default, 1500).
 	MTU int
+	// Uplinks says what uplink 0 (host ─ gw0) and uplink 1 (host ─ gw1)
+	// are made of (default LinkVeth: eth0/eth1). An L3 uplink i (LinkTun,
+	// LinkWireGuard) is ppp<i> or wg<i> on the host, see l3link.go.
+	Uplinks [2]LinkKind
+	// UplinkMTU is the MTU of uplink i's two ends (0: MTU for a veth,
+	// DefaultTunMTU 1500, DefaultWireGuardMTU 1420).
+	UplinkMTU [2]int
 	// Logf, when set, receives progress messages.
 	Logf func(format string, args ...any)
 }
@@ -68,7 +75,7 @@ type Topology struct {
 
 	Host, GW0, GW1, Server *NS
 
-	HostIf0, HostIf1 string // host's external interfaces: "eth0", "eth1"
+	HostIf0, HostIf1 string // host's external interfaces: "eth0", "eth1" (L3: "ppp0", "wg1", ...)
 
 	HostAddr0, HostAddr1 netip.Addr // 10.1.0.2, 10.2.0.2
 	GW0Addr, GW1Addr     netip.Addr // 10.1.0.1, 10.2.0.1
@@ -79,6 +86,7 @@ type Topology struct {
 	extra  []*NS
 	shims  []*Shim
 	closed bool
+	l3     [2]*l3Uplink // L3 uplinks (Options.Uplinks), nil for veth
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -107,8 +115,8 @@ func NewTopology(opts Options) (t *Topology, err error) {
 	}
 	t = &Topology{
 		ID:         randSuffix(6),
-		HostIf0:    "eth0",
-		HostIf1:    "eth1",
+		HostIf0:    hostIfName(opts, 0),
+		HostIf1:    hostIfName(opts, 1),
 		HostAddr0:  HostAddr0,
 		HostAddr1:  HostAddr1,
 		GW0Addr:    GW0Addr,
@@ -245,6 +253,9 @@ func addVeth(v veth, mtu int) error {
 // LAN side "lan", with their fixed MACs, addresses and rp_filter settings
 // (see NewTopology); for uplink 0 also the host's default route via gw0.
 func (t *Topology) addUplink(i int) error {
+	if t.opts.Uplinks[i] != LinkVeth {
+		return t.addL3Uplink(i)
+	}
 	gw, _, err := t.gateway(i)
 	if err != nil {
 		return err
@@ -253,7 +264,7 @@ func (t *Topology) addUplink(i int) error {
 	if i == 1 {
 		ifname, mac, gwMAC, addr, gwAddr = t.HostIf1, macHostEth1, macGW1LAN, t.HostAddr1, t.GW1Addr
 	}
-	if err := addVeth(veth{a: t.Host, aName: ifname, aMAC: mac, b: gw, bName: "lan", bMAC: gwMAC}, t.opts.MTU); err != nil {
+	if err := addVeth(veth{a: t.Host, aName: ifname, aMAC: mac, b: gw, bName: "lan", bMAC: gwMAC}, t.uplinkMTU(i)); err != nil {
 		return err
 	}
 	if err := t.Host.Sysctl("net.ipv4.conf."+ifname+".rp_filter", "2"); err != nil {
@@ -326,7 +337,7 @@ func waitCarrier(ns *NS, dev string, timeout time.Duration) error {
 		if err != nil {
 			return fmt.Errorf("%s: %s: %w", ns.Name, dev, err)
 		}
-		if l.Attrs().OperState == netlink.OperUp {
+		if l.Attrs().OperState == netlink.OperUp || isL3Carrier(l) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -525,8 +536,14 @@ func (t *Topology) RestoreUpstream(i int) error {
 // RecreateUplink deletes the host's interface of uplink i (eth0 or eth1,
 // and with it gateway i's LAN side) and builds it again as before: same
 // names, MACs and addresses, a new ifindex (a USB modem unplugged and
-// plugged back). It returns the old and new ifindex.
+// plugged back). It returns the old and new ifindex. For an L3 uplink it
+// deletes ppp<i>/wg<i> and creates it again with the same name, addresses,
+// MTU (keys, for WireGuard) and, for uplink 0, default route; the
+// gateway's side stays.
 func (t *Topology) RecreateUplink(i int) (oldIdx, newIdx int, err error) {
+	if u, err := t.l3Uplink(i); err == nil {
+		return u.recreate()
+	}
 	ifname := t.HostIf0
 	if i == 1 {
 		ifname = t.HostIf1

@@ -314,36 +314,3 @@ func BenchmarkChecksum1500(b *testing.B) {
 		_ = Checksum(buf, 0)
 	}
 }
-
-// TestStripEthernet checks that a frame for a device without a link-layer header keeps its
-// virtio-net header in front of the IP packet, with offsets that no longer count the Ethernet
-// header, and that frames which cannot be stripped are refused.
-func TestStripEthernet(t *testing.T) {
-	frame := make([]byte, VnetHdrLen+EthHdrLen+40)
-	for i := VnetHdrLen + EthHdrLen; i < len(frame); i++ {
-		frame[i] = byte(i)
-	}
-	VnetHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: 54, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}.Encode(frame)
-	ip := append([]byte(nil), frame[VnetHdrLen+EthHdrLen:]...)
-	out := StripEthernet(frame)
-	if out == nil || len(out) != VnetHdrLen+len(ip) {
-		t.Fatalf("stripped to %d bytes, want %d", len(out), VnetHdrLen+len(ip))
-	}
-	var h VnetHdr
-	h.Decode(out)
-	want := VnetHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}
-	if h != want {
-		t.Fatalf("header %+v, want %+v", h, want)
-	}
-	if string(out[VnetHdrLen:]) != string(ip) {
-		t.Fatal("the IP packet changed")
-	}
-	bad := make([]byte, VnetHdrLen+EthHdrLen+20)
-	VnetHdr{Flags: VnetNeedsCsum, CsumStart: 10}.Encode(bad)
-	if StripEthernet(bad) != nil {
-		t.Fatal("a checksum start inside the Ethernet header was accepted")
-	}
-	if StripEthernet(make([]byte, VnetHdrLen+EthHdrLen-1)) != nil {
-		t.Fatal("a frame shorter than an Ethernet header was accepted")
-	}
-}

@@ -59,28 +59,3 @@ func (h VnetHdr) Encode(b []byte) {
 
 // IsGSO reports whether the header describes a super-frame that the kernel will segment.
 func (h VnetHdr) IsGSO() bool { return h.GSOType != GSONone }
-
-// StripEthernet turns pkt, a virtio-net header followed by an Ethernet frame, into a
-// virtio-net header followed by the frame's network-layer packet, for a device without a
-// link-layer header (ppp, tun, WireGuard). It works in place and returns the tail of pkt that
-// starts EthHdrLen bytes in, whose header offsets (HdrLen, CsumStart) no longer count the
-// Ethernet header. It returns nil when pkt cannot be that: too short, or a header whose
-// offsets point into the Ethernet header.
-func StripEthernet(pkt []byte) []byte {
-	var h VnetHdr
-	if len(pkt) < VnetHdrLen+EthHdrLen || !h.Decode(pkt) {
-		return nil
-	}
-	if h.Flags&VnetNeedsCsum != 0 {
-		if h.CsumStart < EthHdrLen {
-			return nil
-		}
-		h.CsumStart -= EthHdrLen
-	}
-	if h.HdrLen >= EthHdrLen {
-		h.HdrLen -= EthHdrLen
-	}
-	out := pkt[EthHdrLen:]
-	h.Encode(out)
-	return out
-}

@@ -21,6 +21,7 @@ const (
 	progIngress = "l2shim_ingress"
 	progInject  = "l2shim_inject"
 	progSink    = "l2shim_sink"
+	progWire    = "l2shim_wire"
 )
 
 // maps are the kernel side of l2shim: the programs of package fastpath and the maps they
@@ -138,7 +139,7 @@ func foreignTCX(ifindex int, own *sync.Map) ([]string, error) {
 				prog.Close()
 			}
 			switch name {
-			case progEgress, progIngress, progInject, progSink:
+			case progEgress, progIngress, progInject, progSink, progWire:
 				continue
 			}
 			out = append(out, fmt.Sprintf("%s: %s (id %d)", at.name, name, ap.ID))

@@ -23,8 +23,10 @@ type port struct {
 	vethHost    *vethPair
 	captureHost *packetConn
 	sinkHost    link.Link
-	wire        atomic.Pointer[packetConn] // on the external interface: writes to the gateways
+	wire        atomic.Pointer[packetConn] // writes to the gateways: on the external interface, or see l3Wire
 	sink        link.Link
+	// l3: the interface has no link-layer header (ppp, tun, WireGuard, raw-IP modems).
+	l3 atomic.Bool
 	// closing is set before the capture socket is closed on purpose (a reload removed the
 	// interface, or the shim stops), so its loop ends quietly.
 	closing atomic.Bool
@@ -36,9 +38,11 @@ type port struct {
 	removed bool // a reload detached the interface
 	mtu     int  // the interface's MTU as the engine knows it
 	ifi     *net.Interface
-	l3      bool // the interface has no link-layer header
-	inject  link.Link
-	hooks   []link.Link // egress and ingress on the external interface
+	// wireProg, on an L3 device's host pair's near end, sends what the wire socket writes
+	// to the device (see l3Wire).
+	wireProg link.Link
+	inject   link.Link
+	hooks    []link.Link // egress and ingress on the external interface
 }
 
 // captureConn returns the port's capture socket (closed once the port is removed).
@@ -68,8 +72,8 @@ func (s *Shim) addPort(name string) (*port, error) {
 
 // setIface tells the programs p's interface is external, with its MAC and capture veths.
 func (s *Shim) setIface(p *port) error {
-	ifc := fastpath.Iface{L3: p.l3, Capture: p.veth.near.Attrs().Index, CaptureHost: p.vethHost.near.Attrs().Index}
-	if p.l3 {
+	ifc := fastpath.Iface{L3: p.l3.Load(), Capture: p.veth.near.Attrs().Index, CaptureHost: p.vethHost.near.Attrs().Index}
+	if ifc.L3 {
 		ifc.MAC, ifc.GatewayMAC = l3IfaceMAC, l3GatewayMAC
 	} else {
 		copy(ifc.MAC[:], p.ifi.HardwareAddr)
@@ -192,11 +196,16 @@ func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
 	if err != nil {
 		return err
 	}
-	wire, err := openWire(ifi, s.cfg.Shim.Mark, l3)
+	var wire *packetConn
+	if l3 {
+		wire, err = s.l3Wire(p, ifi)
+	} else {
+		wire, err = openPacket(ifi, s.cfg.Shim.Mark, false)
+	}
 	if err != nil {
 		return err
 	}
-	p.l3 = l3
+	p.l3.Store(l3)
 	if old := p.wire.Swap(wire); old != nil {
 		_ = old.Close()
 	}
@@ -213,6 +222,31 @@ func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
 	}
 	p.ifi = ifi
 	return nil
+}
+
+// l3Wire opens the wire socket of a device without a link-layer header. AF_PACKET cannot write
+// frames with a virtio-net header to one (PACKET_VNET_HDR needs SOCK_RAW, which takes a PPP
+// device's first bytes for its header), so the socket sits on the far end of the port's host
+// capture pair, and the near end's program redirects what arrives to the device: bpf_redirect
+// drops the Ethernet header, and the device's queue segments and checksums the GSO frames and
+// partial checksums the device cannot take.
+func (s *Shim) l3Wire(p *port, ifi *net.Interface) (*packetConn, error) {
+	near := p.vethHost.near.Attrs().Index
+	if err := s.maps.k.SetInject(near, ifi.Index); err != nil {
+		return nil, err
+	}
+	if p.wireProg == nil {
+		l, err := attach(progWire, s.maps.k.Wire(), near, ebpf.AttachTCXIngress, &s.ownProgs)
+		if err != nil {
+			return nil, err
+		}
+		p.wireProg = l
+	}
+	far, err := net.InterfaceByName(p.vethHost.far.Attrs().Name)
+	if err != nil {
+		return nil, fmt.Errorf("wire of %s: %w", ifi.Name, err)
+	}
+	return openPacket(far, s.cfg.Shim.Mark, false)
 }
 
 // attachHooks attaches the egress and ingress programs to each external interface, at the head
@@ -300,12 +334,12 @@ func (s *Shim) closeSockets() {
 // release closes what is left of p after its hooks and sockets: its programs on the veth and
 // the veth pair itself.
 func (p *port) release() {
-	for _, l := range []link.Link{p.inject, p.sink, p.sinkHost} {
+	for _, l := range []link.Link{p.inject, p.sink, p.sinkHost, p.wireProg} {
 		if l != nil {
 			_ = l.Close()
 		}
 	}
-	p.inject, p.sink, p.sinkHost = nil, nil, nil
+	p.inject, p.sink, p.sinkHost, p.wireProg = nil, nil, nil, nil
 	for _, v := range []*vethPair{p.veth, p.vethHost} {
 		if v != nil {
 			v.delete()

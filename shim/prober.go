@@ -15,7 +15,6 @@ import (
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/datapath"
 	"github.com/l2shim/l2shim/failover"
-	"github.com/l2shim/l2shim/rewrite"
 )
 
 // macRecheck is how often a gateway's MAC is checked with ARP when probing is off.
@@ -186,8 +185,7 @@ func (p *prober) l3() bool {
 	if i < 0 {
 		return false
 	}
-	wire := (*p.s.portsSnap.Load())[i].wire.Load()
-	return wire != nil && wire.l3
+	return (*p.s.portsSnap.Load())[i].l3.Load()
 }
 
 // sendEchoes sends an echo request to every target that has not answered in this round.
@@ -210,11 +208,6 @@ func (p *prober) sendEchoes() {
 			continue
 		}
 		pkt := p.buf[:n]
-		if wire.l3 {
-			if pkt = rewrite.StripEthernet(pkt); pkt == nil {
-				continue
-			}
-		}
 		// Never waits: a probe that finds the socket's send buffer full is lost like one
 		// lost on the way, and a stuck uplink cannot hold up a reload waiting for its prober.
 		_ = wire.rc.Write(func(fd uintptr) bool {

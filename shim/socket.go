@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l2shim/l2shim/datapath"
-	"github.com/l2shim/l2shim/rewrite"
 )
 
 // packetConn is an AF_PACKET socket opened with PACKET_VNET_HDR (every frame read or written
@@ -25,35 +24,17 @@ type packetConn struct {
 	// to is the destination written into every sendmmsg header: the bound interface and
 	// protocol IPv4, so the kernel never has to guess the frame's protocol.
 	to unix.RawSockaddrLinklayer
-	// l3: the interface has no link-layer header (ppp, tun, WireGuard). The socket is
-	// SOCK_DGRAM, and frames lose their Ethernet header before they are written.
-	l3 bool
 }
 
 // openPacket opens a packet socket on ifi. With recv false the socket is bound with protocol
 // 0 and receives nothing; with recv true it receives every frame (ETH_P_ALL) but not its own
 // sends.
 func openPacket(ifi *net.Interface, mark uint32, recv bool) (*packetConn, error) {
-	return openPacketOn(ifi, mark, recv, false)
-}
-
-// openWire opens the send-only socket of an external interface; l3 says it has no
-// link-layer header: SOCK_DGRAM then, which is the one type that writes a bare IP packet on
-// every such device (SOCK_RAW would take a PPP device's first bytes for a header).
-func openWire(ifi *net.Interface, mark uint32, l3 bool) (*packetConn, error) {
-	return openPacketOn(ifi, mark, false, l3)
-}
-
-func openPacketOn(ifi *net.Interface, mark uint32, recv, l3 bool) (*packetConn, error) {
 	proto := 0
 	if recv {
 		proto = unix.ETH_P_ALL
 	}
-	typ := packet.Raw
-	if l3 {
-		typ = packet.Datagram
-	}
-	c, err := packet.Listen(ifi, typ, proto, nil)
+	c, err := packet.Listen(ifi, packet.Raw, proto, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open packet socket on %s: %w", ifi.Name, err)
 	}
@@ -87,7 +68,7 @@ func openPacketOn(ifi *net.Interface, mark uint32, recv, l3 bool) (*packetConn, 
 		c.Close()
 		return nil, fmt.Errorf("configure packet socket on %s: %w", ifi.Name, err)
 	}
-	pc := &packetConn{name: ifi.Name, c: c, rc: rc, l3: l3}
+	pc := &packetConn{name: ifi.Name, c: c, rc: rc}
 	pc.to.Family = unix.AF_PACKET
 	pc.to.Protocol = htons(unix.ETH_P_IP)
 	pc.to.Ifindex = int32(ifi.Index)
@@ -268,9 +249,6 @@ func (q *sendQueue) flush() error {
 	if pc != q.cur {
 		q.cur, q.to = pc, pc.to
 	}
-	if pc.l3 {
-		q.stripEthernet()
-	}
 	q.off = 0
 	for q.off < q.n {
 		q.sent, q.errno = 0, 0
@@ -296,21 +274,4 @@ func (q *sendQueue) flush() error {
 	}
 	q.n = 0
 	return nil
-}
-
-// stripEthernet makes every queued frame a bare IP packet behind its virtio-net header, for a
-// socket on a device without a link-layer header. A frame too short to have one is dropped.
-func (q *sendQueue) stripEthernet() {
-	kept := 0
-	for i := 0; i < q.n; i++ {
-		b := rewrite.StripEthernet(unsafe.Slice(q.iovs[i].Base, q.iovs[i].Len))
-		if b == nil {
-			q.dropped(unix.EINVAL)
-			continue
-		}
-		q.iovs[kept].Base = &b[0]
-		q.iovs[kept].SetLen(len(b))
-		kept++
-	}
-	q.n = kept
 }

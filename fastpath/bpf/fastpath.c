@@ -156,7 +156,8 @@ struct {
 	__type(value, __u64);
 } l2s_heartbeat SEC(".maps");
 
-// inject: capture veth near end's ifindex → the external interface its injections enter.
+// inject: capture veth near end's ifindex → the external interface its injections enter (the
+// wire pair's near end) or leave through (the host pair's near end, for an L3 device).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -565,6 +566,21 @@ int l2shim_inject(struct __sk_buff *skb)
 	if (!ext)
 		return TCX_DROP;
 	return bpf_redirect(*ext, BPF_F_INGRESS);
+}
+
+// l2shim_wire sits on the near end of an L3 device's host capture pair: what the shim writes
+// to the far end leaves through the device. AF_PACKET cannot write it there itself with a
+// virtio-net header (PACKET_VNET_HDR needs SOCK_RAW, and SOCK_RAW takes the first bytes for a
+// PPP device's header); bpf_redirect drops the Ethernet header, and the device's queue
+// segments and checksums what the device cannot.
+SEC("tcx/ingress")
+int l2shim_wire(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	__u32 *ext = bpf_map_lookup_elem(&l2s_inject, &ifindex);
+	if (!ext)
+		return TCX_DROP;
+	return bpf_redirect(*ext, 0);
 }
 
 // l2shim_sink sits on a capture veth's far end: the shim's packet socket has read the frame
