@@ -2,8 +2,13 @@ package integration
 
 import (
 	"context"
+	"net"
+	"net/netip"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestL3Spread balances flows over uplinks without a link-layer header: Ethernet + tun
@@ -43,5 +48,229 @@ func TestL3Spread(t *testing.T) {
 			}
 			stopShim(t, s)
 		})
+	}
+}
+
+// TestL3Bulk moves 1 GiB each way, byte-exact, through a NATed WireGuard uplink (MTU 1420,
+// wireguard-go with GSO offloads) while the host sends on Ethernet (MTU 1500): the SYN's MSS
+// is clamped to the tunnel's, and the transfers run in the kernel's fast path, which pushes
+// and drops the Ethernet header between the two kinds of device.
+func TestL3Bulk(t *testing.T) {
+	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkWireGuard}})
+	srv := startServers(t, topo)
+	s := startShim(t, topo, "load-balance")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	c, err := DialUplink(ctx, topo.Host, srv.bulkAddr(), topo.HostAddr1, 40)
+	cancel()
+	if err != nil {
+		t.Fatalf("connection through wg1: %v", err)
+	}
+	mss := tcpMaxSeg(t, c.Conn)
+	c.Close()
+	t.Logf("MEASURED MSS of a connection the host sent on eth0 (MTU 1500) and l2shim placed on wg1 (MTU 1420): %d", mss)
+	if mss > 1420-40 {
+		t.Errorf("MSS %d through wg1: the SYN was not clamped to the tunnel's MTU (want <= %d)", mss, 1420-40)
+	}
+	size := bulkSize()
+	for i, up := range []bool{false, true} {
+		what, f := "download", Download
+		if up {
+			what, f = "upload", Upload
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+		res, err := f(ctx, topo.Host, srv.bulkAddr(), size, uint64(2000+i), From(topo.HostAddr1))
+		cancel()
+		if err != nil {
+			t.Errorf("%s of %d MiB through wg1 (NAT): %v (moved %d bytes, server saw %s)", what, size>>20, err, res.Bytes, res.Seen)
+			continue
+		}
+		t.Logf("MEASURED %s through wg1 (NAT): %d MiB byte-exact in %v (%.2f Gbit/s)", what, size>>20, res.Elapsed.Round(time.Millisecond), res.Gbps())
+	}
+	tot := stopShim(t, s)
+	fast := atoiAttr(tot, "fast_out") + atoiAttr(tot, "fast_in")
+	slow := atoiAttr(tot, "frames_out") + atoiAttr(tot, "frames_in")
+	t.Logf("MEASURED fast path: %d frames in the kernel, %d through user space", fast, slow)
+	if fast < 100*max(slow, 1) || slow > 2000 {
+		t.Errorf("the fast path carried %d frames and user space %d: the transfers did not run in the kernel", fast, slow)
+	}
+}
+
+// tcpMaxSeg returns a connection's TCP_MAXSEG.
+func tcpMaxSeg(t *testing.T, c net.Conn) int {
+	t.Helper()
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		t.Fatalf("%T is no TCP connection", c)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mss int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { mss, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return mss
+}
+
+// TestL3Inbound: connections the server opens to the host's address on a tun uplink (ppp1)
+// are answered through ppp1. Without l2shim the host answers through its default route (eth0),
+// and gw0 drops the answers as spoofed.
+func TestL3Inbound(t *testing.T) {
+	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkTun}})
+	echo, udp := hostServices(t, topo, topo.HostAddr1, EchoPort)
+	ctx := context.Background()
+	to := netip.AddrPortFrom(topo.HostAddr1, EchoPort)
+	primeARP(t, topo)
+	ts := TimedEchoes(ctx, topo.Server, topo.ServerAddr, to, 3, 3, 1500*time.Millisecond)
+	if ok, _, _, _ := TimingStats(ts); ok != 0 {
+		t.Fatalf("without l2shim %d/3 inbound connections to %s succeeded: the topology proves nothing", ok, to)
+	}
+	s := startShim(t, topo, "load-balance")
+	echo.Seen.Reset()
+	udp.Seen.Reset()
+	ts = TimedEchoes(ctx, topo.Server, topo.ServerAddr, to, 40, 4, 3*time.Second)
+	checkTimings(t, "inbound TCP to ppp1's address with l2shim", ts, time.Second)
+	requireOnly(t, "inbound TCP (the host sees the client unchanged)", echo.Seen.Counts(), topo.ServerAddr, 40)
+	if r := UDPExchangeFrom(ctx, topo.Server, topo.ServerAddr, to, 20, 1, time.Second); r.Answered != 20 {
+		t.Errorf("inbound UDP with l2shim: %d/20 answered:%s", r.Answered, firstErrs(r.Errors, 5))
+	}
+	if n, _, err := Ping(ctx, topo.Server, topo.HostAddr1, 5, time.Second); n != 5 {
+		t.Errorf("inbound ping to %s with l2shim: %d/5 answered (%v)", topo.HostAddr1, n, err)
+	}
+	stopShim(t, s)
+}
+
+// TestL3SilentCut cuts a tun uplink silently (the link stays up, nothing passes) while it is
+// the gateway every new flow tries first: every new connection still succeeds, by rotation
+// after unanswered SYNs (< 4.5 s) without probes, and at once (< 1 s) after probes declared
+// the gateway down.
+func TestL3SilentCut(t *testing.T) {
+	requireRoot(t)
+	for _, probing := range []bool{false, true} {
+		name := "rotation"
+		if probing {
+			name = "probes"
+		}
+		t.Run(name, func(t *testing.T) {
+			topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkTun, LinkVeth}})
+			srv := startServers(t, topo)
+			o := ConfigOptions{Mode: "failover", Extra: failoverTable(`syn_retries = 2`, `probe_interval = "0s"`, `min_attempts = 1000000`)}
+			if probing {
+				o.Extra = failoverTable(`syn_retries = 2`, `probe_interval = "200ms"`, `probe_misses = 2`, `min_attempts = 1000000`)
+				o.GatewayExtra = [2]string{probeLine(topo.ServerAddr), probeLine(topo.ServerAddr)}
+			}
+			s := startShimCfg(t, topo, o)
+			ctx := context.Background()
+			srv.echo.Seen.Reset()
+			checkTimings(t, "before the cut", TimedEchoes(ctx, topo.Host, netip.Addr{}, srv.echoAddr(), 10, 2, 2*time.Second), time.Second)
+			requireOnly(t, "before the cut (mode failover: ppp0)", srv.echo.Seen.Counts(), topo.HostAddr0, 10)
+			if err := topo.CutL3(0, true); err != nil {
+				t.Fatal(err)
+			}
+			limit := 4500 * time.Millisecond
+			if probing {
+				waitGatewayState(t, s, topo.HostIf0, "down", 3*time.Second)
+				limit = time.Second
+			}
+			srv.echo.Seen.Reset()
+			ts := TimedEchoes(ctx, topo.Host, netip.Addr{}, srv.echoAddr(), 10, 10, 8*time.Second)
+			worst := checkTimings(t, "TCP through a silently cut ppp0", ts, limit)
+			t.Logf("MEASURED worst new connection through a silently cut L3 uplink (%s): %v", name, worst.Round(time.Millisecond))
+			requireOnly(t, "TCP after the cut (NAT to eth1's address)", srv.echo.Seen.Counts(), topo.HostAddr1, 10)
+			if err := topo.CutL3(0, false); err != nil {
+				t.Fatal(err)
+			}
+			stopShim(t, s)
+		})
+	}
+}
+
+// waitGatewayState waits until the gateway on interface iface has state want in status.
+func waitGatewayState(t *testing.T, s *testShim, iface, want string, within time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		st, err := s.queryStatus()
+		if err == nil {
+			for _, g := range st.Gateways {
+				if g.Interface == iface && g.State == want {
+					t.Logf("gateway on %s %s after %v", iface, want, time.Since(start).Round(time.Millisecond))
+					return
+				}
+			}
+		}
+		if time.Since(start) > within {
+			t.Fatalf("gateway on %s not %s within %v (status: %+v, %v)", iface, want, within, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestL3Recreate deletes the host's tun uplink and makes it again (a PPP redial): l2shim
+// follows the new ifindex without a restart, and flows are placed on it again.
+func TestL3Recreate(t *testing.T) {
+	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkTun}})
+	srv := startServers(t, topo)
+	s := startShim(t, topo, "load-balance")
+	spreadOK(t, "before ppp1 is re-created", topo, srv, 60, 2)
+	oldIdx, newIdx, err := topo.RecreateUplink(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ppp1 re-created: ifindex %d → %d", oldIdx, newIdx)
+	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		srv.echo.Seen.Reset()
+		ok, _ := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second)
+		if ok == 40 && srv.echo.Seen.Count(topo.HostAddr1) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after ppp1 was re-created: %d/40 connections, server saw %s", ok, srv.echo.Seen)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	spreadOK(t, "after ppp1 was re-created", topo, srv, 60, 2)
+	stopShim(t, s)
+}
+
+// TestL3FailOpen: with both uplinks tun devices, a killed l2shim (SIGKILL) and a hung one
+// (SIGSTOP) leave the host routing as if l2shim had never run, within 2 s.
+func TestL3FailOpen(t *testing.T) {
+	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkTun, LinkTun}})
+	srv := startServers(t, topo)
+	ctx := context.Background()
+	for _, sig := range []syscall.Signal{syscall.SIGSTOP, syscall.SIGKILL} {
+		s := startShim(t, topo, "load-balance")
+		spreadOK(t, "before "+sig.String(), topo, srv, 40, 2)
+		t0 := time.Now()
+		if err := s.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		el, tries, err := FirstSuccess(ctx, topo.Host, srv.echoAddr(), t0, 150*time.Millisecond, 3*time.Second)
+		if err != nil {
+			t.Errorf("after %v: %v", sig, err)
+		} else {
+			t.Logf("MEASURED after %v: first new connection succeeded %v later (attempt %d)", sig, el.Round(time.Millisecond), tries)
+			if el > 2*time.Second {
+				t.Errorf("after %v: plain routing took %v, want <= 2s", sig, el)
+			}
+		}
+		time.Sleep(1500 * time.Millisecond) // past the heartbeat for SIGSTOP
+		plainRouting(t, "after "+sig.String(), topo, srv, 20)
+		if sig == syscall.SIGSTOP {
+			if err := s.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			stopShim(t, s)
+		} else if err := s.Wait(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
