@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -273,4 +275,50 @@ func TestL3FailOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestL3CheckAndReload: `l2shim check` accepts a gateway that is a tun uplink alone and
+// refuses a MAC on it; a reload that removes the L3 uplink's gateway sends every new flow to
+// eth0, and one that adds it back attaches the device again and spreads flows over both.
+func TestL3CheckAndReload(t *testing.T) {
+	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkTun}})
+	srv := startServers(t, topo)
+	full := ConfigOptions{Mode: "load-balance"}
+	if out, code := runShimCommand(t, topo, "check", topo.Config(full)); code != 0 {
+		t.Fatalf("check of a config with `interface = \"ppp1\"` alone: exit %d:\n%s", code, out)
+	}
+	bad := full
+	bad.GatewayExtra[1] = `mac = "02:00:00:00:00:09"`
+	if out, code := runShimCommand(t, topo, "check", topo.Config(bad)); code == 0 || !strings.Contains(out, "ppp1 has no link-layer header, so its gateway has no MAC") {
+		t.Errorf("check of a MAC on ppp1: exit %d, want an error naming the key:\n%s", code, out)
+	}
+	s := startShimCfg(t, topo, full)
+	spreadOK(t, "before the reloads", topo, srv, 60, 2)
+	b, err := os.ReadFile(s.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(b)
+	onlyEth0 := cfg[:strings.LastIndex(cfg, "\n[[gateway]]")] + "\n"
+	reload := func(text string) {
+		t.Helper()
+		s.writeRaw(t, text)
+		mark := s.LogMark()
+		if out, errOut, code := s.cli(t, "reload"); code != 0 {
+			t.Fatalf("reload: exit %d: %s%s", code, out, errOut)
+		}
+		if _, _, err := s.WaitLog(mark, 2*time.Second, "reloaded"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload(onlyEth0)
+	srv.echo.Seen.Reset()
+	ok, errs := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second)
+	if ok != 40 {
+		t.Errorf("after removing ppp1's gateway: %d/40:%s", ok, firstErrs(errs, 5))
+	}
+	requireOnly(t, "after removing ppp1's gateway", srv.echo.Seen.Counts(), topo.HostAddr0, ok)
+	reload(cfg)
+	spreadOK(t, "after adding ppp1's gateway back", topo, srv, 60, 2)
+	stopShim(t, s)
 }

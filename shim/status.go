@@ -219,6 +219,9 @@ func (s *Shim) logTotals() {
 		attrs = append(attrs, "flows_"+g.Name, g.Stats.Placed.Load())
 	}
 	for _, p := range s.ports {
+		if p.removed {
+			continue // a reload detached it; the interface may be back as another port
+		}
 		// Frames the kernel dropped because the shim did not read fast enough.
 		var drops uint32
 		for _, c := range []*packetConn{p.capture, p.captureHost} {
