@@ -202,6 +202,12 @@ func lines() []line {
 	for _, n := range []string{"tcp_up", "tcp_up_direct", "tcp_down", "tcp_8streams", "tcp_up_gro", "tcp_up_direct_gro", "tcp_down_gro", "tcp_8streams_gro"} {
 		ls = append(ls, line{name: n, unit: "Gbit/s", target: "ratio >= 0.95", met: atLeast(0.95)})
 	}
+	for _, k := range l3Kinds {
+		up, down := l3Names(k)
+		for _, n := range []string{up, down} {
+			ls = append(ls, line{name: n, unit: "Gbit/s", target: "ratio >= 0.95", met: atLeast(0.95)})
+		}
+	}
 	for _, n := range []string{"udp_small_up", "udp_small_down"} {
 		ls = append(ls,
 			line{name: n, unit: "kpps", target: "ratio >= 0.90", met: atLeast(0.9)},
@@ -339,7 +345,14 @@ func run(c config) error {
 		}
 	}
 	restart := c.only == nil || c.only.MatchString("restart_under_load")
-	if len(todo) == 0 && !restart {
+	var l3 []integration.LinkKind
+	for _, k := range l3Kinds {
+		up, down := l3Names(k)
+		if c.only == nil || c.only.MatchString(up) || c.only.MatchString(down) {
+			l3 = append(l3, k)
+		}
+	}
+	if len(todo) == 0 && !restart && len(l3) == 0 {
 		return errors.New("-only matches no measurement")
 	}
 
@@ -472,6 +485,13 @@ func run(c config) error {
 			if err := runSide(r, sd); err != nil {
 				return fmt.Errorf("round %d, %s: %w", r+1, sd, err)
 			}
+		}
+	}
+
+	for _, k := range l3 {
+		if err := l3Bench(ctx, c, g, k, keep); err != nil {
+			failures = append(failures, err.Error())
+			logf("FAILED: %v", err)
 		}
 	}
 

@@ -45,13 +45,16 @@ const (
 // servers' ports pinned to their uplink. strict: a flow the rule cannot
 // place is dropped (and the measurement fails) rather than measured on
 // another path.
-func benchRules() string {
+func benchRules() string { return benchRulesVia("eth1", "eth0") }
+
+// benchRulesVia is benchRules with the gateways named nat and direct.
+func benchRulesVia(nat, direct string) string {
 	var b strings.Builder
 	for _, r := range []struct {
 		proto  string
 		lo, hi int
 		gw     string
-	}{{"tcp", natLo, natHi, "eth1"}, {"udp", natLo, natHi, "eth1"}, {"tcp", directLo, directHi, "eth0"}, {"udp", directLo, directHi, "eth0"}} {
+	}{{"tcp", natLo, natHi, nat}, {"udp", natLo, natHi, nat}, {"tcp", directLo, directHi, direct}, {"udp", directLo, directHi, direct}} {
 		fmt.Fprintf(&b, "[[rule]]\nname = \"bench %s %d-%d via %s\"\nprotocol = %q\ndst_port = \"%d-%d\"\naction = \"route-to\"\ngateway = %q\nstrict = true\n\n",
 			r.proto, r.lo, r.hi, r.gw, r.proto, r.lo, r.hi, r.gw)
 	}
