@@ -39,12 +39,17 @@ func bpffs(t *testing.T) string {
 // established flows meanwhile and the new l2shim adopts them: every download is byte-exact.
 func TestRestartKeepsFlows(t *testing.T) {
 	for _, how := range []string{"sigterm", "sigkill", "upgrade"} {
-		t.Run(how, func(t *testing.T) { restartUnderLoad(t, how) })
+		t.Run(how, func(t *testing.T) { restartUnderLoad(t, how, Options{}) })
 	}
+	// The NATed downloads through a WireGuard uplink: the kernel pushes the Ethernet header
+	// onto their frames, and the new l2shim adopts flows whose gateway has no address.
+	t.Run("sigkill-wireguard", func(t *testing.T) {
+		restartUnderLoad(t, "sigkill", Options{Uplinks: [2]LinkKind{LinkVeth, LinkWireGuard}})
+	})
 }
 
-func restartUnderLoad(t *testing.T, how string) {
-	topo := newTopo(t)
+func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
+	topo := newTopoWith(t, topoOpts)
 	srv := startServers(t, topo)
 	pins := bpffs(t)
 	o := ConfigOptions{RunArgs: []string{"--pin-dir", pins}}
