@@ -353,3 +353,31 @@ func TestDivertOnlyEntry(t *testing.T) {
 		t.Fatalf("with l2shim gone: ret %d, want it passed", int32(ret))
 	}
 }
+
+// TestEntryToL3: a frame whose entry sends it to a device without a link-layer header is NATed
+// like any other, keeps the MACs it came with (bpf_redirect to that device pulls the Ethernet
+// header, so none are written) and is redirected there.
+func TestEntryToL3(t *testing.T) {
+	k := loadTest(t)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 200; i++ {
+		ff := randomFrame(t, r, hostMAC, gwMAC, rewrite.ICMPEchoRequest)
+		e := Entry{Ifindex: 7, ToL3: true, NAT: true, Addr: randAddr(r), Port: uint16(1 + r.IntN(65535)), SrcMAC: randMAC(r), DstMAC: randMAC(r)}
+		if err := k.Put(Out, ff.key, e); err != nil {
+			t.Fatal(err)
+		}
+		ret, got := run(t, k.Egress(), ff.frame, nil)
+		kept := e
+		kept.SrcMAC, kept.DstMAC = hostMAC, gwMAC
+		want := goRewrite(t, ff.frame, Out, kept)
+		if ret != retRedirect || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d (%+v): ret %d\n got %x\nwant %x", i, ff.key, int32(ret), got, want)
+		}
+		if err := k.Delete(Out, ff.key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
