@@ -167,6 +167,7 @@ type Gateway struct {
 	Name      string           // defaults to Interface; unique
 	Interface string           // the external interface the gateway is reached through
 	Address   netip.Addr       // IPv4 unicast; optional on an L3 interface (invalid: none)
+	Address6  netip.Addr       // IPv6 router (link-local or global); invalid: the kernel's IPv6 default route on Interface
 	MAC       net.HardwareAddr // nil = resolve with ARP; else a 6-byte unicast address (Ethernet only)
 	Weight    int              // default 1, 1..1000
 	Comment   string           // free text shown by status

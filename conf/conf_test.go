@@ -777,3 +777,30 @@ func FuzzParse(f *testing.F) {
 		_, _ = c.CheckHost(fakeHost{})
 	})
 }
+
+// TestParseAddress6 checks [[gateway]] address6: an IPv6 router, link-local or global, and the
+// clear errors for what it cannot be.
+func TestParseAddress6(t *testing.T) {
+	gw := func(v string) string {
+		return "[[gateway]]\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\naddress6 = \"" + v + "\"\n"
+	}
+	for _, ok := range []string{"fe80::1", "2001:db8:1::1"} {
+		c, err := Parse("l2shim.toml", []byte(gw(ok)))
+		if err != nil || c.Gateways[0].Address6.String() != ok {
+			t.Errorf("address6 %q: %v, %+v", ok, err, c)
+		}
+	}
+	for v, want := range map[string]string{
+		"fe80::1/64":   `l2shim.toml:4: gateway[1].address6: "fe80::1/64" is not an IPv6 address: write the address alone`,
+		"fe80::1%eth0": `l2shim.toml:4: gateway[1].address6: "fe80::1%eth0" has a zone`,
+		"10.1.0.1":     `l2shim.toml:4: gateway[1].address6: "10.1.0.1" is an IPv4 address`,
+		"ff02::2":      `l2shim.toml:4: gateway[1].address6: ff02::2 is not a unicast address`,
+		"router":       `l2shim.toml:4: gateway[1].address6: "router" is not an IPv6 address`,
+		"::":           `l2shim.toml:4: gateway[1].address6: :: is not a unicast address`,
+	} {
+		_, err := Parse("l2shim.toml", []byte(gw(v)))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("address6 %q: got %v, want %q", v, err, want)
+		}
+	}
+}

@@ -501,6 +501,13 @@ func (d *decoder) gateway(i int, t *table) (Gateway, gatewayInfo) {
 	}
 	// A missing address is checked against the interface (CheckHost): an Ethernet gateway
 	// needs one for ARP, a point-to-point link's (ppp, WireGuard) does not.
+	if v, ok := t.str("address6"); ok {
+		if a, msg := parseUnicast6(v); msg != "" {
+			t.errorf("address6", "%s", msg)
+		} else {
+			g.Address6 = a
+		}
+	}
 	if v, ok := t.str("mac"); ok {
 		if mac, msg := parseMAC(v); msg != "" {
 			t.errorf("mac", "%s", msg)
@@ -886,6 +893,25 @@ func checkName(s string) string {
 		return fmt.Sprintf("%q must not start or end with spaces", s)
 	}
 	return ""
+}
+
+// parseUnicast6 parses an IPv6 router address (link-local ones included, without a zone: the
+// gateway's interface is the zone); msg says why s is not one.
+func parseUnicast6(s string) (netip.Addr, string) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil && strings.Contains(s, "/"):
+		return a, fmt.Sprintf("%q is not an IPv6 address: write the address alone, without a prefix length", s)
+	case err != nil:
+		return a, fmt.Sprintf("%q is not an IPv6 address", s)
+	case a.Zone() != "":
+		return a, fmt.Sprintf("%q has a zone: write the address alone, the gateway's interface is its zone", s)
+	case a.Is4() || a.Is4In6():
+		return a, fmt.Sprintf("%q is an IPv4 address: address6 is the gateway's IPv6 router (address takes the IPv4 one)", s)
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast():
+		return a, fmt.Sprintf("%v is not a unicast address", a)
+	}
+	return a, ""
 }
 
 // parseUnicast4 parses an IPv4 unicast address; msg says why s is not one.

@@ -341,12 +341,13 @@ func Monotonic() int64 {
 type Stats struct {
 	FastOut, FastIn     uint64 // frames finished in the kernel
 	DivertOut, DivertIn uint64 // frames sent to the slow path
+	Source6             uint64 // IPv6 packets sent out of the uplink their source belongs to
 }
 
 // Stats sums the programs' per-CPU counters.
 func (k *Kernel) Stats() (Stats, error) {
 	var s Stats
-	for i, dst := range []*uint64{&s.FastOut, &s.FastIn, &s.DivertOut, &s.DivertIn} {
+	for i, dst := range []*uint64{&s.FastOut, &s.FastIn, &s.DivertOut, &s.DivertIn, &s.Source6} {
 		var per []uint64
 		if err := k.objs.L2sStats.Lookup(uint32(i), &per); err != nil {
 			return s, fmt.Errorf("fastpath: stats: %w", err)
@@ -397,3 +398,40 @@ func (k *Kernel) Entries(d Direction) ([]Installed, error) {
 }
 
 func ntohs(v uint16) uint16 { return htons(v) }
+
+// Uplink6 is where the programs send an IPv6 packet whose source address is in one of an
+// uplink's prefixes (IPv6 per-source routing): out of Ifindex, from SrcMAC (the uplink's) to
+// DstMAC (its IPv6 router's); L3 says the uplink has no link-layer header, and then the MACs
+// are unused.
+type Uplink6 struct {
+	Ifindex        int
+	L3             bool
+	SrcMAC, DstMAC [6]byte
+}
+
+// SetSource6 makes packets with a source address in p leave through u.
+func (k *Kernel) SetSource6(p netip.Prefix, u Uplink6) error {
+	key := prefix6Key(p)
+	v := fastpathUplink6{Ifindex: uint32(u.Ifindex), SrcMac: u.SrcMAC, DstMac: u.DstMAC}
+	if u.L3 {
+		v.Flags |= ifaceL3
+	}
+	if err := k.objs.L2sSource6.Put(&key, &v); err != nil {
+		return fmt.Errorf("fastpath: source prefix %v: %w", p, err)
+	}
+	return nil
+}
+
+// DeleteSource6 forgets prefix p.
+func (k *Kernel) DeleteSource6(p netip.Prefix) error {
+	key := prefix6Key(p)
+	if err := k.objs.L2sSource6.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("fastpath: source prefix %v: %w", p, err)
+	}
+	return nil
+}
+
+func prefix6Key(p netip.Prefix) fastpathPrefix6 {
+	p = p.Masked()
+	return fastpathPrefix6{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+}

@@ -56,6 +56,20 @@ type fastpathIfaceCfg struct {
 	Pad         uint16
 }
 
+type fastpathPrefix6 struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type fastpathUplink6 struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Flags   uint32
+	SrcMac  [6]uint8
+	DstMac  [6]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -66,6 +80,7 @@ const (
 	fastpathMapL2sHeartbeat    = "l2s_heartbeat"
 	fastpathMapL2sIfaces       = "l2s_ifaces"
 	fastpathMapL2sInject       = "l2s_inject"
+	fastpathMapL2sSource6      = "l2s_source6"
 	fastpathMapL2sStats        = "l2s_stats"
 	fastpathProgL2shimEgress   = "l2shim_egress"
 	fastpathProgL2shimIngress  = "l2shim_ingress"
@@ -137,6 +152,7 @@ type fastpathMapSpecs struct {
 	L2sHeartbeat *ebpf.MapSpec `ebpf:"l2s_heartbeat"`
 	L2sIfaces    *ebpf.MapSpec `ebpf:"l2s_ifaces"`
 	L2sInject    *ebpf.MapSpec `ebpf:"l2s_inject"`
+	L2sSource6   *ebpf.MapSpec `ebpf:"l2s_source6"`
 	L2sStats     *ebpf.MapSpec `ebpf:"l2s_stats"`
 }
 
@@ -176,6 +192,7 @@ type fastpathMaps struct {
 	L2sHeartbeat *ebpf.Map `ebpf:"l2s_heartbeat"`
 	L2sIfaces    *ebpf.Map `ebpf:"l2s_ifaces"`
 	L2sInject    *ebpf.Map `ebpf:"l2s_inject"`
+	L2sSource6   *ebpf.Map `ebpf:"l2s_source6"`
 	L2sStats     *ebpf.Map `ebpf:"l2s_stats"`
 }
 
@@ -187,6 +204,7 @@ func (m *fastpathMaps) Close() error {
 		m.L2sHeartbeat,
 		m.L2sIfaces,
 		m.L2sInject,
+		m.L2sSource6,
 		m.L2sStats,
 	)
 }

@@ -381,3 +381,97 @@ func TestEntryToL3(t *testing.T) {
 		}
 	}
 }
+
+// ipv6Frame builds an Ethernet frame from hostMAC to gwMAC carrying IPv6 from src to dst with
+// a TCP segment, or with an ICMPv6 message of icmpType when it is not 0.
+func ipv6Frame(t *testing.T, src, dst string, icmpType uint8) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(hostMAC[:]), DstMAC: net.HardwareAddr(gwMAC[:]), EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst)}
+	var l4 gopacket.SerializableLayer
+	if icmpType != 0 {
+		ip.NextHeader = layers.IPProtocolICMPv6
+		icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(icmpType, 0)}
+		icmp.SetNetworkLayerForChecksum(ip)
+		l4 = icmp
+	} else {
+		ip.NextHeader = layers.IPProtocolTCP
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: 443, ACK: true, Seq: 1, Window: 1000}
+		tcp.SetNetworkLayerForChecksum(ip)
+		l4 = tcp
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, l4, gopacket.Payload(make([]byte, 100))); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// TestSource6: an IPv6 packet whose source is in another uplink's prefix is sent there with
+// that uplink's MACs (or none, to an L3 link); neighbour discovery, MLD, link-local and
+// multicast traffic, sources of the interface's own uplink or of no uplink, and everything
+// once the heartbeat is stale, pass untouched.
+func TestSource6(t *testing.T) {
+	k := loadTest(t)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	upMAC, routerMAC := [6]byte{2, 0, 0, 0, 0, 0x21}, [6]byte{2, 0, 0, 0, 0, 0x22}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(k.SetSource6(netip.MustParsePrefix("2001:db8:2::/64"), Uplink6{Ifindex: 7, SrcMAC: upMAC, DstMAC: routerMAC}))
+	must(k.SetSource6(netip.MustParsePrefix("2001:db8:1::/64"), Uplink6{Ifindex: testIfindex, SrcMAC: hostMAC, DstMAC: gwMAC}))
+	must(k.SetSource6(netip.MustParsePrefix("2001:db8:3::/64"), Uplink6{Ifindex: 8, L3: true}))
+
+	frame := ipv6Frame(t, "2001:db8:2::2", "2001:db8:ff::10", 0)
+	ret, got := run(t, k.Egress(), frame, nil)
+	want := append([]byte(nil), frame...)
+	copy(want[0:6], routerMAC[:])
+	copy(want[6:12], upMAC[:])
+	if ret != retRedirect || !bytes.Equal(got[:len(want)], want) {
+		t.Fatalf("another uplink's source: ret %d\n got %x\nwant %x", int32(ret), got[:len(want)], want)
+	}
+	frame = ipv6Frame(t, "2001:db8:3::2", "2001:db8:ff::10", 0)
+	if ret, got := run(t, k.Egress(), frame, nil); ret != retRedirect || !bytes.Equal(got[:len(frame)], frame) {
+		t.Fatalf("an L3 uplink's source: ret %d, frame changed: %v", int32(ret), !bytes.Equal(got[:len(frame)], frame))
+	}
+	for _, tc := range []struct {
+		what     string
+		src, dst string
+		icmp     uint8
+	}{
+		{"neighbour solicitation", "2001:db8:2::2", "2001:db8:ff::10", 135},
+		{"neighbour advertisement", "2001:db8:2::2", "2001:db8:ff::10", 136},
+		{"router solicitation", "2001:db8:2::2", "2001:db8:ff::10", 133},
+		{"MLD report", "2001:db8:2::2", "2001:db8:ff::10", 143},
+		{"multicast destination", "2001:db8:2::2", "ff02::1:2", 0},
+		{"link-local destination", "2001:db8:2::2", "fe80::1", 0},
+		{"link-local source", "fe80::2", "2001:db8:ff::10", 0},
+		{"the interface's own uplink", "2001:db8:1::2", "2001:db8:ff::10", 0},
+		{"no uplink's prefix", "2001:db8:9::2", "2001:db8:ff::10", 0},
+	} {
+		frame := ipv6Frame(t, tc.src, tc.dst, tc.icmp)
+		if ret, got := run(t, k.Egress(), frame, nil); ret != retNext || !bytes.Equal(got[:len(frame)], frame) {
+			t.Errorf("%s: ret %d, frame changed: %v", tc.what, int32(ret), !bytes.Equal(got[:len(frame)], frame))
+		}
+	}
+	// A stale heartbeat (l2shim gone or hung): the host's own routing.
+	must(k.BeatLagging(time.Hour))
+	frame = ipv6Frame(t, "2001:db8:2::2", "2001:db8:ff::10", 0)
+	if ret, _ := run(t, k.Egress(), frame, nil); ret != retNext {
+		t.Errorf("stale heartbeat: ret %d", int32(ret))
+	}
+	must(k.Beat())
+	must(k.DeleteSource6(netip.MustParsePrefix("2001:db8:2::/64")))
+	if ret, _ := run(t, k.Egress(), frame, nil); ret != retNext {
+		t.Errorf("a deleted prefix: ret %d", int32(ret))
+	}
+	s, err := k.Stats()
+	if err != nil || s.Source6 != 2 {
+		t.Errorf("stats %+v (%v): want 2 packets sent by source", s, err)
+	}
+}

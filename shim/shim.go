@@ -49,6 +49,8 @@ type Shim struct {
 	// serialises control-plane changes to them.
 	ports []*port
 	mu    sync.Mutex
+	// source6 is the IPv6 per-source map's sync (its own goroutine; the view for status).
+	source6 source6
 	// portsSnap is ports as of its last change, for the frame loops, which cannot take mu;
 	// portsGen counts the changes.
 	portsSnap atomic.Pointer[[]*port]
@@ -181,7 +183,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	defer s.loops.Wait()
 	var wg sync.WaitGroup
-	for _, background := range []func(context.Context){s.heartbeat, s.expiry, s.healthLoop, s.fastLoop, func(ctx context.Context) { s.watch(ctx, w) }} {
+	for _, background := range []func(context.Context){s.heartbeat, s.expiry, s.healthLoop, s.fastLoop, s.source6Loop, func(ctx context.Context) { s.watch(ctx, w) }} {
 		wg.Add(1)
 		go func() { defer wg.Done(); background(ctx) }()
 	}

@@ -193,6 +193,14 @@ func (s *Shim) Status() *control.Status {
 func (s *Shim) eachOwnCounter(fn func(name string, val uint64)) {
 	fn("send_full", s.sendFull.Load())
 	fn("truncated", s.truncated.Load())
+	// IPv6 packets the kernel sent out of the uplink their source address belongs to.
+	var source6 uint64
+	if s.maps != nil {
+		if st, err := s.maps.k.Stats(); err == nil {
+			source6 = st.Source6
+		}
+	}
+	fn("ipv6_per_source", source6)
 }
 
 // logTotals writes the counters when the shim stops, so a run can be seen to have worked even

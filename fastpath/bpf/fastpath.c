@@ -33,6 +33,8 @@
 #define ETH_HLEN 14
 #define ETH_ALEN 6
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_ICMPV6 58
 #define IPPROTO_ICMP 1
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
@@ -117,6 +119,7 @@ enum {
 	STAT_FAST_IN,    // ... wire → host
 	STAT_DIVERT_OUT, // frames diverted to the slow path host → wire
 	STAT_DIVERT_IN,  // ... wire → host
+	STAT_SOURCE6,    // IPv6 packets sent out of the uplink their source address belongs to
 	STAT_MAX,
 };
 
@@ -164,6 +167,28 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } l2s_inject SEC(".maps");
+
+// IPv6 per-source routing: the prefixes of each uplink's addresses, longest match first.
+struct prefix6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+// uplink6 is where a packet with a source address in the prefix leaves.
+struct uplink6 {
+	__u32 ifindex;
+	__u32 flags;       // IFC_L3: no link-layer header
+	__u8 src_mac[6];   // the uplink's MAC
+	__u8 dst_mac[6];   // its IPv6 router's MAC
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct prefix6);
+	__type(value, struct uplink6);
+} l2s_source6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -389,17 +414,23 @@ static __always_inline int orphaned(struct flow_val *v, int alive)
 	return !alive && v->last_seen && bpf_ktime_get_ns() - v->last_seen > cfg_orphan_idle_ns;
 }
 
-// push_eth puts an Ethernet header (dst, src, IPv4) in front of a bare IP packet.
-static __always_inline int push_eth(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
+// push_eth_proto puts an Ethernet header (dst, src, proto) in front of a bare IP packet.
+static __always_inline int push_eth_proto(struct __sk_buff *skb, const __u8 *dst, const __u8 *src, __u16 proto)
 {
 	__u8 h[ETH_HLEN];
 	__builtin_memcpy(h, dst, ETH_ALEN);
 	__builtin_memcpy(h + ETH_ALEN, src, ETH_ALEN);
-	h[12] = ETH_P_IP >> 8;
-	h[13] = ETH_P_IP & 0xff;
+	h[12] = proto >> 8;
+	h[13] = proto & 0xff;
 	if (bpf_skb_change_head(skb, ETH_HLEN, 0))
 		return -1;
 	return bpf_skb_store_bytes(skb, 0, h, ETH_HLEN, 0);
+}
+
+// push_eth puts an Ethernet header for IPv4 in front of a bare IP packet.
+static __always_inline int push_eth(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
+{
+	return push_eth_proto(skb, dst, src, ETH_P_IP);
 }
 
 // set_link_header gives a frame of a flow the link-layer header the entry's device needs: its
@@ -436,14 +467,72 @@ static __always_inline __u32 host_queue(struct iface_cfg *ifc)
 	return ifc->capture_host ? ifc->capture_host : ifc->capture;
 }
 
+// is_link_local reports whether a 16-byte address is in fe80::/10.
+static __always_inline int is_link_local(const __u8 *a)
+{
+	return a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
+}
+
+// egress_source6 is IPv6 per-source routing, done in the kernel without user space: a packet
+// the host sends whose source address belongs to another uplink's prefixes leaves through
+// that uplink's router, whatever interface the host's routing chose (that uplink's ISP is the
+// one that accepts the address). Neighbour discovery, MLD, router solicitations, link-local
+// and multicast traffic (DHCPv6 included) are never touched.
+static __always_inline int egress_source6(struct __sk_buff *skb, struct iface_cfg *ifc)
+{
+	int l3 = ifc->flags & IFC_L3;
+	__u32 nh = l3 ? 0 : ETH_HLEN;
+	if (!l3) {
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		if (data + ETH_HLEN > end)
+			return TCX_NEXT;
+		if (!mac_equal((__u8 *)data + ETH_ALEN, ifc->mac))
+			return TCX_NEXT; // a macvlan's or a bridged frame: not the host's
+	}
+	__u8 ip6[40];
+	if (bpf_skb_load_bytes(skb, nh, ip6, sizeof(ip6)) || (ip6[0] >> 4) != 6)
+		return TCX_NEXT;
+	const __u8 *src = ip6 + 8, *dst = ip6 + 24;
+	if (dst[0] == 0xff || is_link_local(dst) || is_link_local(src))
+		return TCX_NEXT;
+	if (ip6[6] == IPPROTO_ICMPV6) {
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, nh + 40, &type, 1))
+			return TCX_NEXT;
+		if (type >= 130 && type <= 143)
+			return TCX_NEXT; // MLD, router and neighbour discovery, redirects
+	}
+	struct prefix6 key = {.prefixlen = 128};
+	__builtin_memcpy(key.addr, src, 16);
+	struct uplink6 *u = bpf_map_lookup_elem(&l2s_source6, &key);
+	if (!u || u->ifindex == skb->ifindex || !shim_alive())
+		return TCX_NEXT;
+	if (!(u->flags & IFC_L3)) {
+		if (l3) {
+			if (push_eth_proto(skb, u->dst_mac, u->src_mac, ETH_P_IPV6))
+				return TCX_NEXT;
+		} else if (bpf_skb_store_bytes(skb, 0, u->dst_mac, ETH_ALEN, 0) || bpf_skb_store_bytes(skb, ETH_ALEN, u->src_mac, ETH_ALEN, 0)) {
+			return TCX_NEXT;
+		}
+	}
+	count(STAT_SOURCE6);
+	skb->mark = (skb->mark & ~cfg_mask) | cfg_mark;
+	return bpf_redirect(u->ifindex, 0);
+}
+
 SEC("tcx/egress")
 int l2shim_egress(struct __sk_buff *skb)
 {
-	if (marked(skb) || skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP))
+	if (marked(skb) || skb->vlan_present)
 		return TCX_NEXT;
 	__u32 ifindex = skb->ifindex;
 	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
+		return TCX_NEXT;
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return egress_source6(skb, ifc);
+	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
 	int l3 = ifc->flags & IFC_L3;
 	// On an L3 device every packet goes to its one gateway; on Ethernet, only frames the host
