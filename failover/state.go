@@ -83,7 +83,8 @@ func Evaluate(in Inputs) Status {
 	if in.NoAddress {
 		down = append(down, "interface has no IPv4 address")
 	}
-	if !in.MACKnown {
+	if !in.MACKnown && in.LinkUp {
+		// (while the link is down that says it all, and an L3 link has no ARP at all)
 		down = append(down, "gateway MAC not resolved (no ARP reply)")
 	}
 	pr := in.Probe

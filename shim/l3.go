@@ -15,10 +15,15 @@ var (
 	l3GatewayMAC = [6]byte{0x02, 0x6c, 0x33, 0x00, 0x00, 0x02}
 )
 
-// linkIsL3 reports whether a link has no link-layer header: ARPHRD_PPP (ppp, PPPoE) or
-// ARPHRD_NONE (tun, WireGuard, raw-IP WWAN).
+// linkIsL3 reports whether a link has no link-layer header: ARPHRD_PPP (ppp, PPPoE),
+// ARPHRD_NONE (tun, WireGuard, qmi_wwan in raw-IP mode) or ARPHRD_RAWIP (519: mhi_net and other
+// WWAN drivers; the netlink library has no name for it and says "unknown519").
 func linkIsL3(a *netlink.LinkAttrs) bool {
-	return a.EncapType == "ppp" || a.EncapType == "none"
+	switch a.EncapType {
+	case "ppp", "none", "rawip", "unknown519":
+		return true
+	}
+	return false
 }
 
 // isL3 reports whether interface ifindex has no link-layer header.

@@ -153,7 +153,11 @@ func linkChange(p *port, a *netlink.LinkAttrs) int {
 func (s *Shim) setIfaceState(i int, up bool) {
 	if s.engine.SetLink(i, up) {
 		if up {
-			s.log.Info("interface up; its gateways return when they answer ARP", "interface", s.ports[i].name)
+			if s.ports[i].l3.Load() {
+				s.log.Info("interface up; its gateway takes flows again", "interface", s.ports[i].name)
+			} else {
+				s.log.Info("interface up; its gateways return when they answer ARP", "interface", s.ports[i].name)
+			}
 		} else {
 			s.log.Warn("interface down; its gateways take no new flows", "interface", s.ports[i].name)
 			for gi, gc := range s.config().Gateways {
