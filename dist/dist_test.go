@@ -266,7 +266,7 @@ func read(t *testing.T, name string) []byte {
 }
 
 // commented matches a commented-out key or table header: "# key = ..." or "# [[rule]]".
-var commented = regexp.MustCompile(`^#\s?(\[\[?[a-z_]+\]\]?\s*(#.*)?|[a-z_]+\s*=.*)$`)
+var commented = regexp.MustCompile(`^#\s?(\[\[?[a-z_]+\]\]?\s*(#.*)?|[a-z_][a-z0-9_]*\s*=.*)$`)
 
 // uncommented returns the example with every commented key and table header uncommented.
 func uncommented(t *testing.T) []byte {
