@@ -25,6 +25,19 @@ type Status struct {
 	Events []Event `json:"events,omitempty"`
 	// Affinity is [shim] affinity: "flow" or "host-pair".
 	Affinity string `json:"affinity,omitempty"`
+	// Source6 are the uplinks' IPv6 prefixes: packets with a source address in one leave
+	// through its uplink's router (IPv6 per-source routing).
+	Source6 []Source6Status `json:"source6,omitempty"`
+}
+
+// Source6Status is one IPv6 prefix of an uplink.
+type Source6Status struct {
+	Prefix    string `json:"prefix"`
+	Interface string `json:"interface"`
+	Router    string `json:"router"` // "" on a link without a link-layer header, or when unknown
+	MAC       string `json:"mac"`    // the router's; "" when not resolved yet (or none needed)
+	// Active: the kernel steers the prefix (its router's MAC is known, or none is needed).
+	Active bool `json:"active"`
 }
 
 // GatewayStatus is one row of the gateway table, the heir of IPNetRouterX's Alternate Route
@@ -126,6 +139,21 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 				action += " (host-pair)"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", r.Name, action, orDash(r.Gateway), r.Flows, r.Packets, bytesText(r.Bytes))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(s.Source6) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "IPV6 SOURCE PREFIX\tINTERFACE\tROUTER\tMAC\tSTEERED")
+		for _, p := range s.Source6 {
+			steered := "yes"
+			if !p.Active {
+				steered = "no: router not resolved"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Prefix, p.Interface, orDash(p.Router), orDash(p.MAC), steered)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

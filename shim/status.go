@@ -184,6 +184,15 @@ func (s *Shim) Status() *control.Status {
 		}
 	})
 	s.eachOwnCounter(func(name string, val uint64) { st.Datapath[name] = val })
+	if v := s.source6.view.Load(); v != nil {
+		for _, e := range *v {
+			p := control.Source6Status{Prefix: e.Prefix.String(), Interface: e.Interface, Router: addrString(e.Router), Active: e.ready()}
+			if e.MAC != ([6]byte{}) {
+				p.MAC = net.HardwareAddr(e.MAC[:]).String()
+			}
+			st.Source6 = append(st.Source6, p)
+		}
+	}
 	return st
 }
 
