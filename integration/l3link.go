@@ -36,7 +36,8 @@ const (
 	// LinkWireGuard is a WireGuard tunnel wg<i> ─ lan made by wireguard-go
 	// (in this process, tun with IFF_VNET_HDR and GSO offloads) over an
 	// underlay veth pair wgu<i> 172.31.i.1/30 ─ wgu 172.31.i.2/30 of its
-	// own. allowed-ips is 0.0.0.0/0 on both sides.
+	// own. allowed-ips is 0.0.0.0/0 on both sides (and ::/0 with
+	// Options.IPv6).
 	LinkWireGuard
 )
 
@@ -182,10 +183,16 @@ func (t *Topology) addL3Uplink(i int) error {
 	if err := gw.Sysctl("net.ipv4.conf.lan.rp_filter", "1"); err != nil {
 		return err
 	}
+	if err := t.prepLAN6(gw); err != nil {
+		return err
+	}
 	if err := addPeerAddrUp(gw, "lan", gwAddr, host); err != nil {
 		return err
 	}
 	if err := addDevRoute(gw, "lan", netip.PrefixFrom(host, 24).Masked()); err != nil {
+		return err
+	}
+	if err := t.addLAN6(i); err != nil {
 		return err
 	}
 	if err := u.addHost(); err != nil {
@@ -256,7 +263,10 @@ func (u *l3Uplink) addHost() error {
 			return err
 		}
 	}
-	return waitCarrier(t.Host, ifname, 5*time.Second)
+	if err := waitCarrier(t.Host, ifname, 5*time.Second); err != nil {
+		return err
+	}
+	return t.addHost6(u.i)
 }
 
 // closeHost deletes the host's side of the uplink and stops what carried it.
@@ -527,6 +537,9 @@ func newWGDevice(ns *NS, name string, mtu, listenPort int, priv *ecdh.PrivateKey
 	w.dev = device.NewDevice(w.tun, &nsBind{Bind: conn.NewStdNetBind(), ns: ns}, logger)
 	cfg := fmt.Sprintf("private_key=%s\nlisten_port=%d\nreplace_peers=true\npublic_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=0.0.0.0/0\n",
 		hex.EncodeToString(priv.Bytes()), listenPort, hex.EncodeToString(peerPub.Bytes()), endpoint)
+	if opts.IPv6 {
+		cfg += "allowed_ip=::/0\n"
+	}
 	if err := w.dev.IpcSet(cfg); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("%s: wireguard %s config: %w", ns.Name, name, err)

@@ -64,6 +64,12 @@ type Options struct {
 	// UplinkMTU is the MTU of uplink i's two ends (0: MTU for a veth,
 	// DefaultTunMTU 1500, DefaultWireGuardMTU 1420).
 	UplinkMTU [2]int
+	// IPv6 makes the topology dual-stack (see ipv6.go): IPv6 enabled in
+	// every namespace, the addresses drawn there, the host's IPv6 default
+	// route via gw0's link-local fe80::1, and each gateway dropping what
+	// arrives on its LAN side from outside its /64 (nft). Off: IPv6 stays
+	// disabled everywhere, as before.
+	IPv6 bool
 	// Logf, when set, receives progress messages.
 	Logf func(format string, args ...any)
 }
@@ -80,6 +86,12 @@ type Topology struct {
 	HostAddr0, HostAddr1 netip.Addr // 10.1.0.2, 10.2.0.2
 	GW0Addr, GW1Addr     netip.Addr // 10.1.0.1, 10.2.0.1
 	ServerAddr           netip.Addr // 203.0.113.10
+
+	// Dual-stack only (Options.IPv6; the zero Addr otherwise), see ipv6.go.
+	HostAddr6_0, HostAddr6_1   netip.Addr // 2001:db8:1::2, 2001:db8:2::2
+	GW0Addr6, GW1Addr6         netip.Addr // 2001:db8:1::1, 2001:db8:2::1
+	GW0LinkLocal, GW1LinkLocal netip.Addr // fe80::1 on each gateway's lan (no zone)
+	ServerAddr6                netip.Addr // 2001:db8:ff::10
 
 	opts   Options
 	mu     sync.Mutex
@@ -108,7 +120,8 @@ func (o Options) logf(format string, args ...any) {
 //     side, so a frame whose source address is not on the LAN (10.2.0.2 sent
 //     to gw0) is dropped, as ISPs do. This is what makes the baseline fail
 //     without l2shim and what makes NAT necessary with it.
-//   - everywhere: IPv6 disabled (no RS/DAD/MLD frames in the way).
+//   - everywhere: IPv6 disabled (no RS/DAD/MLD frames in the way), unless
+//     Options.IPv6 (ipv6.go: enabled, forwarding on the gateways, no DAD).
 func NewTopology(opts Options) (t *Topology, err error) {
 	if opts.Prefix == "" {
 		opts.Prefix = "l2t"
@@ -163,6 +176,9 @@ func NewTopology(opts Options) (t *Topology, err error) {
 			return t, err
 		}
 	}
+	if err := t.enableIPv6(); err != nil {
+		return t, err
+	}
 
 	// The uplinks (host eth0/eth1 to the gateways' LAN side, with the host's
 	// default route via gw0), then the gateways' WAN links to the server.
@@ -214,6 +230,9 @@ func NewTopology(opts Options) (t *Topology, err error) {
 		if err := waitCarrier(w.ns, w.dev, 5*time.Second); err != nil {
 			return t, err
 		}
+	}
+	if err := t.finishIPv6(); err != nil {
+		return t, err
 	}
 	opts.logf("topology %s: ready", t.ID)
 	return t, nil
@@ -267,6 +286,9 @@ func (t *Topology) addUplink(i int) error {
 	if err := addVeth(veth{a: t.Host, aName: ifname, aMAC: mac, b: gw, bName: "lan", bMAC: gwMAC}, t.uplinkMTU(i)); err != nil {
 		return err
 	}
+	if err := t.prepLAN6(gw); err != nil {
+		return err
+	}
 	if err := t.Host.Sysctl("net.ipv4.conf."+ifname+".rp_filter", "2"); err != nil {
 		return err
 	}
@@ -280,9 +302,11 @@ func (t *Topology) addUplink(i int) error {
 		return err
 	}
 	if i == 0 {
-		return addRoute(t.Host, ifname, netip.Prefix{}, gwAddr)
+		if err := addRoute(t.Host, ifname, netip.Prefix{}, gwAddr); err != nil {
+			return err
+		}
 	}
-	return nil
+	return t.addUplink6(i)
 }
 
 func setMTU(ns *NS, ifname string, mtu int) error {
@@ -302,7 +326,7 @@ func addAddrUp(ns *NS, ifname string, p netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("%s: %s: %w", ns.Name, ifname, err)
 	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
 	if err := h.AddrAdd(l, a); err != nil {
 		return fmt.Errorf("%s: addr %s on %s: %w", ns.Name, p, ifname, err)
 	}
@@ -320,9 +344,9 @@ func addRoute(ns *NS, dev string, dst netip.Prefix, via netip.Addr) error {
 	}
 	r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: via.AsSlice()}
 	if dst.IsValid() {
-		r.Dst = &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), 32)}
+		r.Dst = &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}
 	} else {
-		r.Dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		r.Dst = defaultDst(via)
 	}
 	if err := h.RouteAdd(r); err != nil {
 		return fmt.Errorf("%s: route %v via %s dev %s: %w", ns.Name, dst, via, dev, err)
@@ -495,7 +519,8 @@ func (t *Topology) gateway(i int) (*NS, netip.Addr, error) {
 // CutUpstream makes gateway i (0: gw0, 1: gw1) silently drop everything it
 // would forward upstream: its default route becomes a blackhole (no ICMP
 // back). Its LAN side keeps answering ARP and pings to its own address: the
-// hard case of a dead uplink, invisible at the link layer.
+// hard case of a dead uplink, invisible at the link layer. Dual-stack: its
+// IPv6 default route too.
 func (t *Topology) CutUpstream(i int) error {
 	ns, _, err := t.gateway(i)
 	if err != nil {
@@ -508,11 +533,11 @@ func (t *Topology) CutUpstream(i int) error {
 	if err := ns.Netlink().RouteReplace(r); err != nil {
 		return fmt.Errorf("%s: blackhole default route: %w", ns.Name, err)
 	}
-	return nil
+	return t.cutUpstream6(i, true)
 }
 
-// RestoreUpstream undoes CutUpstream: gateway i's default route points at
-// the server again.
+// RestoreUpstream undoes CutUpstream: gateway i's default route (IPv4 and,
+// dual-stack, IPv6) points at the server again.
 func (t *Topology) RestoreUpstream(i int) error {
 	ns, via, err := t.gateway(i)
 	if err != nil {
@@ -530,7 +555,7 @@ func (t *Topology) RestoreUpstream(i int) error {
 	if err := ns.Netlink().RouteReplace(r); err != nil {
 		return fmt.Errorf("%s: restore default route: %w", ns.Name, err)
 	}
-	return nil
+	return t.cutUpstream6(i, false)
 }
 
 // RecreateUplink deletes the host's interface of uplink i (eth0 or eth1,
@@ -597,10 +622,11 @@ func (t *Topology) AddLAN(role, hostIf string, hostAddr, addr netip.Prefix) (*NS
 	return ns, waitCarrier(ns, "eth0", 5*time.Second)
 }
 
-// AddServerAddr adds another address (a /32 on lo) to the server namespace;
-// the gateways already send everything that is not theirs to the server.
+// AddServerAddr adds another address (a /32 on lo, IPv6: a /128) to the
+// server namespace; the gateways already send everything that is not theirs
+// to the server.
 func (t *Topology) AddServerAddr(a netip.Addr) error {
-	return addAddrUp(t.Server, "lo", netip.PrefixFrom(a, 32))
+	return addAddrUp(t.Server, "lo", netip.PrefixFrom(a, a.BitLen()))
 }
 
 // Nft loads an nftables script (`nft -f -`) in ns.

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,6 +111,15 @@ func FormatCounts(m map[netip.Addr]int) string {
 	return strings.Join(parts, " ")
 }
 
+// ipNet returns network ("tcp" or "udp") restricted to a's family: "tcp4"
+// for an IPv4 address (and for an invalid one, as before), "tcp6" for IPv6.
+func ipNet(network string, a netip.Addr) string {
+	if a.IsValid() && !a.Unmap().Is4() {
+		return network + "6"
+	}
+	return network + "4"
+}
+
 func remoteAddr(a net.Addr) netip.Addr {
 	switch a := a.(type) {
 	case *net.TCPAddr:
@@ -139,7 +150,7 @@ func listenTCP(ns *NS, addr netip.AddrPort) (net.Listener, error) {
 	var ln net.Listener
 	err := ns.Do(func() error {
 		var err error
-		ln, err = net.Listen("tcp4", addr.String())
+		ln, err = net.Listen(ipNet("tcp", addr.Addr()), addr.String())
 		return err
 	})
 	if err != nil {
@@ -239,7 +250,7 @@ func listenUDP(ns *NS, addr netip.AddrPort) (*net.UDPConn, error) {
 	var c *net.UDPConn
 	err := ns.Do(func() error {
 		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		c, err = net.ListenUDP(ipNet("udp", addr.Addr()), net.UDPAddrFromAddrPort(addr))
 		return err
 	})
 	if err != nil {
@@ -515,7 +526,7 @@ func dialTCPBound(ctx context.Context, ns *NS, laddr, addr netip.AddrPort) (net.
 	if laddr.IsValid() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(laddr)
 	}
-	return dialIn(ctx, ns, &d, "tcp4", addr.String())
+	return dialIn(ctx, ns, &d, ipNet("tcp", addr.Addr()), addr.String())
 }
 
 // dialUDP opens a UDP socket inside ns connected to dst, bound to src when
@@ -528,7 +539,7 @@ func dialUDP(ns *NS, src, dst netip.AddrPort) (*net.UDPConn, error) {
 	var c *net.UDPConn
 	err := ns.Do(func() error {
 		var err error
-		c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst))
+		c, err = net.DialUDP(ipNet("udp", dst.Addr()), laddr, net.UDPAddrFromAddrPort(dst))
 		return err
 	})
 	return c, err
@@ -536,11 +547,18 @@ func dialUDP(ns *NS, src, dst netip.AddrPort) (*net.UDPConn, error) {
 
 // listenICMP opens a raw ICMP socket inside ns (it receives every ICMP
 // message the namespace gets).
-func listenICMP(ns *NS) (*icmp.PacketConn, error) {
+func listenICMP(ns *NS) (*icmp.PacketConn, error) { return listenICMPFamily(ns, false) }
+
+// listenICMPFamily is listenICMP, ICMPv6 when v6 is set.
+func listenICMPFamily(ns *NS, v6 bool) (*icmp.PacketConn, error) {
+	network, laddr := "ip4:icmp", "0.0.0.0"
+	if v6 {
+		network, laddr = "ip6:ipv6-icmp", "::"
+	}
 	var c *icmp.PacketConn
 	err := ns.Do(func() error {
 		var err error
-		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		c, err = icmp.ListenPacket(network, laddr)
 		return err
 	})
 	if err != nil {
@@ -680,9 +698,28 @@ func UDPSendFrom(ns *NS, src netip.Addr, dst netip.AddrPort, payload []byte, cou
 
 // Ping sends count ICMP echo requests to dst from inside ns (raw socket), one
 // at a time, waiting up to timeout for each reply, and returns the number of
-// replies and their round-trip times.
+// replies and their round-trip times. An IPv6 dst is pinged with ICMPv6; a
+// link-local one needs its zone (the interface name in ns, "fe80::1%eth0").
 func Ping(ctx context.Context, ns *NS, dst netip.Addr, count int, timeout time.Duration) (int, []time.Duration, error) {
-	c, err := listenICMP(ns)
+	dst = dst.Unmap()
+	v6 := dst.Is6()
+	var echo, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	proto := unix.IPPROTO_ICMP
+	if v6 {
+		echo, reply, proto = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply, unix.IPPROTO_ICMPV6
+	}
+	to := &net.IPAddr{IP: dst.AsSlice()}
+	if z := dst.Zone(); z != "" {
+		// The zone is an interface of ns: resolve it there, not in the
+		// namespace of whichever thread writes.
+		l, err := ns.Netlink().LinkByName(z)
+		if err != nil {
+			return 0, nil, fmt.Errorf("%s: zone %s: %w", ns.Name, z, err)
+		}
+		to.Zone = strconv.Itoa(l.Attrs().Index)
+		dst = dst.WithZone("")
+	}
+	c, err := listenICMPFamily(ns, v6)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -691,13 +728,13 @@ func Ping(ctx context.Context, ns *NS, dst netip.Addr, count int, timeout time.D
 	var rtts []time.Duration
 	buf := make([]byte, 1500)
 	for seq := 1; seq <= count && ctx.Err() == nil; seq++ {
-		m := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("l2shim integration ping")}}
-		b, err := m.Marshal(nil)
+		m := icmp.Message{Type: echo, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("l2shim integration ping")}}
+		b, err := m.Marshal(nil) // ICMPv6: the kernel fills in the checksum
 		if err != nil {
 			return len(rtts), rtts, err
 		}
 		start := time.Now()
-		if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		if _, err := c.WriteTo(b, to); err != nil {
 			return len(rtts), rtts, fmt.Errorf("send echo: %w", err)
 		}
 		c.SetReadDeadline(start.Add(timeout))
@@ -706,8 +743,8 @@ func Ping(ctx context.Context, ns *NS, dst netip.Addr, count int, timeout time.D
 			if err != nil {
 				break // timeout: lost
 			}
-			rm, err := icmp.ParseMessage(unix.IPPROTO_ICMP, buf[:n])
-			if err != nil || rm.Type != ipv4.ICMPTypeEchoReply || remoteAddr(peer) != dst {
+			rm, err := icmp.ParseMessage(proto, buf[:n])
+			if err != nil || rm.Type != reply || remoteAddr(peer) != dst {
 				continue
 			}
 			if e, ok := rm.Body.(*icmp.Echo); ok && e.ID == id && e.Seq == seq {
@@ -961,7 +998,12 @@ func DialUDPPath(ns *NS, addr netip.AddrPort, want func(netip.Addr) bool, tries 
 // UDPBlast sends size-byte datagrams on c as fast as it can for d, in
 // batches (sendmmsg), and returns how many were handed to the kernel.
 func UDPBlast(ctx context.Context, c *net.UDPConn, size int, d time.Duration) (int64, error) {
-	pc := ipv4.NewPacketConn(c)
+	var pc interface {
+		WriteBatch([]ipv4.Message, int) (int, error)
+	} = ipv4.NewPacketConn(c)
+	if remoteAddr(c.RemoteAddr()).Is6() {
+		pc = ipv6.NewPacketConn(c) // ipv6.Message is ipv4.Message (socket.Message)
+	}
 	const batch = 64
 	payload := make([]byte, size)
 	NewStream(7).Fill(payload)
