@@ -54,30 +54,34 @@ type Reason uint8
 
 // The reasons Parse returns. OK is the zero value.
 const (
-	OK           Reason = iota // parsed; the frame may be rewritten
-	ShortFrame                 // shorter than the Ethernet header, an IPv4 header or its IHL
-	NotIPv4                    // the ethertype is not IPv4 (ARP, IPv6, ...)
-	BadIPHeader                // IHL below 5 words
-	BadIPLength                // total length below the IHL, or beyond the bytes available
-	ShortL4                    // the datagram ends inside the TCP, UDP or ICMP header
-	BadVnetHdr                 // the virtio-net header contradicts the frame (see Parse)
-	VLANTagged                 // an 802.1Q/802.1ad tag: the shim never owns tagged frames
-	BadIPVersion               // ethertype IPv4 but the version nibble is not 4
-	BadTCPOffset               // TCP data offset below 5 words or beyond the datagram
-	NumReasons                 // the number of reasons, for sizing counter arrays
+	OK              Reason = iota // parsed; the frame may be rewritten
+	ShortFrame                    // shorter than the Ethernet header, an IPv4 header or its IHL
+	NotIPv4                       // the ethertype is not IPv4 (ARP, IPv6, ...)
+	BadIPHeader                   // IHL below 5 words
+	BadIPLength                   // total length below the IHL, or beyond the bytes available
+	ShortL4                       // the datagram ends inside the TCP, UDP or ICMP header
+	BadVnetHdr                    // the virtio-net header contradicts the frame (see Parse)
+	VLANTagged                    // an 802.1Q/802.1ad tag: the shim never owns tagged frames
+	BadIPVersion                  // ethertype IPv4 but the version nibble is not 4
+	BadTCPOffset                  // TCP data offset below 5 words or beyond the datagram
+	BadExtHeader                  // an IPv6 extension header runs past the packet, or is misplaced or malformed
+	ExtChainTooLong               // more than MaxIPv6ExtHeaders IPv6 extension headers
+	NumReasons                    // the number of reasons, for sizing counter arrays
 )
 
 var reasonNames = [NumReasons]string{
-	OK:           "ok",
-	ShortFrame:   "short_frame",
-	NotIPv4:      "not_ipv4",
-	BadIPHeader:  "bad_ip_header",
-	BadIPLength:  "bad_ip_length",
-	ShortL4:      "short_l4",
-	BadVnetHdr:   "bad_vnet_hdr",
-	VLANTagged:   "vlan_tagged",
-	BadIPVersion: "bad_ip_version",
-	BadTCPOffset: "bad_tcp_offset",
+	OK:              "ok",
+	ShortFrame:      "short_frame",
+	NotIPv4:         "not_ipv4",
+	BadIPHeader:     "bad_ip_header",
+	BadIPLength:     "bad_ip_length",
+	ShortL4:         "short_l4",
+	BadVnetHdr:      "bad_vnet_hdr",
+	VLANTagged:      "vlan_tagged",
+	BadIPVersion:    "bad_ip_version",
+	BadTCPOffset:    "bad_tcp_offset",
+	BadExtHeader:    "bad_ext_header",
+	ExtChainTooLong: "ext_chain_too_long",
 }
 
 // String returns a short snake_case name, suitable as a metrics label.
