@@ -40,6 +40,9 @@ type Inputs struct {
 	// nothing could leave through it with a source address of its own.
 	NoAddress bool
 	MACKnown  bool // the gateway's MAC is configured or resolved by ARP
+	// PeerSilent, when not empty, says why the tunnel the gateway is reached through (its
+	// link is a WireGuard one) counts as down: its peer does not answer (PeerWatch).
+	PeerSilent string
 	Probing   bool // probe_interval > 0: Probe is meaningful
 	Probe     ProbeSummary
 	Health    GatewayHealth
@@ -49,7 +52,7 @@ type Inputs struct {
 // Usable reports whether the gateway may get new flows: the one definition of usable, the same
 // as Evaluate(in).State != Down without building a reason.
 func (in *Inputs) Usable() bool {
-	return in.On && !in.Drained && in.LinkUp && !in.NoAddress && in.MACKnown &&
+	return in.On && !in.Drained && in.LinkUp && !in.NoAddress && in.MACKnown && in.PeerSilent == "" &&
 		(!in.Probing || in.Probe.Up) && !in.Health.Benched
 }
 
@@ -82,6 +85,9 @@ func Evaluate(in Inputs) Status {
 	}
 	if in.NoAddress {
 		down = append(down, "interface has no IPv4 address")
+	}
+	if in.PeerSilent != "" {
+		down = append(down, in.PeerSilent)
 	}
 	if !in.MACKnown && in.LinkUp {
 		// (while the link is down that says it all, and an L3 link has no ARP at all)
