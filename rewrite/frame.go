@@ -48,6 +48,26 @@ const (
 	ICMPFragNeededCode = 4 // code of ICMPDestUnreach: fragmentation needed and DF set
 )
 
+// ICMPv6 types the rewrite path looks at (RFC 4443, 4861, 2710, 3810). Errors are the types
+// below 128; the four defined ones quote the packet that caused them.
+const (
+	ICMPv6DestUnreach     = 1
+	ICMPv6PacketTooBig    = 2
+	ICMPv6TimeExceeded    = 3
+	ICMPv6ParamProblem    = 4
+	ICMPv6EchoRequest     = 128
+	ICMPv6EchoReply       = 129
+	ICMPv6MLDQuery        = 130
+	ICMPv6MLDReport       = 131
+	ICMPv6MLDDone         = 132
+	ICMPv6RouterSolicit   = 133
+	ICMPv6RouterAdvert    = 134
+	ICMPv6NeighborSolicit = 135
+	ICMPv6NeighborAdvert  = 136
+	ICMPv6Redirect        = 137
+	ICMPv6MLDv2Report     = 143
+)
+
 // Reason says why Parse rejected a frame. It is a small integer so that the datapath can keep
 // one drop counter per reason in an array indexed by it, without allocating or hashing.
 type Reason uint8
@@ -56,7 +76,7 @@ type Reason uint8
 const (
 	OK              Reason = iota // parsed; the frame may be rewritten
 	ShortFrame                    // shorter than the Ethernet header, an IPv4 header or its IHL
-	NotIPv4                       // the ethertype is not IPv4 (ARP, IPv6, ...)
+	NotIPv4                       // the ethertype is not IPv4 (ARP, IPv6, ...); for ParseAny, neither IPv4 nor IPv6
 	BadIPHeader                   // IHL below 5 words
 	BadIPLength                   // total length below the IHL, or beyond the bytes available
 	ShortL4                       // the datagram ends inside the TCP, UDP or ICMP header
@@ -64,8 +84,8 @@ const (
 	VLANTagged                    // an 802.1Q/802.1ad tag: the shim never owns tagged frames
 	BadIPVersion                  // ethertype IPv4 but the version nibble is not 4
 	BadTCPOffset                  // TCP data offset below 5 words or beyond the datagram
-	BadExtHeader                  // an IPv6 extension header runs past the packet, or is misplaced or malformed
-	ExtChainTooLong               // more than MaxIPv6ExtHeaders IPv6 extension headers
+	BadExtHeader                  // an IPv6 extension header runs past the packet, or is misplaced or malformed (ParseAny, WalkIPv6)
+	ExtChainTooLong               // more than MaxIPv6ExtHeaders IPv6 extension headers (ParseAny, WalkIPv6)
 	NumReasons                    // the number of reasons, for sizing counter arrays
 )
 
@@ -100,20 +120,33 @@ type Frame struct {
 	Buf  []byte  // the Ethernet frame (no vnet header)
 	Vnet VnetHdr // the frame's virtio-net header, to be written back unchanged (or via FitGSO)
 
-	L3  int // offset of the IPv4 header (EthHdrLen), -1 before a successful Parse
+	L3  int // offset of the IPv4 or IPv6 header (EthHdrLen), -1 before a successful Parse
 	L4  int // offset of the L4 header (the IP payload for other protocols); -1 for a non-first fragment
-	End int // offset just past the IPv4 datagram; bytes after it are Ethernet padding
+	End int // offset just past the IP datagram; bytes after it are Ethernet padding
 
-	Proto            uint8 // IP protocol
+	// IPv6 is set for an IPv6 frame, which only ParseAny accepts. Its addresses are in Src6 and
+	// Dst6 (Src and Dst stay zero), its upper-layer protocol in Proto (ProtoICMPv6 for ICMPv6,
+	// whose echo identifier, type and code fill SrcPort, DstPort, ICMPType and ICMPCode as ICMP
+	// does for IPv4), and L4 is the upper-layer header after the extension headers. The IPv4
+	// setters do nothing on an IPv6 frame and the IPv6 ones nothing on an IPv4 frame.
+	IPv6 bool
+
+	Proto            uint8 // IP protocol (IPv6: the upper-layer protocol, see IPv6Headers.Proto)
 	Src, Dst         [4]byte
-	SrcPort, DstPort uint16 // TCP/UDP ports; ICMP echo request/reply: both hold the identifier
+	Src6, Dst6       [16]byte // IPv6 frames only
+	SrcPort, DstPort uint16   // TCP/UDP ports; ICMP and ICMPv6 echo request/reply: both hold the identifier
 	TCPFlags         uint8
 	ICMPType         uint8
 	ICMPCode         uint8
 	FragOff          uint16 // fragment offset in 8-byte units
 	MoreFrags        bool
-	DontFrag         bool
-	IPID             uint16
+	DontFrag         bool   // IPv4: the DF bit; always set for IPv6, which routers never fragment
+	IPID             uint16 // IPv4 only
+	FragID           uint32 // IPv6 only: the fragment header's identification, when there is one
+
+	// routed is IPv6Headers.Routed for an IPv6 frame: the destination field is not in the
+	// transport pseudo-header. innerRouted is the same for the quoted packet.
+	routed, innerRouted bool
 
 	// PartialCsum is set for a CHECKSUM_PARTIAL frame (NEEDS_CSUM) whose csum_start and
 	// csum_offset point exactly at this frame's TCP, UDP or ICMP checksum field. That field then
@@ -136,17 +169,27 @@ type Frame struct {
 	// the quote does not hold a whole IPv4 header. InnerL4 is the offset of the quoted L4 header,
 	// -1 when absent or when the quoted packet is a non-first fragment; it may be truncated, so
 	// the ports are filled only when quoted (RFC 792 guarantees the first 8 bytes).
+	//
+	// For an IPv6 frame the same fields describe the packet an ICMPv6 error (destination
+	// unreachable, packet too big, time exceeded, parameter problem) quotes, with its addresses
+	// in InnerSrc6 and InnerDst6 (InnerSrc and InnerDst stay zero): InnerL3 is set when the quote
+	// holds a whole IPv6 header, InnerL4 when its extension headers lie within the quote too and
+	// it is not a non-first fragment; InnerProto is the upper-layer protocol then (otherwise the
+	// next-header value where the walk stopped), and the ports, or an ICMPv6 echo's identifier,
+	// are filled when quoted.
 	InnerL3, InnerL4           int
 	InnerProto                 uint8
 	InnerSrc, InnerDst         [4]byte
-	InnerSrcPort, InnerDstPort uint16 // as SrcPort and DstPort, for the quoted packet
+	InnerSrc6, InnerDst6       [16]byte // IPv6 frames only
+	InnerSrcPort, InnerDstPort uint16   // as SrcPort and DstPort, for the quoted packet
 }
 
 // Parse fills f from buf, an untagged Ethernet frame, and vnet, the virtio-net header it came
-// with. It keeps only offsets into buf. It returns OK when the frame can be rewritten, or the
-// reason it cannot. On any other result the offsets are -1 and the setters do nothing, while the
-// header fields parsed before the problem showed (addresses, protocol, ports) stay for logging.
-// Parse never panics and never allocates.
+// with. It accepts IPv4 only (an IPv6 frame gives NotIPv4; ParseAny accepts IPv6 too). It keeps
+// only offsets into buf. It returns OK when the frame can be rewritten, or the reason it cannot.
+// On any other result the offsets are -1 and the setters do nothing, while the header fields
+// parsed before the problem showed (addresses, protocol, ports) stay for logging. Parse never
+// panics and never allocates.
 //
 // It checks:
 //   - the ethertype is IPv4 (VLANTagged for 802.1Q/802.1ad tags, NotIPv4 otherwise);
@@ -169,6 +212,40 @@ func (f *Frame) Parse(buf []byte, vnet VnetHdr) Reason {
 		f.PartialCsum, f.Encap = false, false
 	}
 	return r
+}
+
+// ParseAny is Parse for IPv4 and IPv6 frames: an IPv4 frame gives exactly what Parse gives, an
+// IPv6 frame (ethertype 0x86dd) is parsed too and sets f.IPv6. It never panics and never
+// allocates. For IPv6 it checks, with the same reasons as for IPv4:
+//   - the version (BadIPVersion), the fixed header (ShortFrame) and the payload length
+//     (BadIPLength; a GSO frame may have a payload length of 0, and then the packet is the rest
+//     of buf; Ethernet padding after the packet is allowed and ignored);
+//   - the extension headers, as WalkIPv6 does (BadExtHeader, ExtChainTooLong);
+//   - unless the frame is a non-first fragment, that the TCP (with its data offset), UDP or
+//     ICMPv6 header lies within the packet (ShortL4, BadTCPOffset);
+//   - the virtio-net header as for IPv4 (BadVnetHdr), the checksum offsets being TCP's, UDP's
+//     and ICMPv6's and the GSO types GSOTCPv6 on TCP and GSOUDPL4 on UDP (GSOTCPv4 and UDP
+//     fragmentation offload are refused on an IPv6 frame), unless the frame is Encap.
+//
+// An IPv6 frame has L3 EthHdrLen, L4 at the upper-layer header after the extension headers (-1
+// for a non-first fragment), End from the payload length, Proto the upper-layer protocol,
+// FragOff, MoreFrags and FragID from a fragment header, DontFrag set; ICMPv6 echo requests and
+// replies give their identifier as SrcPort and DstPort, and the four ICMPv6 errors fill the
+// Inner fields from their quote.
+func (f *Frame) ParseAny(buf []byte, vnet VnetHdr) Reason {
+	r := f.parseAny(buf, vnet)
+	if r != OK {
+		f.L3, f.L4, f.InnerL3, f.InnerL4 = -1, -1, -1, -1
+		f.PartialCsum, f.Encap = false, false
+	}
+	return r
+}
+
+func (f *Frame) parseAny(buf []byte, vnet VnetHdr) Reason {
+	if len(buf) >= EthHdrLen && binary.BigEndian.Uint16(buf[12:]) == etherTypeIPv6 {
+		return f.parse6(buf, vnet)
+	}
+	return f.parse(buf, vnet)
 }
 
 func (f *Frame) parse(buf []byte, vnet VnetHdr) Reason {
@@ -288,6 +365,90 @@ func (f *Frame) parseQuote(q int) {
 	}
 }
 
+// parse6 parses buf, an Ethernet frame with ethertype IPv6, for ParseAny.
+func (f *Frame) parse6(buf []byte, vnet VnetHdr) Reason {
+	*f = Frame{Buf: buf, Vnet: vnet, L3: -1, L4: -1, InnerL3: -1, InnerL4: -1, IPv6: true, DontFrag: true}
+	ip := buf[EthHdrLen:]
+	if len(ip) >= ipv6HdrLen {
+		f.Src6 = [16]byte(ip[8:24])
+		f.Dst6 = [16]byte(ip[24:40])
+	}
+	h, r := WalkIPv6(ip, vnet.GSOType != GSONone)
+	switch r {
+	case OK, ShortL4, BadTCPOffset:
+		f.Proto = h.Proto // for logging
+	}
+	if r != OK {
+		return r
+	}
+	f.L3 = EthHdrLen
+	f.End = EthHdrLen + h.End
+	f.routed = h.Routed
+	if h.FragHdr >= 0 {
+		f.FragOff, f.MoreFrags, f.FragID = h.FragOff, h.MoreFrags, h.FragID
+	}
+	if h.L4 >= 0 {
+		l4 := EthHdrLen + h.L4
+		seg := buf[l4:f.End] // WalkIPv6 checked the TCP, UDP or ICMPv6 header is whole
+		switch f.Proto {
+		case ProtoTCP:
+			f.SrcPort = binary.BigEndian.Uint16(seg)
+			f.DstPort = binary.BigEndian.Uint16(seg[2:])
+			f.TCPFlags = seg[13]
+		case ProtoUDP:
+			f.SrcPort = binary.BigEndian.Uint16(seg)
+			f.DstPort = binary.BigEndian.Uint16(seg[2:])
+		case ProtoICMPv6:
+			f.ICMPType, f.ICMPCode = seg[0], seg[1]
+			switch f.ICMPType {
+			case ICMPv6EchoRequest, ICMPv6EchoReply:
+				f.SrcPort = binary.BigEndian.Uint16(seg[4:])
+				f.DstPort = f.SrcPort
+			case ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6TimeExceeded, ICMPv6ParamProblem:
+				f.parseQuote6(l4 + icmpMinLen)
+			}
+		}
+		f.L4 = l4
+	}
+	return f.checkVnet()
+}
+
+// parseQuote6 fills the Inner fields from the IPv6 packet an ICMPv6 error quotes at offset q.
+// The quote may be cut short anywhere (RFC 4443 quotes as much as fits in 1280 bytes): the
+// extension headers must lie within it for InnerL4, the ports are read when there.
+func (f *Frame) parseQuote6(q int) {
+	b := f.Buf[q:f.End]
+	if len(b) < ipv6HdrLen || b[0]>>4 != 6 {
+		return
+	}
+	f.InnerL3 = q
+	f.InnerSrc6 = [16]byte(b[8:24])
+	f.InnerDst6 = [16]byte(b[24:40])
+	// The quote is taken to the end of the ICMPv6 message, whatever the quoted payload length
+	// says (it is the original packet's, and the quote may be cut short), as for IPv4.
+	h := IPv6Headers{L4: -1, FragHdr: -1, End: len(b)}
+	r := walkChain6(b, &h)
+	f.InnerProto = h.Proto
+	f.innerRouted = h.Routed
+	if r != OK || h.L4 < 0 {
+		return
+	}
+	f.InnerL4 = q + h.L4
+	seg := b[h.L4:h.End]
+	switch f.InnerProto {
+	case ProtoTCP, ProtoUDP:
+		if len(seg) >= 4 {
+			f.InnerSrcPort = binary.BigEndian.Uint16(seg)
+			f.InnerDstPort = binary.BigEndian.Uint16(seg[2:])
+		}
+	case ProtoICMPv6:
+		if len(seg) >= 6 && (seg[0] == ICMPv6EchoRequest || seg[0] == ICMPv6EchoReply) {
+			f.InnerSrcPort = binary.BigEndian.Uint16(seg[4:])
+			f.InnerDstPort = f.InnerSrcPort
+		}
+	}
+}
+
 // l4CsumOffset returns the offset of the checksum field within the L4 header of proto, or -1
 // for protocols whose checksum the rewrite path does not maintain.
 func l4CsumOffset(proto uint8) int {
@@ -297,6 +458,19 @@ func l4CsumOffset(proto uint8) int {
 	case ProtoUDP:
 		return 6
 	case ProtoICMP:
+		return 2
+	}
+	return -1
+}
+
+// l4CsumOffset6 is l4CsumOffset for an IPv6 upper-layer protocol.
+func l4CsumOffset6(proto uint8) int {
+	switch proto {
+	case ProtoTCP:
+		return 16
+	case ProtoUDP:
+		return 6
+	case ProtoICMPv6:
 		return 2
 	}
 	return -1
@@ -314,6 +488,9 @@ func (f *Frame) checkVnet() Reason {
 		}
 		if f.L4 >= 0 && start == f.L4 {
 			want := l4CsumOffset(f.Proto)
+			if f.IPv6 {
+				want = l4CsumOffset6(f.Proto)
+			}
 			switch {
 			case want < 0:
 				f.Encap = true // a partial checksum of some other protocol (GRE): hands off
@@ -334,15 +511,19 @@ func (f *Frame) checkVnet() Reason {
 	}
 	switch v.GSOType & gsoTypeMk {
 	case GSOTCPv4:
-		if f.Encap || f.Proto == ProtoTCP {
+		if f.Encap || (f.Proto == ProtoTCP && !f.IPv6) {
 			return OK
 		}
-	case GSOUDP, GSOUDPL4:
+	case GSOUDP:
+		if f.Encap || (f.Proto == ProtoUDP && !f.IPv6) {
+			return OK
+		}
+	case GSOUDPL4:
 		if f.Encap || f.Proto == ProtoUDP {
 			return OK
 		}
 	case GSOTCPv6:
-		if f.Encap {
+		if f.Encap || (f.Proto == ProtoTCP && f.IPv6) {
 			return OK
 		}
 	}
@@ -352,8 +533,39 @@ func (f *Frame) checkVnet() Reason {
 // valid reports whether f describes a parsed frame that still fits its buffer, so that the
 // setters can index without panicking even when called on a zero or failed Frame.
 func (f *Frame) valid() bool {
-	return f.L3 == EthHdrLen && f.End >= f.L3+ipv4MinLen && f.End <= len(f.Buf) &&
-		f.L4 <= f.End && (f.L4 < 0 || f.L4 >= f.L3+ipv4MinLen)
+	hdr := ipv4MinLen
+	if f.IPv6 {
+		hdr = ipv6HdrLen
+	}
+	return f.L3 == EthHdrLen && f.End >= f.L3+hdr && f.End <= len(f.Buf) &&
+		f.L4 <= f.End && (f.L4 < 0 || f.L4 >= f.L3+hdr)
+}
+
+// valid4 is valid for an IPv4 frame, valid6 for an IPv6 frame.
+func (f *Frame) valid4() bool { return !f.IPv6 && f.valid() }
+func (f *Frame) valid6() bool { return f.IPv6 && f.valid() }
+
+// Addrs16 returns the frame's addresses as flow keys hold them: an IPv4 address IPv4-mapped
+// (::ffff:a.b.c.d), an IPv6 frame's as they are. An IPv6 frame that carries an IPv4-mapped
+// address would give an IPv4 flow's key: see HasIPv4MappedAddr.
+func (f *Frame) Addrs16() (src, dst [16]byte) {
+	if f.IPv6 {
+		return f.Src6, f.Dst6
+	}
+	return mapped4(f.Src), mapped4(f.Dst)
+}
+
+// InnerAddrs16 is Addrs16 for the packet an ICMP or ICMPv6 error quotes.
+func (f *Frame) InnerAddrs16() (src, dst [16]byte) {
+	if f.IPv6 {
+		return f.InnerSrc6, f.InnerDst6
+	}
+	return mapped4(f.InnerSrc), mapped4(f.InnerDst)
+}
+
+// mapped4 returns a as an IPv4-mapped IPv6 address.
+func mapped4(a [4]byte) [16]byte {
+	return [16]byte{10: 0xff, 11: 0xff, 12: a[0], 13: a[1], 14: a[2], 15: a[3]}
 }
 
 // SrcMAC returns the frame's source MAC address.

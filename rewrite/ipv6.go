@@ -24,7 +24,9 @@ const (
 // from the start of the IPv6 header.
 type IPv6Headers struct {
 	// Proto is the upper-layer protocol (the last next-header value): TCP, UDP, ICMPv6, or any
-	// other; extNoNext when the chain ends with "no next header".
+	// other; extNoNext when the chain ends with "no next header". For a non-first fragment it
+	// is the fragment header's next header: the first header of the fragmentable part, which
+	// is the upper-layer protocol unless an extension header (destination options) comes first.
 	Proto uint8
 	// L4 is the offset of the upper-layer header, -1 for a non-first fragment (its upper-layer
 	// header is in the first fragment).
@@ -32,8 +34,16 @@ type IPv6Headers struct {
 	// End is the offset just past the packet: 40 plus the payload length (the rest of the buffer
 	// for a GSO super-frame whose payload length is 0, which BIG TCP sends).
 	End int
-	// ExtHeaders is how many extension headers precede L4.
+	// ExtHeaders is how many extension headers precede L4 (the fragment header included).
 	ExtHeaders int
+	// Routed is set when the first routing header with segments left (before any fragment
+	// header, where RFC 8200 4.1 puts it) is of type 0, 2 or 4 (source route, Mobile IPv6,
+	// segment routing) and names at least one address: the destination field is then only the
+	// next waypoint, and the transport pseudo-header holds the final destination from the
+	// routing header instead (RFC 8200 8.1), so a change of the destination field does not touch
+	// the upper-layer checksum. (A node drops a packet with a routing header of another type and
+	// segments left, RFC 8200 4.4.)
+	Routed bool
 	// Fragment header fields, when the packet has one (FragHdr >= 0).
 	FragHdr   int
 	FragOff   uint16 // in 8-byte units
@@ -53,8 +63,9 @@ func (h *IPv6Headers) IsFragment() bool {
 // super-frame (a payload length of 0 then means "the rest of b"). It returns OK, or why the
 // packet cannot be steered: ShortFrame, BadIPVersion, BadIPLength, BadExtHeader (a header that
 // runs past the packet, a second hop-by-hop header or one not first, a fragment header with
-// reserved bits set), ExtChainTooLong, or ShortL4 (the upper-layer header is cut short). It
-// never panics and never allocates.
+// reserved bits set), ExtChainTooLong, or ShortL4 (the upper-layer header is cut short). The
+// walk stops at the fragment header of a non-first fragment: what follows it is the middle of
+// the original packet, not a header. It never panics and never allocates.
 func WalkIPv6(b []byte, gso bool) (IPv6Headers, Reason) {
 	h := IPv6Headers{L4: -1, FragHdr: -1}
 	if len(b) < ipv6HdrLen {
@@ -71,45 +82,72 @@ func WalkIPv6(b []byte, gso bool) (IPv6Headers, Reason) {
 	if h.End > len(b) {
 		return h, BadIPLength
 	}
+	if r := walkChain6(b, &h); r != OK || h.L4 < 0 {
+		return h, r
+	}
+	return h, checkL4v6(b[h.L4:h.End], h.Proto)
+}
+
+// walkChain6 follows the extension headers of the IPv6 packet b (whose fixed header is whole)
+// up to h.End and fills h, but does not look at the upper-layer header: ICMPv6 errors quote
+// packets cut short anywhere. h must come with L4 and FragHdr at -1.
+func walkChain6(b []byte, h *IPv6Headers) Reason {
 	next, off := b[6], ipv6HdrLen
+	segsLeft := false
 	for {
 		switch next {
 		case extHopByHop, extRouting, extDestOpts:
 			if next == extHopByHop && h.ExtHeaders != 0 {
-				return h, BadExtHeader // RFC 8200 4.1: hop-by-hop only right after the IPv6 header
+				return BadExtHeader // RFC 8200 4.1: hop-by-hop only right after the IPv6 header
 			}
 			if off+8 > h.End {
-				return h, BadExtHeader
+				return BadExtHeader
 			}
 			n := (int(b[off+1]) + 1) * 8
 			if off+n > h.End {
-				return h, BadExtHeader
+				return BadExtHeader
+			}
+			if next == extRouting && b[off+3] != 0 && !segsLeft && h.FragHdr < 0 {
+				// The first routing header with segments left decides (a second one is
+				// malformed: RFC 8200 4.1 allows one, before any fragment header).
+				segsLeft = true
+				switch b[off+2] {
+				case 0, 2, 4:
+					h.Routed = n >= 24
+				}
 			}
 			next, off = b[off], off+n
 		case extFragment:
 			if off+8 > h.End || h.FragHdr >= 0 {
-				return h, BadExtHeader
+				return BadExtHeader
 			}
 			fo := binary.BigEndian.Uint16(b[off+2:])
 			if fo&0x6 != 0 {
-				return h, BadExtHeader // reserved bits
+				return BadExtHeader // reserved bits
 			}
 			h.FragHdr = off
 			h.FragOff = fo >> 3
 			h.MoreFrags = fo&1 != 0
 			h.FragID = binary.BigEndian.Uint32(b[off+4:])
 			next, off = b[off], off+8
+			if h.FragOff != 0 {
+				// A later fragment: the rest is data, no header (the upper-layer one is in
+				// the first fragment).
+				h.Proto = next
+				h.ExtHeaders++
+				if h.ExtHeaders > MaxIPv6ExtHeaders {
+					return ExtChainTooLong
+				}
+				return OK
+			}
 		default:
 			h.Proto = next
-			if h.FragOff != 0 {
-				return h, OK // a later fragment: no upper-layer header here
-			}
 			h.L4 = off
-			return h, checkL4v6(b[off:h.End], next)
+			return OK
 		}
 		h.ExtHeaders++
 		if h.ExtHeaders > MaxIPv6ExtHeaders {
-			return h, ExtChainTooLong
+			return ExtChainTooLong
 		}
 	}
 }

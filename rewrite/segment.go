@@ -59,7 +59,7 @@ type encapLayout struct {
 // panics, whatever f holds.
 func (f *Frame) encapLayout() (l encapLayout, ok bool) {
 	v := f.Vnet
-	if !f.valid() || !f.Encap || f.L4 < 0 || f.FragOff != 0 || f.MoreFrags ||
+	if !f.valid4() || !f.Encap || f.L4 < 0 || f.FragOff != 0 || f.MoreFrags ||
 		v.Flags&VnetNeedsCsum == 0 || v.GSOSize == 0 {
 		return l, false
 	}
@@ -277,7 +277,8 @@ func (f *Frame) SegmentEncapCount() int {
 //   - GSOUDPL4: inner IPv4 or IPv6 and UDP (UDP_SEGMENT, or GRO of UDP), one datagram per
 //     gso_size payload bytes.
 //
-// Understood encapsulations, with the outer IPv4 header of f:
+// Understood encapsulations, with the outer IPv4 header of f (an IPv6 frame from ParseAny,
+// Encap for a tunnel over IPv6, is not understood: 0):
 //   - UDP (VXLAN, GENEVE, and any other UDP tunnel: the bytes between the UDP header and the
 //     inner IP header are copied unchanged, so an encapsulation with a length field covering
 //     the payload, such as L2TPv2 with the L bit, would come out wrong; the kernel does not
