@@ -8,14 +8,14 @@ import (
 
 // benchKey is the i-th of up to 2^24 distinct host-side keys.
 func benchKey(i int) Key {
-	return Key{Src: [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, Dst: [4]byte{198, 51, 100, byte(i >> 3)}, SrcPort: uint16(i*7 + 1024), DstPort: 443, Proto: 6}
+	return Key{Src: Addr4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Dst: Addr4([4]byte{198, 51, 100, byte(i >> 3)}), SrcPort: uint16(i*7 + 1024), DstPort: 443, Proto: 6}
 }
 
 // benchFlow is a NATed outbound flow, as the datapath inserts them.
 func benchFlow(i int, now int64) Flow {
 	k := benchKey(i)
 	r := k.Reverse()
-	r.Dst = [4]byte{100, 64, byte(i >> 24), byte(i >> 16)}
+	r.Dst = Addr4([4]byte{100, 64, byte(i >> 24), byte(i >> 16)})
 	r.DstPort = uint16(i*7 + 1024)
 	return Flow{Orig: k, Reply: r, Gateway: 1, WireIf: 1, NAT: true, Created: now, LastSeen: now}
 }

@@ -1,37 +1,13 @@
 package conntrack
 
 import (
-	"github.com/l2shim/l2shim/internal/mix"
-
 	"errors"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/l2shim/l2shim/conf"
 )
-
-// Key is a flow's 5-tuple in one direction. For ICMP echo both ports hold the identifier.
-type Key struct {
-	Src, Dst         [4]byte
-	SrcPort, DstPort uint16
-	Proto            uint8
-}
-
-// Reverse returns the key of the same flow seen from the other end.
-func (k Key) Reverse() Key {
-	return Key{Src: k.Dst, Dst: k.Src, SrcPort: k.DstPort, DstPort: k.SrcPort, Proto: k.Proto}
-}
-
-// Hash returns a well-mixed 64-bit hash of the key, stable for the life of the process and
-// independent of direction-specific fields other than the tuple itself.
-func (k Key) Hash(seed uint64) uint64 {
-	a := uint64(k.Src[0])<<24 | uint64(k.Src[1])<<16 | uint64(k.Src[2])<<8 | uint64(k.Src[3])
-	b := uint64(k.Dst[0])<<24 | uint64(k.Dst[1])<<16 | uint64(k.Dst[2])<<8 | uint64(k.Dst[3])
-	h := seed ^ (a<<32 | b)
-	h = mix.Mix64(h)
-	h ^= uint64(k.SrcPort)<<24 | uint64(k.DstPort)<<8 | uint64(k.Proto)
-	return mix.Mix64(h)
-}
 
 // Origin says which side opened a flow.
 type Origin uint8
@@ -113,14 +89,15 @@ type Flow struct {
 	// SynCount counts the initiator's SYNs (retransmissions included) since the flow was
 	// opened or re-opened, for SYN-retry rotation.
 	SynCount uint8
+	// Rule is the index of the [[rule]] that decided the flow, -1 for none; Drop is set when
+	// that verdict (or a strict route-to to a dead gateway) drops the flow's frames. (Drop
+	// comes first: the byte fills the gap before Rule.)
+	Drop bool
+	Rule int16
 	// Request identifies the payload of an unanswered UDP flow's last datagram from its
 	// initiator (a hash with its length), so only a datagram that repeats it counts as a
 	// retry.
 	Request uint32
-	// Rule is the index of the [[rule]] that decided the flow, -1 for none; Drop is set when
-	// that verdict (or a strict route-to to a dead gateway) drops the flow's frames.
-	Rule int16
-	Drop bool
 	// HostRcvNext is the sequence number the host expects next from the remote end of a TCP
 	// flow: an RST toward the host must carry it to be accepted at once (RFC 5961). The host's
 	// own ACKs advance it, and the remote's segments only within the window the host
@@ -355,8 +332,10 @@ type Table struct {
 	max      int
 	timeouts Timeouts
 	to       [numLists]int64 // idle timeout of each list, ns
-	orig     map[Key]int32
-	reply    map[Key]int32
+	orig     index           // by Orig key
+	reply    index           // by Reply key
+	mul      hashKeys        // the indexes' hash
+	hashMask uint32          // all ones; tests narrow it to make keys collide
 	chunks   [][]Flow
 	free     int32 // first free slot, linked through Flow.next; -1 = none
 	n        int
@@ -374,14 +353,18 @@ func New(max int, timeouts Timeouts) *Table {
 		max = conf.DefaultMaxFlows
 	}
 	t := &Table{
-		max:   max,
-		orig:  make(map[Key]int32, min(max, 65536)),
-		reply: make(map[Key]int32, min(max, 65536)),
-		free:  -1,
-		shift: resolutionShift,
+		max:      max,
+		orig:     newIndex(min(max, 65536), false),
+		reply:    newIndex(min(max, 65536), true),
+		hashMask: ^uint32(0),
+		free:     -1,
+		shift:    resolutionShift,
 	}
 	for i := range t.lists {
 		t.lists[i] = lru{head: -1, tail: -1}
+	}
+	for i := range t.mul {
+		t.mul[i] = rand.Uint64()
 	}
 	t.SetTimeouts(timeouts)
 	return t
@@ -447,7 +430,7 @@ func (t *Table) at(i int32) *Flow { return &t.chunks[i>>chunkShift][i&(chunkSize
 
 // LookupOrig finds a flow by its key as the host sends it.
 func (t *Table) LookupOrig(k Key) *Flow {
-	if i, ok := t.orig[k]; ok {
+	if i := t.find(&t.orig, &k); i >= 0 {
 		return t.at(i)
 	}
 	return nil
@@ -455,7 +438,7 @@ func (t *Table) LookupOrig(k Key) *Flow {
 
 // LookupReply finds a flow by its key as the wire returns it.
 func (t *Table) LookupReply(k Key) *Flow {
-	if i, ok := t.reply[k]; ok {
+	if i := t.find(&t.reply, &k); i >= 0 {
 		return t.at(i)
 	}
 	return nil
@@ -464,8 +447,7 @@ func (t *Table) LookupReply(k Key) *Flow {
 // ReplyInUse reports whether some flow already owns k as its wire-side key, which a NAT
 // mapping must not reuse.
 func (t *Table) ReplyInUse(k Key) bool {
-	_, ok := t.reply[k]
-	return ok
+	return t.find(&t.reply, &k) >= 0
 }
 
 // Insert adds f and returns a pointer to the stored copy. When the table is full it first
@@ -473,10 +455,10 @@ func (t *Table) ReplyInUse(k Key) bool {
 // established or assured flows are left it returns ErrFull. Its LastSeen is raised to the
 // latest time the table has been given if it is older, and a zero Created becomes LastSeen.
 func (t *Table) Insert(f Flow) (*Flow, error) {
-	if _, ok := t.orig[f.Orig]; ok {
+	if t.find(&t.orig, &f.Orig) >= 0 {
 		return nil, ErrExists
 	}
-	if _, ok := t.reply[f.Reply]; ok {
+	if t.find(&t.reply, &f.Reply) >= 0 {
 		return nil, ErrExists
 	}
 	if t.n >= t.max {
@@ -501,8 +483,8 @@ func (t *Table) Insert(f Flow) (*Flow, error) {
 		p.Created = p.LastSeen
 	}
 	t.push(p, listOf(p))
-	t.orig[f.Orig] = i
-	t.reply[f.Reply] = i
+	t.add(&t.orig, &f.Orig, i)
+	t.add(&t.reply, &f.Reply, i)
 	t.n++
 	t.C.Inserted.Add(1)
 	return p, nil
@@ -559,8 +541,8 @@ func (t *Table) remove(p *Flow, why RemoveReason) {
 	if t.onRemove != nil {
 		t.onRemove(p, why)
 	}
-	delete(t.orig, p.Orig)
-	delete(t.reply, p.Reply)
+	t.del(&t.orig, &p.Orig, p.idx)
+	t.del(&t.reply, &p.Reply, p.idx)
 	t.unlink(p)
 	i := p.idx
 	*p = Flow{list: listFree, next: t.free, idx: i}

@@ -20,7 +20,7 @@ const (
 const sec = int64(time.Second)
 
 func key(i int) Key {
-	return Key{Src: [4]byte{10, 1, byte(i >> 8), byte(i)}, Dst: [4]byte{203, 0, 113, 10}, SrcPort: uint16(1024 + i), DstPort: 80, Proto: 6}
+	return Key{Src: Addr4([4]byte{10, 1, byte(i >> 8), byte(i)}), Dst: Addr4([4]byte{203, 0, 113, 10}), SrcPort: uint16(1024 + i), DstPort: 80, Proto: 6}
 }
 
 func flow(i int, now int64) Flow {
@@ -400,7 +400,7 @@ func TestSynFlood(t *testing.T) {
 	}
 	for i := 0; i < 50*max; i++ {
 		now += 1000
-		k := Key{Src: [4]byte{198, 51, byte(i >> 16), byte(i >> 8)}, Dst: [4]byte{10, 1, 0, 2}, SrcPort: uint16(i), DstPort: 22, Proto: 6}
+		k := Key{Src: Addr4([4]byte{198, 51, byte(i >> 16), byte(i >> 8)}), Dst: Addr4([4]byte{10, 1, 0, 2}), SrcPort: uint16(i), DstPort: 22, Proto: 6}
 		f := Flow{Orig: k.Reverse(), Reply: k, Origin: Inbound, LastSeen: now}
 		p, err := tb.Insert(f)
 		if err != nil {

@@ -8,8 +8,9 @@
 //
 // The table is not safe for concurrent use; the datapath serialises access to it (only the
 // counters in Table.C may be read from anywhere). Flows live in a chunked slab so a *Flow stays
-// valid until the flow is removed, and keys are small comparable structs without pointers, so
-// lookups do not allocate and the garbage collector never scans the table.
+// valid until the flow is removed, and keys are comparable structs without pointers (16-byte
+// addresses: IPv4 and IPv6 flows share the table), found through two indexes that map a hash to
+// a slot, so lookups do not allocate and the garbage collector never scans the table.
 //
 // # Bounded
 //

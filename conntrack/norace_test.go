@@ -53,7 +53,7 @@ func TestAllocs(t *testing.T) {
 	insert := func() {
 		i++
 		now += 1000
-		k := Key{Src: [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}, Dst: [4]byte{1, 1, 1, 1}, SrcPort: uint16(i), DstPort: 80, Proto: 6}
+		k := Key{Src: Addr4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Dst: Addr4([4]byte{1, 1, 1, 1}), SrcPort: uint16(i), DstPort: 80, Proto: 6}
 		p, err := tb.Insert(Flow{Orig: k, Reply: k.Reverse(), LastSeen: now})
 		if err != nil {
 			t.Fatal(err)

@@ -12,15 +12,15 @@ func (t *Table) Rekey(p *Flow, reply Key) error {
 	if p.Reply == reply {
 		return nil
 	}
-	i, ok := t.reply[p.Reply]
-	if !ok || t.at(i) != p {
+	i := t.find(&t.reply, &p.Reply)
+	if i < 0 || t.at(i) != p {
 		return ErrNotLive
 	}
-	if _, taken := t.reply[reply]; taken {
+	if t.find(&t.reply, &reply) >= 0 {
 		return ErrExists
 	}
-	delete(t.reply, p.Reply)
+	t.del(&t.reply, &p.Reply, i)
 	p.Reply = reply
-	t.reply[reply] = i
+	t.add(&t.reply, &reply, i)
 	return nil
 }

@@ -22,7 +22,7 @@ func TestWalk(t *testing.T) {
 			tb := New(1<<16, Timeouts{})
 			var keys []Key
 			for i := range tc.flows {
-				k := Key{Src: [4]byte{10, 0, byte(i >> 8), byte(i)}, Dst: [4]byte{192, 0, 2, 1}, SrcPort: uint16(i), DstPort: 80, Proto: 6}
+				k := Key{Src: Addr4([4]byte{10, 0, byte(i >> 8), byte(i)}), Dst: Addr4([4]byte{192, 0, 2, 1}), SrcPort: uint16(i), DstPort: 80, Proto: 6}
 				if _, err := tb.Insert(Flow{Orig: k, Reply: k.Reverse(), LastSeen: 1}); err != nil {
 					t.Fatal(err)
 				}

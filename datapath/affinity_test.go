@@ -13,7 +13,7 @@ func placeOut(t *testing.T, d *Engine, src, dst [4]byte, sport uint16) (int, Rea
 	t.Helper()
 	p := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: src, dst: dst, proto: 6, sport: sport, dport: 443, syn: true}
 	process(d, 0, p.build(t))
-	fl := d.table.LookupOrig(conntrack.Key{Src: src, Dst: dst, SrcPort: sport, DstPort: 443, Proto: 6})
+	fl := d.table.LookupOrig(conntrack.Key4(src, dst, sport, 443, 6))
 	if fl == nil {
 		t.Fatalf("no flow for %v:%d → %v", src, sport, dst)
 	}
@@ -99,7 +99,7 @@ func TestAffinity(t *testing.T) {
 // TestAffinityDecideTrace: explain sees the affinity and the pair's hash.
 func TestAffinityDecideTrace(t *testing.T) {
 	d := ruleDatapath(t, "[[rule]]\nname = \"bank\"\ndst = \"203.0.113.0/24\"\naction = \"balance\"\naffinity = \"host-pair\"\n")
-	fl := conntrack.Flow{Orig: conntrack.Key{Src: addr0, Dst: server, SrcPort: 1, DstPort: 443, Proto: 6}, Rule: -1, Gateway: -1}
+	fl := conntrack.Flow{Orig: conntrack.Key4(addr0, server, 1, 443, 6), Rule: -1, Gateway: -1}
 	var tr Trace
 	f := frameOf(fl.Orig)
 	g := d.decide(&fl, 0, &f, &tr)

@@ -24,7 +24,7 @@ func TestDecideAllocs(t *testing.T) {
 		}
 		f := rewrite.Frame{Proto: rewrite.ProtoTCP, Src: addr0, Dst: server, SrcPort: 4000, DstPort: 80}
 		allocs := testing.AllocsPerRun(1000, func() {
-			fl := conntrack.Flow{Orig: conntrack.Key{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto}, Rule: -1, Gateway: -1}
+			fl := conntrack.Flow{Orig: conntrack.Key4(f.Src, f.Dst, f.SrcPort, f.DstPort, f.Proto), Rule: -1, Gateway: -1}
 			f.SrcPort++
 			fl.Gateway = int16(d.place(&fl, 0, &f))
 		})
@@ -46,7 +46,7 @@ action = "route-to"
 gateway = "isp-b"
 `)
 	f := rewrite.Frame{Proto: rewrite.ProtoTCP, Src: addr0, Dst: server, SrcPort: 4000, DstPort: 80}
-	fl := conntrack.Flow{Orig: conntrack.Key{Src: f.Src, Dst: f.Dst, SrcPort: 4000, DstPort: 80, Proto: 6}, Rule: -1, Gateway: -1}
+	fl := conntrack.Flow{Orig: conntrack.Key4(f.Src, f.Dst, 4000, 80, 6), Rule: -1, Gateway: -1}
 	var tr Trace
 	if g := d.decide(&fl, 0, &f, &tr); g != 1 || fl.Rule != 0 || Reason(fl.Why) != ReasonRule {
 		t.Fatalf("decide: gateway %d rule %d why %v, want 1, 0, rule", g, fl.Rule, Reason(fl.Why))

@@ -10,7 +10,8 @@ import (
 // it through the flow's gateway, translated when the flow is NATed.
 func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	var fl *conntrack.Flow
-	key, tracked := flowKey(f)
+	var key conntrack.Key
+	tracked := flowKey(f, &key)
 	switch {
 	case tracked:
 		var v verdict
@@ -23,7 +24,7 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 		if fl = e.fragmentFlow(f, conntrack.DirOrig, now); fl == nil {
 			return e.pass(in)
 		}
-	case f.IsICMPError() && !e.onLink(f.Dst):
+	case f.IsICMPError() && !e.onLink(conntrack.Addr4(f.Dst)):
 		return e.egressICMPError(in, f)
 	default:
 		return e.pass(in)
@@ -31,7 +32,7 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	if v, stop := e.flowGate(fl, f); stop {
 		return v
 	}
-	if fl.Origin == conntrack.Inbound && f.Src != fl.Orig.Src {
+	if fl.Origin == conntrack.Inbound && conntrack.Addr4(f.Src) != fl.Orig.Src {
 		return e.answerFromAskedAddress(f, fl)
 	}
 	if fl.Gateway < 0 {
@@ -45,7 +46,7 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 		return v
 	}
 	if fl.NAT {
-		f.SetSrc(fl.Reply.Dst, fl.Reply.DstPort)
+		f.SetSrc(conntrack.As4(fl.Reply.Dst), fl.Reply.DstPort)
 		e.c.Add(NATed, 1)
 	}
 	f.SetMACs(e.ifaces[fl.WireIf].MAC, g.mac)
@@ -75,7 +76,7 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	if fl == nil {
 		// Destinations on directly attached networks are never steered. They never get a
 		// flow either, so the check costs only frames without one.
-		if e.onLink(f.Dst) {
+		if e.onLink(key.Dst) {
 			return nil, e.pass(in), true
 		}
 		if g, refused := e.inbound.refusedAnswer(key.Hash(e.opts.Seed)); refused {
@@ -136,11 +137,11 @@ func (e *Engine) askedAddressFlow(key conntrack.Key) *conntrack.Flow {
 	}
 	for i := range e.ifaces {
 		for _, a := range e.ifaces[i].Addrs {
-			if a == key.Src {
+			if conntrack.Addr4(a) == key.Src {
 				continue
 			}
 			asked := key
-			asked.Src = a
+			asked.Src = conntrack.Addr4(a)
 			if fl := e.table.LookupOrig(asked); fl != nil && fl.Origin == conntrack.Inbound {
 				return fl
 			}
@@ -153,7 +154,7 @@ func (e *Engine) askedAddressFlow(key conntrack.Key) *conntrack.Flow {
 // the address the client asked (a client with a connected socket discards anything else). The
 // client's next datagrams reach that address as before, and the host's socket gets them.
 func (e *Engine) answerFromAskedAddress(f *rewrite.Frame, fl *conntrack.Flow) verdict {
-	f.SetSrc(fl.Orig.Src, fl.Orig.SrcPort)
+	f.SetSrc(conntrack.As4(fl.Orig.Src), fl.Orig.SrcPort)
 	e.c.Add(NATed, 1)
 	out, mac := int(fl.HostIf), fl.HostGatewayMAC
 	if fl.Gateway >= 0 && e.gws[fl.Gateway].hasMAC {
@@ -285,9 +286,9 @@ func (e *Engine) mapOnto(fl *conntrack.Flow) bool {
 		// address that uplink does not have: on the host's own choice of interface, or from
 		// one of the uplink's addresses, the host's source stands.
 		wire := &e.ifaces[fl.WireIf]
-		if fl.WireIf != fl.HostIf && !wire.has(key.Src) && wire.Addr != ([4]byte{}) {
+		if fl.WireIf != fl.HostIf && !wire.hasAddr(key.Src) && wire.Addr != ([4]byte{}) {
 			fl.NAT = true
-			natIP = wire.Addr
+			natIP = conntrack.Addr4(wire.Addr)
 		}
 	}
 	r := conntrack.Key{Src: key.Dst, Dst: natIP, SrcPort: key.DstPort, DstPort: natPort, Proto: key.Proto}

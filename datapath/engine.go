@@ -38,6 +38,12 @@ func (ifc *Iface) has(ip [4]byte) bool {
 	return false
 }
 
+// hasAddr reports whether ip, as a flow key holds it, is one of the interface's addresses.
+func (ifc *Iface) hasAddr(ip [16]byte) bool {
+	a, ok := conntrack.V4(ip)
+	return ok && ifc.has(a)
+}
+
 // GatewaySpec is a gateway as configured.
 type GatewaySpec struct {
 	Name   string
@@ -234,9 +240,10 @@ func (e *Engine) pathMTU(g *gateway) int {
 	return m
 }
 
-// onLink reports whether ip is on a network directly attached to one of the interfaces.
-func (e *Engine) onLink(ip [4]byte) bool {
-	a := netip.AddrFrom4(ip)
+// onLink reports whether ip (as a flow key holds it) is on a network directly attached to one
+// of the interfaces.
+func (e *Engine) onLink(ip [16]byte) bool {
+	a := conntrack.Addr(ip)
 	for i := range e.ifaces {
 		for _, p := range e.ifaces[i].Prefixes {
 			if p.Contains(a) {
@@ -247,10 +254,11 @@ func (e *Engine) onLink(ip [4]byte) bool {
 	return false
 }
 
-// ifaceOwning returns the interface that has ip as one of its addresses, or -1.
-func (e *Engine) ifaceOwning(ip [4]byte) int {
+// ifaceOwning returns the interface that has ip (as a flow key holds it) as one of its
+// addresses, or -1.
+func (e *Engine) ifaceOwning(ip [16]byte) int {
 	for i := range e.ifaces {
-		if e.ifaces[i].has(ip) {
+		if e.ifaces[i].hasAddr(ip) {
 			return i
 		}
 	}

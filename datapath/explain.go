@@ -66,6 +66,9 @@ func (e *Engine) Explain(h Hypothetical, now int64) (Explanation, error) {
 	if h.Dir != filters.Out && h.Dir != filters.In {
 		return Explanation{}, errors.New("explain: direction must be out or in")
 	}
+	if !h.Key.Is4() {
+		return Explanation{}, errors.New("explain: only IPv4 flows are decided")
+	}
 	x := Explanation{Gateway: -1, Rule: -1, WireIf: h.Iface, Why: ReasonHostRouting}
 	for i := range e.gws {
 		x.Gateways = append(x.Gateways, GatewayView{Usable: e.cands[i].Usable, Status: failover.Evaluate(e.inputs(i, now, true))})
@@ -134,7 +137,7 @@ func (e *Engine) ranking(h uint64) []int {
 
 // frameOf is the parsed view of a first frame with key k, as far as a decision looks at it.
 func frameOf(k conntrack.Key) rewrite.Frame {
-	f := rewrite.Frame{Proto: k.Proto, Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, L3: rewrite.EthHdrLen, L4: rewrite.EthHdrLen + 20, InnerL4: -1}
+	f := rewrite.Frame{Proto: k.Proto, Src: conntrack.As4(k.Src), Dst: conntrack.As4(k.Dst), SrcPort: k.SrcPort, DstPort: k.DstPort, L3: rewrite.EthHdrLen, L4: rewrite.EthHdrLen + 20, InnerL4: -1}
 	if k.Proto == rewrite.ProtoICMP {
 		f.ICMPType = rewrite.ICMPEchoRequest
 	}

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/l2shim/l2shim/conntrack"
@@ -51,7 +52,7 @@ gateway = "eth0"
 // and wire tuple explain announced; explain itself changed nothing.
 func TestExplainAgreesWithDatapath(t *testing.T) {
 	out := func(dst [4]byte, proto uint8, sport, dport uint16) Hypothetical {
-		return Hypothetical{Key: conntrack.Key{Src: addr0, Dst: dst, SrcPort: sport, DstPort: dport, Proto: proto}, Dir: filters.Out, Iface: 0, Via: -1}
+		return Hypothetical{Key: conntrack.Key4(addr0, dst, sport, dport, proto), Dir: filters.Out, Iface: 0, Via: -1}
 	}
 	bank := [4]byte{198, 51, 100, 7}
 	for _, tc := range []struct {
@@ -72,10 +73,10 @@ func TestExplainAgreesWithDatapath(t *testing.T) {
 		{name: "drop", h: out(server, 6, 4006, 23), drain: -1, steps: []StepKind{StepRule}, why: ReasonRule},
 		{name: "pass", h: out(server, 17, 4007, 53), drain: -1, steps: []StepKind{StepRule}, why: ReasonRule},
 		{name: "balance rule, host-pair", h: out(bank, 6, 4008, 443), drain: -1, steps: []StepKind{StepRuleBalance, StepPick}, why: ReasonAffinity},
-		{name: "per-source", h: Hypothetical{Key: conntrack.Key{Src: addr1, Dst: server, SrcPort: 4009, DstPort: 443, Proto: 6}, Dir: filters.Out, Iface: 0, Via: -1}, drain: -1, steps: []StepKind{StepNoRule, StepPerSource}, why: ReasonPerSource},
+		{name: "per-source", h: Hypothetical{Key: conntrack.Key4(addr1, server, 4009, 443, 6), Dir: filters.Out, Iface: 0, Via: -1}, drain: -1, steps: []StepKind{StepNoRule, StepPerSource}, why: ReasonPerSource},
 		{name: "every gateway drained", h: out(server, 6, 4010, 443), drain: 2, steps: []StepKind{StepNoRule, StepPick}, why: ReasonHostRouting},
-		{name: "inbound, source-aware", h: Hypothetical{Key: conntrack.Key{Src: server, Dst: addr1, SrcPort: 5000, DstPort: 80, Proto: 6}, Dir: filters.In, Iface: 1, Via: 1}, drain: -1, steps: []StepKind{StepNoRule, StepSourceAware}, why: ReasonSourceAware},
-		{name: "inbound, rule", h: Hypothetical{Key: conntrack.Key{Src: server, Dst: addr1, SrcPort: 5001, DstPort: 22, Proto: 6}, Dir: filters.In, Iface: 1, Via: 1}, drain: -1, steps: []StepKind{StepRule}, why: ReasonRule},
+		{name: "inbound, source-aware", h: Hypothetical{Key: conntrack.Key4(server, addr1, 5000, 80, 6), Dir: filters.In, Iface: 1, Via: 1}, drain: -1, steps: []StepKind{StepNoRule, StepSourceAware}, why: ReasonSourceAware},
+		{name: "inbound, rule", h: Hypothetical{Key: conntrack.Key4(server, addr1, 5001, 22, 6), Dir: filters.In, Iface: 1, Via: 1}, drain: -1, steps: []StepKind{StepRule}, why: ReasonRule},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := testDatapath(t, failover.LoadBalance, 1, 1)
@@ -125,11 +126,11 @@ func TestExplainAgreesWithDatapath(t *testing.T) {
 			var fl *conntrack.Flow
 			if tc.h.Dir == filters.Out {
 				srcMAC, dstMAC := mac0, gwMAC0
-				p := pkt{srcMAC: srcMAC, dstMAC: dstMAC, src: k.Src, dst: k.Dst, proto: k.Proto, sport: k.SrcPort, dport: k.DstPort, syn: true, icmpType: 8}
+				p := pkt{srcMAC: srcMAC, dstMAC: dstMAC, src: conntrack.As4(k.Src), dst: conntrack.As4(k.Dst), proto: k.Proto, sport: k.SrcPort, dport: k.DstPort, syn: true, icmpType: 8}
 				process(d, tc.h.Iface, p.build(t))
 				fl = d.table.LookupOrig(k)
 			} else {
-				p := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: k.Src, dst: k.Dst, proto: k.Proto, sport: k.SrcPort, dport: k.DstPort, syn: true}
+				p := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: conntrack.As4(k.Src), dst: conntrack.As4(k.Dst), proto: k.Proto, sport: k.SrcPort, dport: k.DstPort, syn: true}
 				process(d, tc.h.Iface, p.build(t))
 				fl = d.table.LookupReply(k)
 			}
@@ -174,7 +175,7 @@ func equalKinds(a, b []StepKind) bool {
 // refused.
 func TestExplainOnLinkAndErrors(t *testing.T) {
 	d := testDatapath(t, failover.Failover, 1, 1)
-	x, err := d.Explain(Hypothetical{Key: conntrack.Key{Src: addr0, Dst: [4]byte{10, 2, 0, 9}, SrcPort: 1, DstPort: 2, Proto: 6}, Dir: filters.Out, Iface: 0, Via: -1}, 1)
+	x, err := d.Explain(Hypothetical{Key: conntrack.Key4(addr0, [4]byte{10, 2, 0, 9}, 1, 2, 6), Dir: filters.Out, Iface: 0, Via: -1}, 1)
 	if err != nil || !x.OnLink || x.Gateway != -1 || len(x.Steps) != 0 {
 		t.Fatalf("on-link: %+v, %v", x, err)
 	}
@@ -184,8 +185,12 @@ func TestExplainOnLinkAndErrors(t *testing.T) {
 	if _, err := d.Explain(Hypothetical{Dir: 0, Iface: 0}, 1); err == nil {
 		t.Fatal("direction 0 accepted")
 	}
+	v6 := conntrack.Key{Src: netip.MustParseAddr("2001:db8::2").As16(), Dst: netip.MustParseAddr("2001:db8:1::10").As16(), SrcPort: 1, DstPort: 2, Proto: 6}
+	if _, err := d.Explain(Hypothetical{Key: v6, Dir: filters.Out, Iface: 0, Via: -1}, 1); err == nil {
+		t.Fatal("an IPv6 flow explained")
+	}
 	// Failover: the ranking is the usable gateways in file order.
-	x, _ = d.Explain(Hypothetical{Key: conntrack.Key{Src: addr0, Dst: server, SrcPort: 1, DstPort: 2, Proto: 6}, Dir: filters.Out, Iface: 0, Via: -1}, 1)
+	x, _ = d.Explain(Hypothetical{Key: conntrack.Key4(addr0, server, 1, 2, 6), Dir: filters.Out, Iface: 0, Via: -1}, 1)
 	if x.Gateway != 0 || x.Why != ReasonFailover || len(x.Ranking) != 2 || x.Ranking[0] != 0 || x.Ranking[1] != 1 {
 		t.Fatalf("failover: %+v", x)
 	}

@@ -20,7 +20,7 @@ type FastKey = conntrack.Key
 type FastEntry struct {
 	Ifindex int
 	NAT     bool
-	Addr    [4]byte
+	Addr    [16]byte // as a flow key holds it (IPv4-mapped for IPv4)
 	Port    uint16
 	MTU     int
 	SrcMAC  [6]byte
@@ -30,7 +30,7 @@ type FastEntry struct {
 	// What a later l2shim needs to adopt the flow (see AdoptFast).
 	Origin, Why uint8
 	Rule        int16
-	Gateway     [4]byte // the gateway's address, zero for none
+	Gateway     [16]byte // the gateway's address as a flow key holds it, zero for none
 	// DivertOnly (in entries): a flow of the host's, not confirmed yet. Its answers reach
 	// user space through the host's capture queue, never behind a flood from the wire.
 	DivertOnly bool
@@ -161,13 +161,16 @@ func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
 	}
 	gwMAC := fl.HostGatewayMAC
 	mtu := 0
-	var gwIP [4]byte
+	var gwIP [16]byte
 	if fl.Gateway >= 0 {
 		g := e.gws[fl.Gateway]
 		if !g.hasMAC {
 			return out, in, false
 		}
-		gwMAC, gwIP = g.mac, g.IP
+		gwMAC = g.mac
+		if g.IP != ([4]byte{}) {
+			gwIP = conntrack.Addr4(g.IP)
+		}
 		if m := e.pathMTU(g); m > 0 && m < host.MTU {
 			mtu = m
 		}
@@ -318,11 +321,11 @@ type AdoptedFlow struct {
 // has not resolved yet takes the one the earlier l2shim had: the kernel uses it this moment.
 // e.mu is held.
 func (e *Engine) adoptGateway(wire int, out FastEntry) int {
-	if out.Gateway == ([4]byte{}) {
+	if out.Gateway == ([16]byte{}) {
 		return e.gatewayByMAC(wire, out.DstMAC)
 	}
 	for i, g := range e.gws {
-		if g.Iface != wire || g.IP != out.Gateway {
+		if g.Iface != wire || conntrack.Addr4(g.IP) != out.Gateway {
 			continue
 		}
 		if !g.hasMAC {

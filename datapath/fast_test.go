@@ -27,8 +27,8 @@ func TestFastPathEntries(t *testing.T) {
 		t.Fatalf("ops after the handshake: %+v", ops)
 	}
 	out, in := ops[0], ops[1]
-	wantOut := FastEntry{Orig: fl.Orig, Ifindex: 3, NAT: true, Addr: addr1, Port: 7200, SrcMAC: mac1, DstMAC: gwMAC1, Why: uint8(ReasonBalanced), Rule: -1, Gateway: [4]byte{10, 2, 0, 1}}
-	wantIn := FastEntry{Orig: fl.Orig, Ifindex: 2, NAT: true, Addr: addr0, Port: 7200, SrcMAC: gwMAC0, DstMAC: mac0, Why: uint8(ReasonBalanced), Rule: -1, Gateway: [4]byte{10, 2, 0, 1}}
+	wantOut := FastEntry{Orig: fl.Orig, Ifindex: 3, NAT: true, Addr: conntrack.Addr4(addr1), Port: 7200, SrcMAC: mac1, DstMAC: gwMAC1, Why: uint8(ReasonBalanced), Rule: -1, Gateway: conntrack.Addr4([4]byte{10, 2, 0, 1})}
+	wantIn := FastEntry{Orig: fl.Orig, Ifindex: 2, NAT: true, Addr: conntrack.Addr4(addr0), Port: 7200, SrcMAC: gwMAC0, DstMAC: mac0, Why: uint8(ReasonBalanced), Rule: -1, Gateway: conntrack.Addr4([4]byte{10, 2, 0, 1})}
 	if out.Key != fl.Orig || out.Entry != wantOut || in.Key != fl.Reply || in.Entry != wantIn {
 		t.Fatalf("entries\n out %+v %+v\n in  %+v %+v\nwant %+v\n     %+v", out.Key, out.Entry, in.Key, in.Entry, wantOut, wantIn)
 	}
@@ -67,7 +67,7 @@ func TestFastPathFollowsMoves(t *testing.T) {
 	if ops := d.FastChanges(nil); len(ops) != 2 {
 		t.Fatalf("answered UDP flow: ops %+v", ops)
 	}
-	fl := d.table.LookupOrig(conntrack.Key{Src: addr0, Dst: server, SrcPort: 7300, DstPort: 53, Proto: 17})
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, 7300, 53, 17))
 	oldReply := fl.Reply
 	d.ProbeVerdict(1, failover.ProbeSummary{Up: false}, 5)
 	d.Evacuate(1, 5) // moves to gw0: no NAT there
@@ -180,7 +180,7 @@ func TestFastPathDivertsUnconfirmed(t *testing.T) {
 	}
 	ops := d.FastChanges(nil)
 	d.mu.Lock()
-	fl := d.table.LookupOrig(conntrack.Key{Src: addr0, Dst: server, SrcPort: 7300, DstPort: 80, Proto: 6})
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, 7300, 80, 6))
 	d.mu.Unlock()
 	if fl == nil || len(ops) != 1 || ops[0].Delete || !ops[0].In || ops[0].Key != fl.Reply ||
 		ops[0].Entry != (FastEntry{Orig: fl.Orig, Ifindex: 2, DivertOnly: true}) || fl.Fast != conntrack.FastDivert {

@@ -94,7 +94,7 @@ func (ff *FlowFilter) Matches(fi *FlowInfo) bool {
 		return false
 	}
 	if ff.Addr.IsValid() {
-		in := func(a [4]byte) bool { return ff.Addr.Contains(netip.AddrFrom4(a)) }
+		in := func(a [16]byte) bool { return ff.Addr.Contains(conntrack.Addr(a)) }
 		if !in(fi.Orig.Src) && !in(fi.Orig.Dst) && !in(fi.Reply.Src) && !in(fi.Reply.Dst) {
 			return false
 		}
@@ -182,8 +182,11 @@ func (e *Engine) IfaceByIndex(ifindex int) int {
 
 // IfaceOwning returns the engine's index of the interface that has address ip, -1 when none
 // has it.
-func (e *Engine) IfaceOwning(ip [4]byte) int {
+func (e *Engine) IfaceOwning(ip netip.Addr) int {
+	if !ip.IsValid() {
+		return -1
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.ifaceOwning(ip)
+	return e.ifaceOwning(ip.As16())
 }

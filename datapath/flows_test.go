@@ -61,8 +61,8 @@ func TestFlowsPage(t *testing.T) {
 		t.Fatalf("udp flows: %+v", udp)
 	}
 	f := udp[0]
-	want := conntrack.Key{Src: server, Dst: addr1, SrcPort: 53, DstPort: 5353, Proto: 17}
-	if f.Gateway != 1 || !f.NAT || f.Reply != want || f.Orig.Src != addr0 || f.Why != ReasonRule || f.Rule != 0 ||
+	want := conntrack.Key4(server, addr1, 53, 5353, 17)
+	if f.Gateway != 1 || !f.NAT || f.Reply != want || f.Orig.Src != conntrack.Addr4(addr0) || f.Why != ReasonRule || f.Rule != 0 ||
 		f.State() != "replied" || f.Packets != [2]uint64{1, 1} || f.Bytes[1] == 0 || f.HostIf != 0 || f.WireIf != 1 {
 		t.Fatalf("dns flow: %+v", f)
 	}

@@ -18,12 +18,18 @@ const (
 	maxFragsPerSource = 256
 )
 
-// fragKey identifies the fragments of one IPv4 datagram in one direction.
+// fragKey identifies the fragments of one datagram in one direction. Addresses are as flow
+// keys hold them; id is 32 bits for IPv6's fragment header (IPv4's is 16).
 type fragKey struct {
-	src, dst [4]byte
-	id       uint16
+	src, dst [16]byte
+	id       uint32
 	proto    uint8
 	dir      uint8
+}
+
+// fragKeyOf returns the key of the datagram fragment f belongs to, going in direction dir.
+func fragKeyOf(f *rewrite.Frame, dir uint8) fragKey {
+	return fragKey{src: conntrack.Addr4(f.Src), dst: conntrack.Addr4(f.Dst), id: uint32(f.IPID), proto: f.Proto, dir: dir}
 }
 
 type fragEntry struct {
@@ -35,11 +41,11 @@ type fragEntry struct {
 type fragTable struct {
 	entries  map[fragKey]fragEntry
 	perDir   [2]int
-	perWireS map[[4]byte]int // wire-direction entries by source address
+	perWireS map[[16]byte]int // wire-direction entries by source address
 }
 
 func newFragTable() fragTable {
-	return fragTable{entries: make(map[fragKey]fragEntry), perWireS: make(map[[4]byte]int)}
+	return fragTable{entries: make(map[fragKey]fragEntry), perWireS: make(map[[16]byte]int)}
 }
 
 func (t *fragTable) remove(k fragKey) {
@@ -62,7 +68,7 @@ func (t *fragTable) remove(k fragKey) {
 // fragments then leave as they are.
 func (e *Engine) rememberFragment(f *rewrite.Frame, dir uint8, orig conntrack.Key, now int64) {
 	t := &e.frags
-	k := fragKey{src: f.Src, dst: f.Dst, id: f.IPID, proto: f.Proto, dir: dir}
+	k := fragKeyOf(f, dir)
 	if _, ok := t.entries[k]; !ok {
 		if t.perDir[dir] >= maxFragsPerDir || dir == conntrack.DirReply && t.perWireS[k.src] >= maxFragsPerSource {
 			e.c.Add(FragTableFull, 1)
@@ -79,7 +85,7 @@ func (e *Engine) rememberFragment(f *rewrite.Frame, dir uint8, orig conntrack.Ke
 // fragmentFlow returns the flow of a non-first fragment, or nil when its first fragment was
 // not seen (it is then left as it is). The last fragment ends the datagram's entry.
 func (e *Engine) fragmentFlow(f *rewrite.Frame, dir uint8, now int64) *conntrack.Flow {
-	k := fragKey{src: f.Src, dst: f.Dst, id: f.IPID, proto: f.Proto, dir: dir}
+	k := fragKeyOf(f, dir)
 	ent, ok := e.frags.entries[k]
 	if !ok || now > ent.expires {
 		return nil

@@ -135,7 +135,7 @@ func (e *Engine) resetToHost(fl *conntrack.Flow) Injection {
 	o := fl.Orig
 	rewrite.BuildRST(buf, rewrite.Endpoints{
 		SrcMAC: fl.HostGatewayMAC, DstMAC: e.ifaces[fl.HostIf].MAC,
-		Src: o.Dst, Dst: o.Src, SrcPort: o.DstPort, DstPort: o.SrcPort,
+		Src: conntrack.As4(o.Dst), Dst: conntrack.As4(o.Src), SrcPort: o.DstPort, DstPort: o.SrcPort,
 	}, fl.HostRcvNext, 0)
 	return Injection{Iface: int(fl.HostIf), Frame: buf}
 }

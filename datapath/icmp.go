@@ -13,7 +13,7 @@ func innerKey(f *rewrite.Frame) (conntrack.Key, bool) {
 	default:
 		return conntrack.Key{}, false
 	}
-	return conntrack.Key{Src: f.InnerDst, Dst: f.InnerSrc, SrcPort: f.InnerDstPort, DstPort: f.InnerSrcPort, Proto: f.InnerProto}, true
+	return conntrack.Key4(f.InnerDst, f.InnerSrc, f.InnerDstPort, f.InnerSrcPort, f.InnerProto), true
 }
 
 // ingressICMPError translates an ICMP error from the wire about a NATed flow (destination
@@ -28,12 +28,12 @@ func (e *Engine) ingressICMPError(in int, f *rewrite.Frame) verdict {
 	if fl == nil {
 		return toHost(in)
 	}
-	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil && f.Src == fl.Orig.Dst {
+	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil && conntrack.Addr4(f.Src) == fl.Orig.Dst {
 		// An unreachable from the destination itself proves the path works.
-		e.health.Success(int(fl.Gateway), fl.Orig.Dst, e.lastNow)
+		e.health.Success(int(fl.Gateway), healthDst(fl.Orig.Dst), e.lastNow)
 	}
 	if fl.NAT {
-		f.SetInnerSrc(fl.Orig.Src, fl.Orig.SrcPort)
+		f.SetInnerSrc(conntrack.As4(fl.Orig.Src), fl.Orig.SrcPort)
 	}
 	return e.toHostFor(in, f, fl)
 }
@@ -55,8 +55,9 @@ func (e *Engine) egressICMPError(in int, f *rewrite.Frame) verdict {
 		return e.pass(in)
 	}
 	if fl.NAT {
-		f.SetSrc(fl.Reply.Dst, 0)
-		f.SetInnerDst(fl.Reply.Dst, fl.Reply.DstPort)
+		wireSrc := conntrack.As4(fl.Reply.Dst)
+		f.SetSrc(wireSrc, 0)
+		f.SetInnerDst(wireSrc, fl.Reply.DstPort)
 		e.c.Add(NATed, 1)
 	}
 	f.SetMACs(e.ifaces[fl.WireIf].MAC, g.mac)

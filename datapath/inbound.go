@@ -6,15 +6,15 @@ import "github.com/l2shim/l2shim/conntrack"
 // a SYN, a datagram or an echo request from any address, and each opens a flow. The bounds are
 // shares of the table: all flows the wire opened together, those to one local port (a server's,
 // the only ports where the host answers and a spoofed flow lives on), and those from one
-// remote /24. A flow over a bound is not tracked: its frame reaches the host as it came, and
-// the host's answers leave without a flow either, through the gateway the frame came from
-// (refused remembers the tuple and that gateway in a fixed array: a flood overwrites its own
-// entries, nothing grows).
+// remote network (an IPv4 /24, an IPv6 /48). A flow over a bound is not tracked: its frame
+// reaches the host as it came, and the host's answers leave without a flow either, through the
+// gateway the frame came from (refused remembers the tuple and that gateway in a fixed array: a
+// flood overwrites its own entries, nothing grows).
 type inboundBudget struct {
 	total, perPort, perPrefix int // the bounds
 	n                         int
 	byPort                    map[uint16]int
-	byPrefix                  map[[3]byte]int
+	byPrefix                  map[[16]byte]int // by remotePrefix
 	refused                   *[refusedSlots]refusedFlow
 }
 
@@ -33,7 +33,7 @@ func newInboundBudget(maxFlows int) inboundBudget {
 		perPort:   max(maxFlows/8, 256),
 		perPrefix: max(maxFlows/64, 256),
 		byPort:    make(map[uint16]int),
-		byPrefix:  make(map[[3]byte]int),
+		byPrefix:  make(map[[16]byte]int),
 		refused:   new([refusedSlots]refusedFlow),
 	}
 }
@@ -51,10 +51,17 @@ func (b *inboundBudget) refusedAnswer(h uint64) (gateway int16, ok bool) {
 	return r.gateway, r.hash == h|1
 }
 
-// remotePrefix is the /24 of a flow's remote end.
-func remotePrefix(fl *conntrack.Flow) [3]byte {
+// remotePrefix is the network of a flow's remote end that shares one budget, as a flow key
+// holds an address with the rest zeroed: an IPv4 address's /24, an IPv6 address's /48 (a
+// site's allocation, RFC 6177: one sender may hold every address in it).
+func remotePrefix(fl *conntrack.Flow) [16]byte {
 	d := fl.Orig.Dst
-	return [3]byte{d[0], d[1], d[2]}
+	if conntrack.Is4(d) {
+		d[15] = 0
+		return d
+	}
+	clear(d[6:])
+	return d
 }
 
 // admit reports whether one more flow the wire opens, with Orig key orig, fits the bounds.

@@ -115,7 +115,7 @@ func TestSpoofedHandshakeStaysUnconfirmed(t *testing.T) {
 	process(d, 1, wire(pkt{syn: true, seq: 7000}))
 	process(d, 1, pkt{srcMAC: mac1, dstMAC: gwMAC1, src: addr1, dst: spoofed, proto: 6, sport: 22, dport: 4444, syn: true, ack: true, seq: 123456, ackNum: 7001}.build(t))
 	process(d, 1, wire(pkt{ack: true, seq: 7001, ackNum: 1}))
-	fl := d.table.LookupOrig(conntrack.Key{Src: addr1, Dst: spoofed, SrcPort: 22, DstPort: 4444, Proto: 6})
+	fl := d.table.LookupOrig(conntrack.Key4(addr1, spoofed, 22, 4444, 6))
 	if fl == nil || fl.Class() != conntrack.ClassUnconfirmed {
 		t.Fatalf("spoofed handshake: %+v", fl)
 	}

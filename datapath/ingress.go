@@ -14,7 +14,8 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 		e.c.Add(ProbeReplies, 1)
 		return verdict{to: Consumed}
 	}
-	key, tracked := flowKey(f)
+	var key conntrack.Key
+	tracked := flowKey(f, &key)
 	if !tracked {
 		switch {
 		case f.FragOff != 0:
@@ -59,7 +60,7 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 		if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil {
 			// The first answer (a SYN-ACK, an RST, a datagram) proves the path through the
 			// gateway.
-			e.health.Success(int(fl.Gateway), fl.Orig.Dst, now)
+			e.health.Success(int(fl.Gateway), healthDst(fl.Orig.Dst), now)
 		}
 		e.table.Seen(fl, conntrack.DirReply, len(f.Buf), flags, now)
 		if fl.Fast != fastWant(fl) {
@@ -135,7 +136,7 @@ func (e *Engine) toHostFor(in int, f *rewrite.Frame, fl *conntrack.Flow) verdict
 		}
 	}
 	if fl.NAT {
-		f.SetDst(fl.Orig.Src, fl.Orig.SrcPort)
+		f.SetDst(conntrack.As4(fl.Orig.Src), fl.Orig.SrcPort)
 		e.c.Add(NATed, 1)
 	}
 	f.SetMACs(fl.HostGatewayMAC, e.ifaces[host].MAC)

@@ -49,7 +49,7 @@ func (e *Engine) AddProbe(gi int, target [4]byte) ProbeID {
 		if _, taken := e.probes[k]; taken || id == 0 {
 			continue
 		}
-		if e.table.ReplyInUse(conntrack.Key{Src: target, Dst: addr, SrcPort: id, DstPort: id, Proto: rewrite.ProtoICMP}) {
+		if e.table.ReplyInUse(conntrack.Key4(target, addr, id, id, rewrite.ProtoICMP)) {
 			continue
 		}
 		pt := &probeTarget{gateway: gi, target: target, id: id}
@@ -116,7 +116,11 @@ func (e *Engine) probeTaken(k conntrack.Key) bool {
 	if k.Proto != rewrite.ProtoICMP || len(e.probes) == 0 {
 		return false
 	}
-	_, ok := e.probes[probeKey{target: k.Src, id: k.DstPort}]
+	target, ok := conntrack.V4(k.Src) // the probes are IPv4
+	if !ok {
+		return false
+	}
+	_, ok = e.probes[probeKey{target: target, id: k.DstPort}]
 	return ok
 }
 

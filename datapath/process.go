@@ -86,26 +86,28 @@ func answer(b *Batch, n int) []byte {
 	return a
 }
 
-// flowKey returns the frame's conntrack key and whether the frame belongs to a flow l2shim
-// tracks at all: TCP, UDP, ICMP echo; not later fragments (they follow their first), not ICMP
-// errors (they follow the flow they quote).
-func flowKey(f *rewrite.Frame) (conntrack.Key, bool) {
+// flowKey sets k to the frame's conntrack key and reports whether the frame belongs to a flow
+// l2shim tracks at all: TCP, UDP, ICMP echo; not later fragments (they follow their first), not
+// ICMP errors (they follow the flow they quote). It writes k in place: a returned key would be
+// copied on the way, and this is every frame's path.
+func flowKey(f *rewrite.Frame, k *conntrack.Key) bool {
 	// A tunnel's frame whose partial checksum is the inner packet's (Encap, not a
 	// super-frame: those are segmented first) is tracked by its outer header like any other:
 	// NAT touches only outer fields, and the outer checksums take full-checksum updates.
 	if f.L4 < 0 || f.FragOff != 0 {
-		return conntrack.Key{}, false
+		return false
 	}
 	switch f.Proto {
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:
 	case rewrite.ProtoICMP:
 		if !f.IsICMPEcho() {
-			return conntrack.Key{}, false
+			return false
 		}
 	default:
-		return conntrack.Key{}, false
+		return false
 	}
-	return conntrack.Key{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto}, true
+	k.Set4(f.Src, f.Dst, f.SrcPort, f.DstPort, f.Proto)
+	return true
 }
 
 // opensFlow reports whether a frame may start a new tracked flow: a TCP SYN, any UDP

@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"encoding/binary"
+
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/internal/mix"
 )
@@ -35,7 +37,7 @@ type pendingAttempt struct {
 
 // retryKey identifies what an application retries: from one local address to one service.
 type retryKey struct {
-	src, dst [4]byte
+	src, dst [16]byte // as flow keys hold them
 	dport    uint16
 	proto    uint8
 }
@@ -64,9 +66,17 @@ func retryKeyOf(k conntrack.Key) retryKey {
 }
 
 func (a *attempts) slot(r retryKey) *retryEntry {
+	be := binary.BigEndian
 	h := a.seedRecent
-	h = mix.Mix64(h ^ uint64(r.src[0])<<24 ^ uint64(r.src[1])<<16 ^ uint64(r.src[2])<<8 ^ uint64(r.src[3]))
-	h = mix.Mix64(h ^ uint64(r.dst[0])<<24 ^ uint64(r.dst[1])<<16 ^ uint64(r.dst[2])<<8 ^ uint64(r.dst[3]))
+	if !conntrack.Is4(r.src) || !conntrack.Is4(r.dst) {
+		// IPv6: the addresses' first 12 bytes too. IPv4 addresses hash their four bytes
+		// alone, as before keys held 16.
+		h = mix.Mix64(h ^ be.Uint64(r.src[:8]))
+		h = mix.Mix64(h ^ be.Uint64(r.dst[:8]))
+		h = mix.Mix64(h ^ uint64(be.Uint32(r.src[8:12]))<<32 ^ uint64(be.Uint32(r.dst[8:12])))
+	}
+	h = mix.Mix64(h ^ uint64(be.Uint32(r.src[12:])))
+	h = mix.Mix64(h ^ uint64(be.Uint32(r.dst[12:])))
 	h = mix.Mix64(h ^ uint64(r.dport)<<8 ^ uint64(r.proto))
 	return &a.recent[h%retrySlots]
 }
@@ -121,6 +131,18 @@ func (e *Engine) checkUnanswered(now int64) {
 			continue
 		}
 		fl.Failed = true
-		e.health.Failure(int(p.gateway), fl.Orig.Dst, p.at, now)
+		e.health.Failure(int(p.gateway), healthDst(fl.Orig.Dst), p.at, now)
 	}
+}
+
+// healthDst is the destination failure accounting (failover.Health, by 32-bit destination)
+// knows a flow's remote address a by: an IPv4 address itself, an IPv6 address folded into 32
+// bits (two destinations that fold alike share their record, as two in one hash slot would).
+func healthDst(a [16]byte) [4]byte {
+	if v4, ok := conntrack.V4(a); ok {
+		return v4
+	}
+	be := binary.BigEndian
+	h := mix.Mix64(be.Uint64(a[:8]) ^ mix.Mix64(be.Uint64(a[8:])^mix.Golden))
+	return [4]byte{byte(h >> 56), byte(h >> 48), byte(h >> 40), byte(h >> 32)}
 }

@@ -85,7 +85,7 @@ func (e *Engine) rotate(fl *conntrack.Flow, now int64) bool {
 	}
 	if e.health != nil {
 		if !fl.Failed {
-			e.health.Failure(old, fl.Orig.Dst, fl.Created, now)
+			e.health.Failure(old, healthDst(fl.Orig.Dst), fl.Created, now)
 		}
 		e.health.Attempt(next, now)
 	}
@@ -149,7 +149,7 @@ func (e *Engine) lateAnswer(in int, f *rewrite.Frame, key conntrack.Key, b *Batc
 	ack := f.TCPAckNum()
 	n := rewrite.BuildRST(buf[rewrite.VnetHdrLen:], rewrite.Endpoints{
 		SrcMAC: f.DstMAC(), DstMAC: f.SrcMAC(),
-		Src: key.Dst, Dst: key.Src, SrcPort: key.DstPort, DstPort: key.SrcPort,
+		Src: conntrack.As4(key.Dst), Dst: conntrack.As4(key.Src), SrcPort: key.DstPort, DstPort: key.SrcPort,
 	}, ack, 0)
 	return verdict{to: ToWire, iface: in, answer: answer(b, n)}, true
 }

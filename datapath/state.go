@@ -60,7 +60,7 @@ func (e *Engine) SetAddressing(i int, ifc Iface, now int64) (oldAddr [4]byte, ev
 	e.refresh()
 	e.markFastAll(func(fl *conntrack.Flow) bool { return int(fl.HostIf) == i || int(fl.WireIf) == i })
 	stranded := func(fl *conntrack.Flow) bool {
-		return fl.NAT && int(fl.WireIf) == i && !cur.has(fl.Reply.Dst)
+		return fl.NAT && int(fl.WireIf) == i && !cur.hasAddr(fl.Reply.Dst)
 	}
 	sameGateway := func(fl *conntrack.Flow) int {
 		if cur.Addr == ([4]byte{}) {

@@ -31,7 +31,7 @@ func natedConnection(t *testing.T, d *Engine, sport uint16) *conntrack.Flow {
 	process(d, 0, host(pkt{ack: true, seq: 5001, ackNum: 90101}).build(t))
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fl := d.table.LookupOrig(conntrack.Key{Src: addr0, Dst: server, SrcPort: sport, DstPort: 80, Proto: 6})
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, sport, 80, 6))
 	if fl == nil || fl.TCPState != conntrack.TCPEstablished || fl.HostRcvNext != 90101 {
 		t.Fatalf("connection not established as expected: %+v", fl)
 	}
@@ -105,7 +105,7 @@ func TestForgedSYNACKIsNoAnswer(t *testing.T) {
 	d := testDatapath(t, failover.LoadBalance, 1, 1000)
 	process(d, 0, pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 6, sport: 7103, dport: 80, syn: true, seq: 5000}.build(t))
 	process(d, 1, wireSeg(7103, pkt{syn: true, ack: true, seq: 1, ackNum: 77}))
-	fl := d.table.LookupOrig(conntrack.Key{Src: addr0, Dst: server, SrcPort: 7103, DstPort: 80, Proto: 6})
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, 7103, 80, 6))
 	if fl.Replied || fl.TCPState != conntrack.TCPSynSent {
 		t.Fatalf("forged SYN-ACK counted: replied %v state %d", fl.Replied, fl.TCPState)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/control"
 	"github.com/l2shim/l2shim/datapath"
 	"github.com/l2shim/l2shim/filters"
@@ -78,8 +79,8 @@ func (n namer) explanation(h datapath.Hypothetical, x *datapath.Explanation) *co
 			e.State, e.Direction, control.Seconds(e.Idle), gw, e.Why)
 	}
 	if x.OnLink {
-		out.Summary = fmt.Sprintf("%s: %s is on a directly attached network; l2shim never steers it and the host's routing carries it.", flow, netip.AddrFrom4(k.Dst))
-		add("%s is on a network of an external interface: never steered, no flow is tracked", netip.AddrFrom4(k.Dst))
+		out.Summary = fmt.Sprintf("%s: %s is on a directly attached network; l2shim never steers it and the host's routing carries it.", flow, conntrack.Addr(k.Dst))
+		add("%s is on a network of an external interface: never steered, no flow is tracked", conntrack.Addr(k.Dst))
 		out.Steps = steps
 		return out
 	}
@@ -135,9 +136,9 @@ func (n namer) explanation(h datapath.Hypothetical, x *datapath.Explanation) *co
 		case datapath.StepPerSource:
 			if st.Gateway >= 0 {
 				add("per-source: %s is an address of %s, not of %s where the host sent it: %s, %s's first usable gateway, without NAT",
-					netip.AddrFrom4(k.Src), n.iface(st.From), n.iface(h.Iface), n.gateway(st.Gateway), n.iface(st.From))
+					conntrack.Addr(k.Src), n.iface(st.From), n.iface(h.Iface), n.gateway(st.Gateway), n.iface(st.From))
 			} else {
-				add("per-source: %s is an address of %s, but no gateway there is usable: the mode decides", netip.AddrFrom4(k.Src), n.iface(st.From))
+				add("per-source: %s is an address of %s, but no gateway there is usable: the mode decides", conntrack.Addr(k.Src), n.iface(st.From))
 			}
 		case datapath.StepPick:
 			out.Affinity = st.Affinity.String()
@@ -147,7 +148,7 @@ func (n namer) explanation(h datapath.Hypothetical, x *datapath.Explanation) *co
 			}
 			what := "the flow's 5-tuple (flow affinity)"
 			if st.Affinity == filters.AffinityHostPair {
-				what = fmt.Sprintf("the address pair %s ↔ %s (host-pair affinity: every connection between them takes the same uplink)", netip.AddrFrom4(k.Src), netip.AddrFrom4(k.Dst))
+				what = fmt.Sprintf("the address pair %s ↔ %s (host-pair affinity: every connection between them takes the same uplink)", conntrack.Addr(k.Src), conntrack.Addr(k.Dst))
 			}
 			switch mode := n.cfg.Shim.Mode; {
 			case st.Gateway < 0 && mode == "off":
@@ -165,7 +166,7 @@ func (n namer) explanation(h datapath.Hypothetical, x *datapath.Explanation) *co
 			}
 		case datapath.StepRetry:
 			add("retry: an attempt from %s to the same service through %s, 0.5 to 10 s ago, is still unanswered: this new attempt goes to %s instead",
-				netip.AddrFrom4(k.Src), n.gateway(st.From), n.gateway(st.Gateway))
+				conntrack.Addr(k.Src), n.gateway(st.From), n.gateway(st.Gateway))
 		case datapath.StepSourceAware:
 			if st.Gateway >= 0 {
 				add("source-aware: it arrives through %s, so the host's answers leave through it", n.gateway(st.Gateway))

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/datapath"
 	"github.com/l2shim/l2shim/fastpath"
 	"golang.org/x/sys/unix"
@@ -103,17 +104,23 @@ func (m *maps) HostTCP(orig datapath.FastKey) (seqEnd, ack uint32, win uint16, o
 	return c.HostSeqEnd, c.HostAck, c.HostWin, true
 }
 
+// fastKey and engineKey convert keys between the engine and the kernel's maps: both hold 16-byte
+// addresses, IPv4-mapped for IPv4 (fastpath.Key as netip.Addr, IPv4 unmapped).
 func fastKey(k datapath.FastKey) fastpath.Key {
-	return fastpath.Key{Src: netip.AddrFrom4(k.Src), Dst: netip.AddrFrom4(k.Dst), SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
+	return fastpath.Key{Src: conntrack.Addr(k.Src), Dst: conntrack.Addr(k.Dst), SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
 }
 
 func fastEntry(e datapath.FastEntry) fastpath.Entry {
+	var gateway netip.Addr // none
+	if e.Gateway != ([16]byte{}) {
+		gateway = conntrack.Addr(e.Gateway)
+	}
 	return fastpath.Entry{
 		Ifindex:    e.Ifindex,
 		DivertOnly: e.DivertOnly,
 		ToL3:       e.ToL3,
 		NAT:        e.NAT,
-		Addr:       netip.AddrFrom4(e.Addr),
+		Addr:       conntrack.Addr(e.Addr),
 		Port:       e.Port,
 		MTU:        uint16(min(e.MTU, 65535)),
 		SrcMAC:     e.SrcMAC,
@@ -121,7 +128,7 @@ func fastEntry(e datapath.FastEntry) fastpath.Entry {
 		Origin:     e.Origin,
 		Why:        e.Why,
 		Rule:       e.Rule,
-		Gateway:    netip.AddrFrom4(e.Gateway),
+		Gateway:    gateway,
 	}
 }
 
@@ -184,16 +191,16 @@ func origOf(in fastpath.Installed) fastpath.Key {
 }
 
 func engineKey(k fastpath.Key) datapath.FastKey {
-	return datapath.FastKey{Src: k.Src.As4(), Dst: k.Dst.As4(), SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
+	return datapath.FastKey{Src: k.Src.As16(), Dst: k.Dst.As16(), SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
 }
 
 func engineEntry(e fastpath.Entry) datapath.FastEntry {
 	fe := datapath.FastEntry{Ifindex: e.Ifindex, ToL3: e.ToL3, NAT: e.NAT, Port: e.Port, MTU: int(e.MTU), SrcMAC: e.SrcMAC, DstMAC: e.DstMAC, Origin: e.Origin, Why: e.Why, Rule: e.Rule}
-	if e.Gateway.Is4() {
-		fe.Gateway = e.Gateway.As4()
+	if e.Gateway.IsValid() {
+		fe.Gateway = e.Gateway.As16()
 	}
 	if e.NAT {
-		fe.Addr = e.Addr.As4()
+		fe.Addr = e.Addr.As16()
 	}
 	return fe
 }

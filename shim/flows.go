@@ -205,9 +205,10 @@ func (n namer) rule(i int) *conf.Rule {
 	return &n.cfg.Rules[i]
 }
 
-// endpoint renders ADDR:PORT (for ICMP echo, the port is the identifier).
-func endpoint(a [4]byte, port uint16) string {
-	return netip.AddrPortFrom(netip.AddrFrom4(a), port).String()
+// endpoint renders ADDR:PORT, or [ADDR]:PORT for IPv6, from an address as a flow key holds it
+// (for ICMP echo, the port is the identifier).
+func endpoint(a [16]byte, port uint16) string {
+	return netip.AddrPortFrom(conntrack.Addr(a), port).String()
 }
 
 // flow converts one flow for the list.
@@ -269,7 +270,7 @@ func (n namer) why(fi *datapath.FlowInfo, gw string) string {
 	case datapath.ReasonSourceAware:
 		return "source-aware: it arrived through " + gw
 	case datapath.ReasonPerSource:
-		return fmt.Sprintf("per-source: %s is an address of %s", netip.AddrFrom4(fi.Orig.Src), n.iface(fi.WireIf))
+		return fmt.Sprintf("per-source: %s is an address of %s", conntrack.Addr(fi.Orig.Src), n.iface(fi.WireIf))
 	case datapath.ReasonBalanced, datapath.ReasonAffinity, datapath.ReasonFailover:
 		what := map[datapath.Reason]string{
 			datapath.ReasonBalanced: "balanced (weighted hash of the flow)",
@@ -340,7 +341,7 @@ func (s *Shim) hypothetical(cfg *conf.Config, q control.ExplainQuery) (datapath.
 	if q.SrcPort < 0 || q.SrcPort > 65535 || q.DstPort < 0 || q.DstPort > 65535 {
 		return h, errors.New("explain: ports are from 0 to 65535")
 	}
-	h.Key = conntrack.Key{Src: src.As4(), Dst: dst.As4(), SrcPort: uint16(q.SrcPort), DstPort: uint16(q.DstPort), Proto: proto}
+	h.Key = conntrack.Key{Src: src.As16(), Dst: dst.As16(), SrcPort: uint16(q.SrcPort), DstPort: uint16(q.DstPort), Proto: proto}
 	if proto == rewrite.ProtoICMP {
 		h.Key.DstPort = h.Key.SrcPort // an echo's identifier, both ways
 	}
@@ -367,7 +368,7 @@ func (s *Shim) hypothetical(cfg *conf.Config, q control.ExplainQuery) (datapath.
 	case "in":
 		h.Dir = filters.In
 		if h.Iface < 0 {
-			if h.Iface = s.engine.IfaceOwning(h.Key.Dst); h.Iface < 0 {
+			if h.Iface = s.engine.IfaceOwning(dst); h.Iface < 0 {
 				return h, fmt.Errorf("explain: %s is no address of an interface l2shim watches: give --interface", dst)
 			}
 		}
