@@ -43,10 +43,10 @@ type Inputs struct {
 	// PeerSilent, when not empty, says why the tunnel the gateway is reached through (its
 	// link is a WireGuard one) counts as down: its peer does not answer (PeerWatch).
 	PeerSilent string
-	Probing   bool // probe_interval > 0: Probe is meaningful
-	Probe     ProbeSummary
-	Health    GatewayHealth
-	Window    time.Duration // [failover] window, for the reason text
+	Probing    bool // probe_interval > 0: Probe is meaningful
+	Probe      ProbeSummary
+	Health     GatewayHealth
+	Window     time.Duration // [failover] window, for the reason text
 }
 
 // Usable reports whether the gateway may get new flows: the one definition of usable, the same
