@@ -76,9 +76,11 @@ type gateway struct {
 	alive   bool
 	drained bool
 	// probe is the last verdict of its probes (Up when probing is off).
-	probe   failover.ProbeSummary
-	benched bool
-	stats   *GatewayStats
+	probe failover.ProbeSummary
+	// peerSilent, when not empty, is why the tunnel peer of its link counts as gone.
+	peerSilent string
+	benched    bool
+	stats      *GatewayStats
 }
 
 // Config holds the engine's policy knobs; a reload may change all of them.
@@ -209,11 +211,12 @@ func (e *Engine) inputs(i int, now int64, stats bool) failover.Inputs {
 		LinkUp:  e.ifaces[g.Iface].Up,
 		// Without an address of its own the uplink cannot carry a NATed flow, nor a host's
 		// flow whose source it does not have.
-		NoAddress: e.ifaces[g.Iface].Addr == ([4]byte{}),
-		MACKnown:  g.hasMAC && g.alive,
-		Probing:   e.cfg.Probing,
-		Probe:     g.probe,
-		Window:    e.cfg.Health.Window,
+		NoAddress:  e.ifaces[g.Iface].Addr == ([4]byte{}),
+		MACKnown:   g.hasMAC && g.alive,
+		PeerSilent: g.peerSilent,
+		Probing:    e.cfg.Probing,
+		Probe:      g.probe,
+		Window:     e.cfg.Health.Window,
 	}
 	if stats && e.health != nil {
 		in.Health = e.health.Stats(i, now)

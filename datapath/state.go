@@ -125,6 +125,17 @@ func (e *Engine) macInUse(mac [6]byte) bool {
 	return false
 }
 
+// SetPeerSilent records why the tunnel peer of gateway gi's link (a WireGuard link) counts as
+// gone ("" when it answers); while it does, the gateway takes no new flows.
+func (e *Engine) SetPeerSilent(gi int, reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if gi < len(e.gws) {
+		e.gws[gi].peerSilent = reason
+		e.refresh()
+	}
+}
+
 // SetDrained stops (or resumes) placing new flows on gateway gi.
 func (e *Engine) SetDrained(gi int, drained bool) {
 	e.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -192,7 +193,8 @@ func TestL3SilentCut(t *testing.T) {
 	}
 }
 
-// waitGatewayState waits until the gateway on interface iface has state want in status.
+// waitGatewayState waits until the gateway on interface iface has state want in status (one
+// of them, for "up|degraded").
 func waitGatewayState(t *testing.T, s *testShim, iface, want string, within time.Duration) {
 	t.Helper()
 	start := time.Now()
@@ -200,7 +202,7 @@ func waitGatewayState(t *testing.T, s *testShim, iface, want string, within time
 		st, err := s.queryStatus()
 		if err == nil {
 			for _, g := range st.Gateways {
-				if g.Interface == iface && g.State == want {
+				if g.Interface == iface && slices.Contains(strings.Split(want, "|"), g.State) {
 					t.Logf("gateway on %s %s after %v", iface, want, time.Since(start).Round(time.Millisecond))
 					return
 				}
@@ -320,5 +322,69 @@ func TestL3CheckAndReload(t *testing.T) {
 	requireOnly(t, "after removing ppp1's gateway", srv.echo.Seen.Counts(), topo.HostAddr0, ok)
 	reload(cfg)
 	spreadOK(t, "after adding ppp1's gateway back", topo, srv, 60, 2)
+	stopShim(t, s)
+}
+
+// TestL3WireGuardPeerSilent: a WireGuard uplink whose peer goes silent (the tunnel's underlay
+// drops everything; the link stays up) is taken down by l2shim's peer watch without any probe
+// configured, once traffic went unanswered for probe_interval × probe_misses + 10 s; new
+// connections then take the other uplink at once. When the peer is back, the gateway is given
+// flows again and they are answered.
+func TestL3WireGuardPeerSilent(t *testing.T) {
+	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkWireGuard}})
+	srv := startServers(t, topo)
+	s := startShimCfg(t, topo, ConfigOptions{
+		Mode:         "load-balance",
+		GatewayExtra: [2]string{"weight = 1", "weight = 1000"},
+		Extra:        failoverTable(`syn_retries = 2`, `probe_interval = "0s"`, `min_attempts = 1000000`),
+	})
+	ctx := context.Background()
+	srv.echo.Seen.Reset()
+	checkTimings(t, "before the cut", TimedEchoes(ctx, topo.Host, netip.Addr{}, srv.echoAddr(), 10, 2, 2*time.Second), time.Second)
+	if srv.echo.Seen.Count(topo.HostAddr1) < 8 {
+		t.Fatalf("before the cut: server saw %s; want nearly all through wg1 (weight 1000)", srv.echo.Seen)
+	}
+	if err := topo.CutL3(1, true); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	// Connections keep coming (each rotates to eth0 after two unanswered SYNs through wg1)
+	// until the peer watch takes wg1 down.
+	var down time.Duration
+	for time.Since(cut) < 30*time.Second {
+		TimedEchoes(ctx, topo.Host, netip.Addr{}, srv.echoAddr(), 2, 2, 5*time.Second)
+		st, err := s.queryStatus()
+		if err == nil && st.Gateways[1].State == "down" {
+			down = time.Since(cut)
+			t.Logf("MEASURED wg1 down %v after its peer went silent: %s", down.Round(100*time.Millisecond), st.Gateways[1].Reason)
+			if !strings.Contains(st.Gateways[1].Reason, "peer silent") {
+				t.Errorf("wg1 down for another reason: %q", st.Gateways[1].Reason)
+			}
+			break
+		}
+	}
+	if down == 0 {
+		t.Fatalf("wg1 not down 30 s after its peer went silent")
+	}
+	srv.echo.Seen.Reset()
+	checkTimings(t, "new connections with wg1 down", TimedEchoes(ctx, topo.Host, netip.Addr{}, srv.echoAddr(), 10, 2, 3*time.Second), time.Second)
+	requireOnly(t, "new connections with wg1 down", srv.echo.Seen.Counts(), topo.HostAddr0, 10)
+	if err := topo.CutL3(1, false); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	waitGatewayState(t, s, topo.HostIf1, "up|degraded", 40*time.Second)
+	t.Logf("wg1 given flows again %v after its peer came back", time.Since(back).Round(100*time.Millisecond))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		srv.echo.Seen.Reset()
+		TimedEchoes(ctx, topo.Host, netip.Addr{}, srv.echoAddr(), 10, 2, 5*time.Second)
+		if srv.echo.Seen.Count(topo.HostAddr1) >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wg1 back up, but new connections do not go through it: server saw %s", srv.echo.Seen)
+		}
+	}
 	stopShim(t, s)
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -239,6 +240,11 @@ func (u *l3Uplink) addHost() error {
 	case LinkWireGuard:
 		_, gwU := wgUnderlay(u.i)
 		d, err := newWGDevice(t.Host, ifname, u.mtu, wgPort+u.i, u.hostKey, u.gwKey.PublicKey(), netip.AddrPortFrom(gwU.Addr(), wgPort), t.opts)
+		if err == nil {
+			if err = d.listenUAPI(ifname); err != nil {
+				d.Close()
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -497,6 +503,9 @@ type wgDevice struct {
 	dev   *device.Device
 	tun   *nsTun
 	quiet atomic.Bool // no more logging: closing
+	// uapi is the host device's control socket (/var/run/wireguard/NAME.sock), as wg(8) and
+	// l2shim's peer watch find a wireguard-go device; nil on the gateway's side.
+	uapi net.Listener
 }
 
 // newWGDevice creates the WireGuard device name in ns: its tun is created on
@@ -551,9 +560,37 @@ func newWGDevice(ns *NS, name string, mtu, listenPort int, priv *ecdh.PrivateKey
 	return w, nil
 }
 
-// Close closes the device, its tun (the link goes) and its sockets.
+// listenUAPI serves the device's configuration protocol on /var/run/wireguard/NAME.sock, so
+// wg(8) and wgctrl see it like any wireguard-go device.
+func (w *wgDevice) listenUAPI(name string) error {
+	f, err := ipc.UAPIOpen(name)
+	if err != nil {
+		return fmt.Errorf("wireguard %s: UAPI socket: %w", name, err)
+	}
+	ln, err := ipc.UAPIListen(name, f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("wireguard %s: UAPI socket: %w", name, err)
+	}
+	w.uapi = ln
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go w.dev.IpcHandle(c)
+		}
+	}()
+	return nil
+}
+
+// Close closes the device, its tun (the link goes), its sockets and its UAPI socket.
 func (w *wgDevice) Close() {
 	w.quiet.Store(true)
+	if w.uapi != nil {
+		w.uapi.Close() // removes the socket file
+	}
 	w.dev.Close()
 }
 

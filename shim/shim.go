@@ -183,7 +183,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	defer s.loops.Wait()
 	var wg sync.WaitGroup
-	for _, background := range []func(context.Context){s.heartbeat, s.expiry, s.healthLoop, s.fastLoop, s.source6Loop, func(ctx context.Context) { s.watch(ctx, w) }} {
+	for _, background := range []func(context.Context){s.heartbeat, s.expiry, s.healthLoop, s.fastLoop, s.source6Loop, s.tunnelLoop, func(ctx context.Context) { s.watch(ctx, w) }} {
 		wg.Add(1)
 		go func() { defer wg.Done(); background(ctx) }()
 	}
