@@ -121,8 +121,9 @@ func tcpMaxSeg(t *testing.T, c net.Conn) int {
 }
 
 // TestL3Inbound: connections the server opens to the host's address on a tun uplink (ppp1)
-// are answered through ppp1. Without l2shim the host answers through its default route (eth0),
-// and gw0 drops the answers as spoofed.
+// are answered through ppp1, and sockets bound to that address connect through it. Without
+// l2shim the host answers through its default route (eth0), and gw0 drops the answers as
+// spoofed.
 func TestL3Inbound(t *testing.T) {
 	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkTun}})
 	echo, udp := hostServices(t, topo, topo.HostAddr1, EchoPort)
@@ -145,6 +146,12 @@ func TestL3Inbound(t *testing.T) {
 	if n, _, err := Ping(ctx, topo.Server, topo.HostAddr1, 5, time.Second); n != 5 {
 		t.Errorf("inbound ping to %s with l2shim: %d/5 answered (%v)", topo.HostAddr1, n, err)
 	}
+	// Per-source: a socket bound to ppp1's address, routed by the host through eth0, leaves
+	// through ppp1 (gw0 would drop it).
+	srvEcho, _ := echoServices(t, topo.Server, netip.AddrPortFrom(topo.ServerAddr, EchoPort+1))
+	ts = TimedEchoes(ctx, topo.Host, topo.HostAddr1, netip.AddrPortFrom(topo.ServerAddr, EchoPort+1), 20, 2, 3*time.Second)
+	checkTimings(t, "TCP from a socket bound to ppp1's address", ts, time.Second)
+	requireOnly(t, "TCP from a socket bound to ppp1's address (untranslated)", srvEcho.Seen.Counts(), topo.HostAddr1, 20)
 	stopShim(t, s)
 }
 
