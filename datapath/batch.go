@@ -40,8 +40,9 @@ const (
 	// use the room of several frames.
 	segmentRoom = 64<<10 + 64<<10/4
 	// answerRoom is what one answer the engine writes instead of a frame needs at most
-	// (an ICMP fragmentation-needed quoting 576 bytes, or an RST).
-	answerRoom = rewrite.VnetHdrLen + rewrite.EthHdrLen + 576
+	// (an ICMP fragmentation-needed quoting 576 bytes, an ICMPv6 Packet Too Big of up to
+	// 1280 bytes, or an RST).
+	answerRoom = rewrite.VnetHdrLen + max(rewrite.EthHdrLen+576, rewrite.PacketTooBigMaxLen)
 	// maxSegments bounds the segments of one super-frame (gso_size of 64 bytes or more).
 	maxSegments = 1024
 )

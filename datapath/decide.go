@@ -57,7 +57,7 @@ func (e *Engine) decide(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace)
 		return g
 	}
 	if y := e.ifaceOwning(fl.Orig.Src); y >= 0 && y != in {
-		g = e.firstUsableOn(y)
+		g = e.firstUsableOn(y, fl.Orig.Src)
 		tr.add(Step{Kind: StepPerSource, From: y, Gateway: g})
 		if g >= 0 {
 			fl.Why = uint8(ReasonPerSource)
@@ -69,7 +69,7 @@ func (e *Engine) decide(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace)
 		fl.Why = uint8(ReasonFailover)
 	}
 	h, aff := e.placementHash(fl)
-	g = failover.Pick(e.cfg.Mode, h, e.cands)
+	g = failover.Pick(e.cfg.Mode, h, e.candsFor(fl.Orig.Src))
 	if aff == filters.AffinityHostPair && e.cfg.Mode == failover.LoadBalance {
 		fl.Why = uint8(ReasonAffinity)
 	}
@@ -91,7 +91,9 @@ func (e *Engine) decide(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace)
 // gateway is unusable, marks the flow dropped; a plain route-to whose gateway is unusable falls
 // back to the normal choice, decided false). The caller counts the flow for its rule.
 func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame, tr *Trace) (int, bool) {
-	if e.rules.Len() == 0 {
+	if e.rules.Len() == 0 || f.IPv6 {
+		// The rule classifier is IPv4-only (filters.Packet holds IPv4 addresses): an IPv6
+		// flow matches no rule, and is decided by the steps that follow.
 		tr.add(Step{Kind: StepNoRule, Rule: -1, Gateway: -1})
 		return -1, false
 	}
@@ -147,7 +149,7 @@ func (e *Engine) decideInbound(fl *conntrack.Flow, in int, f *rewrite.Frame, tr 
 		fl.Why = uint8(ReasonRule)
 		return g
 	case e.cfg.SourceAware:
-		g = e.gatewayByMAC(in, fl.HostGatewayMAC)
+		g = e.gatewayByMAC(in, fl.HostGatewayMAC, fl.Orig.Src)
 		tr.add(Step{Kind: StepSourceAware, Gateway: g})
 		if g >= 0 {
 			fl.Why = uint8(ReasonSourceAware)

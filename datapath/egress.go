@@ -24,7 +24,7 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 		if fl = e.fragmentFlow(f, conntrack.DirOrig, now); fl == nil {
 			return e.pass(in)
 		}
-	case f.IsICMPError() && !e.onLink(conntrack.Addr4(f.Dst)):
+	case f.IsICMPError() && !e.onLink(dst16(f)):
 		return e.egressICMPError(in, f)
 	default:
 		return e.pass(in)
@@ -32,24 +32,25 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	if v, stop := e.flowGate(fl, f); stop {
 		return v
 	}
-	if fl.Origin == conntrack.Inbound && conntrack.Addr4(f.Src) != fl.Orig.Src {
+	if fl.Origin == conntrack.Inbound && src16(f) != fl.Orig.Src {
 		return e.answerFromAskedAddress(f, fl)
 	}
 	if fl.Gateway < 0 {
 		return e.pass(in)
 	}
 	g := e.gws[fl.Gateway]
-	if !g.hasMAC {
+	mac, ok := e.macFor(g, fl.Orig.Src)
+	if !ok {
 		return e.pass(in)
 	}
 	if v, replaced := e.fitPath(in, f, g, b); replaced {
 		return v
 	}
 	if fl.NAT {
-		f.SetSrc(conntrack.As4(fl.Reply.Dst), fl.Reply.DstPort)
+		setSrc(f, fl.Reply.Dst, fl.Reply.DstPort)
 		e.c.Add(NATed, 1)
 	}
-	f.SetMACs(e.ifaces[fl.WireIf].MAC, g.mac)
+	f.SetMACs(e.ifaces[fl.WireIf].MAC, mac)
 	g.stats.PacketsOut.Add(1)
 	g.stats.BytesOut.Add(uint64(len(f.Buf)))
 	return verdict{to: ToWire, iface: int(fl.WireIf)}
@@ -120,11 +121,15 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 // aware routing for an untracked flow from the wire: its answers leave the way it came), or as
 // the host sent it when g is -1 or cannot be reached.
 func (e *Engine) sendVia(in int, f *rewrite.Frame, g int) verdict {
-	if g < 0 || g >= len(e.gws) || !e.gws[g].hasMAC || !e.ifaces[e.gws[g].Iface].has(f.Src) {
+	if g < 0 || g >= len(e.gws) {
 		return e.pass(in)
 	}
-	gw := e.gws[g]
-	f.SetMACs(e.ifaces[gw.Iface].MAC, gw.mac)
+	gw, src := e.gws[g], src16(f)
+	mac, ok := e.macFor(gw, src)
+	if !ok || !e.ifaces[gw.Iface].hasAddr(src) {
+		return e.pass(in)
+	}
+	f.SetMACs(e.ifaces[gw.Iface].MAC, mac)
 	return verdict{to: ToWire, iface: gw.Iface}
 }
 
@@ -134,6 +139,9 @@ func (e *Engine) sendVia(in int, f *rewrite.Frame, g int) verdict {
 func (e *Engine) askedAddressFlow(key conntrack.Key) *conntrack.Flow {
 	if key.Proto != rewrite.ProtoUDP {
 		return nil
+	}
+	if !conntrack.Is4(key.Src) {
+		return e.askedAddressFlow6(key)
 	}
 	for i := range e.ifaces {
 		for _, a := range e.ifaces[i].Addrs {
@@ -150,18 +158,37 @@ func (e *Engine) askedAddressFlow(key conntrack.Key) *conntrack.Flow {
 	return nil
 }
 
+// askedAddressFlow6 is askedAddressFlow for an IPv6 datagram: the interfaces' IPv6 addresses.
+func (e *Engine) askedAddressFlow6(key conntrack.Key) *conntrack.Flow {
+	for i := range e.ifaces {
+		for _, a := range e.ifaces[i].Addrs6 {
+			if a == key.Src {
+				continue
+			}
+			asked := key
+			asked.Src = a
+			if fl := e.table.LookupOrig(asked); fl != nil && fl.Origin == conntrack.Inbound {
+				return fl
+			}
+		}
+	}
+	return nil
+}
+
 // answerFromAskedAddress sends a wildcard-bound server's answer the way its request came, from
 // the address the client asked (a client with a connected socket discards anything else). The
 // client's next datagrams reach that address as before, and the host's socket gets them.
 func (e *Engine) answerFromAskedAddress(f *rewrite.Frame, fl *conntrack.Flow) verdict {
-	f.SetSrc(conntrack.As4(fl.Orig.Src), fl.Orig.SrcPort)
+	setSrc(f, fl.Orig.Src, fl.Orig.SrcPort)
 	e.c.Add(NATed, 1)
 	out, mac := int(fl.HostIf), fl.HostGatewayMAC
-	if fl.Gateway >= 0 && e.gws[fl.Gateway].hasMAC {
-		g := e.gws[fl.Gateway]
-		out, mac = g.Iface, g.mac
-		g.stats.PacketsOut.Add(1)
-		g.stats.BytesOut.Add(uint64(len(f.Buf)))
+	if fl.Gateway >= 0 {
+		if gm, ok := e.macFor(e.gws[fl.Gateway], fl.Orig.Src); ok {
+			g := e.gws[fl.Gateway]
+			out, mac = g.Iface, gm
+			g.stats.PacketsOut.Add(1)
+			g.stats.BytesOut.Add(uint64(len(f.Buf)))
+		}
 	}
 	f.SetMACs(e.ifaces[out].MAC, mac)
 	return verdict{to: ToWire, iface: out}
@@ -219,7 +246,7 @@ func (e *Engine) newOutbound(in int, f *rewrite.Frame, key conntrack.Key, now in
 	}
 	if p.Gateway >= 0 {
 		e.gws[p.Gateway].stats.Placed.Add(1)
-		if opens && key.Proto != rewrite.ProtoICMP {
+		if opens && !isEchoProto(key.Proto) {
 			if e.health != nil {
 				e.health.Attempt(int(p.Gateway), now)
 			}
@@ -262,14 +289,14 @@ func (e *Engine) place(fl *conntrack.Flow, in int, f *rewrite.Frame) int {
 // through the uplink that owns its source address (per-source), else as the host sent it.
 func (e *Engine) pin(in int, key conntrack.Key, hostGatewayMAC [6]byte) int {
 	if y := e.ifaceOwning(key.Src); y >= 0 && y != in {
-		if g := e.firstUsableOn(y); g >= 0 {
+		if g := e.firstUsableOn(y, key.Src); g >= 0 {
 			return g
 		}
-		if g := e.firstResolvedOn(y); g >= 0 {
+		if g := e.firstResolvedOn(y, key.Src); g >= 0 {
 			return g
 		}
 	}
-	return e.gatewayByMAC(in, hostGatewayMAC)
+	return e.gatewayByMAC(in, hostGatewayMAC, key.Src)
 }
 
 // mapOnto computes the wire side of flow fl for its gateway (fl.Gateway, -1 for none): the
@@ -285,14 +312,17 @@ func (e *Engine) mapOnto(fl *conntrack.Flow) bool {
 		// NAT only when the flow leaves through another uplink than the host chose, from an
 		// address that uplink does not have: on the host's own choice of interface, or from
 		// one of the uplink's addresses, the host's source stands.
+		// IPv6 (NAT66) follows the same rules with the interface's Addr6, port-preserving.
 		wire := &e.ifaces[fl.WireIf]
-		if fl.WireIf != fl.HostIf && !wire.hasAddr(key.Src) && wire.Addr != ([4]byte{}) {
-			fl.NAT = true
-			natIP = conntrack.Addr4(wire.Addr)
+		if fl.WireIf != fl.HostIf && !wire.hasAddr(key.Src) {
+			if a := wire.natAddr(key.Src); a != ([16]byte{}) {
+				fl.NAT = true
+				natIP = a
+			}
 		}
 	}
 	r := conntrack.Key{Src: key.Dst, Dst: natIP, SrcPort: key.DstPort, DstPort: natPort, Proto: key.Proto}
-	if key.Proto == rewrite.ProtoICMP {
+	if isEchoProto(key.Proto) {
 		r.SrcPort = natPort
 	}
 	// conntrack owns every tuple on an external address, the host's un-NATed flows included:
@@ -329,7 +359,7 @@ func (e *Engine) remapPort(r *conntrack.Key, h uint64, self *conntrack.Flow) boo
 	for i := 0; i < span; i++ {
 		port := uint16(lo + (start+i)%span)
 		r.DstPort = port
-		if r.Proto == rewrite.ProtoICMP {
+		if isEchoProto(r.Proto) {
 			r.SrcPort = port
 		}
 		if !e.wireTupleTaken(*r, self) {
@@ -372,7 +402,7 @@ func (e *Engine) fitPath(in int, f *rewrite.Frame, g *gateway, b *Batch) (verdic
 		return verdict{}, false
 	}
 	if f.HasTCPFlag(rewrite.TCPSyn) {
-		f.ClampMSS(uint16(mtu - rewrite.IPv4TCPHdrLen))
+		f.ClampMSS(uint16(mtu - tcpHdrLen(f)))
 	}
 	if f.Vnet.IsGSO() {
 		f.FitGSO(mtu)
@@ -383,7 +413,13 @@ func (e *Engine) fitPath(in int, f *rewrite.Frame, g *gateway, b *Batch) (verdic
 	}
 	buf := answerBuf(b)
 	n := 0
-	if buf != nil {
+	if buf != nil && f.IPv6 {
+		// IPv6 routers never fragment (DontFrag is always set): a Packet Too Big. The IPv6
+		// router's own address is not known, and one of the host's addresses as the source
+		// would fail a reverse-path filter (firewalld's IPv6 rpfilter): it comes from the
+		// destination, which the host routes through the interface the answer arrives on.
+		n = f.BuildPacketTooBig(buf[rewrite.VnetHdrLen:], uint32(mtu), f.Dst6)
+	} else if buf != nil {
 		from := g.IP
 		if from == ([4]byte{}) {
 			from = e.ifaces[g.Iface].Addr // an L3 link's gateway without an address

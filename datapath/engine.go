@@ -26,6 +26,13 @@ type Iface struct {
 	Prefixes   []netip.Prefix // the networks directly attached through it
 	MTU        int
 	Up         bool
+	// The interface's IPv6 view. Addr6 is the global address NAT66 uses on it (zero: none,
+	// and no IPv6 flow is placed on its gateways); Addrs6 all its global addresses;
+	// Prefixes6 the IPv6 networks directly attached through it. A host's IPv6 source inside
+	// one of them belongs to the interface (per-source routing, never NATed there).
+	Addr6     [16]byte
+	Addrs6    [][16]byte
+	Prefixes6 []netip.Prefix
 }
 
 // has reports whether ip is one of the interface's addresses.
@@ -38,10 +45,60 @@ func (ifc *Iface) has(ip [4]byte) bool {
 	return false
 }
 
-// hasAddr reports whether ip, as a flow key holds it, is one of the interface's addresses.
+// hasAddr reports whether ip, as a flow key holds it, is one of the interface's addresses:
+// for IPv6, one of its addresses or an address in one of its attached networks (see owns6).
 func (ifc *Iface) hasAddr(ip [16]byte) bool {
-	a, ok := conntrack.V4(ip)
-	return ok && ifc.has(a)
+	if a, ok := conntrack.V4(ip); ok {
+		return ifc.has(a)
+	}
+	return ifc.owns6(ip)
+}
+
+// has6 reports whether IPv6 address ip is one of the interface's (Addr6 or Addrs6).
+func (ifc *Iface) has6(ip [16]byte) bool {
+	if ip == ([16]byte{}) {
+		return false
+	}
+	if ip == ifc.Addr6 {
+		return true
+	}
+	for _, a := range ifc.Addrs6 {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// owns6 reports whether a host's IPv6 source ip belongs to the interface: one of its
+// addresses, or (IPv6 hosts hold many addresses, temporary ones among them) an address in one
+// of its attached networks, which only that uplink routes back.
+func (ifc *Iface) owns6(ip [16]byte) bool {
+	if ifc.has6(ip) {
+		return true
+	}
+	if len(ifc.Prefixes6) == 0 {
+		return false
+	}
+	a := netip.AddrFrom16(ip)
+	for _, p := range ifc.Prefixes6 {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// natAddr returns the address NAT uses on the interface for a flow of the family of key
+// address like (IPv4-mapped or IPv6), as a flow key holds it; zero when there is none.
+func (ifc *Iface) natAddr(like [16]byte) [16]byte {
+	if conntrack.Is4(like) {
+		if ifc.Addr == ([4]byte{}) {
+			return [16]byte{}
+		}
+		return conntrack.Addr4(ifc.Addr)
+	}
+	return ifc.Addr6
 }
 
 // GatewaySpec is a gateway as configured.
@@ -56,6 +113,11 @@ type GatewaySpec struct {
 	// MTU is the path MTU through this gateway when the config sets one below the
 	// interface's; 0 means the interface's.
 	MTU int
+	// MAC6 is the MAC of the IPv6 router on the gateway's link, when HasMAC6 (configured, or
+	// learned later through ResolvedMAC6). A gateway on an L3 link needs none. Without it
+	// the gateway takes no IPv6 flow.
+	MAC6    [6]byte
+	HasMAC6 bool
 }
 
 // GatewayStats are a gateway's traffic totals, atomic so status reads them without the lock.
@@ -73,8 +135,12 @@ type gateway struct {
 	mac    [6]byte // configured or resolved; valid when hasMAC
 	hasMAC bool
 	// alive is false from its interface going down until it answers ARP again.
-	alive   bool
-	drained bool
+	alive bool
+	// mac6 is the IPv6 router's MAC (configured or resolved), valid when hasMAC6; alive6 is
+	// false from the interface going down until ResolvedMAC6 reports it again.
+	mac6            [6]byte
+	hasMAC6, alive6 bool
+	drained         bool
 	// probe is the last verdict of its probes (Up when probing is off).
 	probe failover.ProbeSummary
 	// peerSilent, when not empty, is why the tunnel peer of its link counts as gone.
@@ -121,6 +187,9 @@ type Engine struct {
 	ifaces []Iface
 	gws    []*gateway
 	cands  []failover.Candidate
+	// cands6 are the same gateways as candidates for IPv6 flows: usable when their
+	// interface has an IPv6 address (Addr6) and their IPv6 router's MAC is known.
+	cands6 []failover.Candidate
 	cfg    Config
 	opts   Options
 	table  *conntrack.Table
@@ -225,13 +294,46 @@ func (e *Engine) inputs(i int, now int64, stats bool) failover.Inputs {
 	return in
 }
 
+// inputs6 is inputs for IPv6 flows: the gateway needs an IPv6 address on its interface and
+// its IPv6 router's MAC (an L3 link: its one gateway, alive while the link is up). Probes and
+// failure accounting are shared with IPv4.
+func (e *Engine) inputs6(i int) failover.Inputs {
+	in := e.inputs(i, 0, false)
+	g := e.gws[i]
+	ifc := &e.ifaces[g.Iface]
+	in.NoAddress = ifc.Addr6 == ([16]byte{})
+	if !ifc.L3 {
+		in.MACKnown = g.hasMAC6 && g.alive6
+	}
+	return in
+}
+
 // refresh recomputes which gateways may take new flows, after anything they depend on
 // changed. e.mu is held.
 func (e *Engine) refresh() {
 	for i := range e.gws {
 		in := e.inputs(i, 0, false)
 		e.cands[i].Usable = in.Usable()
+		in6 := e.inputs6(i)
+		e.cands6[i].Usable = in6.Usable()
 	}
+}
+
+// candsFor returns the candidates for a flow whose key holds address like: IPv4 or IPv6.
+func (e *Engine) candsFor(like [16]byte) []failover.Candidate {
+	if conntrack.Is4(like) {
+		return e.cands
+	}
+	return e.cands6
+}
+
+// macFor returns the MAC of gateway g's router for a flow of like's family, and whether it is
+// known: the IPv6 router's for IPv6 on an Ethernet link, else the gateway's.
+func (e *Engine) macFor(g *gateway, like [16]byte) ([6]byte, bool) {
+	if conntrack.Is4(like) || e.ifaces[g.Iface].L3 {
+		return g.mac, g.hasMAC
+	}
+	return g.mac6, g.hasMAC6
 }
 
 // pathMTU returns the MTU of the path through gateway g.
@@ -247,8 +349,13 @@ func (e *Engine) pathMTU(g *gateway) int {
 // of the interfaces.
 func (e *Engine) onLink(ip [16]byte) bool {
 	a := conntrack.Addr(ip)
+	v6 := !conntrack.Is4(ip)
 	for i := range e.ifaces {
-		for _, p := range e.ifaces[i].Prefixes {
+		ps := e.ifaces[i].Prefixes
+		if v6 {
+			ps = e.ifaces[i].Prefixes6
+		}
+		for _, p := range ps {
 			if p.Contains(a) {
 				return true
 			}
@@ -268,31 +375,33 @@ func (e *Engine) ifaceOwning(ip [16]byte) int {
 	return -1
 }
 
-// firstUsableOn returns the first usable gateway on interface i in configured order, or -1.
-func (e *Engine) firstUsableOn(i int) int {
+// firstUsableOn returns the first gateway on interface i in configured order usable for a
+// flow of like's family (an address as a flow key holds it), or -1.
+func (e *Engine) firstUsableOn(i int, like [16]byte) int {
+	c := e.candsFor(like)
 	for g := range e.gws {
-		if e.gws[g].Iface == i && e.cands[g].Usable {
+		if e.gws[g].Iface == i && c[g].Usable {
 			return g
 		}
 	}
 	return -1
 }
 
-// firstResolvedOn returns the first gateway on interface i whose MAC is known, usable or not,
-// or -1.
-func (e *Engine) firstResolvedOn(i int) int {
+// firstResolvedOn returns the first gateway on interface i whose MAC for like's family is
+// known, usable or not, or -1.
+func (e *Engine) firstResolvedOn(i int, like [16]byte) int {
 	for g := range e.gws {
-		if e.gws[g].Iface == i && e.gws[g].hasMAC {
+		if _, ok := e.macFor(e.gws[g], like); e.gws[g].Iface == i && ok {
 			return g
 		}
 	}
 	return -1
 }
 
-// gatewayByMAC returns the gateway on interface i with the given MAC, or -1.
-func (e *Engine) gatewayByMAC(i int, mac [6]byte) int {
+// gatewayByMAC returns the gateway on interface i whose MAC for like's family is mac, or -1.
+func (e *Engine) gatewayByMAC(i int, mac [6]byte, like [16]byte) int {
 	for g, gw := range e.gws {
-		if gw.Iface == i && gw.hasMAC && gw.mac == mac {
+		if m, ok := e.macFor(gw, like); gw.Iface == i && ok && m == mac {
 			return g
 		}
 	}

@@ -454,7 +454,19 @@ func FuzzDatapath(f *testing.F) {
 	f.Add(vn(syn(1).build(f)), uint8(0))
 	f.Add(vn(pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: 7000}.build(f)), uint8(1))
 	f.Add(vn(pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 1, icmpType: 8, sport: 3}.build(f)), uint8(0))
-	d := testDatapath(f, failover.LoadBalance, 1, 1)
+	// IPv6: a TCP SYN, a UDP reply, an ICMPv6 echo request, neighbour discovery, a fragment
+	// and an ICMPv6 error.
+	s6 := pkt6{srcMAC: mac0, dstMAC: gw6MAC0, src: host6, dst: server6, proto: 6, sport: 1, dport: 443, syn: true, mss: 1460}.build(f)
+	f.Add(vn(s6), uint8(0))
+	u6 := pkt6{srcMAC: gw6MAC1, dstMAC: mac1, src: server6, dst: host6b, proto: 17, sport: 53, dport: 7000, payload: []byte("answer")}.build(f)
+	f.Add(vn(u6), uint8(1))
+	f.Add(vn(pkt6{srcMAC: mac0, dstMAC: gw6MAC0, src: host6, dst: server6, proto: 58, icmpType: 128, sport: 3}.build(f)), uint8(0))
+	f.Add(vn(pkt6{srcMAC: mac0, dstMAC: [6]byte{0x33, 0x33, 0xff, 0, 0, 2}, src: host6, dst: netip.MustParseAddr("ff02::1:ff00:2").As16(), proto: 58, icmpType: 135}.build(f)), uint8(0))
+	first, second := fragments6(f, pkt6{srcMAC: mac0, dstMAC: gw6MAC0, src: host6, dst: server6, proto: 17, sport: 9, dport: 9, payload: make([]byte, 40)}.build(f), 1)
+	f.Add(vn(first), uint8(0))
+	f.Add(vn(second), uint8(0))
+	f.Add(vn(icmp6Error(f, gw6MAC1, mac1, server6, host6b, 1, 4, u6)), uint8(1))
+	d := testDatapath6(f, failover.LoadBalance, 1, 1)
 	batch := NewBatch(1)
 	f.Fuzz(func(t *testing.T, b []byte, in uint8) {
 		batch.Reset()
@@ -465,6 +477,12 @@ func FuzzDatapath(f *testing.F) {
 		d.table.Range(func(fl *conntrack.Flow) bool {
 			if d.table.LookupOrig(fl.Orig) != fl || d.table.LookupReply(fl.Reply) != fl {
 				t.Fatalf("flow %+v not findable by both keys", fl)
+			}
+			if conntrack.Is4(fl.Orig.Src) != conntrack.Is4(fl.Orig.Dst) || conntrack.Is4(fl.Reply.Src) != conntrack.Is4(fl.Orig.Src) || conntrack.Is4(fl.Reply.Dst) != conntrack.Is4(fl.Orig.Src) {
+				t.Fatalf("flow %+v mixes IPv4 and IPv6 addresses", fl)
+			}
+			if !fl.Orig.Is4() && fastWant(fl) != conntrack.FastNone {
+				t.Fatalf("IPv6 flow %+v wanted by the fast path", fl)
 			}
 			return true
 		})

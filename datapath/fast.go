@@ -124,9 +124,12 @@ func (e *Engine) fastGone(orig, reply conntrack.Key, both bool) {
 	e.fastPending.Store(true)
 }
 
-// fastWant returns what the kernel's maps should hold for fl now.
+// fastWant returns what the kernel's maps should hold for fl now: nothing for an IPv6 flow,
+// which the eBPF programs cannot translate yet (nor divert: they divert IPv4 only).
 func fastWant(fl *conntrack.Flow) conntrack.FastState {
 	switch {
+	case !fl.Orig.Is4():
+		return conntrack.FastNone
 	case fastCandidate(fl):
 		return conntrack.FastCarry
 	case fl.Origin == conntrack.Outbound && !fl.Replied && fl.Gateway >= 0 && !fl.Reset && !fl.Drop:
@@ -153,6 +156,11 @@ func fastCandidate(fl *conntrack.Flow) bool {
 // fastEntries computes a flow's entries, and whether the kernel may carry it now.
 func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
 	if !fastCandidate(fl) || int(fl.HostIf) >= len(e.ifaces) || int(fl.WireIf) >= len(e.ifaces) {
+		return out, in, false
+	}
+	if !fl.Orig.Is4() {
+		// The eBPF programs translate IPv4 only (IPv4 header checksum, no NAT66): an IPv6
+		// flow stays in user space until they learn it.
 		return out, in, false
 	}
 	host, wire := &e.ifaces[fl.HostIf], &e.ifaces[fl.WireIf]
@@ -322,7 +330,7 @@ type AdoptedFlow struct {
 // e.mu is held.
 func (e *Engine) adoptGateway(wire int, out FastEntry) int {
 	if out.Gateway == ([16]byte{}) {
-		return e.gatewayByMAC(wire, out.DstMAC)
+		return e.gatewayByMAC(wire, out.DstMAC, out.Orig.Src) // IPv4: the kernel carries nothing else
 	}
 	for i, g := range e.gws {
 		if g.Iface != wire || conntrack.Addr4(g.IP) != out.Gateway {

@@ -101,7 +101,7 @@ func (ff *FlowFilter) Matches(fi *FlowInfo) bool {
 	}
 	if p := ff.Port; p != 0 {
 		// An ICMP echo's "ports" are its identifier.
-		if fi.Orig.Proto == rewrite.ProtoICMP || fi.Orig.SrcPort != p && fi.Orig.DstPort != p && fi.Reply.SrcPort != p && fi.Reply.DstPort != p {
+		if isEchoProto(fi.Orig.Proto) || fi.Orig.SrcPort != p && fi.Orig.DstPort != p && fi.Reply.SrcPort != p && fi.Reply.DstPort != p {
 			return false
 		}
 	}

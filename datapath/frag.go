@@ -29,6 +29,9 @@ type fragKey struct {
 
 // fragKeyOf returns the key of the datagram fragment f belongs to, going in direction dir.
 func fragKeyOf(f *rewrite.Frame, dir uint8) fragKey {
+	if f.IPv6 {
+		return fragKey{src: f.Src6, dst: f.Dst6, id: f.FragID, proto: f.Proto, dir: dir}
+	}
 	return fragKey{src: conntrack.Addr4(f.Src), dst: conntrack.Addr4(f.Dst), id: uint32(f.IPID), proto: f.Proto, dir: dir}
 }
 

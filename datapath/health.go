@@ -74,7 +74,7 @@ func (e *Engine) Evacuate(gi int, now int64) Evacuation {
 func (e *Engine) pickOther(fl *conntrack.Flow) int {
 	// By the flow's placement hash: a host pair's flows move together, as they were placed.
 	h, _ := e.placementHash(fl)
-	g := failover.Pick(e.cfg.Mode, h, e.cands)
+	g := failover.Pick(e.cfg.Mode, h, e.candsFor(fl.Orig.Src))
 	if g == int(fl.Gateway) {
 		return -1
 	}
@@ -131,8 +131,16 @@ func (e *Engine) evacuate(match func(*conntrack.Flow) bool, moveTo func(*conntra
 // sequence number the host expects next, so it resets at once (RFC 5961 would answer any other
 // in-window RST with a challenge ACK).
 func (e *Engine) resetToHost(fl *conntrack.Flow) Injection {
-	buf := make([]byte, rewrite.RSTLen)
 	o := fl.Orig
+	if !o.Is4() {
+		buf := make([]byte, rewrite.RST6Len)
+		rewrite.BuildRST6(buf, rewrite.Endpoints6{
+			SrcMAC: fl.HostGatewayMAC, DstMAC: e.ifaces[fl.HostIf].MAC,
+			Src: o.Dst, Dst: o.Src, SrcPort: o.DstPort, DstPort: o.SrcPort,
+		}, fl.HostRcvNext, 0)
+		return Injection{Iface: int(fl.HostIf), Frame: buf}
+	}
+	buf := make([]byte, rewrite.RSTLen)
 	rewrite.BuildRST(buf, rewrite.Endpoints{
 		SrcMAC: fl.HostGatewayMAC, DstMAC: e.ifaces[fl.HostIf].MAC,
 		Src: conntrack.As4(o.Dst), Dst: conntrack.As4(o.Src), SrcPort: o.DstPort, DstPort: o.SrcPort,

@@ -9,9 +9,20 @@ import (
 // quote is a packet that went the other way.
 func innerKey(f *rewrite.Frame) (conntrack.Key, bool) {
 	switch f.InnerProto {
-	case rewrite.ProtoTCP, rewrite.ProtoUDP, rewrite.ProtoICMP:
+	case rewrite.ProtoTCP, rewrite.ProtoUDP:
+	case rewrite.ProtoICMP:
+		if f.IPv6 {
+			return conntrack.Key{}, false
+		}
+	case rewrite.ProtoICMPv6:
+		if !f.IPv6 {
+			return conntrack.Key{}, false
+		}
 	default:
 		return conntrack.Key{}, false
+	}
+	if f.IPv6 {
+		return conntrack.Key{Src: f.InnerDst6, Dst: f.InnerSrc6, SrcPort: f.InnerDstPort, DstPort: f.InnerSrcPort, Proto: f.InnerProto}, true
 	}
 	return conntrack.Key4(f.InnerDst, f.InnerSrc, f.InnerDstPort, f.InnerSrcPort, f.InnerProto), true
 }
@@ -28,12 +39,12 @@ func (e *Engine) ingressICMPError(in int, f *rewrite.Frame) verdict {
 	if fl == nil {
 		return toHost(in)
 	}
-	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil && conntrack.Addr4(f.Src) == fl.Orig.Dst {
+	if !fl.Replied && fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil && src16(f) == fl.Orig.Dst {
 		// An unreachable from the destination itself proves the path works.
 		e.health.Success(int(fl.Gateway), healthDst(fl.Orig.Dst), e.lastNow)
 	}
 	if fl.NAT {
-		f.SetInnerSrc(conntrack.As4(fl.Orig.Src), fl.Orig.SrcPort)
+		setInnerSrc(f, fl.Orig.Src, fl.Orig.SrcPort)
 	}
 	return e.toHostFor(in, f, fl)
 }
@@ -51,15 +62,16 @@ func (e *Engine) egressICMPError(in int, f *rewrite.Frame) verdict {
 		return e.pass(in)
 	}
 	g := e.gws[fl.Gateway]
-	if !g.hasMAC {
+	mac, ok := e.macFor(g, fl.Orig.Src)
+	if !ok {
 		return e.pass(in)
 	}
 	if fl.NAT {
-		wireSrc := conntrack.As4(fl.Reply.Dst)
-		f.SetSrc(wireSrc, 0)
-		f.SetInnerDst(wireSrc, fl.Reply.DstPort)
+		wireSrc := fl.Reply.Dst
+		setSrc(f, wireSrc, 0)
+		setInnerDst(f, wireSrc, fl.Reply.DstPort)
 		e.c.Add(NATed, 1)
 	}
-	f.SetMACs(e.ifaces[fl.WireIf].MAC, g.mac)
+	f.SetMACs(e.ifaces[fl.WireIf].MAC, mac)
 	return verdict{to: ToWire, iface: int(fl.WireIf)}
 }

@@ -132,11 +132,11 @@ func (e *Engine) toHostFor(in int, f *rewrite.Frame, fl *conntrack.Flow) verdict
 		// The SYN-ACK's MSS tells the host how large its segments may be: clamp it to the
 		// path the flow is placed on.
 		if mtu := e.pathMTU(e.gws[fl.Gateway]); mtu > 0 && mtu < e.ifaces[host].MTU {
-			f.ClampMSS(uint16(mtu - rewrite.IPv4TCPHdrLen))
+			f.ClampMSS(uint16(mtu - tcpHdrLen(f)))
 		}
 	}
 	if fl.NAT {
-		f.SetDst(conntrack.As4(fl.Orig.Src), fl.Orig.SrcPort)
+		setDst(f, fl.Orig.Src, fl.Orig.SrcPort)
 		e.c.Add(NATed, 1)
 	}
 	f.SetMACs(fl.HostGatewayMAC, e.ifaces[host].MAC)

@@ -121,11 +121,14 @@ func (e *Engine) apply(p Plan, prev []*gateway) map[*conntrack.Flow]bool {
 		}
 		if g == nil {
 			// New, or moved to another interface or address: it must be resolved again.
-			g = &gateway{alive: true, stats: &GatewayStats{}, probe: failover.ProbeSummary{Up: true, Misses: p.Config.ProbeMisses}}
+			g = &gateway{alive: true, alive6: true, stats: &GatewayStats{}, probe: failover.ProbeSummary{Up: true, Misses: p.Config.ProbeMisses}}
 		}
 		g.GatewaySpec = spec
 		if spec.HasMAC {
 			g.mac, g.hasMAC = spec.MAC, true
+		}
+		if spec.HasMAC6 {
+			g.mac6, g.hasMAC6 = spec.MAC6, true
 		}
 		e.fitL3Gateway(g)
 		g.benched = false
@@ -147,8 +150,10 @@ func (e *Engine) apply(p Plan, prev []*gateway) map[*conntrack.Flow]bool {
 	}
 	e.gws = gws
 	e.cands = make([]failover.Candidate, len(gws))
+	e.cands6 = make([]failover.Candidate, len(gws))
 	for i, g := range gws {
 		e.cands[i] = failover.Candidate{ID: failover.GatewayID(g.Name), Weight: g.Weight}
+		e.cands6[i] = e.cands[i]
 	}
 	e.cfg = p.Config
 	e.health = nil

@@ -126,7 +126,7 @@ func (e *Engine) probeTaken(k conntrack.Key) bool {
 
 // consumeProbe records f when it is the reply to one of the shim's probes.
 func (e *Engine) consumeProbe(f *rewrite.Frame, now int64) bool {
-	if f.Proto != rewrite.ProtoICMP || f.ICMPType != rewrite.ICMPEchoReply || len(e.probes) == 0 {
+	if f.IPv6 || f.Proto != rewrite.ProtoICMP || f.ICMPType != rewrite.ICMPEchoReply || len(e.probes) == 0 {
 		return false
 	}
 	pt, ok := e.probes[probeKey{target: f.Src, id: f.SrcPort}]

@@ -21,7 +21,7 @@ func (e *Engine) decode(pkt []byte) bool {
 		e.c.drop(DropMalformed)
 		return false
 	}
-	if r := e.frame.Parse(pkt[rewrite.VnetHdrLen:], e.vnet); r != rewrite.OK {
+	if r := e.frame.ParseAny(pkt[rewrite.VnetHdrLen:], e.vnet); r != rewrite.OK {
 		if r < rewrite.NumReasons {
 			e.c.malformed[r].Add(1)
 		}
@@ -43,6 +43,8 @@ func (e *Engine) process(in int, pkt []byte, b *Batch, now int64) Output {
 	ifc := &e.ifaces[in]
 	var v verdict
 	switch {
+	case f.IPv6 && linkScoped6(f):
+		v = e.notOurs6(in, f)
 	case f.DstMAC() == ifc.MAC:
 		e.c.Add(FramesIn, 1)
 		v = e.ingress(in, f, b, now)
@@ -50,6 +52,10 @@ func (e *Engine) process(in int, pkt []byte, b *Batch, now int64) Output {
 		e.c.Add(FramesOut, 1)
 		v = e.egress(in, f, b, now)
 	default:
+		e.c.drop(DropUnknownDirection)
+		return Output{To: Drop, Reason: DropUnknownDirection}
+	}
+	if v.to == Drop && v.reason == DropUnknownDirection {
 		e.c.drop(DropUnknownDirection)
 		return Output{To: Drop, Reason: DropUnknownDirection}
 	}
@@ -66,6 +72,36 @@ func (e *Engine) process(in int, pkt []byte, b *Batch, now int64) Output {
 		f.Vnet.Encode(pkt)
 	}
 	return out
+}
+
+// linkScoped6 reports whether an IPv6 frame is none of l2shim's business: neighbour discovery
+// and multicast listener discovery concern their link only, a link-local or multicast address
+// means nothing on another link, and an IPv4-mapped address (never on the wire, RFC 4291
+// 2.5.5.2) would make the key of an IPv4 flow.
+func linkScoped6(f *rewrite.Frame) bool {
+	return f.IsNeighborDiscovery() || f.IsMLD() || f.IsLinkLocal() || f.IsMulticast() || f.HasIPv4MappedAddr() ||
+		f.Src6 == ([16]byte{}) || f.Dst6 == ([16]byte{})
+}
+
+// notOurs6 sends a link-scoped IPv6 frame on untouched, the way it was going: one addressed to
+// the interface to the host, one the host sent to the wire, and one from the wire to a group
+// address (a multicast destination MAC: the host may be a member) to the host. A frame to
+// another unicast MAC has no direction, as for IPv4.
+func (e *Engine) notOurs6(in int, f *rewrite.Frame) verdict {
+	ifc := &e.ifaces[in]
+	dst := f.DstMAC()
+	switch {
+	case dst == ifc.MAC:
+		e.c.Add(FramesIn, 1)
+		return toHost(in)
+	case f.SrcMAC() == ifc.MAC:
+		e.c.Add(FramesOut, 1)
+		return e.pass(in)
+	case dst[0]&1 != 0:
+		e.c.Add(FramesIn, 1)
+		return toHost(in)
+	}
+	return verdict{to: Drop, reason: DropUnknownDirection}
 }
 
 // answerBuf returns room in b's arena for an answer frame, after a zeroed virtio-net header.
@@ -99,15 +135,85 @@ func flowKey(f *rewrite.Frame, k *conntrack.Key) bool {
 	}
 	switch f.Proto {
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:
-	case rewrite.ProtoICMP:
+	case rewrite.ProtoICMP, rewrite.ProtoICMPv6:
+		// ICMP in IPv4, ICMPv6 in IPv6 (IsICMPEcho checks the pair).
 		if !f.IsICMPEcho() {
 			return false
 		}
 	default:
 		return false
 	}
+	if f.IPv6 {
+		*k = conntrack.Key{Src: f.Src6, Dst: f.Dst6, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto}
+		return true
+	}
 	k.Set4(f.Src, f.Dst, f.SrcPort, f.DstPort, f.Proto)
 	return true
+}
+
+// isEchoProto reports whether a flow key's protocol is ICMP's or ICMPv6's: an echo flow, whose
+// ports both hold the identifier.
+func isEchoProto(proto uint8) bool {
+	return proto == rewrite.ProtoICMP || proto == rewrite.ProtoICMPv6
+}
+
+// src16 returns the frame's source address as a flow key holds it.
+func src16(f *rewrite.Frame) [16]byte {
+	if f.IPv6 {
+		return f.Src6
+	}
+	return conntrack.Addr4(f.Src)
+}
+
+// dst16 returns the frame's destination address as a flow key holds it.
+func dst16(f *rewrite.Frame) [16]byte {
+	if f.IPv6 {
+		return f.Dst6
+	}
+	return conntrack.Addr4(f.Dst)
+}
+
+// The address setters for either family, the address as a flow key holds it.
+
+func setSrc(f *rewrite.Frame, a [16]byte, port uint16) {
+	if f.IPv6 {
+		f.SetSrc6(a, port)
+		return
+	}
+	f.SetSrc(conntrack.As4(a), port)
+}
+
+func setDst(f *rewrite.Frame, a [16]byte, port uint16) {
+	if f.IPv6 {
+		f.SetDst6(a, port)
+		return
+	}
+	f.SetDst(conntrack.As4(a), port)
+}
+
+func setInnerSrc(f *rewrite.Frame, a [16]byte, port uint16) {
+	if f.IPv6 {
+		f.SetInnerSrc6(a, port)
+		return
+	}
+	f.SetInnerSrc(conntrack.As4(a), port)
+}
+
+func setInnerDst(f *rewrite.Frame, a [16]byte, port uint16) {
+	if f.IPv6 {
+		f.SetInnerDst6(a, port)
+		return
+	}
+	f.SetInnerDst(conntrack.As4(a), port)
+}
+
+// tcpHdrLen is the size of option-less IP and TCP headers of the frame's family: a path MTU
+// minus it is the MSS that fits.
+func tcpHdrLen(f *rewrite.Frame) int {
+	if f.IPv6 {
+		return rewrite.IPv6TCPHdrLen
+	}
+	return rewrite.IPv4TCPHdrLen
 }
 
 // opensFlow reports whether a frame may start a new tracked flow: a TCP SYN, any UDP
@@ -117,8 +223,8 @@ func opensFlow(f *rewrite.Frame) bool {
 	switch f.Proto {
 	case rewrite.ProtoTCP:
 		return f.IsTCPSyn()
-	case rewrite.ProtoICMP:
-		return f.ICMPType == rewrite.ICMPEchoRequest
+	case rewrite.ProtoICMP, rewrite.ProtoICMPv6:
+		return f.IsICMPEchoRequest()
 	}
 	return true
 }

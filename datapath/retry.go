@@ -109,7 +109,7 @@ func (e *Engine) retryElsewhere(orig conntrack.Key, g int, now int64) int {
 	if fl == nil || fl.Replied || int(fl.Gateway) != g {
 		return g
 	}
-	if alt := e.nextUsable(g); alt >= 0 {
+	if alt := e.nextUsable(g, orig.Src); alt >= 0 {
 		return alt
 	}
 	return g

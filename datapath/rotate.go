@@ -49,13 +49,14 @@ func (e *Engine) isRetry(f *rewrite.Frame, fl *conntrack.Flow, gap int64) bool {
 	return false
 }
 
-// nextUsable returns the first usable gateway after g in configured order (wrapping), other
-// than g, or -1.
-func (e *Engine) nextUsable(g int) int {
+// nextUsable returns the first gateway after g in configured order (wrapping), other than g,
+// usable for a flow of like's family (an address as a flow key holds it), or -1.
+func (e *Engine) nextUsable(g int, like [16]byte) int {
 	n := len(e.gws)
+	cands := e.candsFor(like)
 	for i := 1; i < n; i++ {
 		c := (g + i) % n
-		if e.cands[c].Usable {
+		if cands[c].Usable {
 			return c
 		}
 	}
@@ -66,7 +67,7 @@ func (e *Engine) nextUsable(g int) int {
 // through the old gateway counts as failed, its wire tuple is remembered for late answers.
 func (e *Engine) rotate(fl *conntrack.Flow, now int64) bool {
 	old := int(fl.Gateway)
-	next := e.nextUsable(old)
+	next := e.nextUsable(old, fl.Orig.Src)
 	if next < 0 {
 		return false
 	}
@@ -147,10 +148,18 @@ func (e *Engine) lateAnswer(in int, f *rewrite.Frame, key conntrack.Key, b *Batc
 	}
 	// The RST's sequence number is what the SYN-ACK acknowledged, so the server accepts it.
 	ack := f.TCPAckNum()
-	n := rewrite.BuildRST(buf[rewrite.VnetHdrLen:], rewrite.Endpoints{
-		SrcMAC: f.DstMAC(), DstMAC: f.SrcMAC(),
-		Src: conntrack.As4(key.Dst), Dst: conntrack.As4(key.Src), SrcPort: key.DstPort, DstPort: key.SrcPort,
-	}, ack, 0)
+	var n int
+	if f.IPv6 {
+		n = rewrite.BuildRST6(buf[rewrite.VnetHdrLen:], rewrite.Endpoints6{
+			SrcMAC: f.DstMAC(), DstMAC: f.SrcMAC(),
+			Src: key.Dst, Dst: key.Src, SrcPort: key.DstPort, DstPort: key.SrcPort,
+		}, ack, 0)
+	} else {
+		n = rewrite.BuildRST(buf[rewrite.VnetHdrLen:], rewrite.Endpoints{
+			SrcMAC: f.DstMAC(), DstMAC: f.SrcMAC(),
+			Src: conntrack.As4(key.Dst), Dst: conntrack.As4(key.Src), SrcPort: key.DstPort, DstPort: key.SrcPort,
+		}, ack, 0)
+	}
 	return verdict{to: ToWire, iface: in, answer: answer(b, n)}, true
 }
 

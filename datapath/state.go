@@ -19,7 +19,7 @@ func (e *Engine) SetLink(i int, up bool) bool {
 	for _, g := range e.gws {
 		if g.Iface == i {
 			if !up {
-				g.alive = false
+				g.alive, g.alive6 = false, false
 			}
 			e.fitL3Gateway(g)
 		}
@@ -52,6 +52,7 @@ func (e *Engine) SetAddressing(i int, ifc Iface, now int64) (oldAddr [4]byte, ev
 	cur.Index, cur.MAC, cur.MTU = ifc.Index, ifc.MAC, ifc.MTU
 	cur.L3, cur.GatewayMAC = ifc.L3, ifc.GatewayMAC
 	cur.Addr, cur.Addrs, cur.Prefixes = ifc.Addr, ifc.Addrs, ifc.Prefixes
+	cur.Addr6, cur.Addrs6, cur.Prefixes6 = ifc.Addr6, ifc.Addrs6, ifc.Prefixes6
 	for _, g := range e.gws {
 		if g.Iface == i {
 			e.fitL3Gateway(g)
@@ -63,7 +64,7 @@ func (e *Engine) SetAddressing(i int, ifc Iface, now int64) (oldAddr [4]byte, ev
 		return fl.NAT && int(fl.WireIf) == i && !cur.hasAddr(fl.Reply.Dst)
 	}
 	sameGateway := func(fl *conntrack.Flow) int {
-		if cur.Addr == ([4]byte{}) {
+		if cur.natAddr(fl.Orig.Src) == ([16]byte{}) {
 			return -1
 		}
 		return int(fl.Gateway)
@@ -101,6 +102,23 @@ func (e *Engine) ResolvedMAC(gi int, mac [6]byte) MACChange {
 	g.alive = true
 	e.refresh()
 	return ch
+}
+
+// ResolvedMAC6 records that the IPv6 router of gateway gi's link (its neighbour table's
+// entry for the router) has mac, and reports whether that changed it. Until it is known (or
+// configured) the gateway takes no IPv6 flow; a gateway on an L3 link needs none.
+func (e *Engine) ResolvedMAC6(gi int, mac [6]byte) (changed bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if gi < 0 || gi >= len(e.gws) {
+		return false
+	}
+	g := e.gws[gi]
+	changed = !g.hasMAC6 || g.mac6 != mac
+	g.mac6, g.hasMAC6, g.alive6 = mac, true, true
+	// IPv6 flows are never carried by the fast path (fastWant): nothing to queue for it.
+	e.refresh()
+	return changed
 }
 
 // ARPAnswered records that gateway gi, whose MAC is configured, answered ARP, and reports
