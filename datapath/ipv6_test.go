@@ -802,3 +802,50 @@ func TestIPv6L3Uplink(t *testing.T) {
 		t.Fatalf("%d fast path ops for IPv6 flows, the first %+v", len(ops), ops[0])
 	}
 }
+
+// TestIPv6LateAnswerAndAskedAddress: a late SYN-ACK for an IPv6 connection that rotated away
+// is answered upstream with an IPv6 RST; a wildcard-bound server's answer from another of the
+// host's IPv6 addresses leaves from the address the client asked, the way it came.
+func TestIPv6LateAnswerAndAskedAddress(t *testing.T) {
+	d := testDatapath6(t, failover.Failover, 1, 1)
+	for i := 0; i < 3; i++ {
+		b := pkt6{srcMAC: mac0, dstMAC: gw6MAC0, src: host6, dst: server6, proto: 6, sport: 8000, dport: 443, syn: true}.build(t)
+		processVnetAt(d, 0, b, rewrite.VnetHdr{}, int64(i)*2e9)
+	}
+	if d.Counters().Load(Rotations) != 1 {
+		t.Fatalf("%d rotations, want 1", d.Counters().Load(Rotations))
+	}
+	late := pkt6{srcMAC: gw6MAC0, dstMAC: mac0, src: server6, dst: host6, proto: 6, sport: 443, dport: 8000, syn: true, ack: true}.build(t)
+	v, _ := processVnetAt(d, 0, late, rewrite.VnetHdr{}, 5e9)
+	if v.To != ToWire || v.Iface != 0 || len(v.Frame) != rewrite.VnetHdrLen+rewrite.RST6Len {
+		t.Fatalf("late SYN-ACK verdict %+v, want an IPv6 RST out of eth0", v)
+	}
+	p := checkFrame6(t, v.Frame[rewrite.VnetHdrLen:])
+	rst := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	if !rst.RST || rst.SrcPort != 8000 || rst.DstPort != 443 || rst.Seq != 1001 || addr6Of(ip.SrcIP) != host6 || addr6Of(ip.DstIP) != server6 {
+		t.Fatalf("answer is %v, want RST 8000→443 seq 1001 from the host's address", p)
+	}
+
+	d = testDatapath6(t, failover.LoadBalance, 1000, 1)
+	client := netip.MustParseAddr("2001:db8:cafe::20").As16()
+	for i := 0; i < 3; i++ {
+		req := pkt6{srcMAC: gw6MAC1, dstMAC: mac1, src: client, dst: host6b, proto: 17, sport: 40000, dport: 9000}.build(t)
+		if v := process(d, 1, req); v.To != ToHost || v.Iface != 1 {
+			t.Fatalf("request: %+v", v)
+		}
+		ans := pkt6{srcMAC: mac0, dstMAC: gw6MAC0, src: host6, dst: client, proto: 17, sport: 9000, dport: 40000, payload: []byte("answer")}.build(t)
+		v := process(d, 0, ans)
+		if v.To != ToWire || v.Iface != 1 {
+			t.Fatalf("answer %d: %+v, want sent through eth1", i, v)
+		}
+		p := checkFrame6(t, ans)
+		ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		if addr6Of(ip.SrcIP) != host6b || !bytes.Equal(ans[6:12], mac1[:]) || !bytes.Equal(ans[0:6], gw6MAC1[:]) {
+			t.Fatalf("answer %d leaves from %v (%x → %x)", i, ip.SrcIP, ans[6:12], ans[0:6])
+		}
+	}
+	if n := d.Flows(); n != 1 {
+		t.Fatalf("%d flows: the answers must belong to the request's flow", n)
+	}
+}
