@@ -171,6 +171,9 @@ func (e *Engine) GatewayMACs() [][6]byte {
 		if g.hasMAC {
 			out = append(out, g.mac)
 		}
+		if g.hasMAC6 && (!g.hasMAC || g.mac6 != g.mac) {
+			out = append(out, g.mac6) // its IPv6 router, when another box
+		}
 	}
 	return out
 }

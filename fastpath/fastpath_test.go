@@ -409,8 +409,8 @@ func ipv6Frame(t *testing.T, src, dst string, icmpType uint8) []byte {
 
 // TestSource6: an IPv6 packet whose source is in another uplink's prefix is sent there with
 // that uplink's MACs (or none, to an L3 link); neighbour discovery, MLD, link-local and
-// multicast traffic, sources of the interface's own uplink or of no uplink, and everything
-// once the heartbeat is stale, pass untouched.
+// multicast traffic, and everything once the heartbeat is stale, pass untouched; other packets
+// to the gateway's router go to user space.
 func TestSource6(t *testing.T) {
 	k := loadTest(t)
 	if err := k.Beat(); err != nil {
@@ -451,13 +451,22 @@ func TestSource6(t *testing.T) {
 		{"multicast destination", "2001:db8:2::2", "ff02::1:2", 0},
 		{"link-local destination", "2001:db8:2::2", "fe80::1", 0},
 		{"link-local source", "fe80::2", "2001:db8:ff::10", 0},
-		{"the interface's own uplink", "2001:db8:1::2", "2001:db8:ff::10", 0},
-		{"no uplink's prefix", "2001:db8:9::2", "2001:db8:ff::10", 0},
 	} {
 		frame := ipv6Frame(t, tc.src, tc.dst, tc.icmp)
 		if ret, got := run(t, k.Egress(), frame, nil); ret != retNext || !bytes.Equal(got[:len(frame)], frame) {
 			t.Errorf("%s: ret %d, frame changed: %v", tc.what, int32(ret), !bytes.Equal(got[:len(frame)], frame))
 		}
+	}
+	// A flow of the interface's own uplink, or of no uplink's prefix, to the gateway's router:
+	// to user space, untouched, which places it.
+	for _, src := range []string{"2001:db8:1::2", "2001:db8:9::2"} {
+		frame := ipv6Frame(t, src, "2001:db8:ff::10", 0)
+		if ret, got := run(t, k.Egress(), frame, nil); ret != retRedirect || !bytes.Equal(got[:len(frame)], frame) {
+			t.Errorf("%s to the router: ret %d, frame changed: %v", src, int32(ret), !bytes.Equal(got[:len(frame)], frame))
+		}
+	}
+	if s, err := k.Stats(); err != nil || s.DivertOut != 2 {
+		t.Errorf("stats %+v (%v): want 2 IPv6 frames diverted", s, err)
 	}
 	// A stale heartbeat (l2shim gone or hung): the host's own routing.
 	must(k.BeatLagging(time.Hour))
@@ -467,8 +476,8 @@ func TestSource6(t *testing.T) {
 	}
 	must(k.Beat())
 	must(k.DeleteSource6(netip.MustParsePrefix("2001:db8:2::/64")))
-	if ret, _ := run(t, k.Egress(), frame, nil); ret != retNext {
-		t.Errorf("a deleted prefix: ret %d", int32(ret))
+	if ret, got := run(t, k.Egress(), frame, nil); ret != retRedirect || !bytes.Equal(got[:len(frame)], frame) {
+		t.Errorf("a deleted prefix: ret %d (want the frame diverted untouched)", int32(ret))
 	}
 	s, err := k.Stats()
 	if err != nil || s.Source6 != 2 {

@@ -90,8 +90,7 @@ func TestIPv6PerSource(t *testing.T) {
 			requireOnly(t, "IPv6 TCP from a bound socket", srvEcho.Seen.Counts(), topo.HostAddr6_1, 20)
 			srvEcho.Seen.Reset()
 			ts = TimedEchoes(ctx, topo.Host, netip.Addr{}, netip.AddrPortFrom(topo.ServerAddr6, EchoPort), 10, 2, 3*time.Second)
-			checkTimings(t, "IPv6 TCP by the host's routing (eth0)", ts, time.Second)
-			requireOnly(t, "IPv6 TCP by the host's routing", srvEcho.Seen.Counts(), topo.HostAddr6_0, 10)
+			checkTimings(t, "IPv6 TCP from unbound sockets (balanced, NAT66 on eth1)", ts, time.Second)
 			if after, _ := topo.SourceDrops6(0); after != before {
 				t.Errorf("gw0 dropped %d IPv6 packets from the wrong prefix while l2shim ran", after-before)
 			}
@@ -114,6 +113,86 @@ func TestIPv6PerSource(t *testing.T) {
 			if atoiAttr(tot, "ipv6_per_source") == 0 {
 				t.Errorf("totals: ipv6_per_source=%q, want > 0", tot["ipv6_per_source"])
 			}
+		})
+	}
+}
+
+// TestIPv6Balance: on the dual-stack topology, the host's new IPv6 connections (its routing:
+// everything through eth0) are spread over both uplinks; those placed on eth1 leave with eth1's
+// own address (NAT66), so gw1's source check lets them through, and the answers come back to
+// the host as it expects. TCP, UDP and ping6.
+func TestIPv6Balance(t *testing.T) {
+	topo := newTopoWith(t, Options{IPv6: true})
+	srvEcho, srvUDP := echoServices(t, topo.Server, netip.AddrPortFrom(topo.ServerAddr6, EchoPort))
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", GatewayExtra: [2]string{`address6 = "fe80::1"`, `address6 = "fe80::1"`}})
+	waitSource6(t, s, 5*time.Second, "2001:db8:1::/64", "2001:db8:2::/64")
+	ctx := context.Background()
+	if n, _, err := Ping(ctx, topo.Host, topo.ServerAddr6, 5, time.Second); n != 5 {
+		t.Errorf("ping6 through l2shim: %d/5 replies (%v)", n, err)
+	}
+	ts := TimedEchoes(ctx, topo.Host, netip.Addr{}, netip.AddrPortFrom(topo.ServerAddr6, EchoPort), 100, 4, 3*time.Second)
+	checkTimings(t, "IPv6 TCP through l2shim", ts, time.Second)
+	counts := srvEcho.Seen.Counts()
+	t.Logf("MEASURED IPv6 TCP: server saw %s", FormatCounts(counts))
+	if counts[topo.HostAddr6_0] < 25 || counts[topo.HostAddr6_1] < 25 || counts[topo.HostAddr6_0]+counts[topo.HostAddr6_1] != 100 {
+		t.Errorf("IPv6 TCP: 100 connections split %s; want both uplinks used", FormatCounts(counts))
+	}
+	r := UDPExchangeFrom(ctx, topo.Host, netip.Addr{}, netip.AddrPortFrom(topo.ServerAddr6, EchoPort), 60, 1, time.Second)
+	if r.Answered != 60 {
+		t.Errorf("IPv6 UDP: %d/60 answered:%s", r.Answered, firstErrs(r.Errors, 5))
+	}
+	uc := srvUDP.Seen.Counts()
+	t.Logf("MEASURED IPv6 UDP: server saw %s", FormatCounts(uc))
+	if uc[topo.HostAddr6_0] == 0 || uc[topo.HostAddr6_1] == 0 {
+		t.Errorf("IPv6 UDP: split %s; want both uplinks used", FormatCounts(uc))
+	}
+	if drops, _ := topo.SourceDrops6(1); drops != 0 {
+		t.Errorf("gw1 dropped %d IPv6 packets with a source outside its prefix: NAT66 missed some", drops)
+	}
+	tot := stopShimTotals(t, s)
+	t.Logf("totals: nated=%s flows_created=%s", tot["nated"], tot["flows_created"])
+}
+
+// TestIPv6SilentCut: gw0's upstream (IPv4 and IPv6) is cut silently while every new flow tries
+// gw0 first: every new IPv6 connection still succeeds, moved to eth1 with NAT66 after two
+// unanswered SYNs (< 4.5 s) without probes, and at once (< 1 s) once probes declared gw0 down.
+func TestIPv6SilentCut(t *testing.T) {
+	requireRoot(t)
+	for _, probing := range []bool{false, true} {
+		name := "rotation"
+		if probing {
+			name = "probes"
+		}
+		t.Run(name, func(t *testing.T) {
+			topo := newTopoWith(t, Options{IPv6: true})
+			srvEcho, _ := echoServices(t, topo.Server, netip.AddrPortFrom(topo.ServerAddr6, EchoPort))
+			o := ConfigOptions{Mode: "failover", Extra: failoverTable(`syn_retries = 2`, `probe_interval = "0s"`, `min_attempts = 1000000`),
+				GatewayExtra: [2]string{`address6 = "fe80::1"`, `address6 = "fe80::1"`}}
+			if probing {
+				o.Extra = failoverTable(`syn_retries = 2`, `probe_interval = "200ms"`, `probe_misses = 2`, `min_attempts = 1000000`)
+				o.GatewayExtra = [2]string{`address6 = "fe80::1"` + "\n" + probeLine(topo.ServerAddr), `address6 = "fe80::1"` + "\n" + probeLine(topo.ServerAddr)}
+			}
+			s := startShimCfg(t, topo, o)
+			waitSource6(t, s, 5*time.Second, "2001:db8:1::/64", "2001:db8:2::/64")
+			ctx := context.Background()
+			to := netip.AddrPortFrom(topo.ServerAddr6, EchoPort)
+			srvEcho.Seen.Reset()
+			checkTimings(t, "IPv6 before the cut", TimedEchoes(ctx, topo.Host, netip.Addr{}, to, 10, 2, 2*time.Second), time.Second)
+			requireOnly(t, "IPv6 before the cut (mode failover: gw0)", srvEcho.Seen.Counts(), topo.HostAddr6_0, 10)
+			if err := topo.CutUpstream(0); err != nil {
+				t.Fatal(err)
+			}
+			limit := 4500 * time.Millisecond
+			if probing {
+				waitGatewayState(t, s, topo.HostIf0, "down", 3*time.Second)
+				limit = time.Second
+			}
+			srvEcho.Seen.Reset()
+			ts := TimedEchoes(ctx, topo.Host, netip.Addr{}, to, 10, 10, 8*time.Second)
+			worst := checkTimings(t, "IPv6 TCP through a silently dead gw0", ts, limit)
+			t.Logf("MEASURED worst new IPv6 connection through a silently dead gw0 (%s): %v", name, worst.Round(time.Millisecond))
+			requireOnly(t, "IPv6 TCP after the cut (NAT66 to eth1's address)", srvEcho.Seen.Counts(), topo.HostAddr6_1, 10)
+			stopShim(t, s)
 		})
 	}
 }

@@ -395,6 +395,24 @@ func ifaceFromLink(l netlink.Link) (datapath.Iface, error) {
 			ifc.Addr = ip.As4()
 		}
 	}
+	addrs6, err := netlink.AddrList(l, unix.AF_INET6)
+	if err != nil {
+		return datapath.Iface{}, fmt.Errorf("IPv6 addresses of %s: %w", a.Name, err)
+	}
+	for _, ad := range addrs6 {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || !ip.Is6() || ip.Is4In6() || !ip.IsGlobalUnicast() || ip.IsLinkLocalUnicast() ||
+			ad.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		ifc.Prefixes6 = append(ifc.Prefixes6, netip.PrefixFrom(ip, ones).Masked())
+		ifc.Addrs6 = append(ifc.Addrs6, ip.As16())
+		// NAT66 uses a stable address: not a privacy (temporary) one, not a deprecated one.
+		if ifc.Addr6 == ([16]byte{}) && ad.Flags&(unix.IFA_F_TEMPORARY|unix.IFA_F_DEPRECATED) == 0 {
+			ifc.Addr6 = ip.As16()
+		}
+	}
 	return ifc, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/l2shim/l2shim/datapath"
+	"github.com/l2shim/l2shim/rewrite"
 )
 
 // packetConn is an AF_PACKET socket opened with PACKET_VNET_HDR (every frame read or written
@@ -179,10 +180,13 @@ var errFrameLost = errors.New("frame lost: no virtio-net header possible")
 // ifindex) is picked up without the frame loops knowing; while get returns nil the queued frames
 // are dropped and counted.
 type sendQueue struct {
-	get  func() *packetConn
-	cur  *packetConn
-	to   unix.RawSockaddrLinklayer
-	msgs []mmsghdr
+	get func() *packetConn
+	cur *packetConn
+	// to and to6 are the destinations of IPv4 and IPv6 frames: the socket's interface with
+	// the frame's protocol, which the kernel takes as the skb's (checksum offload and GSO go
+	// by it).
+	to, to6 unix.RawSockaddrLinklayer
+	msgs    []mmsghdr
 	iovs []unix.Iovec
 	n    int
 
@@ -211,6 +215,11 @@ func (q *sendQueue) add(b []byte) {
 	if q.n == len(q.msgs) {
 		_ = q.flush()
 	}
+	to := &q.to
+	if et := rewrite.VnetHdrLen + 12; len(b) >= et+2 && b[et] == 0x86 && b[et+1] == 0xdd {
+		to = &q.to6
+	}
+	q.msgs[q.n].hdr.Name = (*byte)(unsafe.Pointer(to))
 	q.iovs[q.n].Base = &b[0]
 	q.iovs[q.n].SetLen(len(b))
 	q.n++
@@ -247,7 +256,8 @@ func (q *sendQueue) flush() error {
 		return nil
 	}
 	if pc != q.cur {
-		q.cur, q.to = pc, pc.to
+		q.cur, q.to, q.to6 = pc, pc.to, pc.to
+		q.to6.Protocol = htons(unix.ETH_P_IPV6)
 	}
 	q.off = 0
 	for q.off < q.n {

@@ -101,6 +101,9 @@ func (s *Shim) syncSource6() {
 				e.MAC = s.routerMAC6(u, e.Router)
 			}
 		}
+		if e.MAC != ([6]byte{}) {
+			s.routerResolved6(u.name, e.MAC)
+		}
 		up := fastpath.Uplink6{Ifindex: u.ifindex, L3: u.l3, SrcMAC: u.mac, DstMAC: e.MAC}
 		for _, p := range prefixes {
 			if _, taken := want[p]; taken {
@@ -136,6 +139,22 @@ func (s *Shim) syncSource6() {
 			"interface", ifaceName(view, p), "router_mac", net.HardwareAddr(u.DstMAC[:]).String())
 	}
 	st.view.Store(&view)
+}
+
+// routerResolved6 tells the engine the IPv6 router MAC of every gateway on interface name, and
+// the hooks to divert the host's IPv6 frames to it.
+func (s *Shim) routerResolved6(name string, mac [6]byte) {
+	for gi, gc := range s.config().Gateways {
+		if gc.Interface != name {
+			continue
+		}
+		if s.engine.ResolvedMAC6(gi, mac) {
+			if err := s.maps.addGateways([][6]byte{mac}); err != nil {
+				s.log.Error("IPv6 router resolved but not diverted to", "interface", name, "err", err)
+			}
+			s.log.Info("IPv6 router resolved", "gateway", gc.Name, "mac", net.HardwareAddr(mac[:]).String())
+		}
+	}
 }
 
 func ifaceName(view []source6Entry, p netip.Prefix) string {

@@ -447,18 +447,25 @@ static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_va
 	return bpf_skb_store_bytes(skb, ETH_ALEN, v->src_mac, ETH_ALEN, 0);
 }
 
-// divert redirects a frame to the slow path through capture veth near end ifindex. A packet
-// from an L3 device first gets the Ethernet header user space expects: from the device to its
-// gateway (egress) or the other way (ingress). When that fails the packet passes.
-static __always_inline int divert(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat)
+// divert_proto redirects a frame of ethertype proto to the slow path through capture veth
+// near end ifindex. A packet from an L3 device first gets the Ethernet header user space
+// expects: from the device to its gateway (egress) or the other way (ingress). When that fails
+// the packet passes.
+static __always_inline int divert_proto(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat, __u16 proto)
 {
 	if (ifc->flags & IFC_L3) {
-		int err = egress ? push_eth(skb, ifc->gw_mac, ifc->mac) : push_eth(skb, ifc->mac, ifc->gw_mac);
+		int err = egress ? push_eth_proto(skb, ifc->gw_mac, ifc->mac, proto) : push_eth_proto(skb, ifc->mac, ifc->gw_mac, proto);
 		if (err)
 			return TCX_NEXT;
 	}
 	count(stat);
 	return bpf_redirect(ifindex, 0);
+}
+
+// divert is divert_proto for IPv4.
+static __always_inline int divert(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat)
+{
+	return divert_proto(skb, ifc, ifindex, egress, stat, ETH_P_IP);
 }
 
 // host_queue is the capture veth of the host's frames: a flood from the wire fills the other.
@@ -473,15 +480,35 @@ static __always_inline int is_link_local(const __u8 *a)
 	return a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
 }
 
-// egress_source6 is IPv6 per-source routing, done in the kernel without user space: a packet
-// the host sends whose source address belongs to another uplink's prefixes leaves through
-// that uplink's router, whatever interface the host's routing chose (that uplink's ISP is the
-// one that accepts the address). Neighbour discovery, MLD, router solicitations, link-local
-// and multicast traffic (DHCPv6 included) are never touched.
-static __always_inline int egress_source6(struct __sk_buff *skb, struct iface_cfg *ifc)
+// owned6 reports whether an IPv6 packet (its header in ip6, at offset nh) is one l2shim may
+// take: not multicast, not link-local at either end, not MLD, router or neighbour discovery.
+static __always_inline int owned6(struct __sk_buff *skb, __u32 nh, const __u8 *ip6)
+{
+	const __u8 *src = ip6 + 8, *dst = ip6 + 24;
+	if ((ip6[0] >> 4) != 6 || dst[0] == 0xff || is_link_local(dst) || is_link_local(src))
+		return 0;
+	if (ip6[6] == IPPROTO_ICMPV6) {
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, nh + 40, &type, 1))
+			return 0;
+		if (type >= 130 && type <= 143)
+			return 0; // MLD, router and neighbour discovery, redirects
+	}
+	return 1;
+}
+
+// egress_v6 handles the IPv6 packets the host sends. Per-source routing is done here, without
+// user space: a packet whose source address belongs to another uplink's prefixes leaves
+// through that uplink's router, whatever interface the host's routing chose (that uplink's ISP
+// is the one that accepts the address). Other packets to a gateway's router go to user space,
+// which places their flows (balancing, failover, NAT66); the kernel does not carry IPv6 flows
+// itself yet. Neighbour discovery, MLD, router solicitations, link-local and multicast traffic
+// (DHCPv6 included) are never touched.
+static __always_inline int egress_v6(struct __sk_buff *skb, struct iface_cfg *ifc)
 {
 	int l3 = ifc->flags & IFC_L3;
 	__u32 nh = l3 ? 0 : ETH_HLEN;
+	int to_gateway = l3;
 	if (!l3) {
 		void *data = (void *)(long)skb->data;
 		void *end = (void *)(long)skb->data_end;
@@ -489,25 +516,23 @@ static __always_inline int egress_source6(struct __sk_buff *skb, struct iface_cf
 			return TCX_NEXT;
 		if (!mac_equal((__u8 *)data + ETH_ALEN, ifc->mac))
 			return TCX_NEXT; // a macvlan's or a bridged frame: not the host's
+		__u64 gw = 0;
+		__builtin_memcpy(&gw, data, 6);
+		to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
 	}
 	__u8 ip6[40];
-	if (bpf_skb_load_bytes(skb, nh, ip6, sizeof(ip6)) || (ip6[0] >> 4) != 6)
+	if (bpf_skb_load_bytes(skb, nh, ip6, sizeof(ip6)) || !owned6(skb, nh, ip6))
 		return TCX_NEXT;
-	const __u8 *src = ip6 + 8, *dst = ip6 + 24;
-	if (dst[0] == 0xff || is_link_local(dst) || is_link_local(src))
+	if (!shim_alive())
 		return TCX_NEXT;
-	if (ip6[6] == IPPROTO_ICMPV6) {
-		__u8 type;
-		if (bpf_skb_load_bytes(skb, nh + 40, &type, 1))
-			return TCX_NEXT;
-		if (type >= 130 && type <= 143)
-			return TCX_NEXT; // MLD, router and neighbour discovery, redirects
-	}
 	struct prefix6 key = {.prefixlen = 128};
-	__builtin_memcpy(key.addr, src, 16);
+	__builtin_memcpy(key.addr, ip6 + 8, 16);
 	struct uplink6 *u = bpf_map_lookup_elem(&l2s_source6, &key);
-	if (!u || u->ifindex == skb->ifindex || !shim_alive())
+	if (!u || u->ifindex == skb->ifindex) {
+		if (to_gateway)
+			return divert_proto(skb, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT, ETH_P_IPV6);
 		return TCX_NEXT;
+	}
 	if (!(u->flags & IFC_L3)) {
 		if (l3) {
 			if (push_eth_proto(skb, u->dst_mac, u->src_mac, ETH_P_IPV6))
@@ -531,7 +556,7 @@ int l2shim_egress(struct __sk_buff *skb)
 	if (!ifc)
 		return TCX_NEXT;
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return egress_source6(skb, ifc);
+		return egress_v6(skb, ifc);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
 	int l3 = ifc->flags & IFC_L3;
@@ -584,6 +609,24 @@ slow:
 	return TCX_NEXT;
 }
 
+// ingress_v6 sends the IPv6 packets the wire delivers to the host to user space (which keeps
+// the flows, and reverses NAT66), but for the ones owned6 leaves alone.
+static __always_inline int ingress_v6(struct __sk_buff *skb, struct iface_cfg *ifc)
+{
+	int l3 = ifc->flags & IFC_L3;
+	__u32 nh = l3 ? 0 : ETH_HLEN;
+	if (!l3) {
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		if (data + ETH_HLEN > end || !mac_equal(data, ifc->mac))
+			return TCX_NEXT;
+	}
+	__u8 ip6[40];
+	if (bpf_skb_load_bytes(skb, nh, ip6, sizeof(ip6)) || !owned6(skb, nh, ip6) || !shim_alive())
+		return TCX_NEXT;
+	return divert_proto(skb, ifc, ifc->capture, 0, STAT_DIVERT_IN, ETH_P_IPV6);
+}
+
 SEC("tcx/ingress")
 int l2shim_ingress(struct __sk_buff *skb)
 {
@@ -593,11 +636,15 @@ int l2shim_ingress(struct __sk_buff *skb)
 		skb->mark &= ~cfg_mask;
 		return TCX_NEXT;
 	}
-	if (skb->vlan_present || skb->protocol != bpf_htons(ETH_P_IP) || skb->pkt_type != 0 /* PACKET_HOST */)
+	if (skb->vlan_present || skb->pkt_type != 0 /* PACKET_HOST */)
 		return TCX_NEXT;
 	__u32 ifindex = skb->ifindex;
 	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
+		return TCX_NEXT;
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return ingress_v6(skb, ifc);
+	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
 	int l3 = ifc->flags & IFC_L3;
 	if (!l3) {
