@@ -187,8 +187,8 @@ type sendQueue struct {
 	// by it).
 	to, to6 unix.RawSockaddrLinklayer
 	msgs    []mmsghdr
-	iovs []unix.Iovec
-	n    int
+	iovs    []unix.Iovec
+	n       int
 
 	off     int
 	sent    int
