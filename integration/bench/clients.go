@@ -35,9 +35,15 @@ type env struct {
 	cpuBytes   int64         // the paced transfer's volume
 	cpuRate    float64       // its rate, bit/s
 	shimPid    int           // the shim's pid in shim runs, else 0 (for its own CPU time, logged)
+	server     netip.Addr    // the server's address the clients use; invalid: its IPv4 one
 }
 
-func (e *env) at(port uint16) netip.AddrPort { return netip.AddrPortFrom(e.topo.ServerAddr, port) }
+func (e *env) at(port uint16) netip.AddrPort {
+	if e.server.IsValid() {
+		return netip.AddrPortFrom(e.server, port)
+	}
+	return netip.AddrPortFrom(e.topo.ServerAddr, port)
+}
 
 func (e *env) dial(port uint16) (*net.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)

@@ -214,6 +214,8 @@ func lines() []line {
 			line{name: n + "_loss", unit: "%", lower: true, target: "shim <= kernel + 1 point", met: func(s, k float64) bool { return s <= k+1 }})
 	}
 	ls = append(ls,
+		line{name: ipv6Up, unit: "Gbit/s", target: "ratio >= 0.95", met: atLeast(0.95)},
+		line{name: ipv6Down, unit: "Gbit/s", target: "ratio >= 0.95", met: atLeast(0.95)},
 		line{name: "udp_oneway", unit: "kpps"},
 		line{name: "udp_oneway_loss", unit: "%", lower: true},
 		line{name: "cpu_per_gb", unit: "cpu-s/GB", lower: true, target: "ratio <= 1.10", met: func(s, k float64) bool { return s <= 1.1*k }},
@@ -352,7 +354,8 @@ func run(c config) error {
 			l3 = append(l3, k)
 		}
 	}
-	if len(todo) == 0 && !restart && len(l3) == 0 {
+	ipv6 := c.only == nil || c.only.MatchString(ipv6Up) || c.only.MatchString(ipv6Down)
+	if len(todo) == 0 && !restart && len(l3) == 0 && !ipv6 {
 		return errors.New("-only matches no measurement")
 	}
 
@@ -490,6 +493,12 @@ func run(c config) error {
 
 	for _, k := range l3 {
 		if err := l3Bench(ctx, c, g, k, keep); err != nil {
+			failures = append(failures, err.Error())
+			logf("FAILED: %v", err)
+		}
+	}
+	if ipv6 {
+		if err := ipv6Bench(ctx, c, g, keep); err != nil {
 			failures = append(failures, err.Error())
 			logf("FAILED: %v", err)
 		}

@@ -128,7 +128,7 @@ func startTCP(ns *integration.NS, addr netip.AddrPort, handle func(net.Conn)) (*
 	s := &tcpServer{handle: handle, conns: map[net.Conn]struct{}{}}
 	err := ns.Do(func() error {
 		var err error
-		s.ln, err = net.Listen("tcp4", addr.String())
+		s.ln, err = net.Listen(tcpNet(addr.Addr()), addr.String())
 		return err
 	})
 	if err != nil {
@@ -422,4 +422,12 @@ func startServers(topo *integration.Topology) (*servers, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// tcpNet is "tcp4" or "tcp6" for a's family.
+func tcpNet(a netip.Addr) string {
+	if a.Is4() {
+		return "tcp4"
+	}
+	return "tcp6"
 }
