@@ -52,7 +52,12 @@ type GatewayStatus struct {
 	Weight    int    `json:"weight"`
 	State     string `json:"state"`  // up, degraded, down
 	Reason    string `json:"reason"` // why it is not up, or "" when up
-	Drained   bool   `json:"drained"`
+	// State6 and Reason6 are the same for IPv6 flows, and MAC6 its IPv6 router's MAC; all ""
+	// when its interface has no global IPv6 address.
+	State6  string `json:"state6,omitempty"`
+	Reason6 string `json:"reason6,omitempty"`
+	MAC6    string `json:"mac6,omitempty"`
+	Drained bool   `json:"drained"`
 	// Active and Failed are the connection attempts and the counted failures in the window.
 	Active int `json:"active"`
 	Failed int `json:"failed"`
@@ -128,6 +133,19 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 		if g.Reason != "" {
 			fmt.Fprintf(w, "  %s: %s\n", g.Name, g.Reason)
 		}
+	}
+	for _, g := range s.Gateways {
+		if g.State6 == "" {
+			continue
+		}
+		line := "  " + g.Name + " IPv6: " + g.State6
+		if g.Reason6 != "" {
+			line += ": " + g.Reason6
+		}
+		if g.MAC6 != "" {
+			line += " (router " + g.MAC6 + ")"
+		}
+		fmt.Fprintln(w, line)
 	}
 	if len(s.Rules) > 0 {
 		fmt.Fprintln(w)

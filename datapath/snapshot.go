@@ -14,6 +14,11 @@ type GatewaySnapshot struct {
 	RTT    int64 // smallest latest probe round-trip time (ns), 0 when none
 	// Stats stay live after the snapshot: a gateway a reload keeps keeps the same Stats.
 	Stats *GatewayStats
+	// Has6: its interface has a global IPv6 address; Inputs6 then decide its state for IPv6
+	// flows, and MAC6 is its IPv6 router's MAC (zero while unknown, or on an L3 link).
+	Has6    bool
+	Inputs6 failover.Inputs
+	MAC6    [6]byte
 }
 
 // Snapshot is the engine's state for the status, copied under the lock.
@@ -35,6 +40,17 @@ func (e *Engine) Snapshot(now int64) Snapshot {
 			gs.MAC = g.mac
 		}
 		gs.Inputs = e.inputs(i, now, true)
+		if ifc := &e.ifaces[g.Iface]; ifc.Addr6 != ([16]byte{}) {
+			gs.Has6 = true
+			gs.Inputs6 = gs.Inputs
+			gs.Inputs6.IPv6, gs.Inputs6.NoAddress = true, false
+			if !ifc.L3 {
+				gs.Inputs6.MACKnown = g.hasMAC6 && g.alive6
+				if g.hasMAC6 {
+					gs.MAC6 = g.mac6
+				}
+			}
+		}
 		gs.RTT = e.bestRTT(i)
 		gs.Stats = g.stats
 	}

@@ -40,6 +40,9 @@ type Inputs struct {
 	// nothing could leave through it with a source address of its own.
 	NoAddress bool
 	MACKnown  bool // the gateway's MAC is configured or resolved by ARP
+	// IPv6: the inputs are the gateway's for IPv6 flows (NoAddress: no global IPv6 address;
+	// MACKnown: its IPv6 router's MAC); only the reason texts differ.
+	IPv6 bool
 	// PeerSilent, when not empty, says why the tunnel the gateway is reached through (its
 	// link is a WireGuard one) counts as down: its peer does not answer (PeerWatch).
 	PeerSilent string
@@ -83,13 +86,17 @@ func Evaluate(in Inputs) Status {
 	if !in.LinkUp {
 		down = append(down, "interface down")
 	}
-	if in.NoAddress {
+	if in.NoAddress && in.IPv6 {
+		down = append(down, "interface has no global IPv6 address")
+	} else if in.NoAddress {
 		down = append(down, "interface has no IPv4 address")
 	}
 	if in.PeerSilent != "" {
 		down = append(down, in.PeerSilent)
 	}
-	if !in.MACKnown && in.LinkUp {
+	if !in.MACKnown && in.LinkUp && in.IPv6 {
+		down = append(down, "IPv6 router not resolved (no neighbour entry)")
+	} else if !in.MACKnown && in.LinkUp {
 		// (while the link is down that says it all, and an L3 link has no ARP at all)
 		down = append(down, "gateway MAC not resolved (no ARP reply)")
 	}

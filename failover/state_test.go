@@ -96,3 +96,16 @@ func TestEvaluateFromParts(t *testing.T) {
 		t.Fatalf("%v", s)
 	}
 }
+
+// TestEvaluateIPv6Texts: the IPv6 inputs of a gateway name what IPv6 lacks.
+func TestEvaluateIPv6Texts(t *testing.T) {
+	in := Inputs{On: true, LinkUp: true, MACKnown: false, NoAddress: true, IPv6: true}
+	st := Evaluate(in)
+	if st.State != Down || st.Reason != "interface has no global IPv6 address; IPv6 router not resolved (no neighbour entry)" {
+		t.Fatalf("IPv6 without address or router: %v", st)
+	}
+	in.IPv6 = false
+	if st := Evaluate(in); st.Reason != "interface has no IPv4 address; gateway MAC not resolved (no ARP reply)" {
+		t.Fatalf("IPv4 texts changed: %v", st)
+	}
+}

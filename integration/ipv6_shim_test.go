@@ -149,6 +149,12 @@ func TestIPv6Balance(t *testing.T) {
 	if drops, _ := topo.SourceDrops6(1); drops != 0 {
 		t.Errorf("gw1 dropped %d IPv6 packets with a source outside its prefix: NAT66 missed some", drops)
 	}
+	// Status shows each gateway's IPv6 state and router beside its IPv4 one.
+	for _, g := range s.status(t).Gateways {
+		if g.State6 != "up" || g.MAC6 == "" {
+			t.Errorf("status of %s: IPv6 state %q (%q), router MAC %q; want up with the router's MAC", g.Name, g.State6, g.Reason6, g.MAC6)
+		}
+	}
 	tot := stopShimTotals(t, s)
 	t.Logf("totals: nated=%s flows_created=%s", tot["nated"], tot["flows_created"])
 }

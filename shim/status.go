@@ -163,6 +163,13 @@ func (s *Shim) Status() *control.Status {
 		if g.MAC != ([6]byte{}) && g.MAC != l3GatewayMAC {
 			gs.MAC = net.HardwareAddr(g.MAC[:]).String()
 		}
+		if g.Has6 {
+			st6 := failover.Evaluate(g.Inputs6)
+			gs.State6, gs.Reason6 = st6.State.String(), st6.Reason
+			if g.MAC6 != ([6]byte{}) {
+				gs.MAC6 = net.HardwareAddr(g.MAC6[:]).String()
+			}
+		}
 		st.Gateways = append(st.Gateways, gs)
 	}
 	for _, r := range v.snap.Rules.Stats() {
