@@ -2,6 +2,7 @@ package shim
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -46,8 +47,8 @@ func TestMACDiff(t *testing.T) {
 func TestSetGateways(t *testing.T) {
 	m, err := newMaps(fastpath.Options{Mark: 0xa0, Mask: 0xf0, Heartbeat: time.Second, MaxFlows: 1024})
 	if err != nil {
-		if errors.Is(err, unix.EPERM) {
-			t.Skip("creating BPF maps is not allowed here:", err)
+		if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
+			t.Skip("creating BPF maps needs root:", err)
 		}
 		t.Fatal(err)
 	}
