@@ -87,8 +87,9 @@ func (s *Shim) syncSource6() {
 	var view []source6Entry
 	want := map[netip.Prefix]fastpath.Uplink6{}
 	for _, u := range s.uplinks6() {
-		prefixes := globalPrefixes6(u.ifindex)
-		if len(prefixes) == 0 {
+		ifc, err := readIface(u.name)
+		prefixes := ifc.Prefixes6
+		if err != nil || len(prefixes) == 0 {
 			continue
 		}
 		e := source6Entry{Interface: u.name, L3: u.l3}
@@ -164,30 +165,6 @@ func ifaceName(view []source6Entry, p netip.Prefix) string {
 		}
 	}
 	return ""
-}
-
-// globalPrefixes6 returns the prefixes of interface ifindex's global IPv6 addresses (not
-// link-local, not failed duplicate address detection), masked: its networks' addresses are
-// the ones its ISP accepts.
-func globalPrefixes6(ifindex int) []netip.Prefix {
-	l, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return nil
-	}
-	addrs, err := netlink.AddrList(l, unix.AF_INET6)
-	if err != nil {
-		return nil
-	}
-	var out []netip.Prefix
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || !ip.Is6() || ip.Is4In6() || ip.IsLinkLocalUnicast() || ip.IsLoopback() || a.Flags&unix.IFA_F_DADFAILED != 0 {
-			continue
-		}
-		ones, _ := a.Mask.Size()
-		out = append(out, netip.PrefixFrom(ip, ones).Masked())
-	}
-	return out
 }
 
 // defaultRouter6 returns the router of the kernel's IPv6 default route through interface
