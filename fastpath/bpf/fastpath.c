@@ -238,7 +238,14 @@ struct frame {
 static __always_inline int parse(struct __sk_buff *skb, __u32 l3, struct frame *f, struct flow_key *k)
 {
 	__u8 ip[20];
-	if (bpf_skb_load_bytes(skb, l3, ip, sizeof(ip)))
+	// Behind an Ethernet header, at a constant offset, the header is read directly (no helper
+	// call on the frames the fast path carries most); else, or when it is not in the linear
+	// part, through the helper.
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (l3 == ETH_HLEN && data + ETH_HLEN + sizeof(ip) <= end)
+		__builtin_memcpy(ip, data + ETH_HLEN, sizeof(ip));
+	else if (bpf_skb_load_bytes(skb, l3, ip, sizeof(ip)))
 		return 0;
 	if ((ip[0] & 0xf0) != 0x40)
 		return 0;
