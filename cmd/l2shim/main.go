@@ -263,6 +263,16 @@ func forwardReloads(hup <-chan os.Signal, ready, done <-chan struct{}, log *slog
 			return
 		}
 	}
+	// A SIGHUP still queued arrived before the kept reload reads the file (select picks ready
+	// at random when both are): that reload covers it, so it must not make a second one.
+	for queued := true; queued; {
+		select {
+		case <-hup:
+			pending = true
+		default:
+			queued = false
+		}
+	}
 	if pending {
 		reload()
 	}

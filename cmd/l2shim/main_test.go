@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -102,4 +103,29 @@ func TestForwardReloads(t *testing.T) {
 	close(done2)
 	<-ended
 	expect(0, "a failed start")
+}
+
+// TestForwardReloadsQueuedAtReady: SIGHUPs while starting, one of them still queued when the
+// shim becomes ready (select may then pick ready first), make one reload, not two.
+func TestForwardReloadsQueuedAtReady(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := 0; i < 300; i++ {
+		hup := make(chan os.Signal, 1)
+		ready, done := make(chan struct{}), make(chan struct{})
+		var reloads atomic.Int32
+		finished := make(chan struct{})
+		go func() {
+			defer close(finished)
+			forwardReloads(hup, ready, done, log, func() { reloads.Add(1) })
+		}()
+		hup <- syscall.SIGHUP // taken while starting: kept
+		hup <- syscall.SIGHUP // the buffer held one: queued once the first was taken
+		close(ready)
+		time.Sleep(200 * time.Microsecond)
+		close(done)
+		<-finished
+		if n := reloads.Load(); n != 1 {
+			t.Fatalf("try %d: %d reloads for SIGHUPs sent while starting, want 1", i, n)
+		}
+	}
 }
