@@ -1190,6 +1190,9 @@ func TestConntrackFragments(t *testing.T) {
 		{"frag-in", "ip daddr 10.2.0.2 ip frag-off & 0x1fff != 0"},
 	})
 	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Extra: ctRule("udp", port, "eth1")})
+	// l2shim runs before ARP answered for gw1: until then the route-to rule's gateway is not
+	// usable and the flow would be placed by the mode (and stay there).
+	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
 	u, err := ctDialUDP(topo.Host, netip.AddrPort{}, netip.AddrPortFrom(topo.ServerAddr, port), map[int]int{unix.IP_MTU_DISCOVER: unix.IP_PMTUDISC_DONT})
 	if err != nil {
 		t.Fatal(err)
