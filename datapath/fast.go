@@ -124,12 +124,9 @@ func (e *Engine) fastGone(orig, reply conntrack.Key, both bool) {
 	e.fastPending.Store(true)
 }
 
-// fastWant returns what the kernel's maps should hold for fl now: nothing for an IPv6 flow,
-// which the eBPF programs cannot translate yet (nor divert: they divert IPv4 only).
+// fastWant returns what the kernel's maps should hold for fl now.
 func fastWant(fl *conntrack.Flow) conntrack.FastState {
 	switch {
-	case !fl.Orig.Is4():
-		return conntrack.FastNone
 	case fastCandidate(fl):
 		return conntrack.FastCarry
 	case fl.Origin == conntrack.Outbound && !fl.Replied && fl.Gateway >= 0 && !fl.Reset && !fl.Drop:
@@ -147,7 +144,7 @@ func fastCandidate(fl *conntrack.Flow) bool {
 	switch fl.Orig.Proto {
 	case rewrite.ProtoTCP:
 		return fl.Replied && fl.TCPState == conntrack.TCPEstablished
-	case rewrite.ProtoUDP, rewrite.ProtoICMP:
+	case rewrite.ProtoUDP, rewrite.ProtoICMP, rewrite.ProtoICMPv6:
 		return fl.Replied
 	}
 	return false
@@ -156,11 +153,6 @@ func fastCandidate(fl *conntrack.Flow) bool {
 // fastEntries computes a flow's entries, and whether the kernel may carry it now.
 func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
 	if !fastCandidate(fl) || int(fl.HostIf) >= len(e.ifaces) || int(fl.WireIf) >= len(e.ifaces) {
-		return out, in, false
-	}
-	if !fl.Orig.Is4() {
-		// The eBPF programs translate IPv4 only (IPv4 header checksum, no NAT66): an IPv6
-		// flow stays in user space until they learn it.
 		return out, in, false
 	}
 	host, wire := &e.ifaces[fl.HostIf], &e.ifaces[fl.WireIf]
@@ -172,11 +164,14 @@ func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
 	var gwIP [16]byte
 	if fl.Gateway >= 0 {
 		g := e.gws[fl.Gateway]
-		if !g.hasMAC {
+		mac, ok := e.macFor(g, fl.Orig.Src)
+		if !ok {
 			return out, in, false
 		}
-		gwMAC = g.mac
-		if g.IP != ([4]byte{}) {
+		gwMAC = mac
+		// An IPv4 flow names its gateway by address for a later l2shim to adopt it; an
+		// IPv6 one by the router's MAC (adoptGateway).
+		if g.IP != ([4]byte{}) && fl.Orig.Is4() {
 			gwIP = conntrack.Addr4(g.IP)
 		}
 		if m := e.pathMTU(g); m > 0 && m < host.MTU {
@@ -330,7 +325,7 @@ type AdoptedFlow struct {
 // e.mu is held.
 func (e *Engine) adoptGateway(wire int, out FastEntry) int {
 	if out.Gateway == ([16]byte{}) {
-		return e.gatewayByMAC(wire, out.DstMAC, out.Orig.Src) // IPv4: the kernel carries nothing else
+		return e.gatewayByMAC(wire, out.DstMAC, out.Orig.Src)
 	}
 	for i, g := range e.gws {
 		if g.Iface != wire || conntrack.Addr4(g.IP) != out.Gateway {

@@ -238,15 +238,32 @@ func TestIPv6SpreadAndNAT(t *testing.T) {
 	if got := d.Flows(); got != 450 {
 		t.Fatalf("%d flows tracked, want 450", got)
 	}
-	// IPv6 flows are never handed to the fast path.
+	// Confirmed IPv6 flows go to the kernel's fast path with their IPv6 router's MAC and, when
+	// NATed, eth1's IPv6 address; the way back restores the host's.
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	carried := 0
 	d.table.Range(func(fl *conntrack.Flow) bool {
-		if _, _, ok := d.fastEntries(fl); ok || fastWant(fl) != conntrack.FastNone {
-			t.Fatalf("IPv6 flow %+v wanted by the fast path", fl.Orig)
+		out, in, ok := d.fastEntries(fl)
+		if ok != fastCandidate(fl) {
+			t.Fatalf("IPv6 flow %+v (replied %v): entries %v", fl.Orig, fl.Replied, ok)
+		}
+		if !ok {
+			return true
+		}
+		carried++
+		wantMAC, wantAddr := gw6MAC0, host6
+		if fl.WireIf == 1 {
+			wantMAC, wantAddr = gw6MAC1, host6b
+		}
+		if out.DstMAC != wantMAC || out.NAT != (fl.WireIf == 1) || out.NAT && (out.Addr != wantAddr || in.Addr != host6) || out.Gateway != ([16]byte{}) {
+			t.Fatalf("IPv6 flow %+v on eth%d: out entry %+v, in entry %+v", fl.Orig, fl.WireIf, out, in)
 		}
 		return true
 	})
+	if carried < 300 {
+		t.Fatalf("%d of 450 IPv6 flows carried by the fast path", carried)
+	}
 }
 
 // TestIPv6NATPortCollision: a NAT66 mapping whose natural wire tuple is held by the host's own
@@ -763,7 +780,7 @@ func TestIPv6EvacuateAndRotate(t *testing.T) {
 
 // TestIPv6L3Uplink: a gateway behind an L3 device takes IPv6 flows with no router MAC to
 // learn (the MACs the device is known by), NAT66 to its address; with the fast path on,
-// confirmed IPv6 flows produce no kernel entries.
+// confirmed IPv6 flows get kernel entries that send them there without MACs.
 func TestIPv6L3Uplink(t *testing.T) {
 	d := l3Datapath(t)
 	ppp6 := netip.MustParseAddr("2001:db8:c::1").As16()
@@ -798,8 +815,28 @@ func TestIPv6L3Uplink(t *testing.T) {
 	if onL3 < 20 || onL3 > 80 {
 		t.Fatalf("%d of 100 IPv6 flows on ppp1", onL3)
 	}
-	if ops := d.FastChanges(nil); len(ops) != 0 {
-		t.Fatalf("%d fast path ops for IPv6 flows, the first %+v", len(ops), ops[0])
+	// Each confirmed flow gets its two entries; those through ppp1 leave without MACs (ToL3),
+	// NAT66ed to ppp1's address.
+	ops := d.FastChanges(nil)
+	if len(ops) != 200 {
+		t.Fatalf("%d fast path ops for 100 confirmed IPv6 flows, want 200", len(ops))
+	}
+	toL3 := 0
+	for _, op := range ops {
+		if op.Delete || op.In {
+			continue
+		}
+		if op.Entry.ToL3 {
+			toL3++
+			if !op.Entry.NAT || op.Entry.Addr != ppp6 {
+				t.Fatalf("out entry through ppp1: %+v", op.Entry)
+			}
+		} else if op.Entry.NAT || op.Entry.DstMAC != gw6MAC0 {
+			t.Fatalf("out entry through eth0: %+v", op.Entry)
+		}
+	}
+	if toL3 != onL3 {
+		t.Fatalf("%d out entries to ppp1, %d flows placed there", toL3, onL3)
 	}
 }
 

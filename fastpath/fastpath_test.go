@@ -97,6 +97,16 @@ func randAddr(r *rand.Rand) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(1 + r.IntN(220)), byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))})
 }
 
+// randAddr6 is a random global unicast IPv6 address (2000::/3).
+func randAddr6(r *rand.Rand) netip.Addr {
+	var a [16]byte
+	for i := range a {
+		a[i] = byte(r.IntN(256))
+	}
+	a[0] = 0x20 | a[0]&0x1f
+	return netip.AddrFrom16(a)
+}
+
 func randMAC(r *rand.Rand) [6]byte {
 	var m [6]byte
 	for i := range m {
@@ -107,26 +117,39 @@ func randMAC(r *rand.Rand) [6]byte {
 }
 
 // randomFrame builds a frame of a random flow: TCP (no SYN, FIN or RST, random options), UDP
-// (sometimes without checksum) or ICMP echo of type icmpType, with IP options sometimes and a
-// payload of any length; from srcMAC to dstMAC.
-func randomFrame(t *testing.T, r *rand.Rand, srcMAC, dstMAC [6]byte, icmpType uint8) flowFrame {
+// (sometimes without checksum) or ICMP echo of type icmpType (ICMPv6's echo of the same kind
+// for IPv6), with IPv4 options sometimes and a payload of any length; from srcMAC to dstMAC;
+// IPv6 when v6.
+func randomFrame(t *testing.T, r *rand.Rand, srcMAC, dstMAC [6]byte, icmpType uint8, v6 bool) flowFrame {
 	t.Helper()
 	src, dst := randAddr(r), randAddr(r)
+	if v6 {
+		src, dst = randAddr6(r), randAddr6(r)
+	}
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Id: uint16(r.IntN(65536)), SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	ip4 := &layers.IPv4{Version: 4, TTL: 64, Id: uint16(r.IntN(65536)), SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 	if r.IntN(4) == 0 {
-		ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
+		ip4.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
+	}
+	ip6 := &layers.IPv6{Version: 6, HopLimit: 64, FlowLabel: uint32(r.IntN(1 << 20)), SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	var ip gopacket.NetworkLayer = ip4
+	var ipLayer gopacket.SerializableLayer = ip4
+	setProto := func(p layers.IPProtocol) { ip4.Protocol = p }
+	if v6 {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip, ipLayer = ip6, ip6
+		setProto = func(p layers.IPProtocol) { ip6.NextHeader = p }
 	}
 	payload := make([]byte, r.IntN(1400))
 	for i := range payload {
 		payload[i] = byte(r.IntN(256))
 	}
-	var l4 gopacket.SerializableLayer
+	var l4 []gopacket.SerializableLayer
 	key := Key{Src: src, Dst: dst}
 	udpNoCsum := false
 	switch r.IntN(3) {
 	case 0:
-		ip.Protocol = layers.IPProtocolTCP
+		setProto(layers.IPProtocolTCP)
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(1 + r.IntN(65535)), DstPort: layers.TCPPort(1 + r.IntN(65535)),
 			Seq: r.Uint32(), Ack: r.Uint32(), ACK: true, PSH: r.IntN(2) == 0, Window: uint16(r.IntN(65536))}
 		for i := r.IntN(3); i > 0; i-- {
@@ -137,27 +160,43 @@ func randomFrame(t *testing.T, r *rand.Rand, srcMAC, dstMAC [6]byte, icmpType ui
 		}
 		tcp.SetNetworkLayerForChecksum(ip)
 		key.SrcPort, key.DstPort, key.Proto = uint16(tcp.SrcPort), uint16(tcp.DstPort), rewrite.ProtoTCP
-		l4 = tcp
+		l4 = append(l4, tcp)
 	case 1:
-		ip.Protocol = layers.IPProtocolUDP
+		setProto(layers.IPProtocolUDP)
 		udp := &layers.UDP{SrcPort: layers.UDPPort(1 + r.IntN(65535)), DstPort: layers.UDPPort(1 + r.IntN(65535))}
 		udp.SetNetworkLayerForChecksum(ip)
 		udpNoCsum = r.IntN(4) == 0
 		key.SrcPort, key.DstPort, key.Proto = uint16(udp.SrcPort), uint16(udp.DstPort), rewrite.ProtoUDP
-		l4 = udp
+		l4 = append(l4, udp)
 	default:
-		ip.Protocol = layers.IPProtocolICMPv4
 		id := uint16(r.IntN(65536))
-		l4 = &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(icmpType, 0), Id: id, Seq: uint16(r.IntN(65536))}
+		if v6 {
+			setProto(layers.IPProtocolICMPv6)
+			typ := uint8(rewrite.ICMPv6EchoRequest)
+			if icmpType == rewrite.ICMPEchoReply {
+				typ = rewrite.ICMPv6EchoReply
+			}
+			icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
+			icmp.SetNetworkLayerForChecksum(ip)
+			l4 = append(l4, icmp, &layers.ICMPv6Echo{Identifier: id, SeqNumber: uint16(r.IntN(65536))})
+			key.SrcPort, key.DstPort, key.Proto = id, id, rewrite.ProtoICMPv6
+			break
+		}
+		setProto(layers.IPProtocolICMPv4)
+		l4 = append(l4, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(icmpType, 0), Id: id, Seq: uint16(r.IntN(65536))})
 		key.SrcPort, key.DstPort, key.Proto = id, id, rewrite.ProtoICMP
 	}
 	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, l4, gopacket.Payload(payload)); err != nil {
+	all := append(append([]gopacket.SerializableLayer{eth, ipLayer}, l4...), gopacket.Payload(payload))
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, all...); err != nil {
 		t.Fatal(err)
 	}
 	b := append([]byte(nil), buf.Bytes()...)
 	if udpNoCsum {
-		l4off := rewrite.EthHdrLen + int(b[rewrite.EthHdrLen]&0x0f)*4
+		l4off := rewrite.EthHdrLen + 40
+		if !v6 {
+			l4off = rewrite.EthHdrLen + int(b[rewrite.EthHdrLen]&0x0f)*4
+		}
 		b[l4off+6], b[l4off+7] = 0, 0
 	}
 	return flowFrame{frame: b, key: key}
@@ -168,15 +207,19 @@ func goRewrite(t *testing.T, b []byte, d Direction, e Entry) []byte {
 	t.Helper()
 	out := append([]byte(nil), b...)
 	var f rewrite.Frame
-	if r := f.Parse(out, rewrite.VnetHdr{}); r != rewrite.OK {
+	if r := f.ParseAny(out, rewrite.VnetHdr{}); r != rewrite.OK {
 		t.Fatalf("Go parse: %v", r)
 	}
-	if e.NAT {
-		if d == Out {
-			f.SetSrc(e.Addr.As4(), e.Port)
-		} else {
-			f.SetDst(e.Addr.As4(), e.Port)
-		}
+	switch {
+	case !e.NAT:
+	case f.IPv6 && d == Out:
+		f.SetSrc6(e.Addr.As16(), e.Port)
+	case f.IPv6:
+		f.SetDst6(e.Addr.As16(), e.Port)
+	case d == Out:
+		f.SetSrc(e.Addr.As4(), e.Port)
+	default:
+		f.SetDst(e.Addr.As4(), e.Port)
 	}
 	f.SetMACs(e.SrcMAC, e.DstMAC)
 	return out
@@ -191,18 +234,21 @@ func TestDifferential(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 3000; i++ {
-		d := Direction(i % 2)
+		d, v6 := Direction(i%2), i%4 >= 2
 		var ff flowFrame
 		prog := k.Egress()
 		if d == Out {
-			ff = randomFrame(t, r, hostMAC, gwMAC, rewrite.ICMPEchoRequest)
+			ff = randomFrame(t, r, hostMAC, gwMAC, rewrite.ICMPEchoRequest, v6)
 		} else {
 			prog = k.Ingress()
-			ff = randomFrame(t, r, randMAC(r), hostMAC, rewrite.ICMPEchoReply)
+			ff = randomFrame(t, r, randMAC(r), hostMAC, rewrite.ICMPEchoReply, v6)
 		}
 		e := Entry{Ifindex: testIfindex, SrcMAC: randMAC(r), DstMAC: randMAC(r)}
 		if r.IntN(4) != 0 {
 			e.NAT, e.Addr, e.Port = true, randAddr(r), uint16(1+r.IntN(65535))
+			if v6 {
+				e.Addr = randAddr6(r)
+			}
 			if r.IntN(3) == 0 { // address only: the port kept
 				e.Port = ff.key.SrcPort
 				if d == In {
@@ -364,8 +410,12 @@ func TestEntryToL3(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	for i := 0; i < 200; i++ {
-		ff := randomFrame(t, r, hostMAC, gwMAC, rewrite.ICMPEchoRequest)
+		v6 := i%2 == 1
+		ff := randomFrame(t, r, hostMAC, gwMAC, rewrite.ICMPEchoRequest, v6)
 		e := Entry{Ifindex: 7, ToL3: true, NAT: true, Addr: randAddr(r), Port: uint16(1 + r.IntN(65535)), SrcMAC: randMAC(r), DstMAC: randMAC(r)}
+		if v6 {
+			e.Addr = randAddr6(r)
+		}
 		if err := k.Put(Out, ff.key, e); err != nil {
 			t.Fatal(err)
 		}
@@ -482,5 +532,57 @@ func TestSource6(t *testing.T) {
 	s, err := k.Stats()
 	if err != nil || s.Source6 != 2 {
 		t.Errorf("stats %+v (%v): want 2 packets sent by source", s, err)
+	}
+}
+
+// TestSlowPathFrames6: of an installed IPv6 flow, a plain segment is finished in the kernel,
+// while a fragment, a packet with another extension header first, and an ICMPv6 error
+// quoting the flow (Packet Too Big above all) go to user space untouched.
+func TestSlowPathFrames6(t *testing.T) {
+	k := loadTest(t)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	key := Key{Src: netip.MustParseAddr("2001:db8:1::2"), Dst: netip.MustParseAddr("2001:db8:ff::10"), SrcPort: 40000, DstPort: 443, Proto: rewrite.ProtoTCP}
+	e := Entry{Ifindex: testIfindex, NAT: true, Addr: netip.MustParseAddr("2001:db8:2::2"), Port: 40000, SrcMAC: hostMAC, DstMAC: gwMAC}
+	if err := k.Put(Out, key, e); err != nil {
+		t.Fatal(err)
+	}
+	plain := ipv6Frame(t, "2001:db8:1::2", "2001:db8:ff::10", 0)
+	withNext := func(next layers.IPProtocol, ext []byte) []byte {
+		b := append([]byte(nil), plain[:rewrite.EthHdrLen+40]...)
+		b[rewrite.EthHdrLen+6] = byte(next)
+		b = append(append(b, ext...), plain[rewrite.EthHdrLen+40:]...)
+		plen := len(b) - rewrite.EthHdrLen - 40
+		b[rewrite.EthHdrLen+4], b[rewrite.EthHdrLen+5] = byte(plen>>8), byte(plen)
+		return b
+	}
+	fragment := withNext(layers.IPProtocolIPv6Fragment, []byte{byte(layers.IPProtocolTCP), 0, 0, 1, 0, 0, 0, 7}) // first fragment, more follow
+	hopByHop := withNext(layers.IPProtocolIPv6HopByHop, []byte{byte(layers.IPProtocolTCP), 0, 1, 4, 0, 0, 0, 0})
+	ptb := ipv6Frame(t, "2001:db8:1::2", "2001:db8:ff::10", rewrite.ICMPv6PacketTooBig)
+
+	for _, c := range []struct {
+		name     string
+		frame    []byte
+		wantFast bool
+	}{
+		{"a plain segment", plain, true},
+		{"a fragment", fragment, false},
+		{"a hop-by-hop header", hopByHop, false},
+		{"Packet Too Big", ptb, false},
+	} {
+		before, _ := k.Stats()
+		ret, out := run(t, k.Egress(), c.frame, nil)
+		after, _ := k.Stats()
+		fast, diverted := after.FastOut > before.FastOut, after.DivertOut > before.DivertOut
+		if fast != c.wantFast || diverted == c.wantFast || ret != retNext && ret != retRedirect {
+			t.Errorf("%s: ret %d, fast path %v, diverted %v; want fast path %v", c.name, int32(ret), fast, diverted, c.wantFast)
+		}
+		if !c.wantFast && !bytes.Equal(out[:len(c.frame)], c.frame) {
+			t.Errorf("%s: changed on its way to user space", c.name)
+		}
+		if c.wantFast && !bytes.Equal(out[rewrite.EthHdrLen+8:rewrite.EthHdrLen+24], e.Addr.AsSlice()) {
+			t.Errorf("%s: source %x, want it translated to %v", c.name, out[rewrite.EthHdrLen+8:rewrite.EthHdrLen+24], e.Addr)
+		}
 	}
 }

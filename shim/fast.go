@@ -11,6 +11,7 @@ import (
 	"github.com/l2shim/l2shim/conntrack"
 	"github.com/l2shim/l2shim/datapath"
 	"github.com/l2shim/l2shim/fastpath"
+	"github.com/l2shim/l2shim/rewrite"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,7 +184,7 @@ func origOf(in fastpath.Installed) fastpath.Key {
 	o := fastpath.Key{Src: in.Key.Dst, Dst: in.Key.Src, SrcPort: in.Key.DstPort, DstPort: in.Key.SrcPort, Proto: in.Key.Proto}
 	if in.Entry.NAT {
 		o.Src, o.SrcPort = in.Entry.Addr, in.Entry.Port
-		if o.Proto == 1 { // ICMP echo: both ports are the identifier
+		if o.Proto == rewrite.ProtoICMP || o.Proto == rewrite.ProtoICMPv6 { // echo: both ports are the identifier
 			o.DstPort = o.SrcPort
 		}
 	}

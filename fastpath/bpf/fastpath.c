@@ -40,6 +40,8 @@
 #define IPPROTO_UDP 17
 #define ICMP_ECHOREPLY 0
 #define ICMP_ECHO 8
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -221,21 +223,61 @@ static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
 	return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
 }
 
-// frame is the parsed view of an untagged IPv4 frame or bare IPv4 packet.
+// frame is the parsed view of an untagged IPv4 or IPv6 frame, or of a bare IP packet.
 struct frame {
-	__u32 l3;       // offset of the IPv4 header (ETH_HLEN, or 0 on an L3 device)
+	__u32 l3;       // offset of the IP header (ETH_HLEN, or 0 on an L3 device)
 	__u32 l4;       // offset of the L4 header
-	__u32 ip_len;   // IPv4 total length
+	__u32 ip_len;   // IPv4 total length; IPv6 payload length + 40 (0: a jumbogram or BIG TCP)
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 icmp_type;
-	__u8 ok;        // the L4 header is there and the frame is no fragment
+	__u8 v6;        // IPv6: 16-byte addresses at 8 and 24, no header checksum
 	__u32 csum_off; // offset of the L4 checksum field
 };
 
-// parse reads the headers of the frame whose IPv4 header starts at l3 into f and its tuple into
-// k. It returns 0 when the frame is not one a flow entry could cover.
-static __always_inline int parse(struct __sk_buff *skb, __u32 l3, struct frame *f, struct flow_key *k)
+// parse_l4 reads the ports (for ICMP echo, the identifier) of the frame into k. echo_req and
+// echo_rep are the echo types of the frame's ICMP (ICMPv4 or ICMPv6); ICMP errors quote a flow
+// and return 0: the slow path translates them.
+static __always_inline int parse_l4(struct __sk_buff *skb, struct frame *f, struct flow_key *k, __u8 icmp, __u8 echo_req, __u8 echo_rep)
+{
+	// The L4 header sits at a variable offset (IHL): read it with a helper, since packet
+	// pointer arithmetic with a variable offset needs CAP_PERFMON, which l2shim does without.
+	__u8 l4[20];
+	k->proto = f->proto;
+	if (f->proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, f->l4, l4, 20))
+			return 0;
+		k->sport = *(__u16 *)l4;
+		k->dport = *(__u16 *)(l4 + 2);
+		f->tcp_flags = l4[13];
+		f->csum_off = f->l4 + 16;
+		return 1;
+	}
+	if (f->proto == IPPROTO_UDP) {
+		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
+			return 0;
+		k->sport = *(__u16 *)l4;
+		k->dport = *(__u16 *)(l4 + 2);
+		f->csum_off = f->l4 + 6;
+		return 1;
+	}
+	if (f->proto == icmp) {
+		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
+			return 0;
+		if (l4[0] != echo_req && l4[0] != echo_rep)
+			return 0;
+		f->icmp_type = l4[0];
+		k->sport = *(__u16 *)(l4 + 4);
+		k->dport = k->sport;
+		f->csum_off = f->l4 + 2;
+		return 1;
+	}
+	return 0;
+}
+
+// parse4 reads the headers of the IPv4 frame whose header starts at l3 into f and its tuple
+// into k. It returns 0 when the frame is not one a flow entry could cover.
+static __always_inline int parse4(struct __sk_buff *skb, __u32 l3, struct frame *f, struct flow_key *k)
 {
 	__u8 ip[20];
 	// Behind an Ethernet header, at a constant offset, the header is read directly (no helper
@@ -265,41 +307,24 @@ static __always_inline int parse(struct __sk_buff *skb, __u32 l3, struct frame *
 	k->dst[11] = 0xff;
 	__builtin_memcpy(&k->src[12], ip + 12, 4);
 	__builtin_memcpy(&k->dst[12], ip + 16, 4);
-	k->proto = f->proto;
-	// The L4 header sits at a variable offset (IHL): read it with a helper, since packet
-	// pointer arithmetic with a variable offset needs CAP_PERFMON, which l2shim does without.
-	__u8 l4[20];
-	switch (f->proto) {
-	case IPPROTO_TCP:
-		if (bpf_skb_load_bytes(skb, f->l4, l4, 20))
-			return 0;
-		k->sport = *(__u16 *)l4;
-		k->dport = *(__u16 *)(l4 + 2);
-		f->tcp_flags = l4[13];
-		f->csum_off = f->l4 + 16;
-		break;
-	case IPPROTO_UDP:
-		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
-			return 0;
-		k->sport = *(__u16 *)l4;
-		k->dport = *(__u16 *)(l4 + 2);
-		f->csum_off = f->l4 + 6;
-		break;
-	case IPPROTO_ICMP:
-		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
-			return 0;
-		if (l4[0] != ICMP_ECHO && l4[0] != ICMP_ECHOREPLY)
-			return 0; // errors quote a flow: the slow path translates them
-		f->icmp_type = l4[0];
-		k->sport = *(__u16 *)(l4 + 4);
-		k->dport = k->sport;
-		f->csum_off = f->l4 + 2;
-		break;
-	default:
-		return 0;
-	}
-	f->ok = 1;
-	return 1;
+	return parse_l4(skb, f, k, IPPROTO_ICMP, ICMP_ECHO, ICMP_ECHOREPLY);
+}
+
+// parse6 is parse4 for the IPv6 packet whose fixed header (ip6) starts at l3. Only a TCP, UDP
+// or ICMPv6 echo header right behind it is one a flow entry covers: extension headers
+// (fragments above all) and ICMPv6 errors are the slow path's.
+static __always_inline int parse6(struct __sk_buff *skb, __u32 l3, const __u8 *ip6, struct frame *f, struct flow_key *k)
+{
+	f->v6 = 1;
+	f->l3 = l3;
+	f->l4 = l3 + 40;
+	f->proto = ip6[6];
+	__u32 plen = bpf_ntohs(*(__u16 *)(ip6 + 4));
+	f->ip_len = plen ? plen + 40 : 0;
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->src, ip6 + 8, 16);
+	__builtin_memcpy(k->dst, ip6 + 24, 16);
+	return parse_l4(skb, f, k, IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY);
 }
 
 // fits reports whether the frame (each segment, for a GSO super-frame) fits an MTU of mtu.
@@ -334,59 +359,93 @@ static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *
 	return 0;
 }
 
-// rewrite_addr replaces the 4-byte IPv4 address at off (source 12 or destination 16 of the IP
-// header) and the port at port_off, and fixes both checksums. For ICMP the port is the echo
-// identifier, which the ICMP checksum covers without a pseudo-header, and it is rewritten only
-// when id_type is the message's type: the identifier of an echo request is its sender's
-// choice (translated on the way out), that of a reply the peer's (translated on the way in).
-static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, __u32 off, const __u8 *addr16,
-					__u32 port_off, __u16 port, __u8 id_type)
+// l4_csum_flags returns the flags for bpf_l4_csum_replace on the frame's L4 checksum, and 0
+// when it must not be touched: a UDP datagram without a checksum keeps 0 (and a result of 0
+// is written as 0xffff, BPF_F_MARK_MANGLED_0).
+static __always_inline __u64 l4_csum_flags(struct __sk_buff *skb, struct frame *f, __u64 flags, int *skip)
+{
+	*skip = 0;
+	if (f->proto == IPPROTO_UDP) {
+		__u16 csum;
+		if (bpf_skb_load_bytes(skb, f->csum_off, &csum, 2))
+			return -1;
+		*skip = csum == 0;
+		flags |= BPF_F_MARK_MANGLED_0;
+	}
+	return flags;
+}
+
+// rewrite_ip4 replaces the IPv4 address at off of the IP header with the last 4 bytes of
+// addr16 and fixes the IP checksum and the L4 one (its pseudo-header; ICMP has none).
+static __always_inline int rewrite_ip4(struct __sk_buff *skb, struct frame *f, __u32 off, const __u8 *addr16)
 {
 	__u32 old_ip, new_ip;
 	if (bpf_skb_load_bytes(skb, f->l3 + off, &old_ip, 4))
 		return -1;
 	__builtin_memcpy(&new_ip, addr16 + 12, 4);
+	if (old_ip == new_ip)
+		return 0;
+	if (f->proto != IPPROTO_ICMP) {
+		int skip;
+		__u64 flags = l4_csum_flags(skb, f, BPF_F_PSEUDO_HDR | 4, &skip);
+		if (flags == (__u64)-1 || (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_ip, new_ip, flags)))
+			return -1;
+	}
+	if (bpf_l3_csum_replace(skb, f->l3 + 10, old_ip, new_ip, 4))
+		return -1;
+	return bpf_skb_store_bytes(skb, f->l3 + off, &new_ip, 4, 0);
+}
+
+// rewrite_ip6 replaces the IPv6 address at off of the IP header with addr16 and fixes the L4
+// checksum's pseudo-header (ICMPv6 has one too). IPv6 has no header checksum, so the address
+// is stored with BPF_F_RECOMPUTE_CSUM: for a CHECKSUM_COMPLETE frame, skb->csum then follows
+// the new bytes, as bpf_l4_csum_replace makes it follow the checksum field (without
+// BPF_F_IPV6, which kernels before 6.16 refuse, the two together are exact).
+static __always_inline int rewrite_ip6(struct __sk_buff *skb, struct frame *f, __u32 off, const __u8 *addr16)
+{
+	__u64 old_ip[2], new_ip[2];
+	if (bpf_skb_load_bytes(skb, f->l3 + off, old_ip, 16))
+		return -1;
+	__builtin_memcpy(new_ip, addr16, 16);
+	if (old_ip[0] == new_ip[0] && old_ip[1] == new_ip[1])
+		return 0;
+	int skip;
+	__u64 flags = l4_csum_flags(skb, f, BPF_F_PSEUDO_HDR, &skip);
+	if (flags == (__u64)-1)
+		return -1;
+	if (!skip) {
+		__s64 diff = bpf_csum_diff((__be32 *)old_ip, 16, (__be32 *)new_ip, 16, 0);
+		if (diff < 0 || bpf_l4_csum_replace(skb, f->csum_off, 0, diff, flags))
+			return -1;
+	}
+	return bpf_skb_store_bytes(skb, f->l3 + off, new_ip, 16, BPF_F_RECOMPUTE_CSUM);
+}
+
+// rewrite_addr replaces the frame's source address and port with addr16 and port on the way
+// out (dst 0), its destination's on the way in (dst 1), and fixes the checksums. For ICMP the
+// port is the echo identifier, which the checksum covers without a pseudo-header, and it is
+// rewritten only in an echo request on the way out (its sender's choice) and in an echo reply
+// on the way in (the identifier the peer answered).
+static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, int dst, const __u8 *addr16, __u16 port)
+{
+	__u8 id_type = f->v6 ? (dst ? ICMPV6_ECHO_REPLY : ICMPV6_ECHO_REQUEST) : (dst ? ICMP_ECHOREPLY : ICMP_ECHO);
+	int err = f->v6 ? rewrite_ip6(skb, f, dst ? 24 : 8, addr16) : rewrite_ip4(skb, f, dst ? 16 : 12, addr16);
+	if (err)
+		return -1;
+	int icmp = f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6;
+	if (icmp && f->icmp_type != id_type)
+		return 0;
+	__u32 port_off = icmp ? f->l4 + 4 : f->l4 + (dst ? 2 : 0);
 	__u16 old_port = 0;
 	if (bpf_skb_load_bytes(skb, port_off, &old_port, 2))
 		return -1;
-	int l4_pseudo = f->proto != IPPROTO_ICMP;
-	if (old_ip != new_ip) {
-		if (l4_pseudo) {
-			__u64 flags = BPF_F_PSEUDO_HDR | 4;
-			int skip = 0;
-			if (f->proto == IPPROTO_UDP) {
-				__u16 csum;
-				if (bpf_skb_load_bytes(skb, f->csum_off, &csum, 2))
-					return -1;
-				skip = csum == 0; // no checksum: it stays 0
-				flags |= BPF_F_MARK_MANGLED_0;
-			}
-			if (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_ip, new_ip, flags))
-				return -1;
-		}
-		if (bpf_l3_csum_replace(skb, f->l3 + 10, old_ip, new_ip, 4))
-			return -1;
-		if (bpf_skb_store_bytes(skb, f->l3 + off, &new_ip, 4, 0))
-			return -1;
-	}
-	if (f->proto == IPPROTO_ICMP && f->icmp_type != id_type)
+	if (old_port == port)
 		return 0;
-	if (old_port != port) {
-		__u64 flags = 2;
-		int skip = 0;
-		if (f->proto == IPPROTO_UDP) {
-			__u16 csum;
-			if (bpf_skb_load_bytes(skb, f->csum_off, &csum, 2))
-				return -1;
-			skip = csum == 0;
-			flags |= BPF_F_MARK_MANGLED_0;
-		}
-		if (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_port, port, flags))
-			return -1;
-		if (bpf_skb_store_bytes(skb, port_off, &port, 2, 0))
-			return -1;
-	}
-	return 0;
+	int skip;
+	__u64 flags = l4_csum_flags(skb, f, 2, &skip);
+	if (flags == (__u64)-1 || (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_port, port, flags)))
+		return -1;
+	return bpf_skb_store_bytes(skb, port_off, &port, 2, 0);
 }
 
 static __always_inline void account(struct __sk_buff *skb, struct flow_val *v)
@@ -434,45 +493,34 @@ static __always_inline int push_eth_proto(struct __sk_buff *skb, const __u8 *dst
 	return bpf_skb_store_bytes(skb, 0, h, ETH_HLEN, 0);
 }
 
-// push_eth puts an Ethernet header for IPv4 in front of a bare IP packet.
-static __always_inline int push_eth(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
-{
-	return push_eth_proto(skb, dst, src, ETH_P_IP);
-}
-
 // set_link_header gives a frame of a flow the link-layer header the entry's device needs: its
 // MACs on an Ethernet device (pushed first when the frame came bare from an L3 device), none on
-// an L3 device (bpf_redirect to a device without a header pulls it).
-static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_val *v, int from_l3)
+// an L3 device (bpf_redirect to a device without one pulls it).
+static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_val *v, struct frame *f)
 {
 	if (v->flags & FP_TO_L3)
 		return 0;
-	if (from_l3)
-		return push_eth(skb, v->dst_mac, v->src_mac);
+	if (f->l3 == 0)
+		return push_eth_proto(skb, v->dst_mac, v->src_mac, f->v6 ? ETH_P_IPV6 : ETH_P_IP);
 	if (bpf_skb_store_bytes(skb, 0, v->dst_mac, ETH_ALEN, 0))
 		return -1;
 	return bpf_skb_store_bytes(skb, ETH_ALEN, v->src_mac, ETH_ALEN, 0);
 }
 
-// divert_proto redirects a frame of ethertype proto to the slow path through capture veth
-// near end ifindex. A packet from an L3 device first gets the Ethernet header user space
-// expects: from the device to its gateway (egress) or the other way (ingress). When that fails
-// the packet passes.
-static __always_inline int divert_proto(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat, __u16 proto)
+// divert redirects a frame (IPv6 when v6) to the slow path through capture veth near end
+// ifindex. A packet from an L3 device first gets the Ethernet header user space expects: from
+// the device to its gateway (egress) or the other way (ingress). When that fails the packet
+// passes.
+static __always_inline int divert(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat, int v6)
 {
 	if (ifc->flags & IFC_L3) {
+		__u16 proto = v6 ? ETH_P_IPV6 : ETH_P_IP;
 		int err = egress ? push_eth_proto(skb, ifc->gw_mac, ifc->mac, proto) : push_eth_proto(skb, ifc->mac, ifc->gw_mac, proto);
 		if (err)
 			return TCX_NEXT;
 	}
 	count(stat);
 	return bpf_redirect(ifindex, 0);
-}
-
-// divert is divert_proto for IPv4.
-static __always_inline int divert(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat)
-{
-	return divert_proto(skb, ifc, ifindex, egress, stat, ETH_P_IP);
 }
 
 // host_queue is the capture veth of the host's frames: a flood from the wire fills the other.
@@ -504,44 +552,61 @@ static __always_inline int owned6(struct __sk_buff *skb, __u32 nh, const __u8 *i
 	return 1;
 }
 
-// egress_v6 handles the IPv6 packets the host sends. Per-source routing is done here, without
-// user space: a packet whose source address belongs to another uplink's prefixes leaves
-// through that uplink's router, whatever interface the host's routing chose (that uplink's ISP
-// is the one that accepts the address). Other packets to a gateway's router go to user space,
-// which places their flows (balancing, failover, NAT66); the kernel does not carry IPv6 flows
-// itself yet. Neighbour discovery, MLD, router solicitations, link-local and multicast traffic
-// (DHCPv6 included) are never touched.
-static __always_inline int egress_v6(struct __sk_buff *skb, struct iface_cfg *ifc)
+// host_frame reports whether an Ethernet frame leaving ifc is the host's own (not a macvlan's
+// or a bridged one: its source is ifc's MAC), and sets to_gateway when it goes to a gateway's
+// MAC. On an L3 device every packet is the host's and goes to its one gateway.
+static __always_inline int host_frame(struct __sk_buff *skb, struct iface_cfg *ifc, int *to_gateway)
 {
-	int l3 = ifc->flags & IFC_L3;
-	__u32 nh = l3 ? 0 : ETH_HLEN;
-	int to_gateway = l3;
-	if (!l3) {
-		void *data = (void *)(long)skb->data;
-		void *end = (void *)(long)skb->data_end;
-		if (data + ETH_HLEN > end)
-			return TCX_NEXT;
-		if (!mac_equal((__u8 *)data + ETH_ALEN, ifc->mac))
-			return TCX_NEXT; // a macvlan's or a bridged frame: not the host's
-		__u64 gw = 0;
-		__builtin_memcpy(&gw, data, 6);
-		to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
-	}
+	*to_gateway = 1;
+	if (ifc->flags & IFC_L3)
+		return 1;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN > end)
+		return 0;
+	__u8 *eth = data;
+	if (!mac_equal(eth + ETH_ALEN, ifc->mac))
+		return 0;
+	__u64 gw = 0;
+	__builtin_memcpy(&gw, eth, ETH_ALEN);
+	*to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
+	return 1;
+}
+
+// parse_frame parses the frame's IP header at l3 and what follows into f and k, and reports
+// whether l2shim may touch the frame at all (*owned): every IPv4 packet, IPv6 ones but for
+// what owned6 leaves alone. It returns 1 when a flow entry could cover the frame.
+static __always_inline int parse_frame(struct __sk_buff *skb, __u32 l3, int v6, struct frame *f, struct flow_key *k, int *owned)
+{
+	*owned = 1;
+	if (!v6)
+		return parse4(skb, l3, f, k);
 	__u8 ip6[40];
-	if (bpf_skb_load_bytes(skb, nh, ip6, sizeof(ip6)) || !owned6(skb, nh, ip6))
-		return TCX_NEXT;
-	if (!shim_alive())
-		return TCX_NEXT;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (l3 == ETH_HLEN && data + ETH_HLEN + sizeof(ip6) <= end)
+		__builtin_memcpy(ip6, data + ETH_HLEN, sizeof(ip6));
+	else if (bpf_skb_load_bytes(skb, l3, ip6, sizeof(ip6)))
+		return *owned = 0;
+	if (!owned6(skb, l3, ip6))
+		return *owned = 0;
+	return parse6(skb, l3, ip6, f, k);
+}
+
+// source6 sends an IPv6 packet whose source address belongs to another uplink's prefixes out
+// through that uplink's router, whatever interface the host's routing chose (that uplink's ISP
+// is the one that accepts the address), without user space. It returns -1 when the packet's
+// source is of no other uplink.
+static __always_inline int source6(struct __sk_buff *skb, __u32 l3)
+{
 	struct prefix6 key = {.prefixlen = 128};
-	__builtin_memcpy(key.addr, ip6 + 8, 16);
+	if (bpf_skb_load_bytes(skb, l3 + 8, key.addr, 16))
+		return -1;
 	struct uplink6 *u = bpf_map_lookup_elem(&l2s_source6, &key);
-	if (!u || u->ifindex == skb->ifindex) {
-		if (to_gateway)
-			return divert_proto(skb, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT, ETH_P_IPV6);
-		return TCX_NEXT;
-	}
+	if (!u || u->ifindex == skb->ifindex)
+		return -1;
 	if (!(u->flags & IFC_L3)) {
-		if (l3) {
+		if (l3 == 0) {
 			if (push_eth_proto(skb, u->dst_mac, u->src_mac, ETH_P_IPV6))
 				return TCX_NEXT;
 		} else if (bpf_skb_store_bytes(skb, 0, u->dst_mac, ETH_ALEN, 0) || bpf_skb_store_bytes(skb, ETH_ALEN, u->src_mac, ETH_ALEN, 0)) {
@@ -553,6 +618,11 @@ static __always_inline int egress_v6(struct __sk_buff *skb, struct iface_cfg *if
 	return bpf_redirect(u->ifindex, 0);
 }
 
+// l2shim_egress handles what the host sends. A frame of a flow with an out entry is finished
+// here; an IPv6 packet from another uplink's address leaves through that uplink (source6);
+// other frames to a gateway's MAC go to user space, which places their flows. Neighbour
+// discovery, MLD, router solicitations, link-local and multicast IPv6 traffic (DHCPv6
+// included) are never touched.
 SEC("tcx/egress")
 int l2shim_egress(struct __sk_buff *skb)
 {
@@ -562,42 +632,30 @@ int l2shim_egress(struct __sk_buff *skb)
 	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
 		return TCX_NEXT;
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return egress_v6(skb, ifc);
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	int v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
+	if (!v6 && skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
-	int l3 = ifc->flags & IFC_L3;
-	// On an L3 device every packet goes to its one gateway; on Ethernet, only frames the host
-	// sends (not a macvlan's or a bridged frame) to a gateway's MAC.
-	int to_gateway = l3;
-	if (!l3) {
-		void *data = (void *)(long)skb->data;
-		void *end = (void *)(long)skb->data_end;
-		if (data + ETH_HLEN > end)
-			return TCX_NEXT;
-		__u8 *eth = data;
-		if (!mac_equal(eth + 6, ifc->mac))
-			return TCX_NEXT;
-		__u64 gw = 0;
-		__builtin_memcpy(&gw, eth, 6);
-		to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
-	}
+	int to_gateway;
+	if (!host_frame(skb, ifc, &to_gateway))
+		return TCX_NEXT;
+	__u32 l3 = (ifc->flags & IFC_L3) ? 0 : ETH_HLEN;
 	int alive = shim_alive();
 
 	struct frame f = {};
 	struct flow_key k;
-	if (parse(skb, l3 ? 0 : ETH_HLEN, &f, &k)) {
+	int owned;
+	if (parse_frame(skb, l3, v6, &f, &k, &owned)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, &k);
 		if (v && orphaned(v, alive)) {
 			bpf_map_delete_elem(&l2s_flows_out, &k);
 			v = 0;
 		}
 		if (v && !needs_slow_path(skb, &f, alive) && fits(skb, &f, v->mtu)) {
-			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 12, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4, v->port, ICMP_ECHO))
+			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 0, v->addr, v->port))
 				goto slow;
 			if (f.proto == IPPROTO_TCP)
 				track_host(skb, &f, v);
-			if (set_link_header(skb, v, l3))
+			if (set_link_header(skb, v, &f))
 				return TCX_DROP; // rewritten already: never leaves half translated
 			account(skb, v);
 			count(STAT_FAST_OUT);
@@ -610,30 +668,25 @@ int l2shim_egress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		}
 	}
+	if (!owned)
+		return TCX_NEXT;
 slow:
-	if (to_gateway && alive)
-		return divert(skb, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT);
+	// Once l2shim is gone (or hung), the host's own routing: nothing is diverted, and IPv6
+	// leaves where the host sent it.
+	if (!alive)
+		return TCX_NEXT;
+	if (v6) {
+		int ret = source6(skb, l3);
+		if (ret >= 0)
+			return ret;
+	}
+	if (to_gateway)
+		return divert(skb, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT, v6);
 	return TCX_NEXT;
 }
 
-// ingress_v6 sends the IPv6 packets the wire delivers to the host to user space (which keeps
-// the flows, and reverses NAT66), but for the ones owned6 leaves alone.
-static __always_inline int ingress_v6(struct __sk_buff *skb, struct iface_cfg *ifc)
-{
-	int l3 = ifc->flags & IFC_L3;
-	__u32 nh = l3 ? 0 : ETH_HLEN;
-	if (!l3) {
-		void *data = (void *)(long)skb->data;
-		void *end = (void *)(long)skb->data_end;
-		if (data + ETH_HLEN > end || !mac_equal(data, ifc->mac))
-			return TCX_NEXT;
-	}
-	__u8 ip6[40];
-	if (bpf_skb_load_bytes(skb, nh, ip6, sizeof(ip6)) || !owned6(skb, nh, ip6) || !shim_alive())
-		return TCX_NEXT;
-	return divert_proto(skb, ifc, ifc->capture, 0, STAT_DIVERT_IN, ETH_P_IPV6);
-}
-
+// l2shim_ingress handles what the wire delivers to the host: a frame of a flow with an in entry
+// is finished here, the others go to user space (IPv6 but for what owned6 leaves alone).
 SEC("tcx/ingress")
 int l2shim_ingress(struct __sk_buff *skb)
 {
@@ -649,24 +702,23 @@ int l2shim_ingress(struct __sk_buff *skb)
 	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
 	if (!ifc)
 		return TCX_NEXT;
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return ingress_v6(skb, ifc);
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	int v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
+	if (!v6 && skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
-	int l3 = ifc->flags & IFC_L3;
-	if (!l3) {
+	__u32 l3 = 0;
+	if (!(ifc->flags & IFC_L3)) {
 		void *data = (void *)(long)skb->data;
 		void *end = (void *)(long)skb->data_end;
-		if (data + ETH_HLEN > end)
+		if (data + ETH_HLEN > end || !mac_equal(data, ifc->mac))
 			return TCX_NEXT;
-		if (!mac_equal(data, ifc->mac))
-			return TCX_NEXT;
+		l3 = ETH_HLEN;
 	}
 	int alive = shim_alive();
 
 	struct frame f = {};
 	struct flow_key k;
-	if (parse(skb, l3 ? 0 : ETH_HLEN, &f, &k)) {
+	int owned;
+	if (parse_frame(skb, l3, v6, &f, &k, &owned)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_in, &k);
 		if (v && orphaned(v, alive)) {
 			bpf_map_delete_elem(&l2s_flows_in, &k);
@@ -674,13 +726,13 @@ int l2shim_ingress(struct __sk_buff *skb)
 		}
 		if (v && (v->flags & FP_DIVERT)) {
 			if (alive)
-				return divert(skb, ifc, host_queue(ifc), 0, STAT_DIVERT_IN);
+				return divert(skb, ifc, host_queue(ifc), 0, STAT_DIVERT_IN, v6);
 			return TCX_NEXT;
 		}
 		if (v && !needs_slow_path(skb, &f, alive)) {
-			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 16, v->addr, f.proto == IPPROTO_ICMP ? f.l4 + 4 : f.l4 + 2, v->port, ICMP_ECHOREPLY))
+			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 1, v->addr, v->port))
 				goto slow;
-			if (set_link_header(skb, v, l3))
+			if (set_link_header(skb, v, &f))
 				return TCX_DROP;
 			account(skb, v);
 			count(STAT_FAST_IN);
@@ -693,9 +745,11 @@ int l2shim_ingress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		}
 	}
+	if (!owned)
+		return TCX_NEXT;
 slow:
 	if (alive)
-		return divert(skb, ifc, ifc->capture, 0, STAT_DIVERT_IN);
+		return divert(skb, ifc, ifc->capture, 0, STAT_DIVERT_IN, v6);
 	return TCX_NEXT;
 }
 
