@@ -236,7 +236,7 @@ func New(ifaces []Iface, plan Plan, opts Options) *Engine {
 			e.inbound.remove(f)
 		}
 		if f.Fast != conntrack.FastNone {
-			e.fastGone(f.Orig, f.Reply, f.Fast == conntrack.FastCarry)
+			e.fastGone(f, f.Reply, f.Fast == conntrack.FastCarry, f.Gateway)
 		}
 	})
 	e.apply(plan, nil)

@@ -44,6 +44,18 @@ type FastOp struct {
 	In     bool // the wire → host map; otherwise host → wire
 	Key    FastKey
 	Entry  FastEntry // when not Delete
+	// Tally, when valid, says the op removes or replaces an entry the engine counts from: the
+	// shim reads the entry's counts first and hands what is new to FastFinal, so the frames a
+	// flow sent since the last sync are not lost when it ends, moves or changes.
+	Tally FastTally
+}
+
+// FastTally is what the engine counted from an entry so far, and where the rest belongs.
+type FastTally struct {
+	Valid          bool
+	Orig           FastKey // the flow
+	Gateway, Rule  int16
+	Packets, Bytes uint64 // counted already
 }
 
 // FastTracker reads what the kernel's fast path saw of the host's side of a TCP flow it
@@ -113,15 +125,27 @@ func (e *Engine) markFastAll(match func(*conntrack.Flow) bool) {
 	}
 }
 
-// fastGone queues the removal of a carried flow's entries (it left the table, or its wire
-// tuple changed). e.mu is held.
-func (e *Engine) fastGone(orig, reply conntrack.Key, both bool) {
+// fastGone queues the removal of a carried flow's entries: both when it left the table, its in
+// entry (keyed reply) when its wire tuple changed. gw is the gateway the entries counted for.
+// e.mu is held.
+func (e *Engine) fastGone(fl *conntrack.Flow, reply conntrack.Key, both bool, gw int16) {
 	if both {
-		e.fastDel = append(e.fastDel, FastOp{Delete: true, Key: orig})
-		delete(e.fast, orig)
+		e.fastDel = append(e.fastDel, FastOp{Delete: true, Key: fl.Orig, Tally: e.tally(fl, conntrack.DirOrig, gw)})
+		delete(e.fast, fl.Orig)
 	}
-	e.fastDel = append(e.fastDel, FastOp{Delete: true, In: true, Key: reply})
+	e.fastDel = append(e.fastDel, FastOp{Delete: true, In: true, Key: reply, Tally: e.tally(fl, conntrack.DirReply, gw)})
 	e.fastPending.Store(true)
+}
+
+// tally returns what the engine counted from fl's entry in direction dir (invalid when it
+// counts none). e.mu is held.
+func (e *Engine) tally(fl *conntrack.Flow, dir int, gw int16) FastTally {
+	st, ok := e.fast[fl.Orig]
+	if !ok {
+		return FastTally{}
+	}
+	c := st.counted[dir]
+	return FastTally{Valid: true, Orig: fl.Orig, Gateway: gw, Rule: fl.Rule, Packets: c.packets, Bytes: c.bytes}
 }
 
 // fastWant returns what the kernel's maps should hold for fl now.
@@ -207,15 +231,18 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 		out, in, ok := e.fastEntries(fl)
 		switch {
 		case !ok && fastWant(fl) == conntrack.FastDivert && int(fl.HostIf) < len(e.ifaces) && e.ifaces[fl.HostIf].Index > 0:
+			in := FastOp{In: true, Key: fl.Reply, Entry: FastEntry{Orig: fl.Orig, Ifindex: e.ifaces[fl.HostIf].Index, DivertOnly: true}}
 			if fl.Fast == conntrack.FastCarry {
 				// A new connection on the tuple of a carried one: its out entry goes.
-				ops = append(ops, FastOp{Delete: true, Key: fl.Orig})
+				in.Tally = e.tally(fl, conntrack.DirReply, fl.Gateway)
+				ops = append(ops, FastOp{Delete: true, Key: fl.Orig, Tally: e.tally(fl, conntrack.DirOrig, fl.Gateway)})
 				delete(e.fast, fl.Orig)
 			}
-			ops = append(ops, FastOp{In: true, Key: fl.Reply, Entry: FastEntry{Orig: fl.Orig, Ifindex: e.ifaces[fl.HostIf].Index, DivertOnly: true}})
+			ops = append(ops, in)
 			fl.Fast = conntrack.FastDivert
 		case ok:
-			ops = append(ops, FastOp{Key: fl.Orig, Entry: out}, FastOp{In: true, Key: fl.Reply, Entry: in})
+			ops = append(ops, FastOp{Key: fl.Orig, Entry: out, Tally: e.tally(fl, conntrack.DirOrig, fl.Gateway)},
+				FastOp{In: true, Key: fl.Reply, Entry: in, Tally: e.tally(fl, conntrack.DirReply, fl.Gateway)})
 			if e.fast == nil {
 				e.fast = make(map[conntrack.Key]*fastState)
 			}
@@ -224,10 +251,12 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 			fl.Fast = conntrack.FastCarry
 		case fl.Fast != conntrack.FastNone:
 			if fl.Fast == conntrack.FastCarry {
-				ops = append(ops, FastOp{Delete: true, Key: fl.Orig})
+				ops = append(ops, FastOp{Delete: true, Key: fl.Orig, Tally: e.tally(fl, conntrack.DirOrig, fl.Gateway)},
+					FastOp{Delete: true, In: true, Key: fl.Reply, Tally: e.tally(fl, conntrack.DirReply, fl.Gateway)})
 				delete(e.fast, fl.Orig)
+			} else {
+				ops = append(ops, FastOp{Delete: true, In: true, Key: fl.Reply})
 			}
-			ops = append(ops, FastOp{Delete: true, In: true, Key: fl.Reply})
 			fl.Fast = conntrack.FastNone
 		}
 	}
@@ -286,24 +315,60 @@ func (e *Engine) FastCounts(counts []FastCount) {
 			continue
 		}
 		e.table.Touch(fl, dir, dp, db, c.LastSeen)
-		if fl.Gateway >= 0 {
-			gs := e.gws[fl.Gateway].stats
-			if c.In {
-				gs.PacketsIn.Add(dp)
-				gs.BytesIn.Add(db)
-			} else {
-				gs.PacketsOut.Add(dp)
-				gs.BytesOut.Add(db)
-			}
-		}
-		if fl.Rule >= 0 {
-			e.rules.CountPackets(int(fl.Rule), dp, db)
-		}
-		if c.In {
-			e.c.Add(FastIn, dp)
+		e.credit(fl.Gateway, fl.Rule, c.In, dp, db)
+	}
+}
+
+// credit adds frames the kernel carried to their gateway's, rule's and the engine's counts.
+// e.mu is held.
+func (e *Engine) credit(gw, rule int16, in bool, packets, bytes uint64) {
+	if gw >= 0 && int(gw) < len(e.gws) {
+		gs := e.gws[gw].stats
+		if in {
+			gs.PacketsIn.Add(packets)
+			gs.BytesIn.Add(bytes)
 		} else {
-			e.c.Add(FastOut, dp)
+			gs.PacketsOut.Add(packets)
+			gs.BytesOut.Add(bytes)
 		}
+	}
+	if rule >= 0 {
+		e.rules.CountPackets(int(rule), packets, bytes)
+	}
+	if in {
+		e.c.Add(FastIn, packets)
+	} else {
+		e.c.Add(FastOut, packets)
+	}
+}
+
+// FastFinal is what the kernel had counted on an entry when an op with a valid Tally removed
+// or replaced it.
+type FastFinal struct {
+	Tally          FastTally
+	In             bool
+	Packets, Bytes uint64
+	LastSeen       int64 // the engine's clock
+}
+
+// FastFinals credits what the kernel counted on removed or replaced entries since the engine's
+// last look: to the flow when it is still in the table, and to its gateway and rule.
+func (e *Engine) FastFinals(finals []FastFinal) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, f := range finals {
+		if f.Packets <= f.Tally.Packets || f.Bytes < f.Tally.Bytes {
+			continue
+		}
+		dp, db := f.Packets-f.Tally.Packets, f.Bytes-f.Tally.Bytes
+		if fl := e.table.LookupOrig(f.Tally.Orig); fl != nil {
+			dir := conntrack.DirOrig
+			if f.In {
+				dir = conntrack.DirReply
+			}
+			e.table.Touch(fl, dir, dp, db, f.LastSeen)
+		}
+		e.credit(f.Tally.Gateway, f.Tally.Rule, f.In, dp, db)
 	}
 }
 
@@ -359,7 +424,7 @@ func (e *Engine) AdoptFast(flows []AdoptedFlow, now int64) int {
 	for _, a := range flows {
 		wire, host := byIndex(a.Out.Ifindex), byIndex(a.In.Ifindex)
 		if !e.opts.FastPath || wire < 0 || host < 0 {
-			e.fastGone(a.Orig, a.Reply, true)
+			e.fastGone(&conntrack.Flow{Orig: a.Orig}, a.Reply, true, -1)
 			continue
 		}
 		fl := conntrack.Flow{
@@ -389,7 +454,7 @@ func (e *Engine) AdoptFast(flows []AdoptedFlow, now int64) int {
 		}
 		p, err := e.table.Insert(fl)
 		if err != nil {
-			e.fastGone(a.Orig, a.Reply, true)
+			e.fastGone(&conntrack.Flow{Orig: a.Orig}, a.Reply, true, -1)
 			continue
 		}
 		if p.Origin == conntrack.Inbound {

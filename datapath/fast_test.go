@@ -47,11 +47,23 @@ func TestFastPathEntries(t *testing.T) {
 		t.Fatalf("after the counts: packets %v (before %v), last seen %d (want %d), gateway out %d in %d", fl.Packets, before, fl.LastSeen, last, st.BytesOut.Load(), st.BytesIn.Load())
 	}
 
-	// Its gateway goes down: the flow is reset toward the host and leaves the fast path.
+	// Its gateway goes down: the flow is reset toward the host and leaves the fast path. The
+	// removals carry what the engine counted so far, so the shim can credit what the kernel
+	// counted after the last sync.
 	d.Evacuate(1, last)
 	ops = d.FastChanges(nil)
 	if len(ops) != 2 || !ops[0].Delete || !ops[1].Delete || ops[0].Key != fl.Orig || ops[1].Key != fl.Reply || fl.Fast != conntrack.FastNone {
 		t.Fatalf("ops after the reset: %+v", ops)
+	}
+	wantTally := FastTally{Valid: true, Orig: fl.Orig, Gateway: 1, Rule: -1, Packets: 10, Bytes: 15000}
+	if ops[0].Tally != wantTally {
+		t.Fatalf("tally of the out entry %+v, want %+v", ops[0].Tally, wantTally)
+	}
+	outBefore, inBefore := st.BytesOut.Load(), st.BytesIn.Load()
+	d.FastFinals([]FastFinal{{Tally: ops[0].Tally, Packets: 14, Bytes: 21000, LastSeen: last}, {Tally: ops[1].Tally, In: true, Packets: 20, Bytes: 30000, LastSeen: last}})
+	if st.BytesOut.Load()-outBefore != 6000 || st.BytesIn.Load() != inBefore || d.Counters().Load(FastOut) != 14 || d.Counters().Load(FastIn) != 20 {
+		t.Fatalf("after the final counts: gateway out +%d in +%d, fast out %d in %d; want +6000, +0, 14, 20",
+			st.BytesOut.Load()-outBefore, st.BytesIn.Load()-inBefore, d.Counters().Load(FastOut), d.Counters().Load(FastIn))
 	}
 }
 

@@ -108,7 +108,7 @@ func (e *Engine) moveFlow(fl *conntrack.Flow, g int) bool {
 		if e.table.Rekey(fl, nr) == nil {
 			if fl.Fast != conntrack.FastNone {
 				if nr != oldReply {
-					e.fastGone(fl.Orig, oldReply, false)
+					e.fastGone(fl, oldReply, false, int16(old))
 				}
 				e.markFast(fl)
 			}

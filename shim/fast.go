@@ -21,8 +21,9 @@ type fastSync struct {
 	mu    sync.Mutex // one writer of the kernel's maps at a time
 	ops   []datapath.FastOp
 	flows []datapath.FastFlow
-	cnts  []datapath.FastCount
-	fails uint64 // map updates the kernel refused (logged once)
+	cnts   []datapath.FastCount
+	finals []datapath.FastFinal
+	fails  uint64 // map updates the kernel refused (logged once)
 }
 
 // applyFast installs and removes the fast path's entries the engine asks for.
@@ -34,12 +35,24 @@ func (s *Shim) applyFast() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ops = s.engine.FastChanges(f.ops[:0])
+	f.finals = f.finals[:0]
+	var offset int64
 	for _, op := range f.ops {
 		dir := fastpath.Out
 		if op.In {
 			dir = fastpath.In
 		}
 		key := fastKey(op.Key)
+		if op.Tally.Valid {
+			// The entry goes or restarts its counts: what it counted since the last sync
+			// is read first.
+			if c, ok := s.maps.k.Counts(dir, key); ok && c.Packets > op.Tally.Packets {
+				if offset == 0 {
+					offset = fastpath.Monotonic() - s.now()
+				}
+				f.finals = append(f.finals, datapath.FastFinal{Tally: op.Tally, In: op.In, Packets: c.Packets, Bytes: c.Bytes, LastSeen: c.LastSeen - offset})
+			}
+		}
 		var err error
 		if op.Delete {
 			err = s.maps.k.Delete(dir, key)
@@ -52,6 +65,9 @@ func (s *Shim) applyFast() {
 			}
 			f.fails++
 		}
+	}
+	if len(f.finals) > 0 {
+		s.engine.FastFinals(f.finals)
 	}
 }
 
