@@ -18,9 +18,9 @@ import (
 // fastSync keeps the kernel's flow maps as the engine wants them and brings the kernel's
 // counts back to the engine.
 type fastSync struct {
-	mu    sync.Mutex // one writer of the kernel's maps at a time
-	ops   []datapath.FastOp
-	flows []datapath.FastFlow
+	mu     sync.Mutex // one writer of the kernel's maps at a time
+	ops    []datapath.FastOp
+	flows  []datapath.FastFlow
 	cnts   []datapath.FastCount
 	finals []datapath.FastFinal
 	fails  uint64 // map updates the kernel refused (logged once)
