@@ -390,7 +390,26 @@ type AdoptedFlow struct {
 // e.mu is held.
 func (e *Engine) adoptGateway(wire int, out FastEntry) int {
 	if out.Gateway == ([16]byte{}) {
-		return e.gatewayByMAC(wire, out.DstMAC, out.Orig.Src)
+		if g := e.gatewayByMAC(wire, out.DstMAC, out.Orig.Src); g >= 0 || out.Orig.Is4() {
+			return g
+		}
+		// An IPv6 entry names its router by MAC only, and this l2shim may not have asked
+		// the neighbour table yet: the interface's one gateway takes the earlier one's MAC.
+		only := -1
+		for i, g := range e.gws {
+			if g.Iface != wire {
+				continue
+			}
+			if only >= 0 {
+				return -1 // two gateways on the link: the MAC must tell
+			}
+			only = i
+		}
+		if g := e.gws[max(only, 0)]; only >= 0 && !g.hasMAC6 && !e.ifaces[wire].L3 {
+			g.mac6, g.hasMAC6, g.alive6 = out.DstMAC, true, true
+			e.refresh()
+		}
+		return only
 	}
 	for i, g := range e.gws {
 		if g.Iface != wire || conntrack.Addr4(g.IP) != out.Gateway {

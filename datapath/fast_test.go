@@ -214,3 +214,37 @@ func TestFastPathDivertsUnconfirmed(t *testing.T) {
 		t.Fatalf("after the handshake: ops %+v, fast %v", ops, fl.Fast)
 	}
 }
+
+// TestAdoptFastIPv6: an IPv6 flow NAT66ed onto eth1 is adopted by a new engine that has not
+// resolved eth1's IPv6 router yet: the entry names its router by MAC only, so the interface's
+// one gateway takes it, with that MAC, and the flow stays carried, translated as before.
+func TestAdoptFastIPv6(t *testing.T) {
+	old := New(testIfaces6(), testPlan(failover.LoadBalance, 0, 1), Options{Seed: 42, FastPath: true})
+	old.ResolvedMAC6(0, gw6MAC0)
+	old.ResolvedMAC6(1, gw6MAC1)
+	syn := pkt6{srcMAC: mac0, dstMAC: gw6MAC0, src: host6, dst: server6, proto: 6, sport: 4300, dport: 443, syn: true}.build(t)
+	if v := process(old, 0, syn); v.To != ToWire || v.Iface != 1 {
+		t.Fatalf("SYN verdict %+v, want eth1", v)
+	}
+	synack := pkt6{srcMAC: gw6MAC1, dstMAC: mac1, src: server6, dst: host6b, proto: 6, sport: 443, dport: 4300, syn: true, ack: true}.build(t)
+	process(old, 1, synack)
+	process(old, 0, pkt6{srcMAC: mac0, dstMAC: gw6MAC0, src: host6, dst: server6, proto: 6, sport: 4300, dport: 443, ack: true}.build(t))
+	ops := old.FastChanges(nil)
+	if len(ops) != 2 || !ops[0].Entry.NAT || ops[0].Entry.DstMAC != gw6MAC1 {
+		t.Fatalf("old engine's ops %+v", ops)
+	}
+	a := AdoptedFlow{Orig: ops[0].Key, Reply: ops[1].Key, Out: ops[0].Entry, In: ops[1].Entry, Origin: ops[0].Entry.Origin, Why: ops[0].Entry.Why, Rule: ops[0].Entry.Rule}
+
+	d := New(testIfaces6(), testPlan(failover.LoadBalance, 0, 1), Options{Seed: 42, FastPath: true})
+	if n := d.AdoptFast([]AdoptedFlow{a}, 1); n != 1 {
+		t.Fatalf("adopted %d flows, want 1", n)
+	}
+	got := d.table.LookupOrig(a.Orig)
+	if got == nil || got.Gateway != 1 || !got.NAT || got.Fast != conntrack.FastCarry {
+		t.Fatalf("adopted flow %+v", got)
+	}
+	ops = d.FastChanges(nil)
+	if len(ops) != 2 || ops[0].Delete || ops[0].Entry.DstMAC != gw6MAC1 || ops[0].Entry.Addr != a.Out.Addr || ops[1].Entry.Addr != a.In.Addr {
+		t.Fatalf("after adoption: %+v; want the flow's two entries as the old engine had them", ops)
+	}
+}

@@ -46,6 +46,11 @@ func TestRestartKeepsFlows(t *testing.T) {
 	t.Run("sigkill-wireguard", func(t *testing.T) {
 		restartUnderLoad(t, "sigkill", Options{Uplinks: [2]LinkKind{LinkVeth, LinkWireGuard}})
 	})
+	// Two of the downloads over IPv6, one NAT66ed: the new l2shim adopts IPv6 flows by their
+	// router's MAC.
+	t.Run("sigkill-ipv6", func(t *testing.T) {
+		restartUnderLoad(t, "sigkill", Options{IPv6: true})
+	})
 }
 
 func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
@@ -53,6 +58,14 @@ func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
 	srv := startServers(t, topo)
 	pins := bpffs(t)
 	o := ConfigOptions{RunArgs: []string{"--pin-dir", pins}}
+	var srv6 servers
+	if topoOpts.IPv6 {
+		var err error
+		if srv6, err = topo.startServers6(); err != nil {
+			t.Fatal(err)
+		}
+		o.GatewayExtra = [2]string{`address6 = "fe80::1"`, `address6 = "fe80::1"`}
+	}
 	s := startShimCfg(t, topo, o)
 	t.Cleanup(func() {
 		// Whatever happened, nothing of l2shim stays on the host.
@@ -71,16 +84,24 @@ func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	if topoOpts.IPv6 {
+		waitSource6(t, s, 5*time.Second, "2001:db8:1::/64", "2001:db8:2::/64")
+	}
 	for i := range results {
-		// Two on eth1 (the host routes via eth0, so NATed), two wherever they land.
-		want := func(a netip.Addr) bool { return a == topo.HostAddr1 }
+		// Two on eth1 (the host routes via eth0, so NATed), two wherever they land; with
+		// IPv6, the odd ones over IPv6.
+		addr, nat := srv.bulkAddr(), topo.HostAddr1
+		if topoOpts.IPv6 && i%2 == 1 {
+			addr, nat = srv6.bulkAddr(), topo.HostAddr6_1
+		}
+		want := func(a netip.Addr) bool { return a == nat }
 		if i >= 2 {
 			want = nil
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i].res, results[i].err = Download(ctx, topo.Host, srv.bulkAddr(), size, uint64(100+i), want)
+			results[i].res, results[i].err = Download(ctx, topo.Host, addr, size, uint64(100+i), want)
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -111,7 +132,7 @@ func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
 			t.Errorf("download %d (via %s) across the restart: %v", i, r.res.Seen, r.err)
 			continue
 		}
-		if r.res.Seen == topo.HostAddr1 {
+		if r.res.Seen == topo.HostAddr1 || r.res.Seen == topo.HostAddr6_1 {
 			nated++
 		}
 		t.Logf("MEASURED download %d across the restart (%s): %d MiB byte-exact via %s in %v", i, how, r.res.Bytes>>20, r.res.Seen, r.res.Elapsed.Round(time.Millisecond))
