@@ -415,6 +415,10 @@ func (t *Table) ClassLen(c Class) int {
 	return n
 }
 
+// ClosedByReset reports whether the flow's last close was an RST (rather than a FIN each way)
+// that the endpoints have not been seen to ignore.
+func (f *Flow) ClosedByReset() bool { return f.TCPState == TCPClosed && f.bits&bitRst != 0 }
+
 // Class returns the eviction group f is in.
 func (f *Flow) Class() Class {
 	if f.list >= numLists {
@@ -629,8 +633,10 @@ const (
 )
 
 // Touch records frames of f that someone else carried (the kernel's fast path): packets and
-// bytes in direction dir, the last one at time last. Its state does not change; its idle clock
-// moves forward only.
+// bytes in direction dir, the last one at time last. Its idle clock moves forward only. Its
+// state does not change, but for one thing: a TCP connection in TCPSynRecv whose initiator sent
+// frames is TCPEstablished (the fast path carries no SYN, FIN or RST: they are the ACK that
+// completed the handshake and what followed it).
 func (t *Table) Touch(f *Flow, dir int, packets, bytes uint64, last int64) {
 	if f.list >= numLists {
 		return
@@ -638,6 +644,13 @@ func (t *Table) Touch(f *Flow, dir int, packets, bytes uint64, last int64) {
 	dir &= 1
 	f.Packets[dir] += packets
 	f.Bytes[dir] += bytes
+	if f.Orig.Proto == 6 && f.TCPState == TCPSynRecv && packets > 0 && (dir == DirOrig) == (f.Origin != Inbound) {
+		f.TCPState = TCPEstablished
+		if l := listOf(f); l != f.list {
+			t.unlink(f)
+			t.push(f, l)
+		}
+	}
 	if last <= f.LastSeen {
 		return
 	}

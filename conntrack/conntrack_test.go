@@ -527,3 +527,27 @@ func TestWireAssuredEvictedBeforeOwn(t *testing.T) {
 	}
 	checkTable(t, tb)
 }
+
+// TestTouchCompletesHandshake: frames the kernel carried from the initiator of a connection in
+// TCPSynRecv (the fast path carries no SYN, FIN or RST) complete its handshake, and move it to
+// the established timeout; frames from the responder, or of a flow in another state, do not.
+func TestTouchCompletesHandshake(t *testing.T) {
+	tb := New(100, DefaultTimeouts())
+	p := mustInsert(t, tb, flow(1, 0))
+	tb.Seen(p, DirOrig, 60, syn, 0)
+	tb.Seen(p, DirReply, 60, synack, 0)
+	tb.Touch(p, DirReply, 3, 300, sec)
+	if p.TCPState != TCPSynRecv {
+		t.Fatalf("after the responder's carried frames: state %d, want TCPSynRecv", p.TCPState)
+	}
+	tb.Touch(p, DirOrig, 2, 200, 2*sec)
+	if p.TCPState != TCPEstablished || p.Class() != ClassEstablished || p.Packets[DirOrig] != 3 {
+		t.Fatalf("after the initiator's carried frames: state %d class %d packets %v", p.TCPState, p.Class(), p.Packets)
+	}
+	tb.Seen(p, DirOrig, 52, fin, 3*sec)
+	tb.Touch(p, DirOrig, 1, 52, 4*sec)
+	if p.TCPState != TCPClosing {
+		t.Fatalf("a carried frame after a FIN: state %d, want TCPClosing", p.TCPState)
+	}
+	checkTable(t, tb)
+}

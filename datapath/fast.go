@@ -159,15 +159,35 @@ func fastWant(fl *conntrack.Flow) conntrack.FastState {
 	return conntrack.FastNone
 }
 
-// fastCandidate reports whether a flow's state lets the kernel carry it: confirmed (a TCP
-// handshake completed, a UDP or ICMP reply seen) and nothing pending that needs user space.
+// fastCandidate reports whether a flow's state lets the kernel carry it: confirmed (a UDP or
+// ICMP reply seen; for TCP, the peer's SYN-ACK to a connection the host opened, or the
+// handshake completed) and nothing pending that needs user space. A TCP connection stays
+// carried while it closes with FINs (which, like SYNs and RSTs, still reach user space): the
+// ACKs and data around them do not; an RST ends it.
+//
+// From the SYN-ACK on, so that the host's ACK completing the handshake and its first request
+// need no trip through user space (they follow the SYN-ACK within microseconds, and the shim
+// installs the entries before it hands the SYN-ACK to the host); not for inbound connections,
+// whose SYN-ACK the host sends to whatever source a SYN claimed (a spoofed SYN flood would
+// fill the maps).
 func fastCandidate(fl *conntrack.Flow) bool {
 	if fl.Reset || fl.Drop {
 		return false
 	}
 	switch fl.Orig.Proto {
 	case rewrite.ProtoTCP:
-		return fl.Replied && fl.TCPState == conntrack.TCPEstablished
+		if !fl.Replied {
+			return false
+		}
+		switch fl.TCPState {
+		case conntrack.TCPSynRecv:
+			return fl.Origin == conntrack.Outbound
+		case conntrack.TCPEstablished, conntrack.TCPClosing:
+			return true
+		case conntrack.TCPClosed:
+			return !fl.ClosedByReset()
+		}
+		return false
 	case rewrite.ProtoUDP, rewrite.ProtoICMP, rewrite.ProtoICMPv6:
 		return fl.Replied
 	}

@@ -248,3 +248,53 @@ func TestAdoptFastIPv6(t *testing.T) {
 		t.Fatalf("after adoption: %+v; want the flow's two entries as the old engine had them", ops)
 	}
 }
+
+// TestFastPathTCPLifetime: an outbound TCP connection is carried from the peer's SYN-ACK on (so
+// the host's ACK and request never cross user space), its first carried frame from the host
+// makes it established, it stays carried while it closes with FINs, and an RST ends the
+// carrying. An inbound connection is carried only once its handshake completed.
+func TestFastPathTCPLifetime(t *testing.T) {
+	tr := fakeTracker{}
+	d := New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true, Tracker: tr})
+	const sport = 7300
+	host := func(p pkt) []byte {
+		p.srcMAC, p.dstMAC, p.src, p.dst, p.proto, p.sport, p.dport = mac0, gwMAC0, addr0, server, 6, sport, 80
+		return p.build(t)
+	}
+	if v := process(d, 0, host(pkt{syn: true, seq: 5000})); v.Iface != 1 {
+		t.Fatalf("SYN verdict %+v", v)
+	}
+	d.FastChanges(nil) // the divert-only entry for the answer
+	process(d, 1, wireSeg(sport, pkt{syn: true, ack: true, seq: 90000, ackNum: 5001}))
+	ops := d.FastChanges(nil)
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, sport, 80, 6))
+	if len(ops) != 2 || ops[0].Delete || ops[1].Entry.DivertOnly || fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynRecv {
+		t.Fatalf("after the SYN-ACK: state %d, ops %+v; want both entries installed", fl.TCPState, ops)
+	}
+	// The kernel carried the host's ACK and a 100-byte request.
+	tr[fl.Orig] = [3]uint32{5101, 90001, 512}
+	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 2, Bytes: 200, LastSeen: fl.LastSeen + 1}})
+	if fl.TCPState != conntrack.TCPEstablished {
+		t.Fatalf("after the host's carried ACK: state %d, want established", fl.TCPState)
+	}
+	// The server closes, the host closes: FINs cross user space, the entries stay.
+	process(d, 1, wireSeg(sport, pkt{fin: true, ack: true, seq: 90001, ackNum: 5101}))
+	process(d, 0, host(pkt{fin: true, ack: true, seq: 5101, ackNum: 90002}))
+	if fl.TCPState != conntrack.TCPClosed || fl.Fast != conntrack.FastCarry || d.FastPending() {
+		t.Fatalf("after a FIN each way: state %d, fast %d, changes pending %v; want closed and still carried", fl.TCPState, fl.Fast, d.FastPending())
+	}
+	// A new connection on the same tuple reopens it: no longer carried until answered.
+	process(d, 0, host(pkt{syn: true, seq: 7000}))
+	ops = d.FastChanges(nil)
+	if fl.Fast != conntrack.FastDivert || len(ops) != 2 || !ops[0].Delete || !ops[1].Entry.DivertOnly {
+		t.Fatalf("a new SYN on a closed carried tuple: fast %d, ops %+v", fl.Fast, ops)
+	}
+	process(d, 1, wireSeg(sport, pkt{syn: true, ack: true, seq: 190000, ackNum: 7001}))
+	d.FastChanges(nil)
+	// An RST ends the carrying.
+	process(d, 0, host(pkt{rst: true, seq: 7001}))
+	ops = d.FastChanges(nil)
+	if fl.Fast != conntrack.FastNone || len(ops) != 2 || !ops[0].Delete || !ops[1].Delete {
+		t.Fatalf("after an RST: fast %d, ops %+v; want both entries removed", fl.Fast, ops)
+	}
+}

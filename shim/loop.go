@@ -109,15 +109,17 @@ func (s *Shim) loop(in int, host bool) error {
 				hostQ[out.Iface].add(out.Frame)
 			}
 		}
+		// Flows this batch confirmed leave user space from their next frame on: their
+		// entries are in the kernel before the frames that confirmed them go on (the host
+		// answers a SYN-ACK at once).
+		if s.engine.FastPending() {
+			s.applyFast()
+		}
 		// A failed write (a socket closed while its interface is being re-created, or at
 		// shutdown) has been counted; reading decides when the loop ends.
 		for j := range wireQ {
 			_ = wireQ[j].flush()
 			_ = hostQ[j].flush()
-		}
-		// Flows this batch confirmed leave user space from their next frame on.
-		if s.engine.FastPending() {
-			s.applyFast()
 		}
 	}
 }
