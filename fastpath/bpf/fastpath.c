@@ -211,11 +211,14 @@ static __always_inline int marked(struct __sk_buff *skb)
 	return (skb->mark & cfg_mask) == cfg_mark;
 }
 
-static __always_inline int shim_alive(void)
+// shim_alive reports whether user space beat within cfg_heartbeat_ns of now (a beat written
+// after now was read counts as alive). A frame the fast path finishes never asks: it costs a
+// map lookup.
+static __always_inline int shim_alive(__u64 now)
 {
 	__u32 zero = 0;
 	__u64 *beat = bpf_map_lookup_elem(&l2s_heartbeat, &zero);
-	return beat && bpf_ktime_get_ns() - *beat <= cfg_heartbeat_ns;
+	return beat && (__s64)(now - *beat) <= (__s64)cfg_heartbeat_ns;
 }
 
 static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
@@ -347,12 +350,12 @@ static __always_inline int fits(struct __sk_buff *skb, struct frame *f, __u16 mt
 }
 
 // needs_slow_path reports whether a frame of an installed flow must go to user space anyway.
-static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *f, int alive)
+static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *f, __u64 now)
 {
 	// TCP state changes are tracked in user space while it runs; after it stopped, the
 	// kernel carries the connection to its end.
-	if (alive && f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
-		return 1;
+	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
+		return shim_alive(now);
 	// A UDP super-frame is a tunnel's (its checksum is the inner packet's) or UDP GSO.
 	if (f->proto == IPPROTO_UDP && skb->gso_segs > 1)
 		return 1;
@@ -448,11 +451,11 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, 
 	return bpf_skb_store_bytes(skb, port_off, &port, 2, 0);
 }
 
-static __always_inline void account(struct __sk_buff *skb, struct flow_val *v)
+static __always_inline void account(struct __sk_buff *skb, struct flow_val *v, __u64 now)
 {
 	__sync_fetch_and_add(&v->packets, skb->gso_segs > 1 ? skb->gso_segs : 1);
 	__sync_fetch_and_add(&v->bytes, skb->len);
-	v->last_seen = bpf_ktime_get_ns();
+	v->last_seen = now;
 }
 
 // track_host records, for an out entry, what the host's TCP segment says about its side.
@@ -473,11 +476,11 @@ static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, s
 	v->host_win = bpf_ntohs(*(__u16 *)(h + 10));
 }
 
-// orphaned reports whether an entry is one no l2shim will remove: user space is gone and the
-// flow has been quiet for cfg_orphan_idle_ns.
-static __always_inline int orphaned(struct flow_val *v, int alive)
+// orphaned reports whether an entry is one no l2shim will remove: the flow has been quiet for
+// cfg_orphan_idle_ns and user space is gone.
+static __always_inline int orphaned(struct flow_val *v, __u64 now)
 {
-	return !alive && v->last_seen && bpf_ktime_get_ns() - v->last_seen > cfg_orphan_idle_ns;
+	return v->last_seen && (__s64)(now - v->last_seen) > (__s64)cfg_orphan_idle_ns && !shim_alive(now);
 }
 
 // push_eth_proto puts an Ethernet header (dst, src, proto) in front of a bare IP packet.
@@ -502,6 +505,12 @@ static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_va
 		return 0;
 	if (f->l3 == 0)
 		return push_eth_proto(skb, v->dst_mac, v->src_mac, f->v6 ? ETH_P_IPV6 : ETH_P_IP);
+	// Already right (a flow placed where the host sent it): no write, which for a clone (a
+	// TCP segment the host keeps for retransmission) would copy its headers.
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + 2 * ETH_ALEN <= end && mac_equal(data, v->dst_mac) && mac_equal((__u8 *)data + ETH_ALEN, v->src_mac))
+		return 0;
 	if (bpf_skb_store_bytes(skb, 0, v->dst_mac, ETH_ALEN, 0))
 		return -1;
 	return bpf_skb_store_bytes(skb, ETH_ALEN, v->src_mac, ETH_ALEN, 0);
@@ -552,25 +561,30 @@ static __always_inline int owned6(struct __sk_buff *skb, __u32 nh, const __u8 *i
 	return 1;
 }
 
-// host_frame reports whether an Ethernet frame leaving ifc is the host's own (not a macvlan's
-// or a bridged one: its source is ifc's MAC), and sets to_gateway when it goes to a gateway's
-// MAC. On an L3 device every packet is the host's and goes to its one gateway.
-static __always_inline int host_frame(struct __sk_buff *skb, struct iface_cfg *ifc, int *to_gateway)
+// host_frame reports whether a frame leaving ifc is the host's own: on Ethernet, not a
+// macvlan's or a bridged one (its source is ifc's MAC); on an L3 device, every packet.
+static __always_inline int host_frame(struct __sk_buff *skb, struct iface_cfg *ifc)
 {
-	*to_gateway = 1;
 	if (ifc->flags & IFC_L3)
 		return 1;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	if (data + ETH_HLEN > end)
-		return 0;
-	__u8 *eth = data;
-	if (!mac_equal(eth + ETH_ALEN, ifc->mac))
+	return data + ETH_HLEN <= end && mac_equal((__u8 *)data + ETH_ALEN, ifc->mac);
+}
+
+// to_gateway reports whether a host's frame leaving ifc goes to a gateway's MAC (on an L3
+// device, every packet goes to its one gateway). Only the slow path asks.
+static __always_inline int to_gateway(struct __sk_buff *skb, struct iface_cfg *ifc)
+{
+	if (ifc->flags & IFC_L3)
+		return 1;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + ETH_ALEN > end)
 		return 0;
 	__u64 gw = 0;
-	__builtin_memcpy(&gw, eth, ETH_ALEN);
-	*to_gateway = bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
-	return 1;
+	__builtin_memcpy(&gw, data, ETH_ALEN);
+	return bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
 }
 
 // parse_frame parses the frame's IP header at l3 and what follows into f and k, and reports
@@ -635,29 +649,28 @@ int l2shim_egress(struct __sk_buff *skb)
 	int v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
 	if (!v6 && skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
-	int to_gateway;
-	if (!host_frame(skb, ifc, &to_gateway))
+	if (!host_frame(skb, ifc))
 		return TCX_NEXT;
 	__u32 l3 = (ifc->flags & IFC_L3) ? 0 : ETH_HLEN;
-	int alive = shim_alive();
+	__u64 now = bpf_ktime_get_ns();
 
 	struct frame f = {};
 	struct flow_key k;
 	int owned;
 	if (parse_frame(skb, l3, v6, &f, &k, &owned)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, &k);
-		if (v && orphaned(v, alive)) {
+		if (v && orphaned(v, now)) {
 			bpf_map_delete_elem(&l2s_flows_out, &k);
 			v = 0;
 		}
-		if (v && !needs_slow_path(skb, &f, alive) && fits(skb, &f, v->mtu)) {
+		if (v && !needs_slow_path(skb, &f, now) && fits(skb, &f, v->mtu)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 0, v->addr, v->port))
 				goto slow;
 			if (f.proto == IPPROTO_TCP)
 				track_host(skb, &f, v);
 			if (set_link_header(skb, v, &f))
 				return TCX_DROP; // rewritten already: never leaves half translated
-			account(skb, v);
+			account(skb, v, now);
 			count(STAT_FAST_OUT);
 			if (v->ifindex != skb->ifindex) {
 				// Out of another uplink than the host chose (or than the one it sends
@@ -673,14 +686,14 @@ int l2shim_egress(struct __sk_buff *skb)
 slow:
 	// Once l2shim is gone (or hung), the host's own routing: nothing is diverted, and IPv6
 	// leaves where the host sent it.
-	if (!alive)
+	if (!shim_alive(now))
 		return TCX_NEXT;
 	if (v6) {
 		int ret = source6(skb, l3);
 		if (ret >= 0)
 			return ret;
 	}
-	if (to_gateway)
+	if (to_gateway(skb, ifc))
 		return divert(skb, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT, v6);
 	return TCX_NEXT;
 }
@@ -713,28 +726,28 @@ int l2shim_ingress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		l3 = ETH_HLEN;
 	}
-	int alive = shim_alive();
+	__u64 now = bpf_ktime_get_ns();
 
 	struct frame f = {};
 	struct flow_key k;
 	int owned;
 	if (parse_frame(skb, l3, v6, &f, &k, &owned)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_in, &k);
-		if (v && orphaned(v, alive)) {
+		if (v && orphaned(v, now)) {
 			bpf_map_delete_elem(&l2s_flows_in, &k);
 			v = 0;
 		}
 		if (v && (v->flags & FP_DIVERT)) {
-			if (alive)
+			if (shim_alive(now))
 				return divert(skb, ifc, host_queue(ifc), 0, STAT_DIVERT_IN, v6);
 			return TCX_NEXT;
 		}
-		if (v && !needs_slow_path(skb, &f, alive)) {
+		if (v && !needs_slow_path(skb, &f, now)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 1, v->addr, v->port))
 				goto slow;
 			if (set_link_header(skb, v, &f))
 				return TCX_DROP;
-			account(skb, v);
+			account(skb, v, now);
 			count(STAT_FAST_IN);
 			if (v->ifindex != skb->ifindex) {
 				// Into the interface the host sent the flow's frames on; its ingress
@@ -748,7 +761,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 	if (!owned)
 		return TCX_NEXT;
 slow:
-	if (alive)
+	if (shim_alive(now))
 		return divert(skb, ifc, ifc->capture, 0, STAT_DIVERT_IN, v6);
 	return TCX_NEXT;
 }
