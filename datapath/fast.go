@@ -269,6 +269,12 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 			// A replaced entry counts afresh.
 			e.fast[fl.Orig] = &fastState{}
 			fl.Fast = conntrack.FastCarry
+			if fl.TCPState == conntrack.TCPSynRecv {
+				if e.fastOpening == nil {
+					e.fastOpening = make(map[conntrack.Key]struct{})
+				}
+				e.fastOpening[fl.Orig] = struct{}{}
+			}
 		case fl.Fast != conntrack.FastNone:
 			if fl.Fast == conntrack.FastCarry {
 				ops = append(ops, FastOp{Delete: true, Key: fl.Orig, Tally: e.tally(fl, conntrack.DirOrig, fl.Gateway)},
@@ -294,6 +300,23 @@ func (e *Engine) FastFlows(flows []FastFlow) []FastFlow {
 		if fl := e.table.LookupOrig(k); fl != nil {
 			flows = append(flows, FastFlow{Orig: k, Reply: fl.Reply})
 		}
+	}
+	return flows
+}
+
+// FastOpening appends the carried connections whose handshake the kernel is completing (still
+// in TCPSynRecv in the table): reading their out entries' counts into FastCounts soon shows
+// them established, without waiting for the once-a-second sync.
+func (e *Engine) FastOpening(flows []FastFlow) []FastFlow {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k := range e.fastOpening {
+		fl := e.table.LookupOrig(k)
+		if fl == nil || fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynRecv {
+			delete(e.fastOpening, k)
+			continue
+		}
+		flows = append(flows, FastFlow{Orig: k, Reply: fl.Reply})
 	}
 	return flows
 }

@@ -271,11 +271,17 @@ func TestFastPathTCPLifetime(t *testing.T) {
 	if len(ops) != 2 || ops[0].Delete || ops[1].Entry.DivertOnly || fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynRecv {
 		t.Fatalf("after the SYN-ACK: state %d, ops %+v; want both entries installed", fl.TCPState, ops)
 	}
+	if op := d.FastOpening(nil); len(op) != 1 || op[0].Orig != fl.Orig {
+		t.Fatalf("connections being opened in the kernel: %+v, want the one", op)
+	}
 	// The kernel carried the host's ACK and a 100-byte request.
 	tr[fl.Orig] = [3]uint32{5101, 90001, 512}
 	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 2, Bytes: 200, LastSeen: fl.LastSeen + 1}})
 	if fl.TCPState != conntrack.TCPEstablished {
 		t.Fatalf("after the host's carried ACK: state %d, want established", fl.TCPState)
+	}
+	if op := d.FastOpening(nil); len(op) != 0 {
+		t.Fatalf("connections being opened after the handshake: %+v, want none", op)
 	}
 	// The server closes, the host closes: FINs cross user space, the entries stay.
 	process(d, 1, wireSeg(sport, pkt{fin: true, ack: true, seq: 90001, ackNum: 5101}))

@@ -80,6 +80,28 @@ func (s *Shim) syncFast() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.flows = s.engine.FastFlows(f.flows[:0])
+	s.readCounts()
+}
+
+// syncOpening reads the counts of the connections whose handshake the kernel is completing,
+// so they show established within a tick.
+func (s *Shim) syncOpening() {
+	if s.opts.SlowPathOnly {
+		return
+	}
+	f := &s.fast
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flows = s.engine.FastOpening(f.flows[:0])
+	if len(f.flows) > 0 {
+		s.readCounts()
+	}
+}
+
+// readCounts reads what the kernel counted for the flows in s.fast.flows and hands it to the
+// engine. s.fast.mu is held.
+func (s *Shim) readCounts() {
+	f := &s.fast
 	f.cnts = f.cnts[:0]
 	// The kernel stamps frames with CLOCK_MONOTONIC; the engine's clock started with the shim.
 	offset := fastpath.Monotonic() - s.now()
@@ -100,13 +122,15 @@ func (s *Shim) syncFast() {
 }
 
 // fastLoop applies pending changes every 100 ms (those the control plane caused) and syncs
-// the counts every second.
+// the counts every second (those of connections being opened every 100 ms).
 func (s *Shim) fastLoop(ctx context.Context) {
 	n := 0
 	every(ctx, 100*time.Millisecond, func() {
 		s.applyFast()
 		if n++; n%10 == 0 {
 			s.syncFast()
+		} else {
+			s.syncOpening()
 		}
 	})
 }
