@@ -167,7 +167,7 @@ action = "pass"
 				{pk(0, Out, tcp, host, host, 80, 80), 2},
 				{pk(0, Out, gre, host, host, 0, 0), 3},
 				{pk(0, Out, 0, host, host, 0, 0), 3},
-				{pk(0, Out, 58, host, host, 0, 0), 3}, // ICMPv6 is not "icmp"
+				{pk(0, Out, 58, host, host, 0, 0), 3}, // protocol 58 in IPv4 is not "icmp"
 			},
 		},
 		{
