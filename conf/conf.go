@@ -206,7 +206,7 @@ type Rule struct {
 	Index            int          // 0-based position in the file
 	Interface        string       // "" = any
 	Direction        string       // "out" (host → wire), "in" (wire → host), or "" = both
-	Src, Dst         netip.Prefix // invalid (zero) = any; IPv4 only
+	Src, Dst         netip.Prefix // invalid (zero) = any; IPv4 or IPv6, both of one family when both are set
 	Protocol         string       // "tcp", "udp", "icmp" or "any" (default)
 	SrcPort, DstPort PortRange    // zero = any; only with tcp and udp
 	Action           string       // "route-to", "balance", "pass" or "drop"

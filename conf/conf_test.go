@@ -83,6 +83,26 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "IPv6 prefixes and addresses",
+			input: withGW("[[rule]]\naction = \"pass\"\nsrc = \"2001:db8:1::/48\"\ndst = \" 2001:DB8::7 \"\n" +
+				"[[rule]]\naction = \"drop\"\ndst = \"::/0\"\nprotocol = \"icmp\"\n" +
+				"[[rule]]\naction = \"pass\"\nsrc = \"fe80::/10\"\n" +
+				"[[rule]]\naction = \"pass\"\nsrc = \"2001:db8::/32\"\ndst = \"2001:db8::/32\""),
+			check: func(t *testing.T, c *Config) {
+				want := []struct{ src, dst string }{
+					{"2001:db8:1::/48", "2001:db8::7/128"},
+					{"invalid Prefix", "::/0"},
+					{"fe80::/10", "invalid Prefix"},
+					{"2001:db8::/32", "2001:db8::/32"},
+				}
+				for i, w := range want {
+					if r := c.Rules[i]; r.Src.String() != w.src || r.Dst.String() != w.dst {
+						t.Errorf("rule %d: src %v dst %v, want %s %s", i+1, r.Src, r.Dst, w.src, w.dst)
+					}
+				}
+			},
+		},
+		{
 			name:  "default rule names and indices",
 			input: withGW("[[rule]]\naction = \"pass\"\ndirection = \"in\"\ndst = \"0.0.0.0/0\"\n[[rule]]\naction = \"drop\"\nprotocol = \"udp\"\ndst_port = \"53\"\ninterface = \"eth1\""),
 			check: func(t *testing.T, c *Config) {
@@ -452,12 +472,41 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name:  "bad prefixes",
-			input: withGW("[[rule]]\naction = \"pass\"\nsrc = \"10.0.0.1/8\"\ndst = \"2001:db8::/32\"\n[[rule]]\naction = \"pass\"\nsrc = \"10.0.0.0/33\"\ndst = \"example.com\""),
+			input: withGW("[[rule]]\naction = \"pass\"\nsrc = \"10.0.0.1/8\"\ndst = \"2001:db8::1/32\"\n[[rule]]\naction = \"pass\"\nsrc = \"10.0.0.0/33\"\ndst = \"example.com\""),
 			errs: []string{
 				`l2shim.toml:3: rule[1].src: "10.0.0.1/8" has host bits set; did you mean "10.0.0.0/8"?`,
-				`l2shim.toml:4: rule[1].dst: "2001:db8::/32" is an IPv6 prefix; l2shim handles IPv4 only`,
-				`l2shim.toml:7: rule[2].src: "10.0.0.0/33" is not an IPv4 CIDR`,
-				`l2shim.toml:8: rule[2].dst: "example.com" is not an IPv4 address or CIDR`,
+				`l2shim.toml:4: rule[1].dst: "2001:db8::1/32" has host bits set; did you mean "2001:db8::/32"?`,
+				`l2shim.toml:7: rule[2].src: "10.0.0.0/33" is not a CIDR such as "192.0.2.0/24" or "2001:db8::/32"`,
+				`l2shim.toml:8: rule[2].dst: "example.com" is not an IP address or CIDR such as "192.0.2.0/24" or "2001:db8::/32"`,
+			},
+		},
+		{
+			name: "bad IPv6 prefixes",
+			input: withGW("[[rule]]\naction = \"pass\"\nsrc = \"2001:db8::/129\"\ndst = \"2001:db8::g/64\"\n" +
+				"[[rule]]\naction = \"pass\"\nsrc = \"fe80::1%eth0\"\ndst = \"fe80::/64%eth0\"\n" +
+				"[[rule]]\naction = \"pass\"\nsrc = \"::ffff:10.0.0.0/104\"\ndst = \"::ffff:192.0.2.7\"\n" +
+				"[[rule]]\naction = \"pass\"\nsrc = \"::ffff:0:0/95\"\ndst = \"2001:db8:::/48\""),
+			errs: []string{
+				`l2shim.toml:3: rule[1].src: "2001:db8::/129" is not a CIDR`,
+				`l2shim.toml:4: rule[1].dst: "2001:db8::g/64" is not a CIDR`,
+				`l2shim.toml:7: rule[2].src: "fe80::1%eth0" has a zone: write the address alone`,
+				`l2shim.toml:8: rule[2].dst: "fe80::/64%eth0" is not a CIDR`,
+				`l2shim.toml:11: rule[3].src: "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 address, which no flow carries: write "10.0.0.0/8"`,
+				`l2shim.toml:12: rule[3].dst: "::ffff:192.0.2.7" is an IPv4-mapped IPv6 address, which no flow carries: write "192.0.2.7"`,
+				`l2shim.toml:15: rule[4].src: "::ffff:0:0/95" is an IPv4-mapped IPv6 address, which no flow carries: write an IPv4 prefix`,
+				`l2shim.toml:16: rule[4].dst: "2001:db8:::/48" is not a CIDR`,
+			},
+		},
+		{
+			name: "src and dst of different families",
+			input: withGW("[[rule]]\nname = \"mixed\"\naction = \"pass\"\nsrc = \"10.0.0.0/8\"\ndst = \"2001:db8::/32\"\n" +
+				"[[rule]]\naction = \"drop\"\nsrc = \"2001:db8::7\"\ndst = \"0.0.0.0/0\"\n" +
+				"[[rule]]\naction = \"drop\"\nsrc = \"10.0.0.0/33\"\ndst = \"2001:db8::/32\""),
+			errs: []string{
+				`l2shim.toml:5: rule "mixed".dst: "2001:db8::/32" is IPv6 but src "10.0.0.0/8" is IPv4, and a flow is one or the other: this rule could never match; write one rule per family`,
+				`l2shim.toml:9: rule[2].dst: "0.0.0.0/0" is IPv4 but src "2001:db8::7" is IPv6`,
+				// An invalid src leaves nothing to compare dst with.
+				`l2shim.toml:12: rule[3].src: "10.0.0.0/33" is not a CIDR`,
 			},
 		},
 		{

@@ -679,14 +679,20 @@ func (d *decoder) rule(c *Config, infos []gatewayInfo, i int, t *table) Rule {
 			t.errorf("direction", "%q is not a direction: use \"out\" (host to wire) or \"in\" (wire to host), or leave it out for both", v)
 		}
 	}
+	srcText := ""
 	for _, k := range []string{"src", "dst"} {
 		if v, ok := t.str(k); ok {
 			p, msg := parsePrefix(v)
-			if msg != "" {
+			switch {
+			case msg != "":
 				t.errorf(k, "%s", msg)
-			} else if k == "src" {
-				r.Src = p
-			} else {
+			case k == "src":
+				r.Src, srcText = p, v
+			case r.Src.IsValid() && r.Src.Addr().Is4() != p.Addr().Is4():
+				// A flow is IPv4 or IPv6, so it cannot match both prefixes.
+				t.errorf(k, "%q is %s but src %q is %s, and a flow is one or the other: this rule could never match; write one rule per family",
+					v, familyName(p), srcText, familyName(r.Src))
+			default:
 				r.Dst = p
 			}
 		}
@@ -940,30 +946,50 @@ func parseUnicast4(s string) (a netip.Addr, msg string) {
 	return a, ""
 }
 
-// parsePrefix parses "a.b.c.d" (as a /32) or an IPv4 CIDR whose host bits are clear.
+// parsePrefix parses a rule's src or dst: an IPv4 address (as a /32), an IPv6 one (as a /128),
+// or an IPv4 or IPv6 CIDR whose host bits are clear. It refuses zones and IPv4-mapped IPv6
+// addresses (::ffff:a.b.c.d), which no IPv6 flow carries: such a rule is almost certainly
+// meant for IPv4.
 func parsePrefix(s string) (netip.Prefix, string) {
+	const examples = `such as "192.0.2.0/24" or "2001:db8::/32"`
 	t := strings.TrimSpace(s)
+	var p netip.Prefix
 	if !strings.Contains(t, "/") {
 		a, err := netip.ParseAddr(t)
-		if err != nil {
-			return netip.Prefix{}, fmt.Sprintf("%q is not an IPv4 address or CIDR such as \"192.0.2.0/24\"", s)
+		switch {
+		case err != nil:
+			return netip.Prefix{}, fmt.Sprintf("%q is not an IP address or CIDR %s", s, examples)
+		case a.Zone() != "":
+			return netip.Prefix{}, fmt.Sprintf("%q has a zone: write the address alone", s)
 		}
-		if !a.Is4() {
-			return netip.Prefix{}, fmt.Sprintf("%q is an IPv6 address; l2shim handles IPv4 only", s)
+		p = netip.PrefixFrom(a, a.BitLen())
+	} else {
+		var err error
+		if p, err = netip.ParsePrefix(t); err != nil {
+			return netip.Prefix{}, fmt.Sprintf("%q is not a CIDR %s", s, examples)
 		}
-		return netip.PrefixFrom(a, 32), ""
 	}
-	p, err := netip.ParsePrefix(t)
-	if err != nil {
-		return netip.Prefix{}, fmt.Sprintf("%q is not an IPv4 CIDR such as \"192.0.2.0/24\"", s)
-	}
-	if !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Sprintf("%q is an IPv6 prefix; l2shim handles IPv4 only", s)
+	if a := p.Addr(); a.Is4In6() {
+		alt := "an IPv4 prefix"
+		if !strings.Contains(t, "/") {
+			alt = strconv.Quote(a.Unmap().String())
+		} else if p.Bits() >= 96 {
+			alt = strconv.Quote(netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked().String())
+		}
+		return netip.Prefix{}, fmt.Sprintf("%q is an IPv4-mapped IPv6 address, which no flow carries: write %s", s, alt)
 	}
 	if m := p.Masked(); m != p {
 		return netip.Prefix{}, fmt.Sprintf("%q has host bits set; did you mean %q?", s, m.String())
 	}
 	return p, ""
+}
+
+// familyName says "IPv4" or "IPv6" for p, for messages.
+func familyName(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // parsePortRange parses a port (integer or string) or a "lo-hi" range.

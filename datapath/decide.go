@@ -91,9 +91,7 @@ func (e *Engine) decide(fl *conntrack.Flow, in int, f *rewrite.Frame, tr *Trace)
 // gateway is unusable, marks the flow dropped; a plain route-to whose gateway is unusable falls
 // back to the normal choice, decided false). The caller counts the flow for its rule.
 func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f *rewrite.Frame, tr *Trace) (int, bool) {
-	if e.rules.Len() == 0 || f.IPv6 {
-		// The rule classifier is IPv4-only (filters.Packet holds IPv4 addresses): an IPv6
-		// flow matches no rule, and is decided by the steps that follow.
+	if e.rules.Len() == 0 {
 		tr.add(Step{Kind: StepNoRule, Rule: -1, Gateway: -1})
 		return -1, false
 	}
@@ -113,7 +111,8 @@ func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f 
 		tr.add(Step{Kind: StepRule, Rule: v.Rule, Gateway: -1})
 		return -1, true
 	case filters.RouteTo:
-		if e.cands[v.Gateway].Usable {
+		// Usable for the flow's family: an IPv6 flow needs the gateway's IPv6 router.
+		if e.candsFor(fl.Orig.Src)[v.Gateway].Usable {
 			tr.add(Step{Kind: StepRule, Rule: v.Rule, Gateway: v.Gateway})
 			return v.Gateway, true
 		}
@@ -128,9 +127,12 @@ func (e *Engine) matchRule(fl *conntrack.Flow, dir filters.Direction, in int, f 
 	return -1, false
 }
 
-// rulePacket is what the rules look at of the first frame f of a flow.
+// rulePacket is what the rules look at of the first frame f of a flow, IPv4 or IPv6.
 func rulePacket(dir filters.Direction, in int, f *rewrite.Frame) *filters.Packet {
 	p := &filters.Packet{Iface: in, Dir: dir, Src: f.Src, Dst: f.Dst, Proto: f.Proto}
+	if f.IPv6 {
+		p.IPv6, p.Src6, p.Dst6 = true, f.Src6, f.Dst6
+	}
 	if f.HasPorts() {
 		p.SrcPort, p.DstPort = f.SrcPort, f.DstPort
 	}

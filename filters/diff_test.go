@@ -1,6 +1,7 @@
 package filters
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -12,7 +13,10 @@ import (
 // ref is the specification written as plainly as possible: the rules in order, each key checked
 // with conf's own types. Match must always agree with it.
 func ref(rules []conf.Rule, ifaces []string, p *Packet) int {
-	src, dst := netip.AddrFrom4(p.Src), netip.AddrFrom4(p.Dst)
+	src, dst, icmp := netip.AddrFrom4(p.Src), netip.AddrFrom4(p.Dst), uint8(1)
+	if p.IPv6 {
+		src, dst, icmp = netip.AddrFrom16(p.Src6), netip.AddrFrom16(p.Dst6), 58
+	}
 	for i := range rules {
 		r := &rules[i]
 		if r.Interface != "" && (p.Iface < 0 || p.Iface >= len(ifaces) || ifaces[p.Iface] != r.Interface) {
@@ -21,9 +25,10 @@ func ref(rules []conf.Rule, ifaces []string, p *Packet) int {
 		if (r.Direction == conf.DirectionOut && p.Dir != Out) || (r.Direction == conf.DirectionIn && p.Dir != In) {
 			continue
 		}
-		if (r.Protocol == "tcp" && p.Proto != 6) || (r.Protocol == "udp" && p.Proto != 17) || (r.Protocol == "icmp" && p.Proto != 1) {
+		if (r.Protocol == "tcp" && p.Proto != 6) || (r.Protocol == "udp" && p.Proto != 17) || (r.Protocol == "icmp" && p.Proto != icmp) {
 			continue
 		}
+		// Contains is false for an address of the other family.
 		if (r.Src.IsValid() && !r.Src.Contains(src)) || (r.Dst.IsValid() && !r.Dst.Contains(dst)) {
 			continue
 		}
@@ -55,9 +60,57 @@ func randAddr(r *rand.Rand) uint32 {
 	return addrPool[r.IntN(len(addrPool))] + uint32(r.IntN(3)) - 1
 }
 
-func randPrefix(r *rand.Rand) netip.Prefix {
+// addrPool6 is addrPool for IPv6: both ends of the space, the middle, and addresses on either
+// side of the 64-bit boundary between the halves the classifier stores.
+var addrPool6 = []u128{
+	{0, 0}, {^uint64(0), ^uint64(0)}, {0x8000000000000000, 0}, {0x7fffffffffffffff, ^uint64(0)},
+	{0x20010db800000000, 0}, {0x20010db800000000, ^uint64(0)}, {0x20010db800000001, 0},
+	{0x20010db8000001ff, 0xffff000000000000}, {0xfe80000000000000, 1},
+}
+
+// add adds a small signed delta to v, with carry across the halves.
+func (a u128) add(d int) u128 {
+	switch {
+	case d > 0:
+		for range d {
+			a = a.next()
+		}
+	case d < 0:
+		for range -d {
+			if a.lo == 0 {
+				a.hi--
+			}
+			a.lo--
+		}
+	}
+	return a
+}
+
+func randAddr6(r *rand.Rand) u128 {
+	if r.IntN(4) == 0 {
+		return u128{r.Uint64(), r.Uint64()}
+	}
+	return addrPool6[r.IntN(len(addrPool6))].add(r.IntN(3) - 1)
+}
+
+func addrFrom128(v u128) netip.Addr {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], v.hi)
+	binary.BigEndian.PutUint64(b[8:], v.lo)
+	return netip.AddrFrom16(b)
+}
+
+// randPrefix draws no prefix half the time, else a prefix of the family v6 says.
+func randPrefix(r *rand.Rand, v6 bool) netip.Prefix {
 	if r.IntN(2) == 0 {
 		return netip.Prefix{}
+	}
+	if v6 {
+		bits := r.IntN(129)
+		if r.IntN(2) == 0 {
+			bits = 56 + r.IntN(17) // around the halves' boundary
+		}
+		return netip.PrefixFrom(addrFrom128(randAddr6(r)), bits).Masked()
 	}
 	a := randAddr(r)
 	bits := r.IntN(33)
@@ -87,9 +140,10 @@ func randRange(r *rand.Rand) conf.PortRange {
 	return conf.PortRange{Lo: lo, Hi: hi}
 }
 
-// randRules builds n rules the way conf would accept them, with keys drawn from small pools.
-// With narrow set, every rule has a destination of /16 or longer, so that large sets still leave
-// packets unmatched and the no-match path is compared too.
+// randRules builds n rules the way conf would accept them, with keys drawn from small pools;
+// a third of the rules have IPv6 prefixes, and a rule without src and dst is of both families.
+// With narrow set, every rule has a destination of /16 or longer (IPv6: /48), so that large
+// sets still leave packets unmatched and the no-match path is compared too.
 func randRules(r *rand.Rand, n int, narrow bool) []conf.Rule {
 	rules := make([]conf.Rule, n)
 	for i := range rules {
@@ -99,9 +153,10 @@ func randRules(r *rand.Rand, n int, narrow bool) []conf.Rule {
 		}
 		ru.Direction = []string{"", "", conf.DirectionOut, conf.DirectionIn}[r.IntN(4)]
 		ru.Protocol = []string{"any", "tcp", "udp", "icmp"}[r.IntN(4)]
-		ru.Src, ru.Dst = randPrefix(r), randPrefix(r)
-		for narrow && ru.Dst.Bits() < 16 {
-			ru.Dst = randPrefix(r)
+		v6 := r.IntN(3) == 0
+		ru.Src, ru.Dst = randPrefix(r, v6), randPrefix(r, v6)
+		for narrow && (ru.Dst.Bits() < 16 || v6 && ru.Dst.Bits() < 48) {
+			ru.Dst = randPrefix(r, v6)
 		}
 		if ru.Protocol == "tcp" || ru.Protocol == "udp" {
 			ru.SrcPort, ru.DstPort = randRange(r), randRange(r)
@@ -131,21 +186,52 @@ func edge(r *rand.Rand, s span) uint32 {
 	return v + uint32(r.IntN(3)) - 1
 }
 
-// randPacket draws a packet near the edges of random rules' prefixes and ports, or anywhere.
+// edge6 is edge for IPv6.
+func edge6(r *rand.Rand, s span6) u128 {
+	v := s.lo
+	if r.IntN(2) == 0 {
+		v = s.hi
+	}
+	return v.add(r.IntN(3) - 1)
+}
+
+// randPacket draws a packet, IPv6 a third of the time, near the edges of random rules'
+// prefixes of its family and ports, or anywhere.
 func randPacket(r *rand.Rand, rules []conf.Rule) Packet {
 	pick := func() *conf.Rule { return &rules[r.IntN(len(rules))] }
 	addr := func(p netip.Prefix) [4]byte {
 		v := randAddr(r)
-		if s, err := prefixSpan(p); err == nil && p.IsValid() && r.IntN(4) != 0 {
+		if s, _ := prefixSpans(p); p.IsValid() && p.Addr().Is4() && r.IntN(4) != 0 {
 			v = edge(r, s)
 		}
 		return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+	}
+	addr6 := func(p netip.Prefix) [16]byte {
+		v := randAddr6(r)
+		if _, s := prefixSpans(p); p.IsValid() && p.Addr().Is6() && r.IntN(4) != 0 {
+			v = edge6(r, s)
+		}
+		return addrFrom128(v).As16()
 	}
 	port := func(pr conf.PortRange) uint16 {
 		if pr.Any() || r.IntN(4) == 0 {
 			return randPort(r)
 		}
 		return uint16(edge(r, span{uint32(pr.Lo), uint32(pr.Hi)}))
+	}
+	if r.IntN(3) == 0 {
+		p := Packet{
+			Iface: r.IntN(6) - 1,
+			Dir:   Direction(r.IntN(4)),
+			IPv6:  true,
+			Proto: []uint8{0, 1, 6, 6, 17, 17, 47, 58, 58}[r.IntN(9)],
+			Src6:  addr6(pick().Src),
+			Dst6:  addr6(pick().Dst),
+		}
+		if p.Proto == 6 || p.Proto == 17 {
+			p.SrcPort, p.DstPort = port(pick().SrcPort), port(pick().DstPort)
+		}
+		return p
 	}
 	p := Packet{
 		Iface: r.IntN(6) - 1,
@@ -170,6 +256,7 @@ func TestDifferential(t *testing.T) {
 		sets = 50
 	}
 	cases, hits, bigMisses := 0, 0, 0
+	hits6 := 0 // IPv6 packets matching a rule with an IPv6 prefix
 	for k := range sets {
 		n := 1 + r.IntN(300)
 		if k%3 == 0 {
@@ -182,6 +269,9 @@ func TestDifferential(t *testing.T) {
 			want := ref(cfg.Rules, ifaces, &p)
 			if want >= 0 {
 				hits++
+				if ru := &cfg.Rules[want]; p.IPv6 && (ru.Src.IsValid() || ru.Dst.IsValid()) {
+					hits6++
+				}
 			} else if n > 100 {
 				bigMisses++
 			}
@@ -201,8 +291,11 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d comparisons, %d of %d packets matched a rule, %d packets against more than 100 rules matched none",
-		cases, hits, sets*packets, bigMisses)
+	t.Logf("%d comparisons, %d of %d packets matched a rule (%d IPv6 ones by an IPv6 prefix), %d packets against more than 100 rules matched none",
+		cases, hits, sets*packets, hits6, bigMisses)
+	if hits6 < sets*packets/50 {
+		t.Errorf("only %d IPv6 packets matched a rule by an IPv6 prefix: the IPv6 dimensions are barely compared", hits6)
+	}
 	if hits < sets*packets/10 || hits > sets*packets*9/10 {
 		t.Errorf("%d of %d packets matched: the generator no longer exercises both outcomes", hits, sets*packets)
 	}
@@ -276,7 +369,7 @@ func benchPackets(cfg *conf.Config) []Packet {
 	out := make([]Packet, 1024)
 	for i := range out {
 		ru := cfg.Rules[r.IntN(len(cfg.Rules))]
-		s, _ := prefixSpan(ru.Dst)
+		s, _ := prefixSpans(ru.Dst)
 		d := s.lo + r.Uint32N(s.hi-s.lo+1)
 		p := pk(r.IntN(2), Out, []uint8{tcp, udp, icmp}[r.IntN(3)], "192.168.1.9", "0.0.0.0", 40000, ru.DstPort.Lo)
 		p.Dst = [4]byte{byte(d >> 24), byte(d >> 16), byte(d >> 8), byte(d)}
@@ -317,6 +410,57 @@ func BenchmarkMatch(b *testing.B) {
 			b.Run(fmt.Sprintf("reference/rules=%d/%s", n, c.name), func(b *testing.B) {
 				for i := 0; b.Loop(); i++ {
 					sinkVerdict.Rule = ref(cfg.Rules, benchIfaces, c.p(i))
+				}
+			})
+		}
+	}
+}
+
+// to6 maps an IPv4 prefix into 2001:db8::/32 (the IPv4 address as bits 32-63), so that the
+// IPv6 benchmark has the same rule structure as the IPv4 one.
+func to6(p netip.Prefix) netip.Prefix {
+	if !p.IsValid() {
+		return p
+	}
+	a := p.Addr().As4()
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, a[0], a[1], a[2], a[3]}), 32+p.Bits())
+}
+
+// BenchmarkMatch6 is BenchmarkMatch's set cases with the rules' prefixes and the packets'
+// addresses moved to IPv6 by to6.
+func BenchmarkMatch6(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		cfg, hit, miss := benchRules(n)
+		mixed := benchPackets(cfg)
+		for i := range cfg.Rules {
+			cfg.Rules[i].Src, cfg.Rules[i].Dst = to6(cfg.Rules[i].Src), to6(cfg.Rules[i].Dst)
+		}
+		s, err := Compile(cfg, benchIfaces)
+		if err != nil {
+			b.Fatal(err)
+		}
+		six := func(p *Packet) {
+			p.IPv6 = true
+			p.Src6 = to6(netip.PrefixFrom(netip.AddrFrom4(p.Src), 32)).Addr().As16()
+			p.Dst6 = to6(netip.PrefixFrom(netip.AddrFrom4(p.Dst), 32)).Addr().As16()
+		}
+		hit6, miss6 := hit, miss
+		six(&hit6)
+		six(&miss6)
+		for i := range mixed {
+			six(&mixed[i])
+		}
+		if v, ok := s.Match(&hit6); !ok || v.Rule != n-1 {
+			b.Fatalf("hit matches %+v, %v", v, ok)
+		}
+		for name, p := range map[string]func(i int) *Packet{
+			"last":    func(int) *Packet { return &hit6 },
+			"nomatch": func(int) *Packet { return &miss6 },
+			"mixed":   func(i int) *Packet { return &mixed[i&1023] },
+		} {
+			b.Run(fmt.Sprintf("set/rules=%d/%s", n, name), func(b *testing.B) {
+				for i := 0; b.Loop(); i++ {
+					sinkVerdict, _ = s.Match(p(i))
 				}
 			})
 		}

@@ -10,6 +10,10 @@
 // bit-vector classifier whose lookup is a handful of binary searches and an AND of short
 // bitsets, and which allocates nothing, so it can sit on the frame loop's hot path.
 //
+// Rules cover both families: a rule whose src or dst is an IPv4 prefix matches IPv4 flows, one
+// with IPv6 prefixes IPv6 flows, and one with neither matches both; protocol "icmp" is ICMPv6
+// for IPv6 flows.
+//
 // The package also keeps per-rule counters (flows, packets, bytes) that the datapath bumps with
 // atomic adds and that status reads without stopping it.
 package filters

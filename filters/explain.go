@@ -8,7 +8,9 @@ type RuleCheck struct {
 	Name    string // the rule's name
 	Matched bool
 	// Mismatch names the first key of the rule that the packet does not match: "interface",
-	// "direction", "protocol", "src", "dst", "src_port" or "dst_port"; "" when Matched.
+	// "direction", "protocol", "src", "dst", "src_port" or "dst_port"; "" when Matched. A
+	// packet of the other family than the rule's prefixes mismatches the first of src and dst
+	// the rule sets.
 	Mismatch string
 }
 
@@ -34,16 +36,28 @@ func (s *Set) Explain(p *Packet) []RuleCheck {
 // mismatch returns the first key of the rule that p does not match, "" when it matches.
 func (sp *spec) mismatch(p *Packet) string {
 	in := func(v uint32, s span) bool { return s.lo <= v && v <= s.hi }
+	classes, srcOK, dstOK := &protoClass, in(be32(p.Src), sp.src), in(be32(p.Dst), sp.dst)
+	if p.IPv6 {
+		classes, srcOK, dstOK = &protoClass6, sp.src6.contains(be128(p.Src6)), sp.dst6.contains(be128(p.Dst6))
+	}
+	// A rule of the other family: its first prefix is the key that does not match.
+	if sp.fam == fam4 && p.IPv6 || sp.fam == fam6 && !p.IPv6 {
+		if sp.famKey == "src" {
+			srcOK = false
+		} else {
+			dstOK = false
+		}
+	}
 	switch {
 	case !sp.anyIf && !slices.Contains(sp.ifs, p.Iface):
 		return "interface"
 	case sp.dir != 0 && sp.dir != p.Dir:
 		return "direction"
-	case !sp.anyProto && sp.proto != int(protoClass[p.Proto]):
+	case !sp.anyProto && sp.proto != int(classes[p.Proto]):
 		return "protocol"
-	case !in(be32(p.Src), sp.src):
+	case !srcOK:
 		return "src"
-	case !in(be32(p.Dst), sp.dst):
+	case !dstOK:
 		return "dst"
 	case !in(uint32(p.SrcPort), sp.sport):
 		return "src_port"

@@ -83,6 +83,72 @@ action = "drop"
 	}
 }
 
+// TestExplainFamilies: a rule of the other family mismatches on its first prefix key; an
+// IPv6 packet is checked against the IPv6 prefixes and ICMPv6 is "icmp".
+func TestExplainFamilies(t *testing.T) {
+	cfg := parse(t, `
+[[rule]]
+name = "v4 src"
+src = "0.0.0.0/0"
+action = "pass"
+[[rule]]
+name = "v4 dst"
+dst = "192.0.2.0/24"
+action = "pass"
+[[rule]]
+name = "v6 other net"
+protocol = "icmp"
+src = "2001:db8::/32"
+dst = "2001:db8:1::/48"
+action = "pass"
+[[rule]]
+name = "v6 tcp"
+protocol = "tcp"
+dst = "2001:db8:2::/48"
+action = "pass"
+[[rule]]
+name = "v6 ping"
+protocol = "icmp"
+dst = "2001:db8:2::/48"
+action = "drop"
+`)
+	s, err := Compile(cfg, testIfaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pk6(0, Out, icmpv6, "2001:db8::1", "2001:db8:2::1", 7, 7)
+	got := s.Explain(&p)
+	want := []RuleCheck{
+		{0, "v4 src", false, "src"},
+		{1, "v4 dst", false, "dst"},
+		{2, "v6 other net", false, "dst"},
+		{3, "v6 tcp", false, "protocol"},
+		{4, "v6 ping", true, ""},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Explain = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("check %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	// An IPv4 packet: rule 0 takes every one; without it, the IPv6 rules mismatch on their
+	// first prefix key.
+	p4 := pk(0, Out, icmp, host, "198.51.100.1", 7, 7)
+	if got := s.Explain(&p4); len(got) != 1 || !got[0].Matched {
+		t.Errorf("IPv4 Explain = %+v", got)
+	}
+	s, err = Compile(&conf.Config{Rules: cfg.Rules[1:]}, testIfaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = s.Explain(&p4)
+	if len(got) != 4 || got[0].Mismatch != "dst" || got[1].Mismatch != "src" || got[2].Mismatch != "protocol" || got[3].Mismatch != "dst" {
+		t.Errorf("IPv4 Explain without rule 0 = %+v", got)
+	}
+}
+
 // TestExplainAgreesWithMatch: over random rule sets, Explain's last check matches exactly when
 // Match finds a rule, and it is that rule.
 func TestExplainAgreesWithMatch(t *testing.T) {

@@ -1,6 +1,7 @@
 package filters
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 
@@ -91,12 +92,22 @@ func affinityOf(a conf.Affinity, def Affinity) Affinity {
 
 // Packet is what a rule looks at: the first frame of a new flow. It is a plain value the
 // datapath fills from its parsed frame, so that this package needs no knowledge of frame layout.
+//
+// IPv6 says the family: an IPv6 packet's addresses are Src6 and Dst6 (Src and Dst are then
+// ignored), an IPv4 packet's Src and Dst. A rule whose src or dst is an IPv4 prefix matches
+// IPv4 packets only, one whose src or dst is an IPv6 prefix IPv6 packets only, and one without
+// either matches both families.
+//
+// The IPv6 addresses come last, so that what an IPv4 match reads stays in the first 24 bytes
+// as before they were added.
 type Packet struct {
 	Iface            int       // index of the external interface in the list given to Compile
 	Dir              Direction // Out or In
-	Src, Dst         [4]byte   // IPv4 addresses, network byte order
-	Proto            uint8     // IP protocol: 6 TCP, 17 UDP, 1 ICMP, or any other
+	IPv6             bool      // the family: Src6 and Dst6 hold the addresses
+	Proto            uint8     // IP protocol (IPv6: the upper-layer one): 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, or any other
 	SrcPort, DstPort uint16    // 0 for protocols other than TCP and UDP
+	Src, Dst         [4]byte   // IPv4 addresses, network byte order
+	Src6, Dst6       [16]byte  // IPv6 addresses, network byte order
 }
 
 // Verdict is the outcome of a match; the datapath stores it in the flow so that every later
@@ -131,17 +142,26 @@ type Set struct {
 	// are the AND of its dimensions' sets.
 	words int      // bitset length in 64-bit words
 	nIf   int      // len(ifaces): interface indices outside [0, nIf) use class nIf
-	meta  []bitset // interface × direction × protocol class → rules, see metaIndex
-	src   dim      // source address
-	dst   dim      // destination address
+	meta  []bitset // IPv4: interface × direction × protocol class → rules, see metaIndex
+	src   dim      // IPv4 source address
+	dst   dim      // IPv4 destination address
 	sport dim      // source port
 	dport dim      // destination port
+
+	// The family is a dimension too, folded into the meta sets: meta holds only the rules an
+	// IPv4 packet can match (IPv4 prefixes or none), meta6 only those an IPv6 packet can
+	// (IPv6 prefixes or none). So the IPv4 lookup is the one it always was, and in each
+	// family's address dimensions a rule of the other family is simply "any address".
+	meta6 []bitset // IPv6: as meta, with protoClass6
+	src6  dim6     // IPv6 source address
+	dst6  dim6     // IPv6 destination address
 
 	// linear is set for small rule sets: the meta set alone already narrows the candidates
 	// to a few rules, and checking their addresses and ports directly is faster than four
 	// binary searches (see linearMax).
-	linear bool
-	lrules []linRule // per rule, for the linear path
+	linear  bool
+	lrules  []linRule  // per rule, for the linear path
+	lrules6 []linRule6 // per rule, for the linear path of IPv6 packets
 }
 
 // bitset is a set of rule indices; all bitsets of a Set have the same length, Set.words.
@@ -153,6 +173,14 @@ type linRule struct {
 	dstLo, dstHi uint32
 	spLo, spHi   uint16
 	dpLo, dpHi   uint16
+}
+
+// linRule6 is a rule's IPv6 prefixes as network and mask, two 64-bit halves each: on the
+// linear path a prefix test is then two ANDs and two compares. A rule without an IPv6 prefix
+// (none, or an IPv4 one, which meta6 already excludes) has a zero mask and matches any address.
+type linRule6 struct {
+	srcNet, srcMask u128
+	dstNet, dstMask u128
 }
 
 // linearMax is the largest rule count matched by the linear path. The path works up to 64
@@ -170,9 +198,18 @@ const (
 	numClasses
 )
 
-// protoClass maps an IP protocol number to its class without a branch on the hot path.
+// protoClass maps an IPv4 protocol number to its class without a branch on the hot path.
 var protoClass = func() (t [256]uint8) {
 	t[1] = classICMP
+	t[6] = classTCP
+	t[17] = classUDP
+	return t
+}()
+
+// protoClass6 is protoClass for IPv6: protocol = "icmp" means ICMPv6 (58) there, as ICMP
+// proper (1) does not ride on IPv6; so one family-less "icmp" rule covers both families' pings.
+var protoClass6 = func() (t [256]uint8) {
+	t[58] = classICMP
 	t[6] = classTCP
 	t[17] = classUDP
 	return t
@@ -220,9 +257,10 @@ func (s *Set) FailsClosed(rule int) bool {
 // appear later, and a reload will compile a new Set then).
 //
 // conf validates rules already; Compile re-checks what would make a rule meaningless (an
-// unknown action, protocol or direction, an IPv6 prefix, ports on a protocol without ports, a
-// route-to gateway that does not resolve), because a Config may also be built by hand, and
-// returns an error naming the rule. A nil cfg compiles to a Set without rules.
+// unknown action, protocol or direction, an IPv4 src with an IPv6 dst or the reverse, ports on
+// a protocol without ports, a route-to gateway that does not resolve), because a Config may
+// also be built by hand, and returns an error naming the rule. A nil cfg compiles to a Set
+// without rules.
 func Compile(cfg *conf.Config, ifaces []string) (*Set, error) {
 	return compile(cfg, ifaces, linearMax)
 }
@@ -267,27 +305,40 @@ func compile(cfg *conf.Config, ifaces []string, linMax int) (*Set, error) {
 
 	pool := newPool(s.words)
 	s.meta = make([]bitset, (s.nIf+1)*numDirs*numClasses)
+	s.meta6 = make([]bitset, len(s.meta))
 	for ic := 0; ic <= s.nIf; ic++ {
 		for dc := 0; dc < numDirs; dc++ {
 			for pc := 0; pc < numClasses; pc++ {
 				b := make(bitset, s.words)
+				b6 := make(bitset, s.words)
 				for i := range specs {
 					if specs[i].acceptsMeta(ic, s.nIf, Direction(dc), pc) {
-						b.set(i)
+						if specs[i].fam != fam6 {
+							b.set(i)
+						}
+						if specs[i].fam != fam4 {
+							b6.set(i)
+						}
 					}
 				}
 				s.meta[(ic*numDirs+dc)*numClasses+pc] = pool.intern(b)
+				s.meta6[(ic*numDirs+dc)*numClasses+pc] = pool.intern(b6)
 			}
 		}
 	}
 	if s.linear {
 		s.lrules = make([]linRule, n)
+		s.lrules6 = make([]linRule6, n)
 		for i, sp := range specs {
 			s.lrules[i] = linRule{
 				srcLo: sp.src.lo, srcHi: sp.src.hi,
 				dstLo: sp.dst.lo, dstHi: sp.dst.hi,
 				spLo: uint16(sp.sport.lo), spHi: uint16(sp.sport.hi),
 				dpLo: uint16(sp.dport.lo), dpHi: uint16(sp.dport.hi),
+			}
+			s.lrules6[i] = linRule6{
+				srcNet: sp.src6.lo, srcMask: sp.src6.mask(),
+				dstNet: sp.dst6.lo, dstMask: sp.dst6.mask(),
 			}
 		}
 		return s, nil
@@ -296,6 +347,8 @@ func compile(cfg *conf.Config, ifaces []string, linMax int) (*Set, error) {
 	s.dst = buildDim(specs, func(sp *spec) span { return sp.dst }, anyAddr.hi, pool)
 	s.sport = buildDim(specs, func(sp *spec) span { return sp.sport }, anyPort.hi, pool)
 	s.dport = buildDim(specs, func(sp *spec) span { return sp.dport }, anyPort.hi, pool)
+	s.src6 = buildDim6(specs, func(sp *spec) span6 { return sp.src6 }, pool)
+	s.dst6 = buildDim6(specs, func(sp *spec) span6 { return sp.dst6 }, pool)
 	return s, nil
 }
 
@@ -304,11 +357,17 @@ func compile(cfg *conf.Config, ifaces []string, linMax int) (*Set, error) {
 // binary searches (logarithmic) and one five-way AND of 64-bit words per 64 rules, which stops
 // at the first word holding a match; so it can run for every new flow however long the rule
 // list is.
+//
+// An IPv6 packet takes its own path (match6), so the IPv4 one pays a single predictable branch
+// for the second family.
 func (s *Set) Match(p *Packet) (Verdict, bool) {
 	if s == nil || len(s.verdicts) == 0 {
 		return Verdict{}, false
 	}
-	m := s.meta[s.metaIndex(p)]
+	if p.IPv6 {
+		return s.match6(p)
+	}
+	m := s.meta[s.metaIndex(p, &protoClass)]
 	src, dst := be32(p.Src), be32(p.Dst)
 	if s.linear {
 		w := m[0]
@@ -337,9 +396,47 @@ func (s *Set) Match(p *Packet) (Verdict, bool) {
 	return Verdict{}, false
 }
 
+// match6 is Match for an IPv6 packet: the same two paths, over meta6 and the IPv6 address
+// dimensions.
+//
+// The IPv6 address dimensions are the IPv4 ones widened to 128-bit values (two uint64): the
+// same elementary intervals and binary search, so that a long list of IPv6 prefixes (block
+// lists, per-customer pins) costs a lookup logarithmic in its length, as IPv4 prefixes do,
+// rather than a scan of every IPv6 rule. The price is a second pair of dimensions built at
+// compile time; with no IPv6 prefix in the rules each is a single interval.
+func (s *Set) match6(p *Packet) (Verdict, bool) {
+	m := s.meta6[s.metaIndex(p, &protoClass6)]
+	src, dst := be128(p.Src6), be128(p.Dst6)
+	if s.linear {
+		w := m[0]
+		for w != 0 {
+			i := bits.TrailingZeros64(w)
+			w &= w - 1
+			r, r6 := &s.lrules[i], &s.lrules6[i]
+			if src.hi&r6.srcMask.hi == r6.srcNet.hi && src.lo&r6.srcMask.lo == r6.srcNet.lo &&
+				dst.hi&r6.dstMask.hi == r6.dstNet.hi && dst.lo&r6.dstMask.lo == r6.dstNet.lo &&
+				p.SrcPort-r.spLo <= r.spHi-r.spLo && p.DstPort-r.dpLo <= r.dpHi-r.dpLo {
+				return s.verdicts[i], true
+			}
+		}
+		return Verdict{}, false
+	}
+	a := s.src6.lookup(src)
+	b := s.dst6.lookup(dst)
+	c := s.sport.lookup(uint32(p.SrcPort))
+	d := s.dport.lookup(uint32(p.DstPort))
+	a, b, c, d = a[:len(m)], b[:len(m)], c[:len(m)], d[:len(m)]
+	for w := range m {
+		if x := m[w] & a[w] & b[w] & c[w] & d[w]; x != 0 {
+			return s.verdicts[w*64+bits.TrailingZeros64(x)], true
+		}
+	}
+	return Verdict{}, false
+}
+
 // metaIndex folds the three small dimensions into one table index, so that they cost one
-// lookup and one AND together instead of three.
-func (s *Set) metaIndex(p *Packet) int {
+// lookup and one AND together instead of three; classes is the family's protocol classes.
+func (s *Set) metaIndex(p *Packet, classes *[256]uint8) int {
 	ic := p.Iface
 	if uint(ic) >= uint(s.nIf) {
 		ic = s.nIf
@@ -348,12 +445,17 @@ func (s *Set) metaIndex(p *Packet) int {
 	if dc >= numDirs {
 		dc = 0
 	}
-	return (ic*numDirs+dc)*numClasses + int(protoClass[p.Proto])
+	return (ic*numDirs+dc)*numClasses + int(classes[p.Proto])
 }
 
 // be32 reads an address as a number, so that prefixes become numeric intervals.
 func be32(a [4]byte) uint32 {
 	return uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+}
+
+// be128 reads an IPv6 address as a 128-bit number.
+func be128(a [16]byte) u128 {
+	return u128{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])}
 }
 
 func (b bitset) set(i int) { b[i/64] |= 1 << (i % 64) }

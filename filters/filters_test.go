@@ -61,12 +61,25 @@ func pk(iface int, dir Direction, proto uint8, src, dst string, sport, dport uin
 	}
 }
 
+// pk6 is pk for an IPv6 packet.
+func pk6(iface int, dir Direction, proto uint8, src, dst string, sport, dport uint16) Packet {
+	return Packet{
+		Iface: iface, Dir: dir, Proto: proto, IPv6: true,
+		Src6: netip.MustParseAddr(src).As16(), Dst6: netip.MustParseAddr(dst).As16(),
+		SrcPort: sport, DstPort: dport,
+	}
+}
+
 const (
-	icmp = 1
-	tcp  = 6
-	udp  = 17
-	gre  = 47
+	icmp   = 1
+	tcp    = 6
+	udp    = 17
+	gre    = 47
+	icmpv6 = 58
 )
+
+// host6 is an IPv6 address no rule in the tables looks at.
+const host6 = "2001:db8:ffff::1"
 
 // TestMatch is the table: each case is a rule list and packets with the rule index they must
 // match (-1: none).
@@ -154,7 +167,7 @@ action = "pass"
 				{pk(0, Out, tcp, host, host, 80, 80), 2},
 				{pk(0, Out, gre, host, host, 0, 0), 3},
 				{pk(0, Out, 0, host, host, 0, 0), 3},
-				{pk(0, Out, 58, host, host, 0, 0), 3}, // ICMPv6 is not "icmp"
+				{pk(0, Out, 58, host, host, 0, 0), 3}, // protocol 58 in IPv4 is not "icmp"
 			},
 		},
 		{
@@ -312,6 +325,169 @@ gateway = "isp-b"
 			},
 		},
 		{
+			name: "families: IPv4 prefixes, IPv6 prefixes, none",
+			rules: `
+[[rule]]
+name = "v4 net"
+dst = "198.51.100.0/24"
+action = "drop"
+[[rule]]
+name = "v6 net"
+dst = "2001:db8:100::/48"
+action = "drop"
+[[rule]]
+name = "all of v6"
+src = "::/0"
+protocol = "udp"
+action = "pass"
+[[rule]]
+name = "all of v4"
+src = "0.0.0.0/0"
+protocol = "udp"
+action = "pass"
+[[rule]]
+name = "port only"
+protocol = "tcp"
+dst_port = 443
+action = "route-to"
+gateway = "isp-b"
+`,
+			probes: []probe{
+				{pk(0, Out, tcp, host, "198.51.100.9", 1, 2), 0},
+				{pk6(0, Out, tcp, host6, "2001:db8:100::9", 1, 2), 1},
+				// An IPv6 address whose low 32 bits are 198.51.100.9 is not in the IPv4 net.
+				{pk6(0, Out, tcp, host6, "::c633:6409", 1, 2), -1},
+				{pk6(0, Out, tcp, host6, "::ffff:198.51.100.9", 1, 2), -1},
+				{pk6(0, Out, udp, host6, host6, 1, 2), 2},
+				{pk(0, Out, udp, host, host, 1, 2), 3},
+				{pk(0, Out, tcp, host, host, 1, 443), 4},
+				{pk6(0, Out, tcp, host6, host6, 1, 443), 4},
+				{pk6(1, In, tcp, "::", "::", 1, 443), 4},
+				{pk6(0, Out, tcp, host6, host6, 1, 444), -1},
+				{pk6(0, Out, gre, host6, host6, 0, 0), -1},
+			},
+		},
+		{
+			name: "IPv6 prefix edges",
+			rules: `
+[[rule]]
+dst = "2001:db8:0:1::/64"
+action = "drop"
+[[rule]]
+src = "2001:db8::ff00:0/120"
+action = "drop"
+[[rule]]
+dst = "2001:db8::8000:0:0:0/65"
+action = "pass"
+[[rule]]
+dst = "2001:db8::7"
+action = "pass"
+[[rule]]
+dst = "8000::/1"
+direction = "in"
+action = "pass"
+[[rule]]
+dst = "::/128"
+action = "pass"
+[[rule]]
+dst = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"
+action = "pass"
+`,
+			probes: []probe{
+				// A /64: the boundary between the two halves (the address below it is in
+				// the /65 of rule 2).
+				{pk6(0, Out, tcp, host6, "2001:db8:0:0:ffff:ffff:ffff:ffff", 1, 2), 2},
+				{pk6(0, Out, tcp, host6, "2001:db8:0:1::", 1, 2), 0},
+				{pk6(0, Out, tcp, host6, "2001:db8:0:1:ffff:ffff:ffff:ffff", 1, 2), 0},
+				{pk6(0, Out, tcp, host6, "2001:db8:0:2::", 1, 2), -1},
+				// A /120 in the low half, on the source.
+				{pk6(0, Out, tcp, "2001:db8::feff:ffff", host6, 1, 2), -1},
+				{pk6(0, Out, tcp, "2001:db8::ff00:0", host6, 1, 2), 1},
+				{pk6(0, Out, tcp, "2001:db8::ff00:ff", host6, 1, 2), 1},
+				{pk6(0, Out, tcp, "2001:db8::ff00:100", host6, 1, 2), -1},
+				// A /65: one bit into the low half.
+				{pk6(0, Out, tcp, host6, "2001:db8::7fff:ffff:ffff:ffff", 1, 2), -1},
+				{pk6(0, Out, tcp, host6, "2001:db8::8000:0:0:0", 1, 2), 2},
+				{pk6(0, Out, tcp, host6, "2001:db8::ffff:ffff:ffff:ffff", 1, 2), 2},
+				{pk6(0, Out, tcp, host6, "2001:db8:0:1::", 1, 2), 0},
+				// A bare address is a /128.
+				{pk6(0, Out, tcp, host6, "2001:db8::6", 1, 2), -1},
+				{pk6(0, Out, tcp, host6, "2001:db8::7", 1, 2), 3},
+				{pk6(0, Out, tcp, host6, "2001:db8::8", 1, 2), -1},
+				// The ends of the space.
+				{pk6(0, In, tcp, host6, "7fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1, 2), -1},
+				{pk6(0, In, tcp, host6, "8000::", 1, 2), 4},
+				{pk6(0, Out, tcp, host6, "::", 1, 2), 5},
+				{pk6(0, Out, tcp, host6, "::1", 1, 2), -1},
+				{pk6(0, Out, tcp, host6, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1, 2), 6},
+				{pk6(0, Out, tcp, host6, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", 1, 2), -1},
+				// IPv4 packets never match IPv6 prefixes, not even ::/128 with 0.0.0.0.
+				{pk(0, Out, tcp, host, "0.0.0.0", 1, 2), -1},
+				{pk(0, In, tcp, host, "255.255.255.255", 1, 2), -1},
+			},
+		},
+		{
+			name: "icmp is ICMPv6 for IPv6",
+			rules: `
+[[rule]]
+protocol = "icmp"
+action = "drop"
+[[rule]]
+protocol = "icmp"
+dst = "2001:db8::/32"
+action = "pass"
+[[rule]]
+protocol = "any"
+action = "pass"
+`,
+			probes: []probe{
+				{pk(0, Out, icmp, host, host, 7, 7), 0},
+				{pk6(0, Out, icmpv6, host6, host6, 7, 7), 0},
+				// Protocol 1 in IPv6 and 58 in IPv4 are not ICMP.
+				{pk6(0, Out, icmp, host6, host6, 0, 0), 2},
+				{pk(0, Out, icmpv6, host, host, 0, 0), 2},
+			},
+		},
+		{
+			name: "first match across families",
+			rules: `
+[[rule]]
+name = "v6 mail"
+protocol = "tcp"
+dst = "2001:db8::/32"
+dst_port = 25
+action = "drop"
+[[rule]]
+name = "v4 docs"
+dst = "192.0.2.0/24"
+action = "pass"
+[[rule]]
+name = "mail"
+protocol = "tcp"
+dst_port = 25
+action = "route-to"
+gateway = "isp-b"
+[[rule]]
+name = "v6 docs"
+dst = "2001:db8::/32"
+action = "route-to"
+gateway = "eth0"
+[[rule]]
+name = "everything"
+action = "balance"
+`,
+			probes: []probe{
+				{pk6(0, Out, tcp, host6, "2001:db8::25", 1, 25), 0},
+				{pk(0, Out, tcp, host, "192.0.2.25", 1, 25), 1},
+				{pk(0, Out, tcp, host, "198.51.100.25", 1, 25), 2},
+				{pk6(0, Out, tcp, host6, "2001:db9::25", 1, 25), 2},
+				{pk6(0, Out, tcp, host6, "2001:db8::25", 1, 80), 3},
+				{pk6(0, Out, udp, host6, "2001:db8::25", 1, 25), 3},
+				{pk6(0, Out, udp, host6, "2001:db9::25", 1, 25), 4},
+				{pk(0, Out, udp, host, "198.51.100.25", 1, 25), 4},
+			},
+		},
+		{
 			name: "first match wins",
 			rules: `
 [[rule]]
@@ -433,8 +609,10 @@ func TestCompileErrors(t *testing.T) {
 		{conf.Rule{Name: "r"}, `action ""`},
 		{conf.Rule{Name: "r", Action: "drop", Protocol: "sctp"}, `protocol "sctp"`},
 		{conf.Rule{Name: "r", Action: "drop", Direction: "both"}, `direction "both"`},
-		{conf.Rule{Name: "r", Action: "drop", Dst: netip.MustParsePrefix("2001:db8::/32")}, `dst: 2001:db8::/32`},
-		{conf.Rule{Name: "r", Action: "drop", Src: netip.MustParsePrefix("::ffff:10.0.0.0/104")}, `src: `},
+		{conf.Rule{Name: "r", Action: "drop", Src: netip.MustParsePrefix("10.0.0.0/8"), Dst: netip.MustParsePrefix("2001:db8::/32")},
+			`dst: 2001:db8::/32 and src 10.0.0.0/8 are of different families: a flow has one, so the rule could never match`},
+		{conf.Rule{Name: "r", Action: "drop", Src: netip.MustParsePrefix("2001:db8::/32"), Dst: netip.MustParsePrefix("0.0.0.0/0")}, `dst: 0.0.0.0/0 and src 2001:db8::/32`},
+		{conf.Rule{Name: "r", Action: "drop", Src: netip.MustParsePrefix("::ffff:10.0.0.0/104"), Dst: netip.MustParsePrefix("10.0.0.0/8")}, `are of different families`},
 		{conf.Rule{Name: "r", Action: "drop", Protocol: "icmp", DstPort: conf.PortRange{Lo: 1, Hi: 1}}, `dst_port: protocol "icmp" has no ports`},
 		{conf.Rule{Name: "r", Action: "drop", SrcPort: conf.PortRange{Lo: 1, Hi: 1}}, `src_port: protocol "" has no ports`},
 		{conf.Rule{Name: "r", Action: "drop", Protocol: "tcp", DstPort: conf.PortRange{Lo: 9, Hi: 8}}, `dst_port: range 9-8 is empty`},
@@ -467,6 +645,23 @@ func TestHandBuilt(t *testing.T) {
 		{Name: "hostbits", Action: "drop", Dst: netip.MustParsePrefix("10.1.2.3/16")},
 		{Name: "dup", Action: "pass", Interface: "eth9"},
 	}}
+	// An IPv6 prefix with host bits behaves as the masked one.
+	cfg6 := &conf.Config{Rules: []conf.Rule{{Name: "hostbits6", Action: "drop", Src: netip.MustParsePrefix("2001:db8::1/64")}}}
+	for path, s := range both(t, cfg6, nil) {
+		for _, c := range []struct {
+			p    Packet
+			want int
+		}{
+			{pk6(0, Out, gre, "2001:db8::", host6, 0, 0), 0},
+			{pk6(0, Out, gre, "2001:db8::ffff:ffff:ffff:ffff", host6, 0, 0), 0},
+			{pk6(0, Out, gre, "2001:db8:0:1::", host6, 0, 0), -1},
+		} {
+			v, ok := s.Match(&c.p)
+			if got := map[bool]int{true: v.Rule, false: -1}[ok]; got != c.want {
+				t.Errorf("%s: Match(%+v) = %d, want %d", path, c.p, got, c.want)
+			}
+		}
+	}
 	for path, s := range both(t, cfg, []string{"eth9", "eth0", "eth9"}) {
 		for _, c := range []struct {
 			p    Packet
@@ -560,8 +755,9 @@ gateway = "isp-b"
 func TestAllocs(t *testing.T) {
 	for _, n := range []int{10, 300} {
 		cfg, hit, miss := benchRules(n)
+		hit6, miss6 := pk6(0, Out, tcp, host6, "2001:db8::1", 1, 25), pk6(0, Out, gre, host6, host6, 0, 0)
 		for path, s := range both(t, cfg, benchIfaces) {
-			for name, p := range map[string]*Packet{"hit": &hit, "miss": &miss} {
+			for name, p := range map[string]*Packet{"hit": &hit, "miss": &miss, "IPv6 hit": &hit6, "IPv6 miss": &miss6} {
 				if a := testing.AllocsPerRun(1000, func() { s.Match(p) }); a != 0 {
 					t.Errorf("%d rules, %s, %s: Match allocates %v times", n, path, name, a)
 				}
