@@ -6,13 +6,24 @@ BIN      := bin/l2shim
 FUZZTIME ?= 40000x
 UNIT     := ./cmd/... ./conf/... ./conntrack/... ./control/... ./datapath/... ./dist/... ./failover/... ./fastpath/... ./filters/... ./internal/... ./metrics/... ./rewrite/... ./shim/...
 export CGO_ENABLED := 0
+# The version `l2shim version` prints and the Debian package carries: git describe made a
+# Debian version (dist/version.sh: tag v1.2.3 -> 1.2.3, no tag -> 0.0.0~gitYYYYMMDD.HASH).
+VERSION  := $(shell sh dist/version.sh)
+GO_LDFLAGS ?= $(if $(VERSION),-X main.version=$(VERSION))
 
-.PHONY: all build test unit lint fuzz integration demo bench clean generate generated
+.PHONY: all build test unit lint fuzz integration demo bench clean generate generated cross deb deb-arm64
 
 all: build
 
+# -trimpath: no build paths in the binary (and the same build cache as make deb's).
 build:
-	$(GO) build -o $(BIN) ./cmd/l2shim
+	$(GO) build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN) ./cmd/l2shim
+
+# linux/arm64 (64-bit ARM boards): every package compiles for it. The eBPF objects are the
+# little-endian ones there as on amd64 (dist/deb_test.go checks the arm64 binary embeds
+# fastpath_bpfel.o). -trimpath as make deb builds, so the package test reuses this build cache.
+cross:
+	GOOS=linux GOARCH=arm64 $(GO) build -trimpath ./...
 
 # staticcheck is pinned by go.mod's tool directive: `go mod download` fetches it with the other
 # modules, and `go tool` builds it from the module cache, so lint needs no network after that.
@@ -49,7 +60,7 @@ fuzz:
 integration: build
 	L2SHIM_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 20m -v ./integration/
 
-test: build lint generated unit fuzz integration
+test: build lint generated cross unit fuzz integration
 
 demo: build
 	./$(BIN) demo
@@ -68,7 +79,20 @@ bench: build
 	$(GO) run ./integration/bench -shim $(BIN) $(BENCHFLAGS)
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DEBDIR)
+
+# `make deb` builds $(DEBDIR)/l2shim_VERSION_ARCH.deb with dpkg-deb for GOARCH (amd64 or arm64;
+# `make deb GOARCH=arm64` or `make deb-arm64` cross-builds): the tree `make install PREFIX=/usr`
+# lays out, /etc/l2shim/l2shim.toml as a conffile, maintainer scripts that never enable or start
+# l2shim. See dist/mkdeb.sh. VERSION=... overrides the version from git.
+DEBDIR  ?= dist/out
+DEBARCH  = $(or $(GOARCH),$(shell $(GO) env GOARCH))
+
+deb:
+	GO=$(GO) sh dist/mkdeb.sh -a $(DEBARCH) -v '$(VERSION)' -o $(DEBDIR)
+
+deb-arm64:
+	$(MAKE) --no-print-directory deb GOARCH=arm64
 
 # `make` as yourself, then `sudo make install`: the binary to $(PREFIX)/sbin, the systemd unit
 # to $(UNITDIR) (/usr/local/lib/systemd/system is on systemd's unit path; packagers use

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -25,6 +26,11 @@ const (
 	exitRuntime = 1
 	exitUsage   = 2
 )
+
+// version is stamped in by the build: `make build` and `make deb` pass
+// -ldflags "-X main.version=VERSION", the Debian version dist/version.sh derives from
+// `git describe` (see dist/README.md). A plain `go build` leaves "devel".
+var version = "devel"
 
 const usage = `usage: l2shim COMMAND [flags]
 
@@ -53,6 +59,7 @@ commands:
                    remove what an l2shim left (pinned hooks and maps, capture veths); not
                    while one runs
   demo             build a throwaway two-uplink topology and show l2shim at work (root)
+  version          print l2shim's version, its Go version and platform
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or config
 `
@@ -85,6 +92,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTop(args[1:], stdout, stderr)
 	case "events":
 		return cmdEvents(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "l2shim %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

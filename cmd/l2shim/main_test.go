@@ -29,6 +29,8 @@ func TestExitCodes(t *testing.T) {
 		{nil, exitUsage, "usage: l2shim"},
 		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
 		{[]string{"help"}, exitOK, "commands:"},
+		{[]string{"version"}, exitOK, "l2shim devel go"},
+		{[]string{"--version"}, exitOK, "l2shim devel go"},
 		{[]string{"check", "-c", filepath.Join(dir, "missing.toml")}, exitUsage, "cannot read the file"},
 		{[]string{"check", "-c", bad}, exitUsage, `bad.toml:2: shim.mode: "sideways" is not a mode`},
 		{[]string{"run", "-c", bad}, exitUsage, "shim.mode"},
