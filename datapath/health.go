@@ -62,14 +62,6 @@ func (e *Engine) ProbeVerdict6(gi int, summary *failover.ProbeSummary) {
 	e.refresh()
 }
 
-// HasOwnProbe6 reports whether gateway gi's IPv6 flows are judged by IPv6 probes of their own
-// (ProbeVerdict6), rather than by its IPv4 verdict.
-func (e *Engine) HasOwnProbe6(gi int) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.gws[gi].own6
-}
-
 // Injection is a frame the control plane must hand to the host on interface Iface.
 type Injection struct {
 	Iface int

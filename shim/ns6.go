@@ -74,13 +74,20 @@ func dialNS(ifname string) (*nsConn, error) {
 
 func (n *nsConn) Close() error { return n.c.Close() }
 
-// solicit forgets any advertisement read earlier and sends a neighbour solicitation for
+// solicit forgets any advertisement that arrived before (an answer must come after its
+// solicitation) and sends a neighbour solicitation for
 // router to its solicited-node multicast address.
 func (n *nsConn) solicit(router netip.Addr) error {
-	_ = n.c.SetReadDeadline(time.Now())
-	for {
-		if _, _, _, err := n.pc.ReadFrom(n.buf[:]); err != nil {
-			break
+	// Without waiting: a read whose deadline has passed would not even look.
+	if sc, ok := n.c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			_ = rc.Read(func(fd uintptr) bool {
+				for {
+					if _, _, err := unix.Recvfrom(int(fd), n.buf[:], unix.MSG_DONTWAIT); err != nil {
+						return true
+					}
+				}
+			})
 		}
 	}
 	l := datapath.BuildNS(n.msg[:], router.As16(), n.mac)
