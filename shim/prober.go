@@ -42,11 +42,18 @@ func (s *Shim) startProbes() {
 	cfg := s.config()
 	live := map[string]bool{}
 	for gi, gc := range cfg.Gateways {
-		key := fmt.Sprint(gc.Name, gc.Interface, gc.Address, gc.Probe, cfg.Failover.ProbeMisses, cfg.Failover.ProbeInterval)
+		p := &prober{s: s, gi: gi, gc: gc}
+		targets := probeTargets(gc, false)
+		if gc.Address.IsValid() && p.l3() && !slices.Contains(targets, gc.Address) {
+			// An L3 link's gateway has no ARP to answer: its peer address, when
+			// configured, is pinged like a probe target (and so counts as one).
+			targets = append(targets, gc.Address)
+		}
+		key := fmt.Sprint(gc.Name, gc.Interface, gc.Address, gc.Probe, targets, cfg.Failover.ProbeMisses, cfg.Failover.ProbeInterval)
 		live[key] = true
 		state, ok := s.probers.states[key]
 		if !ok {
-			state = failover.NewProbeState(len(probeTargets(gc, false)), cfg.Failover.ProbeMisses)
+			state = failover.NewProbeState(len(targets), cfg.Failover.ProbeMisses)
 			s.probers.states[key] = state
 			s.engine.ProbeVerdict(gi, state.Summary(), s.now())
 		}
@@ -65,16 +72,10 @@ func (s *Shim) startProbes() {
 		} else {
 			s.engine.ProbeVerdict6(gi, nil)
 		}
-		p := &prober{
-			s:        s,
-			gi:       gi,
-			gc:       gc,
-			probing:  cfg.Failover.ProbeInterval > 0,
-			interval: cfg.Failover.ProbeInterval,
-			log:      s.log.With("gateway", gc.Name, "address", gc.Address),
-			state:    state,
-			state6:   state6,
-		}
+		p.probing = cfg.Failover.ProbeInterval > 0
+		p.interval = cfg.Failover.ProbeInterval
+		p.log = s.log.With("gateway", gc.Name, "address", gc.Address)
+		p.state, p.state6, p.targets4 = state, state6, targets
 		s.probers.wg.Add(1)
 		go func() { defer s.probers.wg.Done(); p.run(ctx) }()
 	}
@@ -125,6 +126,9 @@ type prober struct {
 	// state6 is the IPv6 verdict (nil: no IPv6 targets, or probing off).
 	state6 *failover.ProbeState
 
+	// targets4 are the IPv4 addresses pinged, as the state counts them (the probe targets,
+	// and an L3 link's peer address).
+	targets4          []netip.Addr
 	targets, targets6 []datapath.ProbeID
 	client            *arp.Client
 	ns                *nsConn
@@ -142,13 +146,7 @@ func (p *prober) run(ctx context.Context) {
 			p.ns.Close()
 		}
 	}()
-	targets := probeTargets(p.gc, false)
-	if p.gc.Address.IsValid() && p.l3() && !slices.Contains(targets, p.gc.Address) {
-		// An L3 link's gateway has no ARP to answer: its peer address, when configured, is
-		// pinged like a probe target.
-		targets = append(slices.Clip(targets), p.gc.Address)
-	}
-	for _, t := range targets {
+	for _, t := range p.targets4 {
 		p.targets = append(p.targets, p.s.engine.AddProbe(p.gi, t.As4()))
 	}
 	if p.state6 != nil {
