@@ -173,7 +173,7 @@ type Gateway struct {
 	Comment   string           // free text shown by status
 	On        bool             // default true
 	Onlink    bool             // the address need not be inside the interface's prefixes
-	Probe     []netip.Addr     // IPv4 unicast ICMP targets reached through this gateway
+	Probe     []netip.Addr     // IPv4 unicast and IPv6 global unicast echo targets reached through this gateway
 	MTU       int              // 0 = the interface's; else 576..65535
 	Line      int              // line of its [[gateway]] header
 }

@@ -380,9 +380,35 @@ func TestParse(t *testing.T) {
 			input: "[[gateway]]\ninterface = \"e0\"\naddress = \"10.0.0.1\"\nprobe = [\n  \"192.0.2.1\",\n  \"192.0.2.1\",\n  5,\n  \"ff02::1\",\n]\n[[gateway]]\ninterface = \"e1\"\naddress = \"10.0.1.1\"\nprobe = \"192.0.2.1\"\n",
 			errs: []string{
 				"l2shim.toml:6: gateway[1].probe[2]: 192.0.2.1 is already probe[1]",
-				"l2shim.toml:7: gateway[1].probe[3]: must be a string with an IPv4 address, not the integer 5",
-				`l2shim.toml:8: gateway[1].probe[4]: "ff02::1" is an IPv6 address`,
-				`l2shim.toml:13: gateway[2].probe: must be an array of IPv4 addresses such as ["192.0.2.10"], not the string "192.0.2.1"`,
+				"l2shim.toml:7: gateway[1].probe[3]: must be a string with an IPv4 or IPv6 address, not the integer 5",
+				`l2shim.toml:8: gateway[1].probe[4]: ff02::1 is a multicast address, not a unicast address`,
+				`l2shim.toml:13: gateway[2].probe: must be an array of IP addresses such as ["192.0.2.10", "2001:db8::10"], not the string "192.0.2.1"`,
+			},
+		},
+		{
+			name:  "mixed IPv4 and IPv6 probe targets",
+			input: "[[gateway]]\ninterface = \"e0\"\naddress = \"10.0.0.1\"\nprobe = [\"192.0.2.1\", \"2001:db8:ff::10\", \"2606:4700:4700::1111\", \"fd00::53\"]\n",
+			check: func(t *testing.T, c *Config) {
+				want := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8:ff::10"),
+					netip.MustParseAddr("2606:4700:4700::1111"), netip.MustParseAddr("fd00::53")}
+				if !reflect.DeepEqual(c.Gateways[0].Probe, want) {
+					t.Errorf("probe = %v, want %v", c.Gateways[0].Probe, want)
+				}
+			},
+		},
+		{
+			name:  "bad IPv6 probe targets",
+			input: "[[gateway]]\ninterface = \"e0\"\naddress = \"10.0.0.1\"\nprobe = [\n  \"fe80::1\",\n  \"ff0e::101\",\n  \"2001:db8::1%e0\",\n  \"::ffff:192.0.2.1\",\n  \"::\",\n  \"::1\",\n  \"2001:db8::/64\",\n  \"2001:db8::10\",\n  \"2001:DB8::10\",\n  \"2001:db8::zz\",\n]\n",
+			errs: []string{
+				"l2shim.toml:5: gateway[1].probe[1]: fe80::1 is a link-local address: IPv6 probe targets are global unicast addresses",
+				"l2shim.toml:6: gateway[1].probe[2]: ff0e::101 is a multicast address, not a unicast address",
+				`l2shim.toml:7: gateway[1].probe[3]: "2001:db8::1%e0" has a zone`,
+				`l2shim.toml:8: gateway[1].probe[4]: "::ffff:192.0.2.1" is an IPv4-mapped IPv6 address: write the IPv4 address (192.0.2.1)`,
+				"l2shim.toml:9: gateway[1].probe[5]: :: is the unspecified address",
+				"l2shim.toml:10: gateway[1].probe[6]: ::1 is a loopback address",
+				`l2shim.toml:11: gateway[1].probe[7]: "2001:db8::/64" is not an IP address: write the address alone, without a prefix length`,
+				"l2shim.toml:13: gateway[1].probe[9]: 2001:db8::10 is already probe[8]",
+				`l2shim.toml:14: gateway[1].probe[10]: "2001:db8::zz" is not an IPv4 or IPv6 address`,
 			},
 		},
 		{
@@ -548,7 +574,7 @@ func TestParse(t *testing.T) {
 			input: "[[gateway]]\ncomment = \"\"\"\nline two\n[[gateway]]\nline four\"\"\"\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\n" +
 				"probe = [ # a comment [\n \"192.0.2.1\", '''x\n'''\n]\n\"we ird\" = 1\n",
 			errs: []string{
-				`l2shim.toml:9: gateway[1].probe[2]: "x\n" is not an IPv4 address`,
+				`l2shim.toml:9: gateway[1].probe[2]: "x\n" is not an IPv4 or IPv6 address`,
 				`l2shim.toml:12: gateway[1]."we ird": unknown key`,
 			},
 		},

@@ -543,11 +543,11 @@ func (d *decoder) gateway(i int, t *table) (Gateway, gatewayInfo) {
 	return g, info
 }
 
-// probes decodes a gateway's probe targets.
+// probes decodes a gateway's probe targets: IPv4 and IPv6 unicast addresses, mixed.
 func (d *decoder) probes(t *table, v any) []netip.Addr {
 	arr, ok := v.([]any)
 	if !ok {
-		t.errorf("probe", "must be an array of IPv4 addresses such as [\"192.0.2.10\"], not %s", describe(v))
+		t.errorf("probe", "must be an array of IP addresses such as [\"192.0.2.10\", \"2001:db8::10\"], not %s", describe(v))
 		return nil
 	}
 	var out []netip.Addr
@@ -557,10 +557,10 @@ func (d *decoder) probes(t *table, v any) []netip.Addr {
 		line := d.lines.lookup(t.child("probe", elem(j))...)
 		s, ok := e.(string)
 		if !ok {
-			d.errorf(line, key, "must be a string with an IPv4 address, not %s", describe(e))
+			d.errorf(line, key, "must be a string with an IPv4 or IPv6 address, not %s", describe(e))
 			continue
 		}
-		a, msg := parseUnicast4(s)
+		a, msg := parseProbeTarget(s)
 		if msg != "" {
 			d.errorf(line, key, "%s", msg)
 			continue
@@ -573,6 +573,36 @@ func (d *decoder) probes(t *table, v any) []netip.Addr {
 		out = append(out, a)
 	}
 	return out
+}
+
+// parseProbeTarget parses a probe target: an IPv4 unicast address, or an IPv6 global unicast
+// one (an echo to it leaves from the uplink's global IPv6 address through its router, so a
+// link-local target, which needs a zone and is on the link itself, cannot be one).
+func parseProbeTarget(s string) (netip.Addr, string) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil && strings.Contains(s, "/"):
+		return a, fmt.Sprintf("%q is not an IP address: write the address alone, without a prefix length", s)
+	case err != nil:
+		return a, fmt.Sprintf("%q is not an IPv4 or IPv6 address", s)
+	case a.Is4():
+		return parseUnicast4(s)
+	case a.Zone() != "":
+		return a, fmt.Sprintf("%q has a zone: a probe target is a global address, without one", s)
+	case a.Is4In6():
+		return a, fmt.Sprintf("%q is an IPv4-mapped IPv6 address: write the IPv4 address (%v)", s, a.Unmap())
+	case a.IsUnspecified():
+		return a, fmt.Sprintf("%v is the unspecified address, not a unicast address", a)
+	case a.IsLoopback():
+		return a, fmt.Sprintf("%v is a loopback address", a)
+	case a.IsMulticast():
+		return a, fmt.Sprintf("%v is a multicast address, not a unicast address", a)
+	case a.IsLinkLocalUnicast():
+		return a, fmt.Sprintf("%v is a link-local address: IPv6 probe targets are global unicast addresses beyond the router", a)
+	case !a.IsGlobalUnicast():
+		return a, fmt.Sprintf("%v is not a global unicast address", a)
+	}
+	return a, ""
 }
 
 // crossGateways checks what involves several gateways: names, shared interfaces, duplicates.

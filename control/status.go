@@ -57,7 +57,10 @@ type GatewayStatus struct {
 	State6  string `json:"state6,omitempty"`
 	Reason6 string `json:"reason6,omitempty"`
 	MAC6    string `json:"mac6,omitempty"`
-	Drained bool   `json:"drained"`
+	// RTT6Millis is RTTMillis for its IPv6 probe targets (0 when none answered, or it has
+	// none): with IPv6 targets, State6 is their verdict, kept apart from IPv4's.
+	RTT6Millis float64 `json:"rtt6_ms,omitempty"`
+	Drained    bool    `json:"drained"`
 	// Active and Failed are the connection attempts and the counted failures in the window.
 	Active int `json:"active"`
 	Failed int `json:"failed"`
@@ -144,6 +147,9 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 		}
 		if g.MAC6 != "" {
 			line += " (router " + g.MAC6 + ")"
+		}
+		if g.RTT6Millis > 0 {
+			line += fmt.Sprintf(", rtt %.1fms", g.RTT6Millis)
 		}
 		fmt.Fprintln(w, line)
 	}

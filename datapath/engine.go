@@ -143,6 +143,10 @@ type gateway struct {
 	drained         bool
 	// probe is the last verdict of its probes (Up when probing is off).
 	probe failover.ProbeSummary
+	// probe6 is the last verdict of its IPv6 probes when own6 (it has IPv6 probe targets and
+	// probing is on); without, IPv6 flows follow probe, as IPv4 ones.
+	probe6 failover.ProbeSummary
+	own6   bool
 	// peerSilent, when not empty, is why the tunnel peer of its link counts as gone.
 	peerSilent string
 	benched    bool
@@ -299,15 +303,21 @@ func (e *Engine) inputs(i int, now int64, stats bool) failover.Inputs {
 }
 
 // inputs6 is inputs for IPv6 flows: the gateway needs an IPv6 address on its interface and
-// its IPv6 router's MAC (an L3 link: its one gateway, alive while the link is up). Probes and
-// failure accounting are shared with IPv4.
-func (e *Engine) inputs6(i int) failover.Inputs {
-	in := e.inputs(i, 0, false)
+// its IPv6 router's MAC (an L3 link: its one gateway, alive while the link is up). A gateway
+// with IPv6 probe targets is judged by its IPv6 probes (health per family: an ISP can lose
+// IPv6 and keep IPv4); one without follows its IPv4 probe verdict. Failure accounting is
+// shared with IPv4.
+func (e *Engine) inputs6(i int, now int64, stats bool) failover.Inputs {
+	in := e.inputs(i, now, stats)
 	g := e.gws[i]
 	ifc := &e.ifaces[g.Iface]
+	in.IPv6 = true
 	in.NoAddress = ifc.Addr6 == ([16]byte{})
 	if !ifc.L3 {
 		in.MACKnown = g.hasMAC6 && g.alive6
+	}
+	if g.own6 {
+		in.Probe = g.probe6
 	}
 	return in
 }
@@ -318,7 +328,7 @@ func (e *Engine) refresh() {
 	for i := range e.gws {
 		in := e.inputs(i, 0, false)
 		e.cands[i].Usable = in.Usable()
-		in6 := e.inputs6(i)
+		in6 := e.inputs6(i, 0, false)
 		e.cands6[i].Usable = in6.Usable()
 	}
 }

@@ -531,7 +531,7 @@ func TestProbeRepliesConsumed(t *testing.T) {
 	buf := make([]byte, ProbeFrameLen)
 	var n int
 	for seq := 1; seq <= 9; seq++ {
-		n = d.ProbeFrame(id, buf, 1)
+		n, _ = d.ProbeFrame(id, buf, 1)
 	}
 	probe := checkFrame(t, buf[rewrite.VnetHdrLen:n])
 	if echo := probe.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); echo.Seq != 9 {

@@ -46,6 +46,22 @@ func (e *Engine) ProbeVerdict(gi int, summary failover.ProbeSummary, now int64) 
 	e.refresh()
 }
 
+// ProbeVerdict6 records gateway gi's IPv6 probe verdict, as ProbeVerdict does the IPv4 one:
+// from then on summary.Up decides whether it may take new IPv6 flows, whatever its IPv4
+// verdict. nil: the gateway has no IPv6 probes (no IPv6 targets, or probing off), and its IPv6
+// flows follow its IPv4 verdict again.
+func (e *Engine) ProbeVerdict6(gi int, summary *failover.ProbeSummary) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g := e.gws[gi]
+	g.own6 = summary != nil
+	g.probe6 = failover.ProbeSummary{}
+	if summary != nil {
+		g.probe6 = *summary
+	}
+	e.refresh()
+}
+
 // Injection is a frame the control plane must hand to the host on interface Iface.
 type Injection struct {
 	Iface int
@@ -67,6 +83,47 @@ func (e *Engine) Evacuate(gi int, now int64) Evacuation {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.evacuate(func(fl *conntrack.Flow) bool { return int(fl.Gateway) == gi }, e.pickOther, now)
+}
+
+// Family selects the flows of one address family.
+type Family uint8
+
+const (
+	// BothFamilies: IPv4 and IPv6 flows.
+	BothFamilies Family = iota
+	// IPv4Only: IPv4 flows.
+	IPv4Only
+	// IPv6Only: IPv6 flows.
+	IPv6Only
+)
+
+func (f Family) String() string {
+	switch f {
+	case IPv4Only:
+		return "IPv4"
+	case IPv6Only:
+		return "IPv6"
+	}
+	return "IPv4 and IPv6"
+}
+
+// has reports whether flow key address like (IPv4-mapped or IPv6) is of the family.
+func (f Family) has(like [16]byte) bool {
+	switch f {
+	case IPv4Only:
+		return conntrack.Is4(like)
+	case IPv6Only:
+		return !conntrack.Is4(like)
+	}
+	return true
+}
+
+// EvacuateFamily is Evacuate for the flows of one family only: a gateway whose IPv6 probes
+// failed while IPv4 still answers (or the other way round) keeps the other family's flows.
+func (e *Engine) EvacuateFamily(gi int, fam Family, now int64) Evacuation {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.evacuate(func(fl *conntrack.Flow) bool { return int(fl.Gateway) == gi && fam.has(fl.Orig.Src) }, e.pickOther, now)
 }
 
 // pickOther returns the gateway a moved UDP flow goes to: the mode's choice among the usable

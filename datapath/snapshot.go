@@ -19,6 +19,8 @@ type GatewaySnapshot struct {
 	Has6    bool
 	Inputs6 failover.Inputs
 	MAC6    [6]byte
+	// RTT6 is RTT for its IPv6 probe targets (0 when it has none, or none answered yet).
+	RTT6 int64
 }
 
 // Snapshot is the engine's state for the status, copied under the lock.
@@ -42,16 +44,13 @@ func (e *Engine) Snapshot(now int64) Snapshot {
 		gs.Inputs = e.inputs(i, now, true)
 		if ifc := &e.ifaces[g.Iface]; ifc.Addr6 != ([16]byte{}) {
 			gs.Has6 = true
-			gs.Inputs6 = gs.Inputs
-			gs.Inputs6.IPv6, gs.Inputs6.NoAddress = true, false
-			if !ifc.L3 {
-				gs.Inputs6.MACKnown = g.hasMAC6 && g.alive6
-				if g.hasMAC6 {
-					gs.MAC6 = g.mac6
-				}
+			gs.Inputs6 = e.inputs6(i, now, true)
+			if !ifc.L3 && g.hasMAC6 {
+				gs.MAC6 = g.mac6
 			}
+			gs.RTT6 = e.bestRTT(i, true)
 		}
-		gs.RTT = e.bestRTT(i)
+		gs.RTT = e.bestRTT(i, false)
 		gs.Stats = g.stats
 	}
 	return s

@@ -34,7 +34,7 @@ func (fullStatus) Status() *control.Status {
 func scraped(t *testing.T) (names, labels map[string]bool) {
 	t.Helper()
 	e := metrics.New(fullStatus{})
-	e.ObserveRTT("isp-a", time.Millisecond)
+	e.ObserveRTT("isp-a", "ipv4", time.Millisecond)
 	rec := httptest.NewRecorder()
 	e.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	parser := expfmt.NewTextParser(model.UTF8Validation)

@@ -64,13 +64,20 @@ import "fmt"
 // while none has been answered.
 const EchoesPerRound = 3
 
-// ProbeState is the probe verdict of one gateway. Not safe for concurrent use.
+// ProbeState is the probe verdict of one gateway for one address family. Not safe for
+// concurrent use.
+//
+// Health is kept per family: an ISP can lose IPv6 and keep IPv4. A gateway with IPv6 probe
+// targets has a second ProbeState (NewProbeState6) fed by its IPv6 rounds: a neighbour
+// solicitation to its IPv6 router plays ARP's role (result 0) and ICMPv6 echoes to its IPv6
+// targets play the ICMP targets'. The rules above are the same for both families.
 type ProbeState struct {
 	targets int   // ICMP targets
 	misses  int   // probe_misses
-	run     []int // consecutive misses per result: [0] ARP, [1:] targets
+	run     []int // consecutive misses per result: [0] ARP (IPv6: NS), [1:] targets
 	good    int   // consecutive good rounds while down
 	up      bool
+	v6      bool // IPv6 probes: result 0 is the router's answer to a neighbour solicitation
 }
 
 // NewProbeState returns the state of a gateway with targets ICMP probe targets (0: ARP only)
@@ -82,6 +89,14 @@ func NewProbeState(targets, misses int) *ProbeState {
 		run:     make([]int, max(targets, 0)+1),
 		up:      true,
 	}
+}
+
+// NewProbeState6 is NewProbeState for a gateway's IPv6 probes: result 0 of a round is whether
+// its IPv6 router answered a neighbour solicitation, the others its IPv6 probe targets.
+func NewProbeState6(targets, misses int) *ProbeState {
+	p := NewProbeState(targets, misses)
+	p.v6 = true
+	return p
 }
 
 // Round takes one round's results: results[0] is ARP, results[1:] the ICMP targets in config
@@ -134,6 +149,9 @@ type ProbeSummary struct {
 	ARPMissing bool // the gateway missed Misses ARP rounds in a row (with targets: not a voter)
 	GoodRounds int  // while down: consecutive good rounds so far, Misses needed
 	Misses     int  // probe_misses
+	// IPv6: the verdict of the gateway's IPv6 probes (NewProbeState6); ARPMissing then means
+	// its IPv6 router did not answer neighbour solicitations.
+	IPv6 bool
 }
 
 // Summary returns the current verdict and details.
@@ -145,6 +163,7 @@ func (p *ProbeState) Summary() ProbeSummary {
 		ARPMissing: p.run[0] >= p.misses,
 		GoodRounds: p.good,
 		Misses:     p.misses,
+		IPv6:       p.v6,
 	}
 }
 
@@ -166,6 +185,9 @@ func (p *ProbeState) missing() int {
 }
 
 func (p *ProbeState) downReason() string {
+	if p.targets == 0 && p.v6 {
+		return fmt.Sprintf("the IPv6 router did not answer neighbour solicitations %d rounds in a row", p.misses)
+	}
 	if p.targets == 0 {
 		return fmt.Sprintf("the gateway did not answer ARP %d rounds in a row", p.misses)
 	}
@@ -173,9 +195,18 @@ func (p *ProbeState) downReason() string {
 	if p.run[0] > 0 {
 		arp = "the gateway does not answer ARP either"
 	}
+	if p.v6 {
+		arp = "the IPv6 router answers neighbour solicitations"
+		if p.run[0] > 0 {
+			arp = "the IPv6 router does not answer neighbour solicitations either"
+		}
+	}
 	noun := "probe targets"
 	if p.targets == 1 {
 		noun = "probe target"
+	}
+	if p.v6 {
+		noun = "IPv6 " + noun
 	}
 	return fmt.Sprintf("%d of %d %s missed %d rounds in a row (%s)", p.missing(), p.targets, noun, p.misses, arp)
 }

@@ -110,7 +110,9 @@ func Evaluate(in Inputs) Status {
 		case pr.Missing > 0:
 			degraded = append(degraded, "probes: "+probeMissingText(pr))
 		}
-		if pr.Up && pr.ARPMissing && pr.Targets > 0 {
+		if pr.Up && pr.ARPMissing && pr.Targets > 0 && pr.IPv6 {
+			degraded = append(degraded, fmt.Sprintf("no neighbour advertisement from the IPv6 router %d rounds in a row (probe targets answer)", pr.Misses))
+		} else if pr.Up && pr.ARPMissing && pr.Targets > 0 {
 			// with targets ARP does not vote, so it can miss while the gateway is up
 			degraded = append(degraded, fmt.Sprintf("no ARP reply %d rounds in a row (probe targets answer)", pr.Misses))
 		}
@@ -141,12 +143,18 @@ func Evaluate(in Inputs) Status {
 }
 
 func probeMissingText(pr ProbeSummary) string {
+	if pr.Targets == 0 && pr.IPv6 {
+		return fmt.Sprintf("no neighbour advertisement from the IPv6 router %d rounds in a row", pr.Misses)
+	}
 	if pr.Targets == 0 {
 		return fmt.Sprintf("no ARP reply %d rounds in a row", pr.Misses)
 	}
 	noun := "targets"
 	if pr.Targets == 1 {
 		noun = "target"
+	}
+	if pr.IPv6 {
+		noun = "IPv6 " + noun
 	}
 	return fmt.Sprintf("%d of %d %s missed %d rounds in a row", pr.Missing, pr.Targets, noun, pr.Misses)
 }

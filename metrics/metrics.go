@@ -26,7 +26,7 @@ type Exporter struct {
 }
 
 var (
-	descUp         = prometheus.NewDesc("l2shim_gateway_up", "1 when the gateway takes new flows (state up or degraded), 0 when down.", []string{"gateway", "interface"}, nil)
+	descUp         = prometheus.NewDesc("l2shim_gateway_up", "1 when the gateway takes new flows of the address family (state up or degraded), 0 when down; family=\"ipv6\" only for a gateway whose uplink has IPv6.", []string{"gateway", "interface", "family"}, nil)
 	descState      = prometheus.NewDesc("l2shim_gateway_state", "The gateway's state: 1 for the current one of up, degraded, down.", []string{"gateway", "state"}, nil)
 	descDrained    = prometheus.NewDesc("l2shim_gateway_drained", "1 while the gateway is drained by `l2shim drain`.", []string{"gateway"}, nil)
 	descFlows      = prometheus.NewDesc("l2shim_gateway_flows", "Flows placed on the gateway that are in the flow table now.", []string{"gateway"}, nil)
@@ -55,17 +55,18 @@ func New(src Source) *Exporter {
 		src: src,
 		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "l2shim_probe_rtt_seconds",
-			Help:    "Round-trip time of ICMP probes through each gateway.",
+			Help:    "Round-trip time of ICMP (family ipv4) and ICMPv6 (family ipv6) probes through each gateway.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1},
-		}, []string{"gateway"}),
+		}, []string{"gateway", "family"}),
 	}
 	e.reg.MustRegister(e.rtt, collector{e})
 	return e
 }
 
-// ObserveRTT records one probe reply's round-trip time through gateway.
-func (e *Exporter) ObserveRTT(gateway string, d time.Duration) {
-	e.rtt.WithLabelValues(gateway).Observe(d.Seconds())
+// ObserveRTT records one probe reply's round-trip time through gateway, for family "ipv4" or
+// "ipv6".
+func (e *Exporter) ObserveRTT(gateway, family string, d time.Duration) {
+	e.rtt.WithLabelValues(gateway, family).Observe(d.Seconds())
 }
 
 // Handler returns the HTTP handler serving /metrics.
@@ -129,7 +130,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
 	}
 	for _, g := range s.Gateways {
-		gauge(descUp, b2f(g.State != "down"), g.Name, g.Interface)
+		gauge(descUp, b2f(g.State != "down"), g.Name, g.Interface, "ipv4")
+		if g.State6 != "" {
+			gauge(descUp, b2f(g.State6 != "down"), g.Name, g.Interface, "ipv6")
+		}
 		for _, st := range []string{"up", "degraded", "down"} {
 			gauge(descState, b2f(g.State == st), g.Name, st)
 		}

@@ -21,7 +21,7 @@ func TestScrape(t *testing.T) {
 	st := &control.Status{
 		Started: time.Unix(1700000000, 0),
 		Gateways: []control.GatewayStatus{
-			{Name: "isp-a", Interface: "eth0", State: "up", Flows: 7, Placed: 40, BytesOut: 1000, BytesIn: 2000, PacketsOut: 10, PacketsIn: 20, Active: 5, Failed: 1},
+			{Name: "isp-a", Interface: "eth0", State: "up", State6: "down", Flows: 7, Placed: 40, BytesOut: 1000, BytesIn: 2000, PacketsOut: 10, PacketsIn: 20, Active: 5, Failed: 1},
 			{Name: "isp-b", Interface: "eth1", State: "down", Drained: true},
 		},
 		Rules:     []control.RuleStatus{{Name: "mail", Action: "route-to", Flows: 3, Packets: 9, Bytes: 900}},
@@ -30,7 +30,9 @@ func TestScrape(t *testing.T) {
 		Conntrack: control.ConntrackStatus{Flows: 7, Max: 262144, Evictions: 1},
 	}
 	e := New(fixed{st})
-	e.ObserveRTT("isp-a", 3*time.Millisecond)
+	e.ObserveRTT("isp-a", "ipv4", 3*time.Millisecond)
+	e.ObserveRTT("isp-a", "ipv6", 4*time.Millisecond)
+	e.ObserveRTT("isp-a", "ipv6", 5*time.Millisecond)
 	rec := httptest.NewRecorder()
 	e.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	parser := expfmt.NewTextParser(model.UTF8Validation)
@@ -68,8 +70,9 @@ func TestScrape(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"l2shim_gateway_up", map[string]string{"gateway": "isp-a"}, 1},
-		{"l2shim_gateway_up", map[string]string{"gateway": "isp-b"}, 0},
+		{"l2shim_gateway_up", map[string]string{"gateway": "isp-a", "family": "ipv4"}, 1},
+		{"l2shim_gateway_up", map[string]string{"gateway": "isp-a", "family": "ipv6"}, 0},
+		{"l2shim_gateway_up", map[string]string{"gateway": "isp-b", "family": "ipv4"}, 0},
 		{"l2shim_gateway_drained", map[string]string{"gateway": "isp-b"}, 1},
 		{"l2shim_gateway_flows", map[string]string{"gateway": "isp-a"}, 7},
 		{"l2shim_gateway_bytes_total", map[string]string{"gateway": "isp-a", "direction": "in"}, 2000},
@@ -78,7 +81,8 @@ func TestScrape(t *testing.T) {
 		{"l2shim_drops_total", map[string]string{"reason": "malformed"}, 2},
 		{"l2shim_datapath_total", map[string]string{"counter": "rotations"}, 4},
 		{"l2shim_conntrack_evictions_total", nil, 1},
-		{"l2shim_probe_rtt_seconds", map[string]string{"gateway": "isp-a"}, 1},
+		{"l2shim_probe_rtt_seconds", map[string]string{"gateway": "isp-a", "family": "ipv4"}, 1},
+		{"l2shim_probe_rtt_seconds", map[string]string{"gateway": "isp-a", "family": "ipv6"}, 2},
 	}
 	for _, c := range checks {
 		if got := get(c.name, c.labels); got != c.want {

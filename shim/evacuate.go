@@ -10,10 +10,17 @@ import (
 // gatewayDown resets and moves the flows of a gateway that just went down, and injects the
 // resets.
 func (s *Shim) gatewayDown(gi int, reason string) {
-	ev := s.engine.Evacuate(gi, s.now())
+	s.gatewayDownFamily(gi, datapath.BothFamilies, reason)
+}
+
+// gatewayDownFamily is gatewayDown for the flows of one family: a gateway whose IPv6 probes
+// fail keeps its IPv4 flows, and the other way round.
+func (s *Shim) gatewayDownFamily(gi int, fam datapath.Family, reason string) {
+	ev := s.engine.EvacuateFamily(gi, fam, s.now())
 	s.injectResets(ev.Resets)
 	if ev.Reset+ev.Moved > 0 {
-		s.log.Warn("flows of a down gateway handled", "gateway", s.config().Gateways[gi].Name, "reason", reason, "tcp_reset", ev.Reset, "udp_moved", ev.Moved)
+		s.log.Warn("flows of a down gateway handled", "gateway", s.config().Gateways[gi].Name, "family", fam.String(),
+			"reason", reason, "tcp_reset", ev.Reset, "udp_moved", ev.Moved)
 	}
 }
 

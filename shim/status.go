@@ -19,6 +19,7 @@ type view struct {
 	cfg       *conf.Config
 	snap      datapath.Snapshot
 	states    []failover.Status // by gateway
+	states6   []failover.Status // by gateway, for IPv6 flows (zero when it has no IPv6)
 	changed   []time.Time       // when each gateway's state last changed
 	published time.Time
 	// obs keeps the events and the traffic history (events.go); the counters are what
@@ -70,7 +71,8 @@ func (s *Shim) publishView() {
 		snap := s.engine.Snapshot(s.now())
 		s.cfgMu.RUnlock()
 		wall := time.Now()
-		v := &view{cfg: cfg, snap: snap, states: make([]failover.Status, len(snap.Gateways)), changed: make([]time.Time, len(snap.Gateways)), published: wall}
+		v := &view{cfg: cfg, snap: snap, states: make([]failover.Status, len(snap.Gateways)), states6: make([]failover.Status, len(snap.Gateways)),
+			changed: make([]time.Time, len(snap.Gateways)), published: wall}
 		s.counterValues(v)
 		if prev == nil {
 			v.obs = newObserver()
@@ -79,12 +81,16 @@ func (s *Shim) publishView() {
 		}
 		type change struct {
 			name     string
+			family   string // "ipv4", or "ipv6" for the state of its IPv6 flows
 			from, to failover.State
 			reason   string
 		}
 		var changes []change
 		for i, g := range snap.Gateways {
 			v.states[i] = failover.Evaluate(g.Inputs)
+			if g.Has6 {
+				v.states6[i] = failover.Evaluate(g.Inputs6)
+			}
 			v.changed[i] = s.started
 			if prev == nil {
 				continue
@@ -97,7 +103,12 @@ func (s *Shim) publishView() {
 				v.changed[i] = prev.changed[j]
 				if prev.states[j].State != v.states[i].State {
 					v.changed[i] = wall
-					changes = append(changes, change{g.Name, prev.states[j].State, v.states[i].State, v.states[i].Reason})
+					changes = append(changes, change{g.Name, "ipv4", prev.states[j].State, v.states[i].State, v.states[i].Reason})
+				}
+				// IPv6 (health per family): a change while the gateway has IPv6 before and
+				// after; gaining or losing IPv6 itself shows in the status.
+				if g.Has6 && pg.Has6 && prev.states6[j].State != v.states6[i].State {
+					changes = append(changes, change{g.Name, "ipv6", prev.states6[j].State, v.states6[i].State, v.states6[i].Reason})
 				}
 			}
 		}
@@ -105,8 +116,11 @@ func (s *Shim) publishView() {
 			continue // another caller published meanwhile: build on its view
 		}
 		for _, c := range changes {
-			s.log.Info("gateway state", "gateway", c.name, "from", c.from.String(), "to", c.to.String(), "reason", c.reason)
+			s.log.Info("gateway state", "gateway", c.name, "family", c.family, "from", c.from.String(), "to", c.to.String(), "reason", c.reason)
 			msg := c.from.String() + " → " + c.to.String()
+			if c.family == "ipv6" {
+				msg = "IPv6: " + msg
+			}
 			if c.reason != "" {
 				msg += ": " + c.reason
 			}
@@ -164,8 +178,9 @@ func (s *Shim) Status() *control.Status {
 			gs.MAC = net.HardwareAddr(g.MAC[:]).String()
 		}
 		if g.Has6 {
-			st6 := failover.Evaluate(g.Inputs6)
+			st6 := v.states6[i]
 			gs.State6, gs.Reason6 = st6.State.String(), st6.Reason
+			gs.RTT6Millis = float64(g.RTT6) / 1e6
 			if g.MAC6 != ([6]byte{}) {
 				gs.MAC6 = net.HardwareAddr(g.MAC6[:]).String()
 			}
