@@ -24,8 +24,10 @@ import (
 
 // Environment:
 //
-//	L2SHIM_BIN      use this l2shim binary instead of building ./cmd/l2shim
-//	L2SHIM_BULK_MB  size of the bulk transfers in MiB (default 1024)
+//	L2SHIM_BIN          use this l2shim binary instead of building ./cmd/l2shim
+//	L2SHIM_BULK_MB      size of the bulk transfers in MiB (default 1024)
+//	L2SHIM_TEST_ATTACH  [shim] attach of every shim a test starts without one of its own
+//	                    ("tc" runs a test's shim with clsact/cls_bpf filters)
 var (
 	shimOnce     sync.Once
 	shimBin      string
@@ -143,6 +145,9 @@ func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *testShim {
 	}
 	if o.Control == "" {
 		o.Control = filepath.Join(t.TempDir(), "l2shim.sock")
+	}
+	if o.Attach == "" {
+		o.Attach = os.Getenv("L2SHIM_TEST_ATTACH")
 	}
 	cfg := topo.Config(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
