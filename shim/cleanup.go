@@ -25,10 +25,12 @@ func Cleanup(pinDir string) (Cleaned, error) {
 		r.Links = n
 		errs = append(errs, err)
 	}
+	// The veths first: their filters go with them, and those counted are the hooks'.
+	v, err := removeLeftovers()
+	r.Veths = v
+	errs = append(errs, err)
 	n, err := fastpath.CleanupTC()
 	r.Filters = n
-	errs = append(errs, err)
-	r.Veths, err = removeLeftovers()
 	errs = append(errs, err)
 	return r, errors.Join(errs...)
 }
