@@ -104,6 +104,7 @@ func load(o Options) (*Kernel, error) {
 		}
 		opts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}}
 	}
+	raiseMemlock()
 	if err := spec.LoadAndAssign(&k.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {

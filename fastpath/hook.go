@@ -3,10 +3,13 @@ package fastpath
 import (
 	"errors"
 	"fmt"
-	"net"
+	"math"
+	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,23 +49,42 @@ func (h tcxHook) Detach() error {
 var ErrNoTCX = errors.New("this kernel has no TCX (Linux 6.6 or later)")
 
 // HaveTCX reports whether this kernel attaches TCX links (nil), and if not why: ErrNoTCX, or
-// an error saying that BPF is not allowed here.
+// an error saying that BPF is not allowed here. It loads a two-instruction program and
+// attaches it to an interface that does not exist: a kernel with TCX answers ENODEV.
 func HaveTCX() error {
-	lo, err := net.InterfaceByName("lo")
+	raiseMemlock()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SchedCLS,
+		License:      "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
 	if err != nil {
-		return fmt.Errorf("probe TCX: %w", err)
+		if errors.Is(err, unix.EPERM) {
+			return errNoBPF
+		}
+		return fmt.Errorf("probe TCX: load a program: %w", err)
 	}
-	_, err = link.QueryPrograms(link.QueryOptions{Target: lo.Index, Attach: ebpf.AttachTCXIngress})
+	defer prog.Close()
+	l, err := link.AttachTCX(link.TCXOptions{Interface: math.MaxInt32, Program: prog, Attach: ebpf.AttachTCXIngress})
 	switch {
+	case err == nil:
+		_ = l.Close()
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return ErrNoTCX
 	case errors.Is(err, unix.EPERM):
-		return errors.New("not allowed to use BPF here: l2shim needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW (or root)")
-	case err != nil:
-		return fmt.Errorf("probe TCX: %w", err)
+		return errNoBPF
 	}
 	return nil
 }
+
+var errNoBPF = errors.New("not allowed to use BPF here: l2shim needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW (or root)")
+
+var memlockOnce sync.Once
+
+// raiseMemlock lifts RLIMIT_MEMLOCK on kernels before 5.11, which charge BPF maps and programs
+// to it (later ones charge the memory cgroup, and nothing is changed). Raising it needs
+// CAP_SYS_RESOURCE; without it loading fails later with a clear error.
+func raiseMemlock() { memlockOnce.Do(func() { _ = rlimit.RemoveMemlock() }) }
 
 // AttachTo attaches prog, whose program name is name, at the head of ifindex's hook typ
 // (ebpf.AttachTCXIngress or ebpf.AttachTCXEgress) in mode. Nothing is pinned: in ModeTCX the
