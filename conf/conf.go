@@ -24,6 +24,20 @@ const (
 	ModeOff Mode = "off"
 )
 
+// Attach is how the kernel hooks are attached: [shim] attach.
+type Attach string
+
+// The values of [shim] attach.
+const (
+	// AttachAuto uses TCX when the kernel has it (Linux 6.6 or later), else tc.
+	AttachAuto Attach = "auto"
+	// AttachTCX attaches TCX links: they die with the process.
+	AttachTCX Attach = "tcx"
+	// AttachTC attaches direct-action cls_bpf filters under a clsact qdisc: they outlive the
+	// process, which the heartbeat makes fail-open.
+	AttachTC Attach = "tc"
+)
+
 // Affinity is what keeps new connections together on one uplink when the mode's choice places
 // them: each flow on its own, or every flow between one local and one remote address.
 type Affinity string
@@ -54,6 +68,7 @@ const (
 	DefaultWeight        = 1
 	DefaultProtocol      = "any"
 	DefaultAffinity      = AffinityFlow
+	DefaultAttach        = AttachAuto
 )
 
 // Defaults of the [conntrack] table. The timeouts are idle timeouts: each frame of a flow
@@ -136,6 +151,7 @@ type Shim struct {
 	MarkMask    uint32        // bits the shim owns, default 0xf0; Mark&^MarkMask == 0
 	Heartbeat   time.Duration // hooks pass everything when the shim is silent this long; default 1s
 	Affinity    Affinity      // default flow
+	Attach      Attach        // how the kernel hooks are attached; default auto
 }
 
 // Failover holds the [failover] table: health accounting and probing.

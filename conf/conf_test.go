@@ -44,7 +44,7 @@ func TestParse(t *testing.T) {
 			name:  "shim keys at their bounds",
 			input: withGW("[shim]\nmode = \"failover\"\nheartbeat = \"200ms\"\nmark = 0xc0\nmark_mask = 0xc0\nmetrics = \":9617\""),
 			check: func(t *testing.T, c *Config) {
-				want := Shim{Mode: ModeFailover, SourceAware: true, Control: DefaultControl, Metrics: ":9617", Mark: 0xc0, MarkMask: 0xc0, Heartbeat: 200 * time.Millisecond, Affinity: AffinityFlow}
+				want := Shim{Mode: ModeFailover, SourceAware: true, Control: DefaultControl, Metrics: ":9617", Mark: 0xc0, MarkMask: 0xc0, Heartbeat: 200 * time.Millisecond, Affinity: AffinityFlow, Attach: AttachAuto}
 				if c.Shim != want {
 					t.Errorf("shim = %+v, want %+v", c.Shim, want)
 				}
@@ -210,6 +210,41 @@ func TestParse(t *testing.T) {
 			name:  "metrics port zero and bad host",
 			input: withGW("[shim]\nmetrics = \"127.0.0.1:0\"\n[[gateway]]\ninterface = \"eth2\"\naddress = \"10.3.0.1\"\n[shim2]\nmetrics = \"bad_host:80\""),
 			errs:  []string{`l2shim.toml:2: shim.metrics: "127.0.0.1:0": port "0" must be a number from 1 to 65535`, `l2shim.toml:6: shim2: unknown table; did you mean "shim"?`},
+		},
+		{
+			name:  "attach tc",
+			input: withGW("[shim]\nattach = \"tc\""),
+			check: func(t *testing.T, c *Config) {
+				if c.Shim.Attach != AttachTC {
+					t.Errorf("attach = %q, want tc", c.Shim.Attach)
+				}
+			},
+		},
+		{
+			name:  "attach tcx",
+			input: withGW("[shim]\nmode = \"off\"\nattach = \"tcx\""),
+			check: func(t *testing.T, c *Config) {
+				if c.Shim.Attach != AttachTCX {
+					t.Errorf("attach = %q, want tcx", c.Shim.Attach)
+				}
+			},
+		},
+		{
+			name:  "attach: not a mode",
+			input: withGW("[shim]\nmode = \"off\"\nattach = \"xdp\""),
+			errs: []string{
+				`l2shim.toml:3: shim.attach: "xdp" is not an attach mode: use "auto" (TCX when the kernel has it, else tc), "tcx" (Linux 6.6 or later) or "tc" (clsact and cls_bpf)`,
+			},
+		},
+		{
+			name:  "attach not a string",
+			input: withGW("[shim]\nattach = true"),
+			errs:  []string{`l2shim.toml:2: shim.attach: must be a string, not`},
+		},
+		{
+			name:  "attach misspelt",
+			input: withGW("[shim]\nattatch = \"tc\""),
+			errs:  []string{`l2shim.toml:2: shim.attatch: unknown key; did you mean "attach"?`},
 		},
 		{
 			name:  "shim as an array of tables",
@@ -633,7 +668,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantShim := Shim{Mode: ModeLoadBalance, SourceAware: true, Control: "/run/l2shim/l2shim.sock", Metrics: "", Mark: 0xa0, MarkMask: 0xf0, Heartbeat: time.Second, Affinity: AffinityFlow}
+	wantShim := Shim{Mode: ModeLoadBalance, SourceAware: true, Control: "/run/l2shim/l2shim.sock", Metrics: "", Mark: 0xa0, MarkMask: 0xf0, Heartbeat: time.Second, Affinity: AffinityFlow, Attach: AttachAuto}
 	if c.Shim != wantShim {
 		t.Errorf("shim = %+v, want %+v", c.Shim, wantShim)
 	}
@@ -697,20 +732,20 @@ func TestFull(t *testing.T) {
 	}
 	want := &Config{
 		File:     "testdata/full.toml",
-		Shim:     Shim{Mode: ModeFailover, SourceAware: false, Control: "/tmp/l2shim-test.sock", Metrics: "127.0.0.1:9617", Mark: 0x100, MarkMask: 0xf00, Heartbeat: 500 * time.Millisecond, Affinity: AffinityHostPair},
+		Shim:     Shim{Mode: ModeFailover, SourceAware: false, Control: "/tmp/l2shim-test.sock", Metrics: "127.0.0.1:9617", Mark: 0x100, MarkMask: 0xf00, Heartbeat: 500 * time.Millisecond, Affinity: AffinityHostPair, Attach: AttachTC},
 		Failover: Failover{SynRetries: 3, FailRatio: 0.75, MinAttempts: 6, Window: 2 * time.Minute, ProbeInterval: 0, ProbeMisses: 5},
 		Conntrack: Conntrack{MaxFlows: 1 << 20, TCPSynSent: time.Minute, TCPEstablished: 120 * time.Hour, TCPClosing: 4 * time.Minute, TCPClosed: 5 * time.Second,
 			UDPUnreplied: 20 * time.Second, UDPReplied: 5 * time.Minute, ICMP: 15 * time.Second, Other: time.Hour},
 		Gateways: []Gateway{
 			{Name: "isp-a", Interface: "eth0", Address: netip.MustParseAddr("10.1.0.1"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Weight: 3, Comment: "ISP A", On: true, Onlink: true,
-				Probe: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")}, MTU: 1492, Line: 32},
-			{Name: "isp-b", Interface: "eth1", Address: netip.MustParseAddr("10.2.0.1"), Weight: 1, On: false, Line: 44},
+				Probe: []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")}, MTU: 1492, Line: 33},
+			{Name: "isp-b", Interface: "eth1", Address: netip.MustParseAddr("10.2.0.1"), Weight: 1, On: false, Line: 45},
 		},
 		Rules: []Rule{
 			{Name: "mail via ISP B", Index: 0, Interface: "eth0", Direction: "out", Src: netip.MustParsePrefix("10.1.0.0/24"), Dst: netip.MustParsePrefix("192.0.2.7/32"), Protocol: "tcp",
-				SrcPort: PortRange{25, 25}, DstPort: PortRange{1000, 2000}, Action: "route-to", Gateway: "10.2.0.1", Strict: true, Affinity: AffinityFlow, Line: 50},
-			{Name: "rule 2", Index: 1, Direction: "in", Protocol: "icmp", Action: "drop", Line: 64},
-			{Name: "bank", Index: 2, Dst: netip.MustParsePrefix("198.51.100.0/24"), Protocol: "any", Action: "balance", Affinity: AffinityHostPair, Line: 69},
+				SrcPort: PortRange{25, 25}, DstPort: PortRange{1000, 2000}, Action: "route-to", Gateway: "10.2.0.1", Strict: true, Affinity: AffinityFlow, Line: 51},
+			{Name: "rule 2", Index: 1, Direction: "in", Protocol: "icmp", Action: "drop", Line: 65},
+			{Name: "bank", Index: 2, Dst: netip.MustParsePrefix("198.51.100.0/24"), Protocol: "any", Action: "balance", Affinity: AffinityHostPair, Line: 70},
 		},
 	}
 	c.lines = nil

@@ -72,6 +72,7 @@ func (d *decoder) decode() *Config {
 			MarkMask:    DefaultMarkMask,
 			Heartbeat:   DefaultHeartbeat,
 			Affinity:    DefaultAffinity,
+			Attach:      DefaultAttach,
 		},
 		Failover: Failover{
 			SynRetries:    DefaultSynRetries,
@@ -376,6 +377,14 @@ func (d *decoder) shim(t *table, s *Shim) {
 			k = "mark_mask"
 		}
 		t.errorf(k, "mark %#x has bits outside mark_mask %#x", s.Mark, s.MarkMask)
+	}
+	if v, ok := t.str("attach"); ok {
+		switch a := Attach(v); a {
+		case AttachAuto, AttachTCX, AttachTC:
+			s.Attach = a
+		default:
+			t.errorf("attach", "%q is not an attach mode: use \"auto\" (TCX when the kernel has it, else tc), \"tcx\" (Linux 6.6 or later) or \"tc\" (clsact and cls_bpf)", v)
+		}
 	}
 	if v, ok := t.duration("heartbeat"); ok {
 		if v < MinHeartbeat || v > MaxHeartbeat {

@@ -25,6 +25,8 @@ type Status struct {
 	Events []Event `json:"events,omitempty"`
 	// Affinity is [shim] affinity: "flow" or "host-pair".
 	Affinity string `json:"affinity,omitempty"`
+	// Attach is how the kernel hooks are attached: "tcx" or "tc" (see [shim] attach).
+	Attach string `json:"attach,omitempty"`
 	// Source6 are the uplinks' IPv6 prefixes: packets with a source address in one leave
 	// through its uplink's router (IPv6 per-source routing).
 	Source6 []Source6Status `json:"source6,omitempty"`
@@ -104,8 +106,12 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	if s.Affinity != "" && s.Affinity != "flow" {
 		aff = ", affinity " + s.Affinity
 	}
-	fmt.Fprintf(w, "l2shim: mode %s%s, source-aware %v, up %s, config %s, reloads %d\n\n",
-		s.Mode, aff, s.SourceAware, now.Sub(s.Started).Round(time.Second), s.Config, s.Reloads)
+	att := ""
+	if s.Attach != "" {
+		att = ", attach " + s.Attach
+	}
+	fmt.Fprintf(w, "l2shim: mode %s%s, source-aware %v%s, up %s, config %s, reloads %d\n\n",
+		s.Mode, aff, s.SourceAware, att, now.Sub(s.Started).Round(time.Second), s.Config, s.Reloads)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "INTERFACE\tGATEWAY\tADDRESS\tMAC\tON\tSTATE\tACTIVE\tFAILED\tFLOWS\tOUT\tIN\tRTT\tSINCE\tCOMMENT")
 	for _, g := range s.Gateways {

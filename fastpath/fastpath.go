@@ -26,12 +26,15 @@ type Options struct {
 	// PinDir, when set, is a directory on a bpffs where the maps (and, through Attach, the
 	// hooks' links) are pinned, so they outlive this process and a later one adopts them.
 	PinDir string
+	// Attach is how Kernel.Attach attaches the programs (default ModeTCX).
+	Attach Mode
 }
 
 // Kernel holds the loaded programs and maps.
 type Kernel struct {
 	objs   fastpathObjects
 	pinDir string
+	mode   Mode
 	// Adopted says the maps were pinned by an earlier l2shim and are used as they are.
 	Adopted bool
 }
@@ -78,7 +81,16 @@ func load(o Options) (*Kernel, error) {
 		spec.Maps[fastpathMapL2sFlowsOut].MaxEntries = uint32(o.MaxFlows)
 		spec.Maps[fastpathMapL2sFlowsIn].MaxEntries = uint32(o.MaxFlows)
 	}
-	k := &Kernel{pinDir: o.PinDir}
+	if o.Attach == ModeTC {
+		// cls_bpf programs are sched_cls without an expected attach type (kernels before
+		// TCX know none of the TCX ones).
+		for _, p := range spec.Programs {
+			p.AttachType = ebpf.AttachNone
+		}
+	} else {
+		o.Attach = ModeTCX
+	}
+	k := &Kernel{pinDir: o.PinDir, mode: o.Attach}
 	var opts *ebpf.CollectionOptions
 	if o.PinDir != "" {
 		if err := os.MkdirAll(filepath.Join(o.PinDir, "links"), 0o700); err != nil {
@@ -92,6 +104,7 @@ func load(o Options) (*Kernel, error) {
 		}
 		opts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}}
 	}
+	raiseMemlock()
 	if err := spec.LoadAndAssign(&k.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -101,6 +114,9 @@ func load(o Options) (*Kernel, error) {
 	}
 	return k, nil
 }
+
+// Mode is how Attach attaches the programs.
+func (k *Kernel) Mode() Mode { return k.mode }
 
 // Close releases the programs and maps this process holds.
 func (k *Kernel) Close() error { return k.objs.Close() }

@@ -10,17 +10,45 @@ import (
 	"github.com/cilium/ebpf/link"
 )
 
-// Attach attaches prog at the head of ifindex's TCX hook typ and returns the link. With a pin
-// directory, a link an earlier l2shim pinned there for the same hook is adopted and given
-// prog atomically, so no frame passes the interface unhooked during a restart or an upgrade;
-// otherwise the new link is pinned. Without one the link lives as long as this process.
-func (k *Kernel) Attach(prog *ebpf.Program, ifindex int, typ ebpf.AttachType) (link.Link, error) {
-	pin := ""
-	if k.pinDir != "" {
-		pin = filepath.Join(k.pinDir, "links", fmt.Sprintf("%d-%s", ifindex, typ))
+// Attach attaches prog (program name name) at the head of ifindex's hook typ in the kernel's
+// mode and returns the hook.
+//
+// TCX: with a pin directory, a link an earlier l2shim pinned there for the same hook is
+// adopted and given prog atomically, so no frame passes the interface unhooked during a
+// restart or an upgrade; otherwise the new link is pinned. Without one the link lives as long
+// as this process. A tc filter an earlier l2shim left on the hook is removed.
+//
+// tc: the filter an earlier l2shim left is replaced in place (as atomically); a TCX link it
+// pinned for the hook is detached.
+func (k *Kernel) Attach(name string, prog *ebpf.Program, ifindex int, typ ebpf.AttachType) (Hook, error) {
+	pin := k.linkPin(ifindex, typ)
+	if k.mode == ModeTC {
+		h, err := attachTC(name, prog, ifindex, typ)
+		if err == nil && pin != "" {
+			dropPinnedLink(pin)
+		}
+		return h, err
+	}
+	h, err := k.attachTCX(name, prog, ifindex, typ, pin)
+	if err == nil {
+		_ = removeTC(ifindex, tcParent(typ)) // an earlier l2shim's, in tc mode
+	}
+	return h, err
+}
+
+// linkPin is where the TCX link of ifindex's hook typ is pinned ("" without a pin directory).
+func (k *Kernel) linkPin(ifindex int, typ ebpf.AttachType) string {
+	if k.pinDir == "" {
+		return ""
+	}
+	return filepath.Join(k.pinDir, "links", fmt.Sprintf("%d-%s", ifindex, typ))
+}
+
+func (k *Kernel) attachTCX(name string, prog *ebpf.Program, ifindex int, typ ebpf.AttachType, pin string) (Hook, error) {
+	if pin != "" {
 		if old, err := link.LoadPinnedLink(pin, nil); err == nil {
 			if err := old.Update(prog); err == nil {
-				return old, nil
+				return tcxHook{old}, nil
 			}
 			// Its interface went away (the link is defunct), or it is not ours to update.
 			_ = old.Unpin()
@@ -28,23 +56,24 @@ func (k *Kernel) Attach(prog *ebpf.Program, ifindex int, typ ebpf.AttachType) (l
 		}
 		_ = os.Remove(pin)
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: typ, Anchor: link.Head()})
-	if err != nil {
-		return nil, err
+	h, err := AttachTo(ModeTCX, name, prog, ifindex, typ)
+	if err != nil || pin == "" {
+		return h, err
 	}
-	if pin != "" {
-		if err := l.Pin(pin); err != nil {
-			_ = l.Close()
-			return nil, fmt.Errorf("fastpath: pin %s: %w", pin, err)
-		}
+	if err := h.(tcxHook).l.Pin(pin); err != nil {
+		_ = h.Close()
+		return nil, fmt.Errorf("fastpath: pin %s: %w", pin, err)
 	}
-	return l, nil
+	return h, nil
 }
 
-// Detach takes a link off its hook for good, pinned or not.
-func Detach(l link.Link) {
-	_ = l.Unpin()
-	_ = l.Close()
+// dropPinnedLink detaches the TCX link pinned at pin, if there is one.
+func dropPinnedLink(pin string) {
+	if old, err := link.LoadPinnedLink(pin, nil); err == nil {
+		_ = old.Unpin()
+		_ = old.Close()
+	}
+	_ = os.Remove(pin)
 }
 
 // Cleanup removes what l2shim left pinned under dir: it detaches the hooks' links and removes
@@ -60,7 +89,7 @@ func Cleanup(dir string) (int, error) {
 	for _, e := range entries {
 		p := filepath.Join(dir, "links", e.Name())
 		if l, err := link.LoadPinnedLink(p, nil); err == nil {
-			Detach(l)
+			_ = tcxHook{l}.Detach()
 			n++
 		} else if err := os.Remove(p); err != nil {
 			errs = append(errs, err)

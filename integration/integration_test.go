@@ -24,8 +24,10 @@ import (
 
 // Environment:
 //
-//	L2SHIM_BIN      use this l2shim binary instead of building ./cmd/l2shim
-//	L2SHIM_BULK_MB  size of the bulk transfers in MiB (default 1024)
+//	L2SHIM_BIN          use this l2shim binary instead of building ./cmd/l2shim
+//	L2SHIM_BULK_MB      size of the bulk transfers in MiB (default 1024)
+//	L2SHIM_TEST_ATTACH  [shim] attach of every shim a test starts without one of its own
+//	                    ("tc" runs a test's shim with clsact/cls_bpf filters)
 var (
 	shimOnce     sync.Once
 	shimBin      string
@@ -143,6 +145,9 @@ func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *testShim {
 	}
 	if o.Control == "" {
 		o.Control = filepath.Join(t.TempDir(), "l2shim.sock")
+	}
+	if o.Attach == "" {
+		o.Attach = os.Getenv("L2SHIM_TEST_ATTACH")
 	}
 	cfg := topo.Config(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -489,10 +494,14 @@ func TestBaselineWithoutShim(t *testing.T) {
 
 // TestShimSpreadsFlows: ICMP echo, 200 short TCP connections and 100 UDP
 // request/reply flows through l2shim in load-balance mode.
-func TestShimSpreadsFlows(t *testing.T) {
+func TestShimSpreadsFlows(t *testing.T) { spreadFlows(t, "") }
+
+// spreadFlows is TestShimSpreadsFlows with l2shim's [shim] attach ("": the default).
+func spreadFlows(t *testing.T, attach string) {
 	topo := newTopo(t)
 	srv := startServers(t, topo)
-	s := startShim(t, topo, "load-balance")
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Attach: attach})
+	checkAttached(t, s, attach)
 	ctx := context.Background()
 
 	n, rtts, err := Ping(ctx, topo.Host, topo.ServerAddr, 5, time.Second)
@@ -540,63 +549,68 @@ func TestShimBulkTransfer(t *testing.T) {
 		if gro {
 			name = "gro-on"
 		}
-		t.Run(name, func(t *testing.T) {
-			topo := newTopo(t)
-			if gro {
-				for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
-					if err := SetGRO(topo.Host, ifn, true); err != nil {
-						t.Fatal(err)
-					}
-				}
+		t.Run(name, func(t *testing.T) { shimBulk(t, gro, "", bulkSize()) })
+	}
+}
+
+// shimBulk is a TestShimBulkTransfer subtest: size bytes each way over the NATed uplink
+// and a quarter of it up the direct one, GRO on the host's veths or not, l2shim attached as
+// attach says ("": the default); the fast path must have carried the transfers.
+func shimBulk(t *testing.T, gro bool, attach string, size int64) {
+	topo := newTopo(t)
+	if gro {
+		for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
+			if err := SetGRO(topo.Host, ifn, true); err != nil {
+				t.Fatal(err)
 			}
-			srv := startServers(t, topo)
-			s := startShim(t, topo, "load-balance")
-			size := bulkSize()
-			type job struct {
-				name string
-				up   bool
-				via  netip.Addr
-				size int64
+		}
+	}
+	srv := startServers(t, topo)
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Attach: attach})
+	checkAttached(t, s, attach)
+	type job struct {
+		name string
+		up   bool
+		via  netip.Addr
+		size int64
+	}
+	jobs := []job{
+		{"upload via eth1 (NAT)", true, topo.HostAddr1, size},
+		{"download via eth1 (NAT)", false, topo.HostAddr1, size},
+		{"upload via eth0 (direct)", true, topo.HostAddr0, size / 4},
+	}
+	for i, j := range jobs {
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		f := Download
+		if j.up {
+			f = Upload
+		}
+		res, err := f(ctx, topo.Host, srv.bulkAddr(), j.size, uint64(1000+i), From(j.via))
+		cancel()
+		if err != nil {
+			t.Errorf("%s, %d MiB: %v (moved %d bytes in %v, server saw %s)", j.name, j.size>>20, err, res.Bytes, res.Elapsed.Round(time.Millisecond), res.Seen)
+			if s.Exited() {
+				t.Fatalf("l2shim exited: %v", s.ExitCode())
 			}
-			jobs := []job{
-				{"upload via eth1 (NAT)", true, topo.HostAddr1, size},
-				{"download via eth1 (NAT)", false, topo.HostAddr1, size},
-				{"upload via eth0 (direct)", true, topo.HostAddr0, size / 4},
+			continue
+		}
+		t.Logf("%s: %d MiB byte-exact in %v (%.2f Gbit/s), sha256 %s…, connection %d", j.name, j.size>>20, res.Elapsed.Round(time.Millisecond), res.Gbps(), res.SHA256[:16], res.Tries)
+	}
+	if gro {
+		for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
+			if on, err := GRO(topo.Host, ifn); err != nil || !on {
+				t.Errorf("GRO on %s is %v after the transfers (%v): the measurement did not run with GRO", ifn, on, err)
 			}
-			for i, j := range jobs {
-				ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-				f := Download
-				if j.up {
-					f = Upload
-				}
-				res, err := f(ctx, topo.Host, srv.bulkAddr(), j.size, uint64(1000+i), From(j.via))
-				cancel()
-				if err != nil {
-					t.Errorf("%s, %d MiB: %v (moved %d bytes in %v, server saw %s)", j.name, j.size>>20, err, res.Bytes, res.Elapsed.Round(time.Millisecond), res.Seen)
-					if s.Exited() {
-						t.Fatalf("l2shim exited: %v", s.ExitCode())
-					}
-					continue
-				}
-				t.Logf("%s: %d MiB byte-exact in %v (%.2f Gbit/s), sha256 %s…, connection %d", j.name, j.size>>20, res.Elapsed.Round(time.Millisecond), res.Gbps(), res.SHA256[:16], res.Tries)
-			}
-			if gro {
-				for _, ifn := range []string{topo.HostIf0, topo.HostIf1} {
-					if on, err := GRO(topo.Host, ifn); err != nil || !on {
-						t.Errorf("GRO on %s is %v after the transfers (%v): the measurement did not run with GRO", ifn, on, err)
-					}
-				}
-			}
-			// The transfers' frames were the kernel's: established flows never cross user
-			// space, only their handshakes and ends do.
-			tot := stopShim(t, s)
-			fast := atoiAttr(tot, "fast_out") + atoiAttr(tot, "fast_in")
-			slow := atoiAttr(tot, "frames_out") + atoiAttr(tot, "frames_in")
-			t.Logf("MEASURED fast path: %d frames in the kernel, %d through user space", fast, slow)
-			if fast < 1000*max(slow, 1)/10 || slow > 1000 {
-				t.Errorf("the fast path carried %d frames and user space %d: the transfers did not run in the kernel", fast, slow)
-			}
-		})
+		}
+	}
+	// The transfers' frames were the kernel's: established flows never cross user
+	// space, only their handshakes and ends do.
+	tot := stopShim(t, s)
+	fast := atoiAttr(tot, "fast_out") + atoiAttr(tot, "fast_in")
+	slow := atoiAttr(tot, "frames_out") + atoiAttr(tot, "frames_in")
+	t.Logf("MEASURED fast path: %d frames in the kernel, %d through user space", fast, slow)
+	if fast < 1000*max(slow, 1)/10 || slow > 1000 {
+		t.Errorf("the fast path carried %d frames and user space %d: the transfers did not run in the kernel", fast, slow)
 	}
 }
 
@@ -741,10 +755,14 @@ func TestFailOpenKill(t *testing.T) {
 
 // TestFailOpenStop: a hung shim (SIGSTOP) stops diverting within 2 s thanks
 // to the heartbeat; after SIGCONT it works again and stops cleanly.
-func TestFailOpenStop(t *testing.T) {
+func TestFailOpenStop(t *testing.T) { failOpenStop(t, "") }
+
+// failOpenStop is TestFailOpenStop with l2shim's [shim] attach ("": the default).
+func failOpenStop(t *testing.T, attach string) {
 	topo := newTopo(t)
 	srv := startServers(t, topo)
-	s := startShim(t, topo, "load-balance")
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Attach: attach})
+	checkAttached(t, s, attach)
 	requireSteering(t, topo, srv)
 
 	t0 := time.Now()

@@ -39,25 +39,27 @@ func bpffs(t *testing.T) string {
 // established flows meanwhile and the new l2shim adopts them: every download is byte-exact.
 func TestRestartKeepsFlows(t *testing.T) {
 	for _, how := range []string{"sigterm", "sigkill", "upgrade"} {
-		t.Run(how, func(t *testing.T) { restartUnderLoad(t, how, Options{}) })
+		t.Run(how, func(t *testing.T) { restartUnderLoad(t, how, Options{}, "") })
 	}
 	// The NATed downloads through a WireGuard uplink: the kernel pushes the Ethernet header
 	// onto their frames, and the new l2shim adopts flows whose gateway has no address.
 	t.Run("sigkill-wireguard", func(t *testing.T) {
-		restartUnderLoad(t, "sigkill", Options{Uplinks: [2]LinkKind{LinkVeth, LinkWireGuard}})
+		restartUnderLoad(t, "sigkill", Options{Uplinks: [2]LinkKind{LinkVeth, LinkWireGuard}}, "")
 	})
 	// Two of the downloads over IPv6, one NAT66ed: the new l2shim adopts IPv6 flows by their
 	// router's MAC.
 	t.Run("sigkill-ipv6", func(t *testing.T) {
-		restartUnderLoad(t, "sigkill", Options{IPv6: true})
+		restartUnderLoad(t, "sigkill", Options{IPv6: true}, "")
 	})
 }
 
-func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
+// restartUnderLoad is one TestRestartKeepsFlows case; attach is l2shim's [shim] attach ("":
+// the default).
+func restartUnderLoad(t *testing.T, how string, topoOpts Options, attach string) {
 	topo := newTopoWith(t, topoOpts)
 	srv := startServers(t, topo)
 	pins := bpffs(t)
-	o := ConfigOptions{RunArgs: []string{"--pin-dir", pins}}
+	o := ConfigOptions{RunArgs: []string{"--pin-dir", pins}, Attach: attach}
 	var srv6 servers
 	if topoOpts.IPv6 {
 		var err error
@@ -67,6 +69,7 @@ func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
 		o.GatewayExtra = [2]string{`address6 = "fe80::1"`, `address6 = "fe80::1"`}
 	}
 	s := startShimCfg(t, topo, o)
+	checkAttached(t, s, attach)
 	t.Cleanup(func() {
 		// Whatever happened, nothing of l2shim stays on the host.
 		cmd := exec.Command("ip", "netns", "exec", topo.Host.Name, needShim(t), "cleanup", "--pin-dir", pins)
@@ -120,6 +123,7 @@ func restartUnderLoad(t *testing.T, how string, topoOpts Options) {
 	}
 	t.Logf("l2shim stopped (%s) while the downloads ran", how)
 	s2 := startShimCfg(t, topo, o)
+	checkAttached(t, s2, attach)
 	if l := s2.LogLines(0, "adopted"); len(l) == 0 {
 		t.Errorf("the new l2shim logged no adoption of the earlier one's flows")
 	} else {

@@ -61,7 +61,10 @@ func primeARP(t *testing.T, topo *Topology) {
 // 10.2.0.2, and gw0 drops every answer as spoofed; with l2shim every answer
 // leaves through gw1, unchanged (no NAT), and nothing from 10.2.0.2 reaches
 // gw0.
-func TestSourceAware(t *testing.T) {
+func TestSourceAware(t *testing.T) { sourceAware(t, "") }
+
+// sourceAware is TestSourceAware with l2shim's [shim] attach ("": the default).
+func sourceAware(t *testing.T, attach string) {
 	topo := newTopo(t)
 	echo, udp := hostServices(t, topo, topo.HostAddr1, EchoPort)
 	ctx := context.Background()
@@ -90,7 +93,8 @@ func TestSourceAware(t *testing.T) {
 		t.Fatalf("without l2shim the host's UDP server saw no request from %s: the requests do not even arrive", topo.ServerAddr)
 	}
 
-	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance"})
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", Attach: attach})
+	checkAttached(t, s, attach)
 	echo.Seen.Reset()
 	udp.Seen.Reset()
 	ts = TimedEchoes(ctx, topo.Server, topo.ServerAddr, to, 40, 4, 3*time.Second)

@@ -41,6 +41,9 @@ type ConfigOptions struct {
 	RunArgs []string
 	// Bin, when set, is the l2shim binary to run instead of the one under test (an upgrade).
 	Bin string
+	// Attach is [shim] attach ("tcx", "tc", "auto"); "" leaves it out (auto), unless the
+	// environment's L2SHIM_TEST_ATTACH says otherwise (see startShimCfg).
+	Attach string
 }
 
 // Config returns an l2shim TOML config for the topology: two gateways, eth0
@@ -55,6 +58,9 @@ func (t *Topology) Config(o ConfigOptions) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "[shim]\nmode = %q\ncontrol = %q\n", o.Mode, o.Control)
+	if o.Attach != "" {
+		fmt.Fprintf(&b, "attach = %q\n", o.Attach)
+	}
 	if o.ShimExtra != "" {
 		b.WriteString(strings.TrimSpace(o.ShimExtra) + "\n")
 	}

@@ -3,15 +3,14 @@ package shim
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
+	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/fastpath"
 )
 
@@ -90,24 +89,14 @@ func macDiff(have, want [][6]byte) (add, del [][6]byte) {
 // beat records that the shim was alive lag ago (see Shim.heartbeat).
 func (m *maps) beat(lag time.Duration) error { return m.k.BeatLagging(lag) }
 
-// attach attaches prog at the head of ifindex's TCX chain. The link belongs to this process:
-// when it dies, even by SIGKILL, the kernel detaches it.
-func attach(name string, prog *ebpf.Program, ifindex int, typ ebpf.AttachType, own *sync.Map) (link.Link, error) {
-	// Remember our own programs by ID: without CAP_SYS_ADMIN the names of attached programs
-	// cannot be read back, and a reload's host check must not take ours for someone else's.
+// rememberOwn records prog's ID in own. Without CAP_SYS_ADMIN the names of attached programs
+// cannot be read back, and a reload's host check must not take ours for someone else's.
+func rememberOwn(prog *ebpf.Program, own *sync.Map) {
 	if info, err := prog.Info(); err == nil {
 		if id, ok := info.ID(); ok {
 			own.Store(id, true)
 		}
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: typ, Anchor: link.Head()})
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return nil, fmt.Errorf("attach %s to ifindex %d: this kernel has no TCX (Linux 6.6 or later is needed): %w", name, ifindex, err)
-		}
-		return nil, fmt.Errorf("attach %s to ifindex %d: %w", name, ifindex, err)
-	}
-	return l, nil
 }
 
 // foreignTCX lists the TCX programs attached to ifindex that are not l2shim's, as
@@ -150,19 +139,33 @@ func foreignTCX(ifindex int, own *sync.Map) ([]string, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// CheckKernel reports whether this kernel has what l2shim needs: BPF programs of type
-// sched_cls and TCX attachment (Linux 6.6 or later).
-func CheckKernel() error {
-	lo, err := net.InterfaceByName("lo")
+// CheckKernel reports the attach mode this kernel gets for [shim] attach = want, or why l2shim
+// cannot attach: "auto" is TCX when the kernel has it (Linux 6.6 or later), else tc (clsact
+// and direct-action cls_bpf filters).
+func CheckKernel(want conf.Attach) (fastpath.Mode, error) {
+	err := fastpath.HaveTCX()
+	if err != nil && !errors.Is(err, fastpath.ErrNoTCX) {
+		return "", err
+	}
+	switch want {
+	case conf.AttachTC:
+		return fastpath.ModeTC, nil
+	case conf.AttachTCX:
+		if err != nil {
+			return "", fmt.Errorf("attach = \"tcx\": %w; use \"auto\" or \"tc\"", err)
+		}
+		return fastpath.ModeTCX, nil
+	}
 	if err != nil {
-		return fmt.Errorf("check kernel: %w", err)
+		return fastpath.ModeTC, nil
 	}
-	_, err = link.QueryPrograms(link.QueryOptions{Target: lo.Index, Attach: ebpf.AttachTCXIngress})
-	switch {
-	case errors.Is(err, ebpf.ErrNotSupported):
-		return errors.New("this kernel has no TCX (Linux 6.6 or later is needed); l2shim cannot attach")
-	case errors.Is(err, unix.EPERM):
-		return errors.New("not allowed to use BPF here: l2shim needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW (or root)")
+	return fastpath.ModeTCX, nil
+}
+
+// FailOpen says what the attach mode means when l2shim stops, dies or hangs.
+func FailOpen(mode fastpath.Mode, heartbeat time.Duration) string {
+	if mode == fastpath.ModeTC {
+		return fmt.Sprintf("clsact qdisc and cls_bpf filters (priority %d); they stay attached when l2shim exits or dies: diverting stops within heartbeat (%v) of its last beat, and the next start or `l2shim cleanup` replaces or removes them", fastpath.TCPriority, heartbeat)
 	}
-	return nil
+	return fmt.Sprintf("TCX links; they die with l2shim (pinned ones stay, like a hung l2shim's, and divert nothing once heartbeat (%v) has passed)", heartbeat)
 }

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/l2shim/l2shim/fastpath"
 )
 
@@ -22,9 +21,9 @@ type port struct {
 	// answers to its new flows, so a flood from the wire never delays them.
 	vethHost    *vethPair
 	captureHost *packetConn
-	sinkHost    link.Link
+	sinkHost    fastpath.Hook
 	wire        atomic.Pointer[packetConn] // writes to the gateways: on the external interface, or see l3Wire
-	sink        link.Link
+	sink        fastpath.Hook
 	// l3: the interface has no link-layer header (ppp, tun, WireGuard, raw-IP modems).
 	l3 atomic.Bool
 	// closing is set before the capture socket is closed on purpose (a reload removed the
@@ -40,9 +39,9 @@ type port struct {
 	ifi     *net.Interface
 	// wireProg, on an L3 device's host pair's near end, sends what the wire socket writes
 	// to the device (see l3Wire).
-	wireProg link.Link
-	inject   link.Link
-	hooks    []link.Link // egress and ingress on the external interface
+	wireProg fastpath.Hook
+	inject   fastpath.Hook
+	hooks    []fastpath.Hook // egress and ingress on the external interface
 }
 
 // captureConn returns the port's capture socket (closed once the port is removed).
@@ -83,17 +82,19 @@ func (s *Shim) setIface(p *port) error {
 
 // attachHook attaches one of the external interfaces' programs (pinned, and adopting an
 // earlier l2shim's link, when there is a pin directory).
-func (s *Shim) attachHook(name string, prog *ebpf.Program, ifindex int, typ ebpf.AttachType) (link.Link, error) {
-	if info, err := prog.Info(); err == nil {
-		if id, ok := info.ID(); ok {
-			s.ownProgs.Store(id, true)
-		}
-	}
-	l, err := s.maps.k.Attach(prog, ifindex, typ)
+func (s *Shim) attachHook(name string, prog *ebpf.Program, ifindex int, typ ebpf.AttachType) (fastpath.Hook, error) {
+	rememberOwn(prog, &s.ownProgs)
+	l, err := s.maps.k.Attach(name, prog, ifindex, typ)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to ifindex %d: %w", name, ifindex, err)
 	}
 	return l, nil
+}
+
+// attachVeth attaches one of the capture veths' programs in the kernel's mode, unpinned.
+func (s *Shim) attachVeth(name string, prog *ebpf.Program, ifindex int) (fastpath.Hook, error) {
+	rememberOwn(prog, &s.ownProgs)
+	return fastpath.AttachTo(s.maps.k.Mode(), name, prog, ifindex, ebpf.AttachTCXIngress)
 }
 
 func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
@@ -115,7 +116,7 @@ func (s *Shim) buildPort(p *port, ifi *net.Interface) error {
 
 // capturePair makes one capture pair of interface name: the veths, the packet socket on the
 // far end and the program that drops what the socket has read.
-func (s *Shim) capturePair(name string, ifindex int, host bool) (*vethPair, *packetConn, link.Link, error) {
+func (s *Shim) capturePair(name string, ifindex int, host bool) (*vethPair, *packetConn, fastpath.Hook, error) {
 	v, err := createVethPair(name, ifindex, s.vethMTU, host)
 	if err != nil {
 		return nil, nil, nil, err
@@ -130,7 +131,7 @@ func (s *Shim) capturePair(name string, ifindex int, host bool) (*vethPair, *pac
 		v.delete()
 		return nil, nil, nil, err
 	}
-	sink, err := attach(progSink, s.maps.k.Sink(), v.far.Attrs().Index, ebpf.AttachTCXIngress, &s.ownProgs)
+	sink, err := s.attachVeth(progSink, s.maps.k.Sink(), v.far.Attrs().Index)
 	if err != nil {
 		_ = c.Close()
 		v.delete()
@@ -210,14 +211,14 @@ func (s *Shim) bindPort(p *port, ifi *net.Interface) error {
 		_ = old.Close()
 	}
 	if p.inject != nil {
-		_ = p.inject.Close()
+		_ = p.inject.Detach()
 		p.inject = nil
 	}
 	near := p.veth.near.Attrs().Index
 	if err := s.maps.k.SetInject(near, ifi.Index); err != nil {
 		return err
 	}
-	if p.inject, err = attach(progInject, s.maps.k.Inject(), near, ebpf.AttachTCXIngress, &s.ownProgs); err != nil {
+	if p.inject, err = s.attachVeth(progInject, s.maps.k.Inject(), near); err != nil {
 		return err
 	}
 	p.ifi = ifi
@@ -236,7 +237,7 @@ func (s *Shim) l3Wire(p *port, ifi *net.Interface) (*packetConn, error) {
 		return nil, err
 	}
 	if p.wireProg == nil {
-		l, err := attach(progWire, s.maps.k.Wire(), near, ebpf.AttachTCXIngress, &s.ownProgs)
+		l, err := s.attachVeth(progWire, s.maps.k.Wire(), near)
 		if err != nil {
 			return nil, err
 		}
@@ -250,7 +251,7 @@ func (s *Shim) l3Wire(p *port, ifi *net.Interface) (*packetConn, error) {
 }
 
 // attachHooks attaches the egress and ingress programs to each external interface, at the head
-// of its TCX chain.
+// of its chain (TCX or tc).
 func (s *Shim) attachHooks() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -284,13 +285,14 @@ func (s *Shim) attachPortHooks(p *port) error {
 // on its own.
 func (p *port) detachHooks() {
 	for _, l := range p.hooks {
-		fastpath.Detach(l)
+		_ = l.Detach()
 	}
 	p.hooks = nil
 }
 
-// releaseHooks lets go of p's hooks without detaching pinned ones: they keep carrying the
-// flows in the kernel until the next l2shim adopts them (unpinned ones detach).
+// releaseHooks lets go of p's hooks without detaching pinned TCX links or tc filters: they
+// keep carrying the flows in the kernel until the next l2shim adopts them (unpinned TCX links
+// detach).
 func (p *port) releaseHooks() {
 	for _, l := range p.hooks {
 		_ = l.Close()
@@ -334,9 +336,9 @@ func (s *Shim) closeSockets() {
 // release closes what is left of p after its hooks and sockets: its programs on the veth and
 // the veth pair itself.
 func (p *port) release() {
-	for _, l := range []link.Link{p.inject, p.sink, p.sinkHost, p.wireProg} {
+	for _, l := range []fastpath.Hook{p.inject, p.sink, p.sinkHost, p.wireProg} {
 		if l != nil {
-			_ = l.Close()
+			_ = l.Detach()
 		}
 	}
 	p.inject, p.sink, p.sinkHost, p.wireProg = nil, nil, nil, nil

@@ -141,6 +141,9 @@ func restartOnly(old, next *conf.Config) error {
 	if old.Shim.Heartbeat != next.Shim.Heartbeat {
 		what = append(what, "shim.heartbeat (the hooks carry it)")
 	}
+	if old.Shim.Attach != next.Shim.Attach {
+		what = append(what, "shim.attach (how the hooks are attached)")
+	}
 	if old.Shim.Control != next.Shim.Control {
 		what = append(what, "shim.control")
 	}

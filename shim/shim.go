@@ -160,6 +160,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	} else if len(removed) > 0 {
 		s.log.Warn("removed links left by an earlier instance", "links", removed)
 	}
+	s.removeStaleFilters()
 
 	defer s.teardown()
 	// No reload or drain once stopping starts (or starting failed): the ports, sockets and
@@ -256,6 +257,25 @@ func (s *Shim) handOver() {
 	s.log.Info("handed over: established flows stay in the kernel for the next l2shim", "pins", s.opts.PinDir)
 }
 
+// removeStaleFilters removes the tc filters an earlier l2shim left on interfaces this one does
+// not attach to (a SIGKILL, then a file without them); those it attaches to are replaced in
+// place, so no frame passes them unhooked.
+func (s *Shim) removeStaleFilters() {
+	var keep []int
+	for _, name := range s.cfg.Interfaces() {
+		if ifi, err := net.InterfaceByName(name); err == nil {
+			keep = append(keep, ifi.Index)
+		}
+	}
+	n, err := fastpath.CleanupTC(keep...)
+	if n > 0 {
+		s.log.Warn("removed tc filters left by an earlier instance on interfaces no gateway uses", "filters", n)
+	}
+	if err != nil {
+		s.log.Warn("remove tc filters left by an earlier instance", "err", err)
+	}
+}
+
 // lockInstance takes an exclusive lock next to the control socket, so a second instance in
 // the same network namespace cannot tear down the first one's veths as "leftovers".
 func lockInstance(control string) (*os.File, error) {
@@ -298,7 +318,13 @@ func (s *Shim) setup() error {
 			pinDir = s.opts.PinDir
 		}
 	}
+	mode, err := CheckKernel(s.cfg.Shim.Attach)
+	if err != nil {
+		return err
+	}
+	s.log.Info("attach mode", "attach", string(mode), "fail_open", FailOpen(mode, s.cfg.Shim.Heartbeat))
 	fo := fastpath.Options{
+		Attach:    mode,
 		Mark:      s.cfg.Shim.Mark,
 		Mask:      s.cfg.Shim.MarkMask,
 		Heartbeat: s.cfg.Shim.Heartbeat,

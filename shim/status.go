@@ -148,6 +148,7 @@ func (s *Shim) Status() *control.Status {
 		Datapath:    map[string]uint64{},
 		Drops:       map[string]uint64{},
 		Affinity:    affinityName(string(cfg.Shim.Affinity)),
+		Attach:      s.attachMode(),
 		Events:      v.obs.last(5),
 	}
 	for i, g := range v.snap.Gateways {
@@ -282,4 +283,12 @@ func addrString(a netip.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// attachMode is how the hooks are attached ("" before setup).
+func (s *Shim) attachMode() string {
+	if s.maps == nil {
+		return ""
+	}
+	return string(s.maps.k.Mode())
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/l2shim/l2shim/conf"
 	"github.com/l2shim/l2shim/control"
+	"github.com/l2shim/l2shim/fastpath"
 	"github.com/l2shim/l2shim/shim"
 )
 
@@ -106,13 +107,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 // loadAndCheck loads the file and checks it against this host. It prints every error and
 // returns nil when there were any.
 func loadAndCheck(path string, stderr io.Writer) (*conf.Config, []string) {
+	cfg, warnings, _ := loadAndCheckMode(path, stderr)
+	return cfg, warnings
+}
+
+// loadAndCheckMode is loadAndCheck that also returns the attach mode the kernel gets.
+func loadAndCheckMode(path string, stderr io.Writer) (*conf.Config, []string, fastpath.Mode) {
 	cfg, err := conf.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return nil, nil
+		return nil, nil, ""
 	}
 	errs, warnings := cfg.CheckHost(shim.Host{})
-	if err := shim.CheckKernel(); err != nil {
+	mode, err := shim.CheckKernel(cfg.Shim.Attach)
+	if err != nil {
 		errs = append(errs, &conf.Error{File: path, Msg: err.Error()})
 	}
 	if len(errs) > 0 {
@@ -120,9 +128,9 @@ func loadAndCheck(path string, stderr io.Writer) (*conf.Config, []string) {
 			fmt.Fprintf(stderr, "warning: %s\n", w)
 		}
 		fmt.Fprintln(stderr, errs)
-		return nil, nil
+		return nil, nil, ""
 	}
-	return cfg, warnings
+	return cfg, warnings, mode
 }
 
 func configFlag(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*flag.FlagSet, *string, *string, error) {
@@ -150,7 +158,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	cfg, warnings := loadAndCheck(*file, stderr)
+	cfg, warnings, attach := loadAndCheckMode(*file, stderr)
 	if cfg == nil {
 		return exitUsage
 	}
@@ -158,6 +166,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "%s: OK (%d gateways on %d interfaces, mode %s)\n", *file, len(cfg.Gateways), len(cfg.Interfaces()), cfg.Shim.Mode)
+	fmt.Fprintf(stdout, "attach: %s (attach = %q): %s\n", attach, cfg.Shim.Attach, shim.FailOpen(attach, cfg.Shim.Heartbeat))
 	return exitOK
 }
 
@@ -188,8 +197,8 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "l2shim cleanup: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	links, veths, err := shim.Cleanup(*pinDir)
-	fmt.Fprintf(stdout, "l2shim cleanup: %d pinned hooks detached, %d veths removed\n", links, len(veths))
+	r, err := shim.Cleanup(*pinDir)
+	fmt.Fprintf(stdout, "l2shim cleanup: %d pinned hooks detached, %d tc filters removed, %d veths removed\n", r.Links, r.Filters, len(r.Veths))
 	if err != nil {
 		fmt.Fprintln(stderr, "l2shim cleanup:", err)
 		return exitRuntime
