@@ -31,7 +31,9 @@ type GatewayView struct {
 // Explanation is what Explain decided, and how.
 type Explanation struct {
 	// OnLink: the destination is on a directly attached network; l2shim never steers it.
-	OnLink bool
+	// LinkScoped: an IPv6 flow with a link-local address (fe80::/10) at either end or a
+	// multicast destination, which the datapath hands on untouched; OnLink is set too.
+	OnLink, LinkScoped bool
 	// Existing is set when a flow already holds the tuple: its frames follow that flow.
 	Existing *FlowInfo
 	Rules    []filters.RuleCheck // the rules compared, up to the one that matched
@@ -66,14 +68,33 @@ func (e *Engine) Explain(h Hypothetical, now int64) (Explanation, error) {
 	if h.Dir != filters.Out && h.Dir != filters.In {
 		return Explanation{}, errors.New("explain: direction must be out or in")
 	}
-	if !h.Key.Is4() {
-		return Explanation{}, errors.New("explain: only IPv4 flows are decided")
+	v4 := conntrack.Is4(h.Key.Src)
+	if v4 != conntrack.Is4(h.Key.Dst) {
+		return Explanation{}, errors.New("explain: src and dst must be of one family, both IPv4 or both IPv6")
 	}
+	if v4 && h.Key.Proto == rewrite.ProtoICMPv6 || !v4 && h.Key.Proto == rewrite.ProtoICMP {
+		return Explanation{}, errors.New("explain: ICMP is ICMPv6 (58) for IPv6 flows and ICMP (1) for IPv4 ones")
+	}
+	// Usability is per family: an IPv6 flow needs the gateway's interface to have an IPv6
+	// address and its IPv6 router's MAC (cands6, inputs6), as place and newInbound see it.
+	like := h.Key.Src
+	cands := e.candsFor(like)
 	x := Explanation{Gateway: -1, Rule: -1, WireIf: h.Iface, Why: ReasonHostRouting}
 	for i := range e.gws {
-		x.Gateways = append(x.Gateways, GatewayView{Usable: e.cands[i].Usable, Status: failover.Evaluate(e.inputs(i, now, true))})
+		in := e.inputs(i, now, true)
+		if !v4 {
+			health := in.Health
+			in = e.inputs6(i)
+			in.IPv6, in.Health = true, health
+		}
+		x.Gateways = append(x.Gateways, GatewayView{Usable: cands[i].Usable, Status: failover.Evaluate(in)})
 	}
 	f := frameOf(h.Key)
+	if f.IPv6 && (f.IsLinkLocal() || f.IsMulticast()) {
+		// The datapath hands link-scoped IPv6 frames on untouched (linkScoped6).
+		x.OnLink, x.LinkScoped = true, true
+		return x, nil
+	}
 	var tr Trace
 	var fl conntrack.Flow
 	if h.Dir == filters.Out {
@@ -97,9 +118,13 @@ func (e *Engine) Explain(h Hypothetical, now int64) (Explanation, error) {
 			fi := e.flowInfo(ex)
 			x.Existing = &fi
 		}
+		// The frame's source MAC: the router of Via for the flow's family (IPv6: its IPv6
+		// router's), as newInbound takes it from the frame.
 		var mac [6]byte
-		if h.Via >= 0 && h.Via < len(e.gws) && e.gws[h.Via].hasMAC {
-			mac = e.gws[h.Via].mac
+		if h.Via >= 0 && h.Via < len(e.gws) {
+			if m, ok := e.macFor(e.gws[h.Via], like); ok {
+				mac = m
+			}
 		}
 		fl = conntrack.Flow{Orig: h.Key.Reverse(), Reply: h.Key, Origin: conntrack.Inbound, HostIf: int16(h.Iface), WireIf: int16(h.Iface), Gateway: -1, HostGatewayMAC: mac, Rule: -1, Created: now, LastSeen: now}
 		fl.Gateway = int16(e.decideInbound(&fl, h.Iface, &f, &tr))
@@ -114,16 +139,16 @@ func (e *Engine) Explain(h Hypothetical, now int64) (Explanation, error) {
 	for _, s := range tr.Steps {
 		if s.Kind == StepPick {
 			x.Hash, x.Affinity = s.Hash, s.Affinity
-			x.Ranking = e.ranking(s.Hash)
+			x.Ranking = e.ranking(s.Hash, cands)
 		}
 	}
 	return x, nil
 }
 
-// ranking returns the usable gateways in the order the mode's choice takes them for hash h.
-// e.mu is held.
-func (e *Engine) ranking(h uint64) []int {
-	c := append([]failover.Candidate(nil), e.cands...)
+// ranking returns the gateways usable in cands (the candidates of the flow's family) in the
+// order the mode's choice takes them for hash h. e.mu is held.
+func (e *Engine) ranking(h uint64, cands []failover.Candidate) []int {
+	c := append([]failover.Candidate(nil), cands...)
 	var out []int
 	for {
 		g := failover.Pick(e.cfg.Mode, h, c)
@@ -135,11 +160,20 @@ func (e *Engine) ranking(h uint64) []int {
 	}
 }
 
-// frameOf is the parsed view of a first frame with key k, as far as a decision looks at it.
+// frameOf is the parsed view of a first frame with key k, IPv4 or IPv6 (a flow key's
+// family), as far as a decision looks at it.
 func frameOf(k conntrack.Key) rewrite.Frame {
-	f := rewrite.Frame{Proto: k.Proto, Src: conntrack.As4(k.Src), Dst: conntrack.As4(k.Dst), SrcPort: k.SrcPort, DstPort: k.DstPort, L3: rewrite.EthHdrLen, L4: rewrite.EthHdrLen + 20, InnerL4: -1}
-	if k.Proto == rewrite.ProtoICMP {
+	f := rewrite.Frame{Proto: k.Proto, SrcPort: k.SrcPort, DstPort: k.DstPort, L3: rewrite.EthHdrLen, InnerL3: -1, InnerL4: -1}
+	if conntrack.Is4(k.Src) {
+		f.Src, f.Dst, f.L4 = conntrack.As4(k.Src), conntrack.As4(k.Dst), rewrite.EthHdrLen+20
+	} else {
+		f.IPv6, f.Src6, f.Dst6, f.L4, f.DontFrag = true, k.Src, k.Dst, rewrite.EthHdrLen+40, true
+	}
+	switch k.Proto {
+	case rewrite.ProtoICMP:
 		f.ICMPType = rewrite.ICMPEchoRequest
+	case rewrite.ProtoICMPv6:
+		f.ICMPType = rewrite.ICMPv6EchoRequest
 	}
 	if k.Proto == rewrite.ProtoTCP {
 		f.TCPFlags = rewrite.TCPSyn

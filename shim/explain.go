@@ -12,6 +12,7 @@ import (
 	"github.com/l2shim/l2shim/control"
 	"github.com/l2shim/l2shim/datapath"
 	"github.com/l2shim/l2shim/filters"
+	"github.com/l2shim/l2shim/rewrite"
 )
 
 // hostRoute returns the ifindex of the interface the host routes dst through, from src when src
@@ -56,6 +57,9 @@ func (n namer) explanation(h datapath.Hypothetical, x *datapath.Explanation) *co
 		out.Rules = append(out.Rules, control.ExplainRule{Name: c.Name, Action: action, Matched: c.Matched, Mismatch: c.Mismatch})
 	}
 	proto := protoName(k.Proto)
+	if k.Proto == rewrite.ProtoICMPv6 && !conntrack.Is4(k.Src) {
+		proto = "icmp" // ICMPv6, as the query and rules name it for IPv6
+	}
 	flow := fmt.Sprintf("%s %s → %s", proto, endpoint(k.Src, k.SrcPort), endpoint(k.Dst, k.DstPort))
 	if h.Dir == filters.In {
 		flow = fmt.Sprintf("%s %s → %s arriving on %s", proto, endpoint(k.Src, k.SrcPort), endpoint(k.Dst, k.DstPort), n.iface(h.Iface))
@@ -77,6 +81,12 @@ func (n namer) explanation(h datapath.Hypothetical, x *datapath.Explanation) *co
 		}
 		add("a flow with this tuple exists already (%s, %s, idle %s): its frames follow it, through %s (%s); the steps below are for a new one",
 			e.State, e.Direction, control.Seconds(e.Idle), gw, e.Why)
+	}
+	if x.LinkScoped {
+		out.Summary = fmt.Sprintf("%s: a link-local or multicast IPv6 address never leaves its link; l2shim never steers it and the host's routing carries it.", flow)
+		add("%s → %s is link-scoped IPv6 (link-local or multicast): handed on untouched, no flow is tracked", conntrack.Addr(k.Src), conntrack.Addr(k.Dst))
+		out.Steps = steps
+		return out
 	}
 	if x.OnLink {
 		out.Summary = fmt.Sprintf("%s: %s is on a directly attached network; l2shim never steers it and the host's routing carries it.", flow, conntrack.Addr(k.Dst))

@@ -335,16 +335,25 @@ func (s *Shim) hypothetical(cfg *conf.Config, q control.ExplainQuery) (datapath.
 	if err != nil {
 		return h, fmt.Errorf("explain: %w", err)
 	}
-	src, err1 := netip.ParseAddr(q.Src)
-	dst, err2 := netip.ParseAddr(q.Dst)
-	if err1 != nil || err2 != nil || !src.Is4() || !dst.Is4() {
-		return h, errors.New("explain: src and dst must be IPv4 addresses")
+	src, err := explainAddr("src", q.Src)
+	if err != nil {
+		return h, err
+	}
+	dst, err := explainAddr("dst", q.Dst)
+	if err != nil {
+		return h, err
+	}
+	if src.Is4() != dst.Is4() {
+		return h, fmt.Errorf("explain: src %s and dst %s are of different families: both IPv4 or both IPv6", src, dst)
 	}
 	if q.SrcPort < 0 || q.SrcPort > 65535 || q.DstPort < 0 || q.DstPort > 65535 {
 		return h, errors.New("explain: ports are from 0 to 65535")
 	}
+	if proto == rewrite.ProtoICMP && src.Is6() {
+		proto = rewrite.ProtoICMPv6 // "icmp" is ICMPv6 in IPv6, as in rules
+	}
 	h.Key = conntrack.Key{Src: src.As16(), Dst: dst.As16(), SrcPort: uint16(q.SrcPort), DstPort: uint16(q.DstPort), Proto: proto}
-	if proto == rewrite.ProtoICMP {
+	if proto == rewrite.ProtoICMP || proto == rewrite.ProtoICMPv6 {
 		h.Key.DstPort = h.Key.SrcPort // an echo's identifier, both ways
 	}
 	names := s.engine.IfaceNames()
@@ -392,6 +401,20 @@ func (s *Shim) hypothetical(cfg *conf.Config, q control.ExplainQuery) (datapath.
 		return h, fmt.Errorf("explain: direction %q: out or in", q.Direction)
 	}
 	return h, nil
+}
+
+// explainAddr parses an explain query's address, IPv4 or IPv6 (an IPv4-mapped IPv6 address is
+// the IPv4 one, as a flow key holds it; a zone is dropped, as a flow key has none).
+func explainAddr(which, s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("explain: %s %q is not an IPv4 or IPv6 address", which, s)
+	}
+	a = a.Unmap().WithZone("")
+	if a.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("explain: %s %s is the unspecified address", which, a)
+	}
+	return a, nil
 }
 
 // routeIface returns the engine's index of the interface the host routes dst through (from

@@ -51,7 +51,8 @@ commands:
                    the flow table: tuples as the host and the wire see them, gateway,
                    state, age, counters, and why each flow has its gateway
   explain [--json] [--in] [--interface IF] [--via GW] PROTO SRC[:PORT] DST[:PORT]
-                   which gateway a new flow would get now, and every step that decides it
+                   which gateway a new flow (IPv4, or IPv6 as [ADDR]:PORT) would get now,
+                   and every step that decides it
   top [--once] [-s SOCKET]
                    a live view: gateways' rates and last minute, the busiest flows
   events [--json] [--follow] [-n N] [-s SOCKET]

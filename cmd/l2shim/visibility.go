@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -117,7 +118,7 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("l2shim explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: l2shim explain [flags] PROTO SRC[:PORT] DST[:PORT]\n\nPROTO is tcp, udp or icmp (for icmp, :PORT is the echo identifier). Out (the default): SRC is the\nlocal end; in: SRC is the remote end that opens the connection.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: l2shim explain [flags] PROTO SRC[:PORT] DST[:PORT]\n\nPROTO is tcp, udp or icmp (for icmp, :PORT is the echo identifier; with IPv6 addresses icmp is\nICMPv6). SRC and DST are both IPv4 (10.0.0.2:40000) or both IPv6 ([2001:db8::2]:40000, or bare\nwithout a port). Out (the default): SRC is the local end; in: SRC is the remote end that opens\nthe connection.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	sock := fs.String("s", conf.DefaultControl, "control `SOCKET` of the running l2shim")
@@ -151,6 +152,10 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 			q.DstPort = port
 		}
 	}
+	if a, b := netip.MustParseAddr(q.Src).Unmap(), netip.MustParseAddr(q.Dst).Unmap(); a.Is4() != b.Is4() {
+		fmt.Fprintf(stderr, "l2shim explain: %s and %s are of different families: both IPv4 or both IPv6\n", pos[1], pos[2])
+		return exitUsage
+	}
 	resp, err := control.Call(*sock, control.Request{Command: "explain", Explain: &q}, callTimeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "l2shim explain: %v\n", err)
@@ -169,15 +174,21 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// hostPort splits ADDR[:PORT].
+// hostPort splits ADDR[:PORT]: an IPv4 address with or without :PORT, an IPv6 address bare
+// or in brackets ([ADDR] or [ADDR]:PORT).
 func hostPort(s string) (string, int, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil && ap.Addr().Is4() {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return ap.Addr().String(), int(ap.Port()), nil
 	}
-	if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		s = s[1 : len(s)-1]
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
+			return a.String(), 0, nil
+		}
+	} else if a, err := netip.ParseAddr(s); err == nil {
 		return a.String(), 0, nil
 	}
-	return "", 0, fmt.Errorf("%q is not ADDR or ADDR:PORT (IPv4)", s)
+	return "", 0, fmt.Errorf("%q is not ADDR or ADDR:PORT (IPv4), nor ADDR, [ADDR] or [ADDR]:PORT (IPv6)", s)
 }
 
 // cmdEvents prints the remembered state changes, and with --follow the new ones as they come.

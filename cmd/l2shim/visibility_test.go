@@ -27,6 +27,8 @@ func TestVisibilityUsage(t *testing.T) {
 		{[]string{"explain", "tcp", "10.1.0.2"}, exitUsage, "usage: l2shim explain"},
 		{[]string{"explain", "tcp", "10.1.0.2:1", "example.com:80", "-s", none}, exitUsage, "not ADDR or ADDR:PORT"},
 		{[]string{"explain", "tcp", "10.1.0.2:1", "203.0.113.1:80", "-s", none}, exitRuntime, "is it running?"},
+		{[]string{"explain", "tcp", "[2001:db8:a::2]:1", "[2001:db8::1]:443", "-s", none}, exitRuntime, "is it running?"},
+		{[]string{"explain", "tcp", "10.1.0.2:1", "[2001:db8::1]:443", "-s", none}, exitUsage, "different families"},
 		{[]string{"events", "x"}, exitUsage, "unexpected argument"},
 		{[]string{"events", "-s", none}, exitRuntime, "is it running?"},
 		{[]string{"top", "--once", "-s", none}, exitRuntime, "is it running?"},
@@ -50,7 +52,14 @@ func TestHostPort(t *testing.T) {
 	}{
 		{"10.1.0.2:40000", "10.1.0.2", 40000, true},
 		{"10.1.0.2", "10.1.0.2", 0, true},
-		{"[::1]:80", "", 0, false},
+		{"[2001:db8::1]:443", "2001:db8::1", 443, true},
+		{"[2001:db8::1]", "2001:db8::1", 0, true},
+		{"2001:db8::1", "2001:db8::1", 0, true},
+		{"[fe80::1%eth0]:22", "fe80::1%eth0", 22, true},
+		{"2001:db8::1:443", "2001:db8::1:443", 0, true}, // an address: a port needs brackets
+		{"[10.0.0.1]:80", "", 0, false},
+		{"[2001:db8::1]:70000", "", 0, false},
+		{"[2001:db8::1", "", 0, false},
 		{"host:80", "", 0, false},
 	} {
 		a, p, err := hostPort(c.in)
