@@ -83,9 +83,7 @@ func (e *Engine) Explain(h Hypothetical, now int64) (Explanation, error) {
 	for i := range e.gws {
 		in := e.inputs(i, now, true)
 		if !v4 {
-			health := in.Health
-			in = e.inputs6(i)
-			in.IPv6, in.Health = true, health
+			in = e.inputs6(i, now, true)
 		}
 		x.Gateways = append(x.Gateways, GatewayView{Usable: cands[i].Usable, Status: failover.Evaluate(in)})
 	}

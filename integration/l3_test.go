@@ -173,6 +173,9 @@ func TestL3SilentCut(t *testing.T) {
 			if probing {
 				o.Extra = failoverTable(`syn_retries = 2`, `probe_interval = "200ms"`, `probe_misses = 2`, `min_attempts = 1000000`)
 				o.GatewayExtra = [2]string{probeLine(topo.ServerAddr), probeLine(topo.ServerAddr)}
+				// The L3 gateway with its peer's address too, which it pings besides the
+				// target (such a gateway once crashed l2shim on its first probe round).
+				o.PeerAddress = [2]bool{true, false}
 			}
 			s := startShimCfg(t, topo, o)
 			ctx := context.Background()

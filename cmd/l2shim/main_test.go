@@ -123,7 +123,12 @@ func TestForwardReloadsQueuedAtReady(t *testing.T) {
 		hup <- syscall.SIGHUP // taken while starting: kept
 		hup <- syscall.SIGHUP // the buffer held one: queued once the first was taken
 		close(ready)
-		time.Sleep(200 * time.Microsecond)
+		// Wait for the reload (bounded: a loaded machine may take a while to schedule
+		// it), then give a wrong second one time to happen before stopping.
+		for deadline := time.Now().Add(2 * time.Second); reloads.Load() == 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Microsecond)
+		}
+		time.Sleep(time.Millisecond)
 		close(done)
 		<-finished
 		if n := reloads.Load(); n != 1 {
