@@ -87,7 +87,7 @@ func (ff *FlowFilter) Matches(fi *FlowInfo) bool {
 	if ff.Gateway != AnyGateway && fi.Gateway != ff.Gateway {
 		return false
 	}
-	if ff.Proto != 0 && fi.Orig.Proto != ff.Proto {
+	if ff.Proto != 0 && fi.Orig.Proto != ff.Proto && !(ff.Proto == rewrite.ProtoICMP && fi.Orig.Proto == rewrite.ProtoICMPv6) {
 		return false
 	}
 	if ff.ActiveSince != 0 && fi.LastSeen < ff.ActiveSince {

@@ -141,13 +141,14 @@ func gatewayIn(cfg *conf.Config, name string) (int, error) {
 }
 
 func parsePrefixOrAddr(v string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(v); err == nil && p.Addr().Is4() {
+	if p, err := netip.ParsePrefix(v); err == nil && p.Addr().Zone() == "" && !p.Addr().Is4In6() {
 		return p.Masked(), nil
 	}
-	if a, err := netip.ParseAddr(v); err == nil && a.Is4() {
-		return netip.PrefixFrom(a, 32), nil
+	if a, err := netip.ParseAddr(v); err == nil {
+		a = a.Unmap().WithZone("")
+		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
-	return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or CIDR", v)
+	return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", v)
 }
 
 func protoNumber(p string) (uint8, error) {
@@ -168,8 +169,8 @@ func protoName(p uint8) string {
 		return "tcp"
 	case rewrite.ProtoUDP:
 		return "udp"
-	case rewrite.ProtoICMP:
-		return "icmp"
+	case rewrite.ProtoICMP, rewrite.ProtoICMPv6:
+		return "icmp" // ICMPv6 in an IPv6 flow, as rules and explain name it
 	}
 	return strconv.Itoa(int(p))
 }
