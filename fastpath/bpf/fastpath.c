@@ -236,46 +236,60 @@ struct frame {
 	__u8 icmp_type;
 	__u8 v6;        // IPv6: 16-byte addresses at 8 and 24, no header checksum
 	__u32 csum_off; // offset of the L4 checksum field
+	__u32 ip4[2];   // IPv4: the source and destination address as the frame carries them
+	__u16 sport;    // the ports as the frame carries them (ICMP echo: the identifier, twice)
+	__u16 dport;
+	// The L4 header as parsed (TCP: 20 bytes; UDP, ICMP: the first 8), so the rewrite and the
+	// host's sequence tracking need not read the frame again.
+	__u8 l4h[20];
 };
 
-// parse_l4 reads the ports (for ICMP echo, the identifier) of the frame into k. echo_req and
-// echo_rep are the echo types of the frame's ICMP (ICMPv4 or ICMPv6); ICMP errors quote a flow
-// and return 0: the slow path translates them.
-static __always_inline int parse_l4(struct __sk_buff *skb, struct frame *f, struct flow_key *k, __u8 icmp, __u8 echo_req, __u8 echo_rep)
+// load_l4 copies the frame's L4 header into f->l4h: 20 bytes for TCP, 8 for the others. When
+// the header sits at direct_off (a constant: behind an Ethernet header and an IP header without
+// options) and is in the linear part, it is read directly; else through the helper (packet
+// pointer arithmetic with a variable offset needs CAP_PERFMON, which l2shim does without).
+static __always_inline int load_l4(struct __sk_buff *skb, struct frame *f, const __u32 direct_off)
 {
-	// The L4 header sits at a variable offset (IHL): read it with a helper, since packet
-	// pointer arithmetic with a variable offset needs CAP_PERFMON, which l2shim does without.
-	__u8 l4[20];
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (f->l4 == direct_off && data + direct_off + sizeof(f->l4h) <= end) {
+		__builtin_memcpy(f->l4h, data + direct_off, sizeof(f->l4h));
+		return 0;
+	}
+	if (f->proto == IPPROTO_TCP)
+		return bpf_skb_load_bytes(skb, f->l4, f->l4h, 20);
+	return bpf_skb_load_bytes(skb, f->l4, f->l4h, 8);
+}
+
+// parse_l4 reads the ports (for ICMP echo, the identifier) of the frame's L4 header (f->l4h)
+// into k. echo_req and echo_rep are the echo types of the frame's ICMP (ICMPv4 or ICMPv6);
+// ICMP errors quote a flow and return 0: the slow path translates them.
+static __always_inline int parse_l4(struct frame *f, struct flow_key *k, __u8 icmp, __u8 echo_req, __u8 echo_rep)
+{
+	const __u8 *l4 = f->l4h;
 	k->proto = f->proto;
 	if (f->proto == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, f->l4, l4, 20))
-			return 0;
-		k->sport = *(__u16 *)l4;
-		k->dport = *(__u16 *)(l4 + 2);
+		f->sport = *(__u16 *)l4;
+		f->dport = *(__u16 *)(l4 + 2);
 		f->tcp_flags = l4[13];
 		f->csum_off = f->l4 + 16;
-		return 1;
-	}
-	if (f->proto == IPPROTO_UDP) {
-		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
-			return 0;
-		k->sport = *(__u16 *)l4;
-		k->dport = *(__u16 *)(l4 + 2);
+	} else if (f->proto == IPPROTO_UDP) {
+		f->sport = *(__u16 *)l4;
+		f->dport = *(__u16 *)(l4 + 2);
 		f->csum_off = f->l4 + 6;
-		return 1;
-	}
-	if (f->proto == icmp) {
-		if (bpf_skb_load_bytes(skb, f->l4, l4, 8))
-			return 0;
+	} else if (f->proto == icmp) {
 		if (l4[0] != echo_req && l4[0] != echo_rep)
 			return 0;
 		f->icmp_type = l4[0];
-		k->sport = *(__u16 *)(l4 + 4);
-		k->dport = k->sport;
+		f->sport = *(__u16 *)(l4 + 4);
+		f->dport = f->sport;
 		f->csum_off = f->l4 + 2;
-		return 1;
+	} else {
+		return 0;
 	}
-	return 0;
+	k->sport = f->sport;
+	k->dport = f->dport;
+	return 1;
 }
 
 // parse4 reads the headers of the IPv4 frame whose header starts at l3 into f and its tuple
@@ -310,7 +324,12 @@ static __always_inline int parse4(struct __sk_buff *skb, __u32 l3, struct frame 
 	k->dst[11] = 0xff;
 	__builtin_memcpy(&k->src[12], ip + 12, 4);
 	__builtin_memcpy(&k->dst[12], ip + 16, 4);
-	return parse_l4(skb, f, k, IPPROTO_ICMP, ICMP_ECHO, ICMP_ECHOREPLY);
+	__builtin_memcpy(f->ip4, ip + 12, 8);
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP && f->proto != IPPROTO_ICMP)
+		return 0;
+	if (load_l4(skb, f, ETH_HLEN + 20))
+		return 0;
+	return parse_l4(f, k, IPPROTO_ICMP, ICMP_ECHO, ICMP_ECHOREPLY);
 }
 
 // parse6 is parse4 for the IPv6 packet whose fixed header (ip6) starts at l3. Only a TCP, UDP
@@ -327,7 +346,11 @@ static __always_inline int parse6(struct __sk_buff *skb, __u32 l3, const __u8 *i
 	__builtin_memset(k, 0, sizeof(*k));
 	__builtin_memcpy(k->src, ip6 + 8, 16);
 	__builtin_memcpy(k->dst, ip6 + 24, 16);
-	return parse_l4(skb, f, k, IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY);
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP && f->proto != IPPROTO_ICMPV6)
+		return 0;
+	if (load_l4(skb, f, ETH_HLEN + 40))
+		return 0;
+	return parse_l4(f, k, IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY);
 }
 
 // fits reports whether the frame (each segment, for a GSO super-frame) fits an MTU of mtu.
@@ -338,12 +361,8 @@ static __always_inline int fits(struct __sk_buff *skb, struct frame *f, __u16 mt
 	if (skb->gso_segs > 1) {
 		// l4 header length: TCP's data offset, else 8.
 		__u32 hl = 8;
-		if (f->proto == IPPROTO_TCP) {
-			__u8 doff;
-			if (bpf_skb_load_bytes(skb, f->l4 + 12, &doff, 1))
-				return 0;
-			hl = (doff >> 4) * 4;
-		}
+		if (f->proto == IPPROTO_TCP)
+			hl = (f->l4h[12] >> 4) * 4;
 		return (f->l4 - f->l3) + hl + skb->gso_size <= mtu;
 	}
 	return skb->len - f->l3 <= mtu;
@@ -365,14 +384,12 @@ static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *
 // l4_csum_flags returns the flags for bpf_l4_csum_replace on the frame's L4 checksum, and 0
 // when it must not be touched: a UDP datagram without a checksum keeps 0 (and a result of 0
 // is written as 0xffff, BPF_F_MARK_MANGLED_0).
-static __always_inline __u64 l4_csum_flags(struct __sk_buff *skb, struct frame *f, __u64 flags, int *skip)
+static __always_inline __u64 l4_csum_flags(struct frame *f, __u64 flags, int *skip)
 {
 	*skip = 0;
 	if (f->proto == IPPROTO_UDP) {
-		__u16 csum;
-		if (bpf_skb_load_bytes(skb, f->csum_off, &csum, 2))
-			return -1;
-		*skip = csum == 0;
+		// As parsed: a rewrite never makes a UDP checksum 0 (BPF_F_MARK_MANGLED_0).
+		*skip = *(__u16 *)(f->l4h + 6) == 0;
 		flags |= BPF_F_MARK_MANGLED_0;
 	}
 	return flags;
@@ -382,15 +399,13 @@ static __always_inline __u64 l4_csum_flags(struct __sk_buff *skb, struct frame *
 // addr16 and fixes the IP checksum and the L4 one (its pseudo-header; ICMP has none).
 static __always_inline int rewrite_ip4(struct __sk_buff *skb, struct frame *f, __u32 off, const __u8 *addr16)
 {
-	__u32 old_ip, new_ip;
-	if (bpf_skb_load_bytes(skb, f->l3 + off, &old_ip, 4))
-		return -1;
+	__u32 old_ip = off == 12 ? f->ip4[0] : f->ip4[1], new_ip;
 	__builtin_memcpy(&new_ip, addr16 + 12, 4);
 	if (old_ip == new_ip)
 		return 0;
 	if (f->proto != IPPROTO_ICMP) {
 		int skip;
-		__u64 flags = l4_csum_flags(skb, f, BPF_F_PSEUDO_HDR | 4, &skip);
+		__u64 flags = l4_csum_flags(f, BPF_F_PSEUDO_HDR | 4, &skip);
 		if (flags == (__u64)-1 || (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_ip, new_ip, flags)))
 			return -1;
 	}
@@ -413,7 +428,7 @@ static __always_inline int rewrite_ip6(struct __sk_buff *skb, struct frame *f, _
 	if (old_ip[0] == new_ip[0] && old_ip[1] == new_ip[1])
 		return 0;
 	int skip;
-	__u64 flags = l4_csum_flags(skb, f, BPF_F_PSEUDO_HDR, &skip);
+	__u64 flags = l4_csum_flags(f, BPF_F_PSEUDO_HDR, &skip);
 	if (flags == (__u64)-1)
 		return -1;
 	if (!skip) {
@@ -439,13 +454,11 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, 
 	if (icmp && f->icmp_type != id_type)
 		return 0;
 	__u32 port_off = icmp ? f->l4 + 4 : f->l4 + (dst ? 2 : 0);
-	__u16 old_port = 0;
-	if (bpf_skb_load_bytes(skb, port_off, &old_port, 2))
-		return -1;
+	__u16 old_port = dst ? f->dport : f->sport; // dst is a constant where this is inlined
 	if (old_port == port)
 		return 0;
 	int skip;
-	__u64 flags = l4_csum_flags(skb, f, 2, &skip);
+	__u64 flags = l4_csum_flags(f, 2, &skip);
 	if (flags == (__u64)-1 || (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_port, port, flags)))
 		return -1;
 	return bpf_skb_store_bytes(skb, port_off, &port, 2, 0);
@@ -461,9 +474,7 @@ static __always_inline void account(struct __sk_buff *skb, struct flow_val *v, _
 // track_host records, for an out entry, what the host's TCP segment says about its side.
 static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, struct flow_val *v)
 {
-	__u8 h[16];
-	if (bpf_skb_load_bytes(skb, f->l4 + 4, h, sizeof(h)))
-		return;
+	const __u8 *h = f->l4h + 4;
 	__u32 seq = bpf_ntohl(*(__u32 *)h);
 	__u32 ack = bpf_ntohl(*(__u32 *)(h + 4));
 	__u32 doff = (h[8] >> 4) * 4;
