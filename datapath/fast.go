@@ -93,6 +93,8 @@ type fastState struct {
 	// counted are the kernel's counts already added to the flow, by direction (the kernel
 	// counts from the entry's installation).
 	counted [2]struct{ packets, bytes uint64 }
+	// closedReads counts the syncs that read the flow since its TCP connection closed.
+	closedReads uint8
 }
 
 // markFast queues fl to be (re)considered for the fast path. e.mu is held.
@@ -292,17 +294,26 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 // FastFlow names a flow the fast path carries by the keys of its two entries.
 type FastFlow struct{ Orig, Reply FastKey }
 
-// FastFlows appends the flows the fast path carries whose counts the once-a-second sync reads:
-// all but closed TCP connections, which carry a last ACK at most and are read when their
-// entries go (FastTally), so thousands of short connections waiting out their close do not
-// cost two map lookups each every second.
-func (e *Engine) FastFlows(flows []FastFlow) []FastFlow {
+// FastFlows appends the flows the fast path carries whose counts a sync reads: all of them
+// when all is set (the last sync, at stop), else all but TCP connections closed for more than
+// two syncs. Those carry a last ACK at most, read when their entries go (FastTally), so
+// thousands of short connections waiting out their close do not cost two map lookups each
+// every second, while what a connection sent just before it closed is counted at once.
+func (e *Engine) FastFlows(flows []FastFlow, all bool) []FastFlow {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for k := range e.fast {
-		if fl := e.table.LookupOrig(k); fl != nil && fl.TCPState != conntrack.TCPClosed {
-			flows = append(flows, FastFlow{Orig: k, Reply: fl.Reply})
+	for k, st := range e.fast {
+		fl := e.table.LookupOrig(k)
+		if fl == nil {
+			continue
 		}
+		if fl.TCPState == conntrack.TCPClosed && !all {
+			if st.closedReads >= 2 {
+				continue
+			}
+			st.closedReads++
+		}
+		flows = append(flows, FastFlow{Orig: k, Reply: fl.Reply})
 	}
 	return flows
 }

@@ -71,15 +71,16 @@ func (s *Shim) applyFast() {
 	}
 }
 
-// syncFast reads what the kernel counted for every flow it carries and hands it to the engine.
-func (s *Shim) syncFast() {
+// syncFast reads what the kernel counted for the flows it carries (every one when all is set)
+// and hands it to the engine.
+func (s *Shim) syncFast(all bool) {
 	if s.opts.SlowPathOnly {
 		return
 	}
 	f := &s.fast
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.flows = s.engine.FastFlows(f.flows[:0])
+	f.flows = s.engine.FastFlows(f.flows[:0], all)
 	s.readCounts()
 }
 
@@ -128,7 +129,7 @@ func (s *Shim) fastLoop(ctx context.Context) {
 	every(ctx, 100*time.Millisecond, func() {
 		s.applyFast()
 		if n++; n%10 == 0 {
-			s.syncFast()
+			s.syncFast(false)
 		} else {
 			s.syncOpening()
 		}
