@@ -507,6 +507,15 @@ static __always_inline int push_eth_proto(struct __sk_buff *skb, const __u8 *dst
 	return bpf_skb_store_bytes(skb, 0, h, ETH_HLEN, 0);
 }
 
+// set_macs writes an Ethernet frame's destination and source MAC with one store.
+static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
+{
+	__u8 macs[2 * ETH_ALEN];
+	__builtin_memcpy(macs, dst, ETH_ALEN);
+	__builtin_memcpy(macs + ETH_ALEN, src, ETH_ALEN);
+	return bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0);
+}
+
 // set_link_header gives a frame of a flow the link-layer header the entry's device needs: its
 // MACs on an Ethernet device (pushed first when the frame came bare from an L3 device), none on
 // an L3 device (bpf_redirect to a device without one pulls it).
@@ -522,9 +531,7 @@ static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_va
 	void *end = (void *)(long)skb->data_end;
 	if (data + 2 * ETH_ALEN <= end && mac_equal(data, v->dst_mac) && mac_equal((__u8 *)data + ETH_ALEN, v->src_mac))
 		return 0;
-	if (bpf_skb_store_bytes(skb, 0, v->dst_mac, ETH_ALEN, 0))
-		return -1;
-	return bpf_skb_store_bytes(skb, ETH_ALEN, v->src_mac, ETH_ALEN, 0);
+	return set_macs(skb, v->dst_mac, v->src_mac);
 }
 
 // divert redirects a frame (IPv6 when v6) to the slow path through capture veth near end
@@ -634,7 +641,7 @@ static __always_inline int source6(struct __sk_buff *skb, __u32 l3)
 		if (l3 == 0) {
 			if (push_eth_proto(skb, u->dst_mac, u->src_mac, ETH_P_IPV6))
 				return TCX_NEXT;
-		} else if (bpf_skb_store_bytes(skb, 0, u->dst_mac, ETH_ALEN, 0) || bpf_skb_store_bytes(skb, ETH_ALEN, u->src_mac, ETH_ALEN, 0)) {
+		} else if (set_macs(skb, u->dst_mac, u->src_mac)) {
 			return TCX_NEXT;
 		}
 	}
