@@ -599,6 +599,10 @@ func TestAllGatewaysDown(t *testing.T) {
 	} else {
 		t.Logf("a gateway usable again %v after the probe target answered", at.Sub(back).Round(time.Millisecond))
 	}
+	// Each gateway's probes run in their own phase: the second may come back a probe round
+	// after the first.
+	waitGatewayState(t, s, topo.HostIf0, "up", 2*time.Second)
+	waitGatewayState(t, s, topo.HostIf1, "up", 2*time.Second)
 	spreadOK(t, "after the outage", topo, srv, 40, 4)
 	if n := len(s.LogLines(mark, "no usable gateway")); n != 1 {
 		t.Errorf("%q logged %d times, want once", "no usable gateway", n)
