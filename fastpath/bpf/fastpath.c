@@ -244,21 +244,28 @@ struct frame {
 	__u8 l4h[20];
 };
 
-// load_l4 copies the frame's L4 header into f->l4h: 20 bytes for TCP, 8 for the others. When
-// the header sits at direct_off (a constant: behind an Ethernet header and an IP header without
-// options) and is in the linear part, it is read directly; else through the helper (packet
-// pointer arithmetic with a variable offset needs CAP_PERFMON, which l2shim does without).
-static __always_inline int load_l4(struct __sk_buff *skb, struct frame *f, const __u32 direct_off)
+// load_hdr copies len bytes at off into dst: directly when off is direct_off (a constant: the
+// offset behind an Ethernet header and an IP header without options, where the frames the fast
+// path carries most have it) and the bytes are in the linear part, so those frames pay no
+// helper call; else through the helper (packet pointer arithmetic at a variable offset needs
+// CAP_PERFMON, which l2shim does without). len is a constant too.
+static __always_inline int load_hdr(struct __sk_buff *skb, __u32 off, const __u32 direct_off, void *dst, const __u32 len)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	if (f->l4 == direct_off && data + direct_off + sizeof(f->l4h) <= end) {
-		__builtin_memcpy(f->l4h, data + direct_off, sizeof(f->l4h));
+	if (off == direct_off && data + direct_off + len <= end) {
+		__builtin_memcpy(dst, data + direct_off, len);
 		return 0;
 	}
+	return bpf_skb_load_bytes(skb, off, dst, len);
+}
+
+// load_l4 copies the frame's L4 header into f->l4h: 20 bytes for TCP, 8 for the others.
+static __always_inline int load_l4(struct __sk_buff *skb, struct frame *f, const __u32 direct_off)
+{
 	if (f->proto == IPPROTO_TCP)
-		return bpf_skb_load_bytes(skb, f->l4, f->l4h, 20);
-	return bpf_skb_load_bytes(skb, f->l4, f->l4h, 8);
+		return load_hdr(skb, f->l4, direct_off, f->l4h, 20);
+	return load_hdr(skb, f->l4, direct_off, f->l4h, 8);
 }
 
 // parse_l4 reads the ports (for ICMP echo, the identifier) of the frame's L4 header (f->l4h)
@@ -297,14 +304,7 @@ static __always_inline int parse_l4(struct frame *f, struct flow_key *k, __u8 ic
 static __always_inline int parse4(struct __sk_buff *skb, __u32 l3, struct frame *f, struct flow_key *k)
 {
 	__u8 ip[20];
-	// Behind an Ethernet header, at a constant offset, the header is read directly (no helper
-	// call on the frames the fast path carries most); else, or when it is not in the linear
-	// part, through the helper.
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (l3 == ETH_HLEN && data + ETH_HLEN + sizeof(ip) <= end)
-		__builtin_memcpy(ip, data + ETH_HLEN, sizeof(ip));
-	else if (bpf_skb_load_bytes(skb, l3, ip, sizeof(ip)))
+	if (load_hdr(skb, l3, ETH_HLEN, ip, sizeof(ip)))
 		return 0;
 	if ((ip[0] & 0xf0) != 0x40)
 		return 0;
@@ -614,11 +614,7 @@ static __always_inline int parse_frame(struct __sk_buff *skb, __u32 l3, int v6, 
 	if (!v6)
 		return parse4(skb, l3, f, k);
 	__u8 ip6[40];
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (l3 == ETH_HLEN && data + ETH_HLEN + sizeof(ip6) <= end)
-		__builtin_memcpy(ip6, data + ETH_HLEN, sizeof(ip6));
-	else if (bpf_skb_load_bytes(skb, l3, ip6, sizeof(ip6)))
+	if (load_hdr(skb, l3, ETH_HLEN, ip6, sizeof(ip6)))
 		return *owned = 0;
 	if (!owned6(skb, l3, ip6))
 		return *owned = 0;
