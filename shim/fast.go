@@ -48,7 +48,7 @@ func (s *Shim) applyFast() {
 			// is read first.
 			if c, ok := s.maps.k.Counts(dir, key); ok && c.Packets > op.Tally.Packets {
 				if offset == 0 {
-					offset = fastpath.Monotonic() - s.now()
+					offset = s.kernelClockOffset()
 				}
 				f.finals = append(f.finals, datapath.FastFinal{Tally: op.Tally, In: op.In, Packets: c.Packets, Bytes: c.Bytes, LastSeen: c.LastSeen - offset})
 			}
@@ -99,13 +99,16 @@ func (s *Shim) syncOpening() {
 	}
 }
 
+// kernelClockOffset is what to subtract from the kernel's time stamps to get the engine's
+// clock: the kernel stamps frames with CLOCK_MONOTONIC, the engine's clock started with the shim.
+func (s *Shim) kernelClockOffset() int64 { return fastpath.Monotonic() - s.now() }
+
 // readCounts reads what the kernel counted for the flows in s.fast.flows and hands it to the
 // engine. s.fast.mu is held.
 func (s *Shim) readCounts() {
 	f := &s.fast
 	f.cnts = f.cnts[:0]
-	// The kernel stamps frames with CLOCK_MONOTONIC; the engine's clock started with the shim.
-	offset := fastpath.Monotonic() - s.now()
+	offset := s.kernelClockOffset()
 	for _, fl := range f.flows {
 		for _, in := range []bool{false, true} {
 			dir, key := fastpath.Out, fl.Orig
