@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -44,21 +45,7 @@ func TestAddressChangeKeepsUDPFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	exchange := func(n int) int {
-		ok := 0
-		buf := make([]byte, 1500)
-		for i := 0; i < n; i++ {
-			if _, err := c.Write([]byte("keepalive")); err != nil {
-				continue
-			}
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			if _, err := c.Read(buf); err == nil {
-				ok++
-			}
-		}
-		return ok
-	}
-	if n := exchange(5); n != 5 {
+	if n := keepalives(c, 5); n != 5 {
 		t.Fatalf("before the change %d/5 datagrams answered", n)
 	}
 	renewed := netip.MustParseAddr("10.2.0.3")
@@ -69,9 +56,26 @@ func TestAddressChangeKeepsUDPFlow(t *testing.T) {
 	mustRun(t, topo.GW1, "nft", "add table ip lease; add chain ip lease forget { type filter hook forward priority -300; }; add rule ip lease forget ip saddr "+topo.HostAddr1.String()+" drop; add rule ip lease forget ip daddr "+topo.HostAddr1.String()+" drop")
 	time.Sleep(200 * time.Millisecond)
 	srv.udp.Seen.Reset()
-	if n := exchange(10); n < 9 {
+	if n := keepalives(c, 10); n < 9 {
 		t.Errorf("after eth1's address changed %d/10 datagrams of the flow answered", n)
 	}
 	requireOnly(t, "the flow after the address change", srv.udp.Seen.Counts(), renewed, srv.udp.Seen.Count(renewed))
 	stopShim(t, s)
+}
+
+// keepalives sends n datagrams on c, one at a time, and returns how many were answered within
+// 300 ms each.
+func keepalives(c *net.UDPConn, n int) int {
+	ok := 0
+	buf := make([]byte, 1500)
+	for i := 0; i < n; i++ {
+		if _, err := c.Write([]byte("keepalive")); err != nil {
+			continue
+		}
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(buf); err == nil {
+			ok++
+		}
+	}
+	return ok
 }

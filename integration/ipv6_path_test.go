@@ -149,21 +149,7 @@ func TestIPv6Renumber(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	exchange := func(n int) int {
-		ok := 0
-		buf := make([]byte, 1500)
-		for i := 0; i < n; i++ {
-			if _, err := c.Write([]byte("keepalive")); err != nil {
-				continue
-			}
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			if _, err := c.Read(buf); err == nil {
-				ok++
-			}
-		}
-		return ok
-	}
-	if n := exchange(5); n != 5 {
+	if n := keepalives(c, 5); n != 5 {
 		t.Fatalf("before renumbering %d/5 datagrams answered", n)
 	}
 	requireOnly(t, "the flow before renumbering", srv.udp.Seen.Counts(), topo.HostAddr6_1, srv.udp.Seen.Count(topo.HostAddr6_1))
@@ -186,7 +172,7 @@ func TestIPv6Renumber(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	srv.udp.Seen.Reset()
-	if n := exchange(10); n < 9 {
+	if n := keepalives(c, 10); n < 9 {
 		t.Errorf("after renumbering %d/10 datagrams of the flow answered", n)
 	}
 	requireOnly(t, "the flow after renumbering", srv.udp.Seen.Counts(), newAddr, srv.udp.Seen.Count(newAddr))
