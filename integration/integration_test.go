@@ -168,7 +168,44 @@ func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *testShim {
 			t.Logf("l2shim (pid %d) output:\n%s", s.Pid(), s.Output())
 		}
 	})
-	return &testShim{Shim: s, topo: topo, bin: bin, sock: o.Control}
+	ts := &testShim{Shim: s, topo: topo, bin: bin, sock: o.Control}
+	ts.awaitResolved(t)
+	return ts
+}
+
+// awaitResolved waits up to 1.5 s for l2shim to have resolved every gateway whose link is up
+// (its ARP answer): "ready" means the hooks are attached, and a flow placed before a gateway
+// is resolved cannot go to it, which a test expecting both uplinks in use would take for a
+// fault. A gateway that never answers (a test's dead one) just costs the wait. IPv6 routers
+// are left to the IPv6 tests' own waits: on a fresh veth the host's link-local address is
+// still in duplicate address detection, and the kernel asks the router only after it.
+func (s *testShim) awaitResolved(t *testing.T) {
+	t.Helper()
+	unresolved := func(st *control.Status) []string {
+		var names []string
+		for _, g := range st.Gateways {
+			if strings.Contains(g.Reason, "MAC not resolved") {
+				names = append(names, g.Name)
+			}
+		}
+		return names
+	}
+	start := time.Now()
+	for {
+		st, err := s.queryStatus()
+		if err != nil || s.Exited() {
+			return
+		}
+		names := unresolved(st)
+		if len(names) == 0 {
+			return
+		}
+		if time.Since(start) > 1500*time.Millisecond {
+			t.Logf("gateways still unresolved 1.5 s after start: %s", strings.Join(names, ", "))
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // stopShim stops the shim (an error unless it exits 0), logs its warnings

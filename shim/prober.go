@@ -21,6 +21,10 @@ import (
 // macRecheck is how often a gateway's MAC is checked with ARP when probing is off.
 const macRecheck = 30 * time.Second
 
+// arpFirstWait is how long the first ARP request waits for its answer when probing is off;
+// each unanswered one doubles the wait, up to a second.
+const arpFirstWait = 100 * time.Millisecond
+
 // probers runs one prober per gateway of the configuration in force.
 type probers struct {
 	cancel context.CancelFunc
@@ -159,6 +163,7 @@ func (p *prober) run(ctx context.Context) {
 	results := make([]bool, 1+len(p.targets))
 	results6 := make([]bool, 1+len(p.targets6))
 	next := time.Now()
+	arpWait := arpFirstWait
 	for {
 		if p.probing {
 			v6 := p.round(ctx, p.interval, results, results6)
@@ -175,11 +180,16 @@ func (p *prober) run(ctx context.Context) {
 			// the gateway is there (the watcher reports it).
 			next = time.Now().Add(macRecheck)
 		} else {
-			// ARP only: ask every second until the gateway answers, then every macRecheck,
-			// which follows a MAC that moved and a gateway back after its link went down.
-			next = time.Now().Add(time.Second)
+			// ARP only: ask until the gateway answers, then every macRecheck, which follows
+			// a MAC that moved and a gateway back after its link went down. The first asks
+			// come quickly (100, 200, 400, 800 ms, then every second): one lost request or
+			// reply at start must not keep a live gateway out of use for a whole second.
+			next = time.Now().Add(arpWait)
 			if p.arp(next) {
 				next = time.Now().Add(macRecheck)
+				arpWait = arpFirstWait
+			} else {
+				arpWait = min(2*arpWait, time.Second)
 			}
 		}
 		select {

@@ -41,10 +41,28 @@ type source6 struct {
 }
 
 // source6Loop keeps the kernel's IPv6 per-source map in step with the host until ctx ends.
+// While an uplink's router is not resolved yet (the kernel is asking it), the next sync comes
+// sooner (50 ms, doubling up to the second), so a gateway's IPv6 is usable as soon as its
+// router answers, not up to a second later.
 func (s *Shim) source6Loop(ctx context.Context) {
-	s.syncSource6()
-	every(ctx, time.Second, s.syncSource6)
+	quick := source6Quick
+	for {
+		next := time.Second
+		if s.syncSource6() {
+			next, quick = quick, min(2*quick, time.Second)
+		} else {
+			quick = source6Quick
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+	}
 }
+
+// source6Quick is the first recheck after an uplink's router was found unresolved.
+const source6Quick = 50 * time.Millisecond
 
 // uplink6View is what the sync needs to know about one external interface.
 type uplink6View struct {
@@ -77,8 +95,9 @@ func (s *Shim) uplinks6() []uplink6View {
 	return out
 }
 
-// syncSource6 computes the prefix map from the host and applies the difference.
-func (s *Shim) syncSource6() {
+// syncSource6 computes the prefix map from the host and applies the difference. It reports
+// whether an Ethernet uplink with IPv6 addresses still waits for its router's MAC.
+func (s *Shim) syncSource6() (unresolved bool) {
 	st := &s.source6
 	if st.installed == nil {
 		st.installed = map[netip.Prefix]fastpath.Uplink6{}
@@ -104,6 +123,8 @@ func (s *Shim) syncSource6() {
 		}
 		if e.MAC != ([6]byte{}) {
 			s.routerResolved6(u.name, e.MAC)
+		} else if !u.l3 {
+			unresolved = true
 		}
 		up := fastpath.Uplink6{Ifindex: u.ifindex, L3: u.l3, SrcMAC: u.mac, DstMAC: e.MAC}
 		for _, p := range prefixes {
@@ -140,6 +161,7 @@ func (s *Shim) syncSource6() {
 			"interface", ifaceName(view, p), "router_mac", net.HardwareAddr(u.DstMAC[:]).String())
 	}
 	st.view.Store(&view)
+	return unresolved
 }
 
 // routerResolved6 tells the engine the IPv6 router MAC of every gateway on interface name, and
