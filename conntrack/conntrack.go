@@ -633,10 +633,8 @@ const (
 )
 
 // Touch records frames of f that someone else carried (the kernel's fast path): packets and
-// bytes in direction dir, the last one at time last. Its idle clock moves forward only. Its
-// state does not change, but for one thing: a TCP connection in TCPSynRecv whose initiator sent
-// frames is TCPEstablished (the fast path carries no SYN, FIN or RST: they are the ACK that
-// completed the handshake and what followed it).
+// bytes in direction dir, the last one at time last. Its idle clock moves forward only; its
+// state does not change (Carried and FIN do that).
 func (t *Table) Touch(f *Flow, dir int, packets, bytes uint64, last int64) {
 	if f.list >= numLists {
 		return
@@ -644,13 +642,6 @@ func (t *Table) Touch(f *Flow, dir int, packets, bytes uint64, last int64) {
 	dir &= 1
 	f.Packets[dir] += packets
 	f.Bytes[dir] += bytes
-	if f.Orig.Proto == 6 && f.TCPState == TCPSynRecv && packets > 0 && (dir == DirOrig) == (f.Origin != Inbound) {
-		f.TCPState = TCPEstablished
-		if l := listOf(f); l != f.list {
-			t.unlink(f)
-			t.push(f, l)
-		}
-	}
 	if last <= f.LastSeen {
 		return
 	}
@@ -660,6 +651,40 @@ func (t *Table) Touch(f *Flow, dir int, packets, bytes uint64, last int64) {
 		t.push(f, f.list)
 	}
 	f.LastSeen = max(f.LastSeen, last)
+}
+
+// Carried moves a TCP connection being opened (TCPSynSent, TCPSynRecv) for segments the kernel
+// carried in direction dir: the responder's answer it (the kernel carries no SYN but the
+// SYN-ACK it was let carry, no RST); the initiator's complete its handshake (the kernel carries
+// none of its SYNs, so they came after the SYN-ACK).
+func (t *Table) Carried(f *Flow, dir int) {
+	if f.list >= numLists || f.Orig.Proto != 6 || f.TCPState != TCPSynSent && f.TCPState != TCPSynRecv {
+		return
+	}
+	f.Replied = true
+	if (dir&1 == DirOrig) == (f.Origin != Inbound) {
+		f.TCPState = TCPEstablished
+	} else {
+		f.TCPState = TCPSynRecv
+	}
+	if l := listOf(f); l != f.list {
+		t.unlink(f)
+		t.push(f, l)
+	}
+}
+
+// FIN records a TCP FIN that someone else carried (the kernel's fast path) in direction dir:
+// the connection's state moves as Seen would move it for the FIN; nothing is counted.
+func (t *Table) FIN(f *Flow, dir int) {
+	if f.list >= numLists || f.Orig.Proto != 6 {
+		return
+	}
+	dir &= 1
+	f.tcp(dir, (dir == DirOrig) == (f.Origin != Inbound), tcpFIN|tcpACK)
+	if l := listOf(f); l != f.list {
+		t.unlink(f)
+		t.push(f, l)
+	}
 }
 
 // Seen updates a flow's counters, state and idle clock for one frame going in direction dir

@@ -528,26 +528,34 @@ func TestWireAssuredEvictedBeforeOwn(t *testing.T) {
 	checkTable(t, tb)
 }
 
-// TestTouchCompletesHandshake: frames the kernel carried from the initiator of a connection in
-// TCPSynRecv (the fast path carries no SYN, FIN or RST) complete its handshake, and move it to
-// the established timeout; frames from the responder, or of a flow in another state, do not.
-func TestTouchCompletesHandshake(t *testing.T) {
+// TestCarriedHandshake: a connection opened by the host is answered by a frame the kernel
+// carried from the responder (its SYN-ACK) and completes its handshake with one from the
+// initiator (the kernel carries none of its SYNs), moving to the established timeout; Touch only
+// counts; a flow in another state does not move; FINs the kernel carried close it.
+func TestCarriedHandshake(t *testing.T) {
 	tb := New(100, DefaultTimeouts())
 	p := mustInsert(t, tb, flow(1, 0))
 	tb.Seen(p, DirOrig, 60, syn, 0)
-	tb.Seen(p, DirReply, 60, synack, 0)
-	tb.Touch(p, DirReply, 3, 300, sec)
-	if p.TCPState != TCPSynRecv {
-		t.Fatalf("after the responder's carried frames: state %d, want TCPSynRecv", p.TCPState)
+	tb.Touch(p, DirReply, 1, 60, sec)
+	if p.TCPState != TCPSynSent || p.Replied {
+		t.Fatalf("after Touch: state %d, replied %v; want it unchanged", p.TCPState, p.Replied)
 	}
-	tb.Touch(p, DirOrig, 2, 200, 2*sec)
-	if p.TCPState != TCPEstablished || p.Class() != ClassEstablished || p.Packets[DirOrig] != 3 {
-		t.Fatalf("after the initiator's carried frames: state %d class %d packets %v", p.TCPState, p.Class(), p.Packets)
+	tb.Carried(p, DirReply)
+	if p.TCPState != TCPSynRecv || !p.Replied {
+		t.Fatalf("after the responder's carried frame: state %d, replied %v; want TCPSynRecv, replied", p.TCPState, p.Replied)
 	}
-	tb.Seen(p, DirOrig, 52, fin, 3*sec)
-	tb.Touch(p, DirOrig, 1, 52, 4*sec)
+	tb.Carried(p, DirOrig)
+	if p.TCPState != TCPEstablished || p.Class() != ClassEstablished {
+		t.Fatalf("after the initiator's carried frame: state %d class %d", p.TCPState, p.Class())
+	}
+	tb.FIN(p, DirOrig)
+	tb.Carried(p, DirOrig)
 	if p.TCPState != TCPClosing {
-		t.Fatalf("a carried frame after a FIN: state %d, want TCPClosing", p.TCPState)
+		t.Fatalf("the host's carried FIN, then frames: state %d, want TCPClosing", p.TCPState)
+	}
+	tb.FIN(p, DirReply)
+	if p.TCPState != TCPClosed {
+		t.Fatalf("a carried FIN each way: state %d, want TCPClosed", p.TCPState)
 	}
 	checkTable(t, tb)
 }

@@ -105,10 +105,21 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	if f.MoreFrags {
 		e.rememberFragment(f, conntrack.DirOrig, fl.Orig, now)
 	}
+	if f.HasTCPFlag(rewrite.TCPSyn) || f.HasTCPFlag(rewrite.TCPRst) {
+		// The kernel may have carried the connection's close since the last sync: a SYN
+		// after it opens a new connection on the tuple.
+		e.refreshHostTCP(fl)
+	}
 	gap := now - fl.LastSeen
+	// A SYN on a closed connection's tuple opens a new one: entries it keeps are replaced,
+	// so the old connection's FIN marks and counts are not taken for the new one's.
+	reopens := fl.TCPState == conntrack.TCPClosed && f.IsTCPSyn()
 	e.table.Seen(fl, conntrack.DirOrig, len(f.Buf), f.TCPFlags, now)
 	trackHostTCP(f, fl)
-	if fl.Fast != fastWant(fl) {
+	if reopens {
+		e.fastReopened(fl)
+	}
+	if fl.Fast != fastWant(fl) || reopens && fl.Fast == conntrack.FastCarry {
 		e.markFast(fl)
 	}
 	if e.isRetry(f, fl, gap) {

@@ -211,10 +211,6 @@ type Engine struct {
 	fast      map[conntrack.Key]*fastState
 	fastDirty map[conntrack.Key]struct{}
 	fastDel   []FastOp
-	// fastOpening holds the carried connections still in TCPSynRecv: the kernel carries the
-	// host's ACK that completes their handshake, and FastOpening lets the shim look sooner
-	// than its once-a-second sync.
-	fastOpening map[conntrack.Key]struct{}
 	// fastPending is set while fastDirty or fastDel hold anything.
 	fastPending atomic.Bool
 	attempts    attempts

@@ -34,6 +34,9 @@ type FastEntry struct {
 	// DivertOnly (in entries): a flow of the host's, not confirmed yet. Its answers reach
 	// user space through the host's capture queue, never behind a flood from the wire.
 	DivertOnly bool
+	// CarrySYNACK (in entries of a connection the host opens): the kernel carries the peer's
+	// SYN-ACK too; user space has no MSS to clamp in it, and learns of it from the counts.
+	CarrySYNACK bool
 	// ToL3: Ifindex is an L3 device; the frame leaves it without the MACs.
 	ToL3 bool
 }
@@ -58,34 +61,90 @@ type FastTally struct {
 	Packets, Bytes uint64 // counted already
 }
 
-// FastTracker reads what the kernel's fast path saw of the host's side of a TCP flow it
-// carries (its out entry): the sequence number after the host's last data, its last
-// acknowledgment and window field. The engine asks when a FIN or RST from the wire, or a
-// reset it builds, must be judged against the host's sequence space while the kernel carried
-// the segments that moved it.
+// FastTracker reads what the kernel's fast path saw of a TCP flow it carries, by its out and
+// in entries. The engine asks when a segment it handles (an RST from the wire, a new SYN from
+// the host on the tuple) or a reset it builds must be judged against what the kernel carried
+// since the last sync: the host's sequence space, and the FINs that closed the connection.
 type FastTracker interface {
-	HostTCP(orig FastKey) (seqEnd, ack uint32, win uint16, ok bool)
+	TCP(orig, reply FastKey) (out, in KernelTCP)
 }
 
-// refreshHostTCP brings what the kernel saw of the host's side of fl into fl. e.mu is held.
+// KernelTCP is what the fast path saw of one direction of a TCP flow it carries.
+type KernelTCP struct {
+	OK bool // the entry is there and carried a frame
+	// FIN: it carried a FIN. Out: SeqEnd, Ack and Win are what the host's last carried
+	// segment said (the sequence number after it, its acknowledgment, its unscaled window).
+	// In, with FIN: SeqEnd is the sequence number after the wire's FIN.
+	FIN         bool
+	SeqEnd, Ack uint32
+	Win         uint16
+}
+
+// refreshHostTCP brings what the kernel saw of carried TCP flow fl into fl. e.mu is held.
 func (e *Engine) refreshHostTCP(fl *conntrack.Flow) {
 	if fl.Fast != conntrack.FastCarry || e.opts.Tracker == nil || fl.Orig.Proto != rewrite.ProtoTCP {
 		return
 	}
-	seqEnd, ack, win, ok := e.opts.Tracker.HostTCP(fl.Orig)
-	if !ok {
+	if st := e.fast[fl.Orig]; st == nil || st.reopened {
 		return
 	}
-	if seqBefore(fl.HostSndNext, seqEnd) {
-		fl.HostSndNext = seqEnd
+	out, in := e.opts.Tracker.TCP(fl.Orig, fl.Reply)
+	e.kernelTCP(fl, out, conntrack.DirOrig)
+	e.kernelTCP(fl, in, conntrack.DirReply)
+}
+
+// kernelTCP brings what the kernel saw of direction dir of TCP flow fl into fl: the host's
+// sequence space (the out entry), and the FINs the kernel carried. The host's FIN is its own
+// word; the wire's counts once the host's acknowledgment covers it, so a forged one the host
+// would not accept closes nothing. A FIN moves only a connection past its handshake: an entry
+// a new connection on the tuple has not replaced yet still holds the old one's. Call it for
+// the out direction first. e.mu is held.
+func (e *Engine) kernelTCP(fl *conntrack.Flow, k KernelTCP, dir int) {
+	if !k.OK {
+		return
 	}
-	if fl.HostAck == 0 || seqBefore(fl.HostAck, ack) {
-		fl.HostAck = ack
+	if replied := fl.Replied; fl.TCPState == conntrack.TCPSynSent || fl.TCPState == conntrack.TCPSynRecv {
+		// The entry carried a frame: the SYN-ACK in, the host's ACK out.
+		e.table.Carried(fl, dir)
+		if !replied && fl.Replied {
+			e.answered(fl, fl.LastSeen)
+		}
 	}
-	if fl.HostRcvNext == 0 || seqBefore(fl.HostRcvNext, ack) {
-		fl.HostRcvNext = ack
+	if dir == conntrack.DirOrig {
+		if seqBefore(fl.HostSndNext, k.SeqEnd) {
+			fl.HostSndNext = k.SeqEnd
+		}
+		if fl.HostAck == 0 || seqBefore(fl.HostAck, k.Ack) {
+			fl.HostAck = k.Ack
+		}
+		if fl.HostRcvNext == 0 || seqBefore(fl.HostRcvNext, k.Ack) {
+			fl.HostRcvNext = k.Ack
+		}
+		fl.HostWin = max(uint32(k.Win)<<fl.HostWScale, minWindow)
 	}
-	fl.HostWin = max(uint32(win)<<fl.HostWScale, minWindow)
+	if !k.FIN || fl.TCPState != conntrack.TCPEstablished && fl.TCPState != conntrack.TCPClosing {
+		return
+	}
+	if dir == conntrack.DirReply && (!fl.HostKnown || seqBefore(fl.HostAck, k.SeqEnd)) {
+		return
+	}
+	e.table.FIN(fl, dir)
+}
+
+// fastReopened records that a new TCP connection opens on carried flow fl's tuple: until its
+// entries are replaced, what the kernel reports of them is the old connection's. e.mu is held.
+func (e *Engine) fastReopened(fl *conntrack.Flow) {
+	if st := e.fast[fl.Orig]; st != nil {
+		st.reopened = true
+	}
+}
+
+// answered records that the kernel carried the first answer to fl: for a flow the host opened,
+// it proves the path through its gateway (as the slow path's first answer does). e.mu is held.
+func (e *Engine) answered(fl *conntrack.Flow, now int64) {
+	if fl.Origin == conntrack.Outbound && fl.Gateway >= 0 && e.health != nil {
+		e.health.Success(int(fl.Gateway), healthDst(fl.Orig.Dst), now)
+	}
 }
 
 // fastState is what the engine remembers about a flow the fast path carries.
@@ -95,6 +154,9 @@ type fastState struct {
 	counted [2]struct{ packets, bytes uint64 }
 	// closedReads counts the syncs that read the flow since its TCP connection closed.
 	closedReads uint8
+	// reopened: a new TCP connection on the tuple replaces the entries; until it has, what
+	// they say (their FIN marks, that they carried frames) is the old connection's.
+	reopened bool
 }
 
 // markFast queues fl to be (re)considered for the fast path. e.mu is held.
@@ -162,16 +224,18 @@ func fastWant(fl *conntrack.Flow) conntrack.FastState {
 }
 
 // fastCandidate reports whether a flow's state lets the kernel carry it: confirmed (a UDP or
-// ICMP reply seen; for TCP, the peer's SYN-ACK to a connection the host opened, or the
+// ICMP reply seen; a TCP connection the host opens from its SYN on, one from the wire once its
 // handshake completed) and nothing pending that needs user space. A TCP connection stays
-// carried while it closes with FINs (which, like SYNs and RSTs, still reach user space): the
-// ACKs and data around them do not; an RST ends it.
+// carried while it closes with FINs (the kernel marks them in the entries, user space reads
+// them at the next sync); an RST ends it.
 //
-// From the SYN-ACK on, so that the host's ACK completing the handshake and its first request
-// need no trip through user space (they follow the SYN-ACK within microseconds, and the shim
-// installs the entries before it hands the SYN-ACK to the host); not for inbound connections,
-// whose SYN-ACK the host sends to whatever source a SYN claimed (a spoofed SYN flood would
-// fill the maps).
+// A connection the host opens from its SYN on, placed: its entries are in the kernel before
+// the SYN leaves, so the peer's SYN-ACK (when it needs no MSS clamping: CarrySYNACK), the
+// host's ACK completing the handshake and its first request never cross user space; the
+// counts tell user space it was answered (conntrack's Touch). The host's own SYNs (a retry
+// that may rotate the connection) and RSTs still do. Not for inbound connections, whose
+// SYN-ACK the host sends to whatever source a SYN claimed (a spoofed SYN flood would fill the
+// maps).
 func fastCandidate(fl *conntrack.Flow) bool {
 	if fl.Reset || fl.Drop {
 		return false
@@ -179,7 +243,7 @@ func fastCandidate(fl *conntrack.Flow) bool {
 	switch fl.Orig.Proto {
 	case rewrite.ProtoTCP:
 		if !fl.Replied {
-			return false
+			return fl.Origin == conntrack.Outbound && fl.TCPState == conntrack.TCPSynSent && fl.Gateway >= 0
 		}
 		switch fl.TCPState {
 		case conntrack.TCPSynRecv:
@@ -228,6 +292,9 @@ func (e *Engine) fastEntries(fl *conntrack.Flow) (out, in FastEntry, ok bool) {
 	}
 	out = FastEntry{Orig: fl.Orig, Ifindex: wire.Index, ToL3: wire.L3, MTU: mtu, SrcMAC: wire.MAC, DstMAC: gwMAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
 	in = FastEntry{Orig: fl.Orig, Ifindex: host.Index, ToL3: host.L3, SrcMAC: fl.HostGatewayMAC, DstMAC: host.MAC, Origin: uint8(fl.Origin), Why: fl.Why, Rule: fl.Rule, Gateway: gwIP}
+	// The SYN-ACK's MSS is clamped to a path narrower than the host's link (toHostFor): only
+	// user space does that.
+	in.CarrySYNACK = fl.Orig.Proto == rewrite.ProtoTCP && fl.Origin == conntrack.Outbound && mtu == 0
 	if fl.NAT {
 		out.NAT, out.Addr, out.Port = true, fl.Reply.Dst, fl.Reply.DstPort
 		in.NAT, in.Addr, in.Port = true, fl.Orig.Src, fl.Orig.SrcPort
@@ -271,12 +338,6 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 			// A replaced entry counts afresh.
 			e.fast[fl.Orig] = &fastState{}
 			fl.Fast = conntrack.FastCarry
-			if fl.TCPState == conntrack.TCPSynRecv {
-				if e.fastOpening == nil {
-					e.fastOpening = make(map[conntrack.Key]struct{})
-				}
-				e.fastOpening[fl.Orig] = struct{}{}
-			}
 		case fl.Fast != conntrack.FastNone:
 			if fl.Fast == conntrack.FastCarry {
 				ops = append(ops, FastOp{Delete: true, Key: fl.Orig, Tally: e.tally(fl, conntrack.DirOrig, fl.Gateway)},
@@ -318,39 +379,24 @@ func (e *Engine) FastFlows(flows []FastFlow, all bool) []FastFlow {
 	return flows
 }
 
-// FastOpening appends the carried connections whose handshake the kernel is completing (still
-// in TCPSynRecv in the table): reading their out entries' counts into FastCounts soon shows
-// them established, without waiting for the once-a-second sync.
-func (e *Engine) FastOpening(flows []FastFlow) []FastFlow {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k := range e.fastOpening {
-		fl := e.table.LookupOrig(k)
-		if fl == nil || fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynRecv {
-			delete(e.fastOpening, k)
-			continue
-		}
-		flows = append(flows, FastFlow{Orig: k, Reply: fl.Reply})
-	}
-	return flows
-}
-
 // FastCount is what the kernel counted for one entry since it was installed.
 type FastCount struct {
 	Orig           FastKey
 	In             bool
 	Packets, Bytes uint64
-	LastSeen       int64 // the engine's clock; 0: no frame yet
+	LastSeen       int64     // the engine's clock; 0: no frame yet
+	TCP            KernelTCP // a TCP flow's (OK: read)
 }
 
 // FastCounts adds what the kernel counted to the flows, their gateways and rules, and moves
-// their idle clocks, so status, metrics and expiry see every frame whichever path it took.
+// their idle clocks, so status, metrics and expiry see every frame whichever path it took; and
+// closes the TCP connections whose FINs the kernel carried (kernelTCP).
 func (e *Engine) FastCounts(counts []FastCount) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, c := range counts {
 		st, ok := e.fast[c.Orig]
-		if !ok {
+		if !ok || st.reopened {
 			continue
 		}
 		fl := e.table.LookupOrig(c.Orig)
@@ -368,11 +414,17 @@ func (e *Engine) FastCounts(counts []FastCount) {
 		}
 		dp, db := c.Packets-done.packets, c.Bytes-done.bytes
 		done.packets, done.bytes = c.Packets, c.Bytes
-		if dp == 0 && db == 0 {
-			continue
+		if dp != 0 || db != 0 {
+			replied := fl.Replied
+			e.table.Touch(fl, dir, dp, db, c.LastSeen)
+			e.credit(fl.Gateway, fl.Rule, c.In, dp, db)
+			if !replied && fl.Replied {
+				e.answered(fl, c.LastSeen)
+			}
 		}
-		e.table.Touch(fl, dir, dp, db, c.LastSeen)
-		e.credit(fl.Gateway, fl.Rule, c.In, dp, db)
+		if fl.Orig.Proto == rewrite.ProtoTCP {
+			e.kernelTCP(fl, c.TCP, dir)
+		}
 	}
 }
 

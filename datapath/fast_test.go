@@ -28,7 +28,7 @@ func TestFastPathEntries(t *testing.T) {
 	}
 	out, in := ops[0], ops[1]
 	wantOut := FastEntry{Orig: fl.Orig, Ifindex: 3, NAT: true, Addr: conntrack.Addr4(addr1), Port: 7200, SrcMAC: mac1, DstMAC: gwMAC1, Why: uint8(ReasonBalanced), Rule: -1, Gateway: conntrack.Addr4([4]byte{10, 2, 0, 1})}
-	wantIn := FastEntry{Orig: fl.Orig, Ifindex: 2, NAT: true, Addr: conntrack.Addr4(addr0), Port: 7200, SrcMAC: gwMAC0, DstMAC: mac0, Why: uint8(ReasonBalanced), Rule: -1, Gateway: conntrack.Addr4([4]byte{10, 2, 0, 1})}
+	wantIn := FastEntry{Orig: fl.Orig, Ifindex: 2, NAT: true, Addr: conntrack.Addr4(addr0), Port: 7200, SrcMAC: gwMAC0, DstMAC: mac0, Why: uint8(ReasonBalanced), Rule: -1, Gateway: conntrack.Addr4([4]byte{10, 2, 0, 1}), CarrySYNACK: true}
 	if out.Key != fl.Orig || out.Entry != wantOut || in.Key != fl.Reply || in.Entry != wantIn {
 		t.Fatalf("entries\n out %+v %+v\n in  %+v %+v\nwant %+v\n     %+v", out.Key, out.Entry, in.Key, in.Entry, wantOut, wantIn)
 	}
@@ -106,24 +106,33 @@ func TestFastPathOffWithoutOption(t *testing.T) {
 	}
 }
 
-// fakeTracker is what the kernel saw of the host's side, by flow.
-type fakeTracker map[FastKey][3]uint32
+// fakeTracker is what the kernel saw of carried TCP flows: out entries by the flow's tuple, in
+// entries by its reply tuple.
+type fakeTracker struct{ out, in map[FastKey]KernelTCP }
 
-func (f fakeTracker) HostTCP(orig FastKey) (uint32, uint32, uint16, bool) {
-	v, ok := f[orig]
-	return v[0], v[1], uint16(v[2]), ok
+func newFakeTracker() fakeTracker {
+	return fakeTracker{out: map[FastKey]KernelTCP{}, in: map[FastKey]KernelTCP{}}
+}
+
+func (f fakeTracker) TCP(orig, reply FastKey) (KernelTCP, KernelTCP) {
+	return f.out[orig], f.in[reply]
+}
+
+// hostSide is an out entry's view of the host's side.
+func hostSide(seqEnd, ack uint32, win uint16) KernelTCP {
+	return KernelTCP{OK: true, SeqEnd: seqEnd, Ack: ack, Win: win}
 }
 
 // TestFastPathKeepsHostSequence: while the kernel carries a flow, the host's sequence space
 // moves on without user space; an RST from the peer at the sequence number the host expects
 // now still closes the flow, and a reset toward the host carries it.
 func TestFastPathKeepsHostSequence(t *testing.T) {
-	tr := fakeTracker{}
+	tr := newFakeTracker()
 	d := New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true, Tracker: tr})
 	fl := natedConnection(t, d, 7210)
 	d.FastChanges(nil)
 	// The kernel carried a megabyte from the server; the host acknowledged it all.
-	tr[fl.Orig] = [3]uint32{5001, 90101 + 1<<20, 512}
+	tr.out[fl.Orig] = hostSide(5001, 90101+1<<20, 512)
 	ev := d.Evacuate(1, 10)
 	rst := checkFrame(t, ev.Resets[0].Frame).Layer(layers.LayerTypeTCP).(*layers.TCP)
 	if rst.Seq != 90101+1<<20 {
@@ -132,10 +141,68 @@ func TestFastPathKeepsHostSequence(t *testing.T) {
 
 	fl2 := natedConnection(t, d, 7211)
 	d.FastChanges(nil)
-	tr[fl2.Orig] = [3]uint32{5001, 90101 + 1<<22, 512}
+	tr.out[fl2.Orig] = hostSide(5001, 90101+1<<22, 512)
 	process(d, 1, wireSeg(7211, pkt{rst: true, seq: 90101 + 1<<22}))
 	if fl2.TCPState != conntrack.TCPClosed {
 		t.Fatalf("the peer's RST at what the host expects left the flow in state %d", fl2.TCPState)
+	}
+}
+
+// TestFastPathSynAfterKernelClose: the kernel carried a connection's FINs and no sync has read
+// them yet when the host opens a new connection on the tuple: its SYN reads them first, so it
+// opens a new connection (with fresh entries), not a repeat of the old one's SYN.
+func TestFastPathSynAfterKernelClose(t *testing.T) {
+	tr := newFakeTracker()
+	d := New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true, Tracker: tr})
+	fl := natedConnection(t, d, 7230)
+	d.FastChanges(nil)
+	fin := hostSide(5002, 90102, 512)
+	fin.FIN = true
+	tr.out[fl.Orig] = fin
+	tr.in[fl.Reply] = KernelTCP{OK: true, FIN: true, SeqEnd: 90102}
+	syn := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 6, sport: 7230, dport: 80, syn: true, seq: 9000}
+	if v := process(d, 0, syn.build(t)); v.To != ToWire || v.Iface != 1 {
+		t.Fatalf("the new SYN: %+v, want it out of eth1 like the tuple's flow", v)
+	}
+	if fl.TCPState != conntrack.TCPSynSent || fl.SynCount != 1 {
+		t.Fatalf("after the new SYN: state %d, SYNs %d; want a new connection (syn sent, 1)", fl.TCPState, fl.SynCount)
+	}
+	if ops := d.FastChanges(nil); fl.Fast != conntrack.FastCarry || len(ops) != 2 || ops[0].Delete || ops[1].Delete {
+		t.Fatalf("after the new SYN: fast %d, ops %+v; want both entries replaced", fl.Fast, ops)
+	}
+}
+
+// TestFastPathSynAfterKernelConnection: a whole short connection ran in the kernel (handshake,
+// request, FINs) before any sync, so the table still has it opening; the host's next SYN on the
+// tuple reads the entries, finds it closed and opens a new connection (no retry, no rotation);
+// counts read from the old entries before they are replaced move nothing.
+func TestFastPathSynAfterKernelConnection(t *testing.T) {
+	tr := newFakeTracker()
+	d := New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true, Tracker: tr})
+	s := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 6, sport: 7240, dport: 80, syn: true, seq: 5000}
+	v := processAt(d, 0, s.build(t), 0)
+	d.FastChanges(nil)
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, 7240, 80, 6))
+	if fl == nil || fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynSent {
+		t.Fatalf("after the SYN: %+v (verdict %+v)", fl, v)
+	}
+	fin := hostSide(5102, 90102, 512)
+	fin.FIN = true
+	tr.out[fl.Orig] = fin
+	tr.in[fl.Reply] = KernelTCP{OK: true, FIN: true, SeqEnd: 90102}
+	s.seq = 9000
+	if v := processAt(d, 0, s.build(t), int64(2*time.Second)); v.To != ToWire || v.Iface != 1 {
+		t.Fatalf("the new SYN: %+v, want it out of eth1 like the tuple's flow", v)
+	}
+	if fl.TCPState != conntrack.TCPSynSent || fl.SynCount != 1 || fl.Moves != 0 {
+		t.Fatalf("after the new SYN: state %d, SYNs %d, moves %d; want a new connection", fl.TCPState, fl.SynCount, fl.Moves)
+	}
+	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 3, Bytes: 300, TCP: fin}, {Orig: fl.Orig, In: true, Packets: 3, Bytes: 300, TCP: tr.in[fl.Reply]}})
+	if fl.TCPState != conntrack.TCPSynSent || fl.Replied {
+		t.Fatalf("the old entries' counts moved the new connection: state %d, replied %v", fl.TCPState, fl.Replied)
+	}
+	if ops := d.FastChanges(nil); len(ops) != 2 || ops[0].Delete || ops[1].Delete {
+		t.Fatalf("after the new SYN: ops %+v; want both entries replaced", ops)
 	}
 }
 
@@ -181,37 +248,31 @@ func TestAdoptFast(t *testing.T) {
 	}
 }
 
-// TestFastPathDivertsUnconfirmed: a host's new connection gets only an in entry that diverts
-// its answers to the host's queue; once confirmed the kernel carries it with both entries.
+// TestFastPathDivertsUnconfirmed: a host's new UDP flow gets only an in entry that diverts its
+// answers to the host's queue; once answered the kernel carries it with both entries.
 func TestFastPathDivertsUnconfirmed(t *testing.T) {
 	d := fastEngine(t)
-	syn := pkt{syn: true, seq: 5000, wscale: 7}
-	syn.srcMAC, syn.dstMAC, syn.src, syn.dst, syn.proto, syn.sport, syn.dport = mac0, gwMAC0, addr0, server, 6, 7300, 80
-	if v := process(d, 0, syn.build(t)); v.Iface != 1 {
-		t.Fatalf("SYN not placed on eth1: %+v", v)
+	req := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 17, sport: 7300, dport: 53, payload: []byte("q")}
+	if v := process(d, 0, req.build(t)); v.Iface != 1 {
+		t.Fatalf("datagram not placed on eth1: %+v", v)
 	}
 	ops := d.FastChanges(nil)
 	d.mu.Lock()
-	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, 7300, 80, 6))
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, 7300, 53, 17))
 	d.mu.Unlock()
 	if fl == nil || len(ops) != 1 || ops[0].Delete || !ops[0].In || ops[0].Key != fl.Reply ||
 		ops[0].Entry != (FastEntry{Orig: fl.Orig, Ifindex: 2, DivertOnly: true}) || fl.Fast != conntrack.FastDivert {
-		t.Fatalf("after the SYN: ops %+v, flow %+v", ops, fl)
+		t.Fatalf("after the request: ops %+v, flow %+v", ops, fl)
 	}
+	process(d, 0, req.build(t))
 	if len(d.FastChanges(nil)) != 0 {
-		t.Fatal("a retransmitted SYN's flow was installed again")
+		t.Fatal("a repeated request's flow was installed again")
 	}
-
-	// The answer and the handshake's end: both entries, the in entry no longer divert-only.
-	wire := pkt{syn: true, ack: true, seq: 90000, ackNum: 5001}
-	wire.srcMAC, wire.dstMAC, wire.src, wire.dst, wire.proto, wire.sport, wire.dport = gwMAC1, mac1, server, addr1, 6, 80, 7300
-	process(d, 1, wire.build(t))
-	ack := syn
-	ack.syn, ack.ack, ack.seq, ack.ackNum = false, true, 5001, 90001
-	process(d, 0, ack.build(t))
+	answer := pkt{srcMAC: gwMAC1, dstMAC: mac1, src: server, dst: addr1, proto: 17, sport: 53, dport: 7300, payload: []byte("a")}
+	process(d, 1, answer.build(t))
 	ops = d.FastChanges(nil)
-	if len(ops) != 2 || ops[0].Delete || ops[1].Delete || ops[1].Entry.DivertOnly || fl.Fast != conntrack.FastCarry {
-		t.Fatalf("after the handshake: ops %+v, fast %v", ops, fl.Fast)
+	if len(ops) != 2 || ops[0].Delete || ops[1].Delete || ops[1].Entry.DivertOnly || ops[1].Entry.CarrySYNACK || fl.Fast != conntrack.FastCarry {
+		t.Fatalf("after the answer: ops %+v, fast %v", ops, fl.Fast)
 	}
 }
 
@@ -249,12 +310,13 @@ func TestAdoptFastIPv6(t *testing.T) {
 	}
 }
 
-// TestFastPathTCPLifetime: an outbound TCP connection is carried from the peer's SYN-ACK on (so
-// the host's ACK and request never cross user space), its first carried frame from the host
-// makes it established, it stays carried while it closes with FINs, and an RST ends the
-// carrying. An inbound connection is carried only once its handshake completed.
+// TestFastPathTCPLifetime: an outbound TCP connection is carried from the host's SYN on (so the
+// peer's SYN-ACK, the host's ACK and its request never cross user space); the counts show it
+// answered, then established; it stays carried while the kernel carries its FINs, which close
+// it once the host's side accepted them; a new connection on the tuple gets fresh entries; an
+// RST ends the carrying.
 func TestFastPathTCPLifetime(t *testing.T) {
-	tr := fakeTracker{}
+	tr := newFakeTracker()
 	d := New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true, Tracker: tr})
 	const sport = 7300
 	host := func(p pkt) []byte {
@@ -264,28 +326,42 @@ func TestFastPathTCPLifetime(t *testing.T) {
 	if v := process(d, 0, host(pkt{syn: true, seq: 5000})); v.Iface != 1 {
 		t.Fatalf("SYN verdict %+v", v)
 	}
-	d.FastChanges(nil) // the divert-only entry for the answer
-	process(d, 1, wireSeg(sport, pkt{syn: true, ack: true, seq: 90000, ackNum: 5001}))
 	ops := d.FastChanges(nil)
 	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, sport, 80, 6))
-	if len(ops) != 2 || ops[0].Delete || ops[1].Entry.DivertOnly || fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynRecv {
-		t.Fatalf("after the SYN-ACK: state %d, ops %+v; want both entries installed", fl.TCPState, ops)
+	if len(ops) != 2 || ops[0].Delete || ops[1].Entry.DivertOnly || !ops[1].Entry.CarrySYNACK || fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynSent {
+		t.Fatalf("after the SYN: state %d, ops %+v; want both entries installed, the SYN-ACK carried", fl.TCPState, ops)
 	}
-	if op := d.FastOpening(nil); len(op) != 1 || op[0].Orig != fl.Orig {
-		t.Fatalf("connections being opened in the kernel: %+v, want the one", op)
+	// The kernel carried the SYN-ACK: answered.
+	d.FastCounts([]FastCount{{Orig: fl.Orig, In: true, Packets: 1, Bytes: 60, LastSeen: fl.LastSeen + 1, TCP: KernelTCP{OK: true}}})
+	if fl.TCPState != conntrack.TCPSynRecv || !fl.Replied {
+		t.Fatalf("after the carried SYN-ACK: state %d, replied %v; want syn-recv, replied", fl.TCPState, fl.Replied)
 	}
 	// The kernel carried the host's ACK and a 100-byte request.
-	tr[fl.Orig] = [3]uint32{5101, 90001, 512}
-	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 2, Bytes: 200, LastSeen: fl.LastSeen + 1}})
+	tr.out[fl.Orig] = hostSide(5101, 90001, 512)
+	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 2, Bytes: 200, LastSeen: fl.LastSeen + 1, TCP: hostSide(5101, 90001, 512)}})
 	if fl.TCPState != conntrack.TCPEstablished {
 		t.Fatalf("after the host's carried ACK: state %d, want established", fl.TCPState)
 	}
-	if op := d.FastOpening(nil); len(op) != 0 {
-		t.Fatalf("connections being opened after the handshake: %+v, want none", op)
+	// The kernel carries the server's FIN, and a forged one further on: neither counts while
+	// the host has not acknowledged it.
+	wireFIN := func(end uint32) KernelTCP { return KernelTCP{OK: true, FIN: true, SeqEnd: end} }
+	sync := func(out, in KernelTCP) {
+		t.Helper()
+		d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 2, Bytes: 200, TCP: out}, {Orig: fl.Orig, In: true, Packets: 1, Bytes: 60, TCP: in}})
 	}
-	// The server closes, the host closes: FINs cross user space, the entries stay.
-	process(d, 1, wireSeg(sport, pkt{fin: true, ack: true, seq: 90001, ackNum: 5101}))
-	process(d, 0, host(pkt{fin: true, ack: true, seq: 5101, ackNum: 90002}))
+	sync(hostSide(5101, 90001, 512), wireFIN(90002))
+	sync(hostSide(5101, 90001, 512), wireFIN(123457))
+	if fl.TCPState != conntrack.TCPEstablished {
+		t.Fatalf("after FINs from the wire the host did not acknowledge: state %d, want established", fl.TCPState)
+	}
+	// The host acknowledges the server's FIN, then closes: the entries stay.
+	sync(hostSide(5101, 90002, 512), wireFIN(90002))
+	if fl.TCPState != conntrack.TCPClosing {
+		t.Fatalf("after the server's acknowledged FIN: state %d, want closing", fl.TCPState)
+	}
+	fin := hostSide(5102, 90002, 512)
+	fin.FIN = true
+	sync(fin, wireFIN(90002))
 	if fl.TCPState != conntrack.TCPClosed || fl.Fast != conntrack.FastCarry || d.FastPending() {
 		t.Fatalf("after a FIN each way: state %d, fast %d, changes pending %v; want closed and still carried", fl.TCPState, fl.Fast, d.FastPending())
 	}
@@ -299,11 +375,12 @@ func TestFastPathTCPLifetime(t *testing.T) {
 	if got := len(d.FastFlows(nil, true)); got != 1 {
 		t.Fatalf("the last sync reads %d flows, want 1", got)
 	}
-	// A new connection on the same tuple reopens it: no longer carried until answered.
+	// A new connection on the same tuple reopens it, with fresh entries (the old ones' FIN
+	// marks are not the new connection's).
 	process(d, 0, host(pkt{syn: true, seq: 7000}))
 	ops = d.FastChanges(nil)
-	if fl.Fast != conntrack.FastDivert || len(ops) != 2 || !ops[0].Delete || !ops[1].Entry.DivertOnly {
-		t.Fatalf("a new SYN on a closed carried tuple: fast %d, ops %+v", fl.Fast, ops)
+	if fl.Fast != conntrack.FastCarry || fl.TCPState != conntrack.TCPSynSent || len(ops) != 2 || ops[0].Delete || ops[1].Delete || !ops[0].Tally.Valid {
+		t.Fatalf("a new SYN on a closed carried tuple: fast %d, state %d, ops %+v; want both entries replaced", fl.Fast, fl.TCPState, ops)
 	}
 	process(d, 1, wireSeg(sport, pkt{syn: true, ack: true, seq: 190000, ackNum: 7001}))
 	d.FastChanges(nil)
@@ -312,5 +389,35 @@ func TestFastPathTCPLifetime(t *testing.T) {
 	ops = d.FastChanges(nil)
 	if fl.Fast != conntrack.FastNone || len(ops) != 2 || !ops[0].Delete || !ops[1].Delete {
 		t.Fatalf("after an RST: fast %d, ops %+v; want both entries removed", fl.Fast, ops)
+	}
+}
+
+// TestUnansweredAsksKernel: before a connection the kernel carries counts as its gateway's
+// failed attempt (unanswered after a second), the engine asks the kernel: one whose SYN-ACK the
+// kernel carried since the last sync is answered, not failed; one without an answer fails.
+func TestUnansweredAsksKernel(t *testing.T) {
+	tr := newFakeTracker()
+	d := New(testIfaces(), testPlan(failover.Failover, 1, 1), Options{Seed: 42, FastPath: true, Tracker: tr})
+	reconfigure(t, d, func(p *Plan) {
+		p.Config.Health = failover.HealthConfig{Window: time.Minute, FailRatio: 0.5, MinAttempts: 4}
+	})
+	answered, unanswered := syn(33000), syn(33001)
+	for _, s := range []pkt{answered, unanswered} {
+		if v := processAt(d, 0, s.build(t), 0); v.To != ToWire || v.Iface != 0 {
+			t.Fatalf("SYN %d: %+v, want it out of eth0", s.sport, v)
+		}
+	}
+	d.FastChanges(nil)
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, answered.sport, 80, 6))
+	if fl == nil || fl.Fast != conntrack.FastCarry {
+		t.Fatalf("connection not carried from its SYN: %+v", fl)
+	}
+	tr.in[fl.Reply] = KernelTCP{OK: true} // the kernel carried its SYN-ACK
+	d.HealthTick(int64(1100 * time.Millisecond))
+	if !fl.Replied || fl.TCPState != conntrack.TCPSynRecv || fl.Failed {
+		t.Fatalf("connection answered in the kernel: replied %v, state %d, failed %v; want answered", fl.Replied, fl.TCPState, fl.Failed)
+	}
+	if fl2 := d.table.LookupOrig(conntrack.Key4(addr0, server, unanswered.sport, 80, 6)); fl2 == nil || fl2.Replied || !fl2.Failed {
+		t.Fatalf("connection without an answer: %+v, want failed", fl2)
 	}
 }

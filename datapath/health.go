@@ -153,8 +153,10 @@ func (e *Engine) evacuate(match func(*conntrack.Flow) bool, moveTo func(*conntra
 	for _, fl := range victims {
 		switch fl.Orig.Proto {
 		case rewrite.ProtoTCP:
+			// What the kernel carried since the last sync first: a connection it closed
+			// needs no reset, and a reset must carry the host's sequence numbers of now.
+			e.refreshHostTCP(fl)
 			if fl.TCPState != conntrack.TCPClosed && !fl.Reset {
-				e.refreshHostTCP(fl)
 				ev.Resets = append(ev.Resets, e.resetToHost(fl))
 				ev.Reset++
 			}

@@ -127,7 +127,14 @@ func (e *Engine) checkUnanswered(now int64) {
 		a.head = (a.head + 1) % pendingSlots
 		a.n--
 		fl := e.table.LookupOrig(p.orig)
-		if fl == nil || fl.Replied || fl.Failed || fl.Gateway != p.gateway || e.health == nil {
+		if fl == nil || fl.Failed || fl.Gateway != p.gateway || e.health == nil {
+			continue
+		}
+		if !fl.Replied {
+			// The kernel may have carried the answer since the last sync.
+			e.refreshHostTCP(fl)
+		}
+		if fl.Replied {
 			continue
 		}
 		fl.Failed = true

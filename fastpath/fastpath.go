@@ -150,6 +150,9 @@ type Entry struct {
 	// DivertOnly (in entries): the flow is the host's, not confirmed yet; its answers go to
 	// user space through the host's capture queue, untouched.
 	DivertOnly bool
+	// CarrySYNACK (in entries of a connection the host is opening): the peer's SYN-ACK is
+	// carried too, not diverted (user space found no MSS to clamp in it).
+	CarrySYNACK bool
 	// ToL3: Ifindex has no link-layer header (ppp, tun, WireGuard); otherwise the frame
 	// leaves with SrcMAC and DstMAC.
 	ToL3           bool
@@ -165,16 +168,21 @@ type Counts struct {
 	Packets, Bytes uint64
 	// LastSeen is CLOCK_MONOTONIC nanoseconds of the last frame, 0 for none.
 	LastSeen int64
-	// For an out entry of a TCP flow, what the host's last segment the kernel carried said:
-	// the sequence number after its data, its acknowledgment, its (unscaled) window.
-	HostSeqEnd, HostAck uint32
-	HostWin             uint16
+	// TCP flows. FIN: the kernel carried a FIN this way. An out entry's SeqEnd, Ack and Win
+	// are what the host's last segment the kernel carried said: the sequence number after it
+	// (its data and FIN), its acknowledgment, its (unscaled) window. An in entry's SeqEnd,
+	// with FIN, is the sequence number after the wire's FIN.
+	FIN         bool
+	SeqEnd, Ack uint32
+	Win         uint16
 }
 
 const (
 	flagNAT    = 1
 	flagDivert = 2
 	flagToL3   = 4
+	flagFIN    = 8
+	flagSYNACK = 16
 
 	ifaceL3 = 1
 )
@@ -199,6 +207,9 @@ func valOf(e Entry) fastpathFlowVal {
 	}
 	if e.DivertOnly {
 		v.Flags |= flagDivert
+	}
+	if e.CarrySYNACK {
+		v.Flags |= flagSYNACK
 	}
 	if e.ToL3 {
 		v.Flags |= flagToL3
@@ -247,7 +258,11 @@ func (k *Kernel) Counts(d Direction, key Key) (Counts, bool) {
 	if err := k.flowMap(d).Lookup(&fk, &v); err != nil {
 		return Counts{}, false
 	}
-	return Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen), HostSeqEnd: v.HostSeqEnd, HostAck: v.HostAck, HostWin: v.HostWin}, true
+	return countsOf(&v), true
+}
+
+func countsOf(v *fastpathFlowVal) Counts {
+	return Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen), FIN: v.Flags&flagFIN != 0, SeqEnd: v.SeqEnd, Ack: v.Ack, Win: v.Win}
 }
 
 // Iface is what the programs know about an external interface.
@@ -394,7 +409,7 @@ func (k *Kernel) Entries(d Direction) ([]Installed, error) {
 	var v fastpathFlowVal
 	it := k.flowMap(d).Iterate()
 	for it.Next(&fk, &v) {
-		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, DivertOnly: v.Flags&flagDivert != 0, ToL3: v.Flags&flagToL3 != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
+		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, DivertOnly: v.Flags&flagDivert != 0, CarrySYNACK: v.Flags&flagSYNACK != 0, ToL3: v.Flags&flagToL3 != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
 		if v.GwIp != ([4]byte{}) {
 			e.Gateway = netip.AddrFrom4(v.GwIp)
 		}
@@ -404,7 +419,7 @@ func (k *Kernel) Entries(d Direction) ([]Installed, error) {
 		out = append(out, Installed{
 			Key:    Key{Src: netip.AddrFrom16(fk.Src).Unmap(), Dst: netip.AddrFrom16(fk.Dst).Unmap(), SrcPort: ntohs(fk.Sport), DstPort: ntohs(fk.Dport), Proto: fk.Proto},
 			Entry:  e,
-			Counts: Counts{Packets: v.Packets, Bytes: v.Bytes, LastSeen: int64(v.LastSeen), HostSeqEnd: v.HostSeqEnd, HostAck: v.HostAck, HostWin: v.HostWin},
+			Counts: countsOf(&v),
 		})
 	}
 	if err := it.Err(); err != nil {

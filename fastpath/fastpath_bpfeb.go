@@ -24,26 +24,26 @@ type fastpathFlowKey struct {
 }
 
 type fastpathFlowVal struct {
-	_          structs.HostLayout
-	Ifindex    uint32
-	Flags      uint32
-	Addr       [16]uint8
-	Port       uint16
-	Mtu        uint16
-	SrcMac     [6]uint8
-	DstMac     [6]uint8
-	Packets    uint64
-	Bytes      uint64
-	LastSeen   uint64
-	HostSeqEnd uint32
-	HostAck    uint32
-	HostWin    uint16
-	Origin     uint8
-	Why        uint8
-	Rule       int16
-	Pad        uint16
-	GwIp       [4]uint8
-	_          [4]byte
+	_        structs.HostLayout
+	Ifindex  uint32
+	Flags    uint32
+	Addr     [16]uint8
+	Port     uint16
+	Mtu      uint16
+	SrcMac   [6]uint8
+	DstMac   [6]uint8
+	Packets  uint64
+	Bytes    uint64
+	LastSeen uint64
+	SeqEnd   uint32
+	Ack      uint32
+	Win      uint16
+	Origin   uint8
+	Why      uint8
+	Rule     int16
+	Pad      uint16
+	GwIp     [4]uint8
+	_        [4]byte
 }
 
 type fastpathIfaceCfg struct {

@@ -321,7 +321,7 @@ func TestSlowPathFrames(t *testing.T) {
 	}{
 		{"data", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 100, true), nil, true, retRedirect, true},
 		{"SYN, shim alive", tcpFrame(t, hostMAC, gwMAC, key, true, false, false, 0, true), nil, true, retRedirect, false},
-		{"FIN, shim alive", tcpFrame(t, hostMAC, gwMAC, key, false, true, false, 0, true), nil, true, retRedirect, false},
+		{"FIN, shim alive", tcpFrame(t, hostMAC, gwMAC, key, false, true, false, 0, true), nil, true, retRedirect, true},
 		{"RST, shim alive", tcpFrame(t, hostMAC, gwMAC, key, false, false, true, 0, true), nil, true, retRedirect, false},
 		{"over the uplink's MTU", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 1400, true), nil, true, retRedirect, false},
 		{"GSO segments fit", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 2720, true), &skbContext{GSOSegs: 2, GSOSize: 1360}, true, retRedirect, true},
@@ -352,6 +352,57 @@ func TestSlowPathFrames(t *testing.T) {
 	}
 }
 
+// TestFINMarked: the programs carry a FIN of an installed flow and mark it in the entry, with
+// the sequence number after it (for the wire's, what user space checks the host's
+// acknowledgment against); other segments mark nothing.
+func TestFINMarked(t *testing.T) {
+	k := loadTest(t)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	out := Key{Src: netip.MustParseAddr("10.1.0.2"), Dst: netip.MustParseAddr("203.0.113.10"), SrcPort: 40000, DstPort: 443, Proto: rewrite.ProtoTCP}
+	in := Key{Src: out.Dst, Dst: out.Src, SrcPort: out.DstPort, DstPort: out.SrcPort, Proto: rewrite.ProtoTCP}
+	for _, d := range []Direction{Out, In} {
+		key, prog, src, dst := out, k.Egress(), hostMAC, gwMAC
+		if d == In {
+			key, prog, src, dst = in, k.Ingress(), gwMAC, hostMAC
+		}
+		if err := k.Put(d, key, Entry{Ifindex: testIfindex}); err != nil {
+			t.Fatal(err)
+		}
+		// Sequence number 1: 100 bytes of data, then 10 bytes and the FIN (ends at 12).
+		for _, c := range []struct {
+			fin     bool
+			payload int
+			wantFIN bool
+		}{{false, 100, false}, {true, 10, true}, {false, 0, true}} {
+			if ret, _ := run(t, prog, tcpFrame(t, src, dst, key, false, c.fin, false, c.payload, true), nil); ret != retNext {
+				t.Fatalf("%v, FIN %v: ret %d, want the frame carried", d, c.fin, int32(ret))
+			}
+			got, ok := k.Counts(d, key)
+			if !ok || got.FIN != c.wantFIN {
+				t.Fatalf("%v after a segment (FIN %v, %d bytes): counts %+v, want FIN %v", d, c.fin, c.payload, got, c.wantFIN)
+			}
+			if c.fin && got.SeqEnd != 12 {
+				t.Fatalf("%v FIN with 10 bytes at sequence number 1: SeqEnd %d, want 12", d, got.SeqEnd)
+			}
+		}
+	}
+	// With no l2shim running, a SYN on the closed connection's tuple is a new flow: the host's
+	// routing, and the old entry goes.
+	zero, old := uint32(0), uint64(1)
+	if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
+		t.Fatal(err)
+	}
+	syn := tcpFrame(t, hostMAC, gwMAC, out, true, false, false, 0, true)
+	if ret, got := run(t, k.Egress(), syn, nil); ret != retNext || !bytes.Equal(got, syn) {
+		t.Fatalf("a new SYN after the close, no l2shim: ret %d, changed %v; want it passed as sent", int32(ret), !bytes.Equal(got, syn))
+	}
+	if c, ok := k.Counts(Out, out); ok {
+		t.Fatalf("the closed connection's out entry is still there: %+v", c)
+	}
+}
+
 // TestUnownedFramesUntouched: frames l2shim does not own pass as they are, whatever the maps
 // hold: another MAC's (a macvlan), not to a gateway, not IPv4.
 func TestUnownedFramesUntouched(t *testing.T) {
@@ -369,6 +420,61 @@ func TestUnownedFramesUntouched(t *testing.T) {
 		ret, out := run(t, k.Egress(), f, nil)
 		if ret != retNext || !bytes.Equal(out, f) {
 			t.Errorf("%s: ret %d, changed %v", name, int32(ret), !bytes.Equal(out, f))
+		}
+	}
+}
+
+// synAckFrame builds a SYN-ACK of flow key.
+func synAckFrame(t *testing.T, srcMAC, dstMAC [6]byte, key Key) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: key.Src.AsSlice(), DstIP: key.Dst.AsSlice(), Flags: layers.IPv4DontFragment}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(key.SrcPort), DstPort: layers.TCPPort(key.DstPort), SYN: true, ACK: true, Seq: 9000, Ack: 1, Window: 1000}
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp); err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// TestSYNACKCarried: the in entry of a connection the host is opening carries the peer's
+// SYN-ACK, translated, when user space let it (CarrySYNACK); a bare SYN or an RST still goes to
+// user space, and without the flag so does the SYN-ACK (its MSS is user space's to clamp).
+func TestSYNACKCarried(t *testing.T) {
+	k := loadTest(t)
+	if err := k.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	key := Key{Src: netip.MustParseAddr("203.0.113.10"), Dst: netip.MustParseAddr("10.2.0.2"), SrcPort: 443, DstPort: 40000, Proto: rewrite.ProtoTCP}
+	e := Entry{Ifindex: testIfindex, NAT: true, Addr: netip.MustParseAddr("10.1.0.2"), Port: 40001, SrcMAC: gwMAC, DstMAC: hostMAC, CarrySYNACK: true}
+	for _, c := range []struct {
+		name     string
+		carry    bool
+		frame    []byte
+		wantFast bool
+	}{
+		{"SYN-ACK, carried", true, synAckFrame(t, gwMAC, hostMAC, key), true},
+		{"SYN-ACK, not carried", false, synAckFrame(t, gwMAC, hostMAC, key), false},
+		{"bare SYN", true, tcpFrame(t, gwMAC, hostMAC, key, true, false, false, 0, true), false},
+		{"RST", true, tcpFrame(t, gwMAC, hostMAC, key, false, false, true, 0, true), false},
+	} {
+		e.CarrySYNACK = c.carry
+		if err := k.Put(In, key, e); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := k.Stats()
+		ret, out := run(t, k.Ingress(), c.frame, nil)
+		after, _ := k.Stats()
+		fast, diverted := after.FastIn > before.FastIn, after.DivertIn > before.DivertIn
+		if fast != c.wantFast || diverted == c.wantFast {
+			t.Errorf("%s: ret %d, fast path %v, diverted %v; want fast path %v", c.name, int32(ret), fast, diverted, c.wantFast)
+			continue
+		}
+		if c.wantFast {
+			if want := goRewrite(t, c.frame, In, e); ret != retNext || !bytes.Equal(out, want) {
+				t.Errorf("%s: ret %d\n got %x\nwant %x", c.name, int32(ret), out, want)
+			}
 		}
 	}
 }

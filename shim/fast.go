@@ -84,21 +84,6 @@ func (s *Shim) syncFast(all bool) {
 	s.readCounts()
 }
 
-// syncOpening reads the counts of the connections whose handshake the kernel is completing,
-// so they show established within a tick.
-func (s *Shim) syncOpening() {
-	if s.opts.SlowPathOnly {
-		return
-	}
-	f := &s.fast
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.flows = s.engine.FastOpening(f.flows[:0])
-	if len(f.flows) > 0 {
-		s.readCounts()
-	}
-}
-
 // kernelClockOffset is what to subtract from the kernel's time stamps to get the engine's
 // clock: the kernel stamps frames with CLOCK_MONOTONIC, the engine's clock started with the shim.
 func (s *Shim) kernelClockOffset() int64 { return fastpath.Monotonic() - s.now() }
@@ -119,34 +104,38 @@ func (s *Shim) readCounts() {
 			if !ok || c.Packets == 0 {
 				continue
 			}
-			f.cnts = append(f.cnts, datapath.FastCount{Orig: fl.Orig, In: in, Packets: c.Packets, Bytes: c.Bytes, LastSeen: c.LastSeen - offset})
+			f.cnts = append(f.cnts, datapath.FastCount{Orig: fl.Orig, In: in, Packets: c.Packets, Bytes: c.Bytes, LastSeen: c.LastSeen - offset, TCP: kernelTCP(c)})
 		}
 	}
 	s.engine.FastCounts(f.cnts)
 }
 
 // fastLoop applies pending changes every 100 ms (those the control plane caused) and syncs
-// the counts every second (those of connections being opened every 100 ms).
+// the counts every second.
 func (s *Shim) fastLoop(ctx context.Context) {
 	n := 0
 	every(ctx, 100*time.Millisecond, func() {
 		s.applyFast()
 		if n++; n%10 == 0 {
 			s.syncFast(false)
-		} else {
-			s.syncOpening()
 		}
 	})
 }
 
-// HostTCP implements datapath.FastTracker from the flow's out entry in the kernel. It runs
-// with the engine locked: a map lookup, no waiting.
-func (m *maps) HostTCP(orig datapath.FastKey) (seqEnd, ack uint32, win uint16, ok bool) {
-	c, ok := m.k.Counts(fastpath.Out, fastKey(orig))
-	if !ok || c.Packets == 0 {
-		return 0, 0, 0, false
+// TCP implements datapath.FastTracker from the flow's entries in the kernel. It runs with the
+// engine locked: two map lookups, no waiting.
+func (m *maps) TCP(orig, reply datapath.FastKey) (out, in datapath.KernelTCP) {
+	if c, ok := m.k.Counts(fastpath.Out, fastKey(orig)); ok && c.Packets > 0 {
+		out = kernelTCP(c)
 	}
-	return c.HostSeqEnd, c.HostAck, c.HostWin, true
+	if c, ok := m.k.Counts(fastpath.In, fastKey(reply)); ok && c.Packets > 0 {
+		in = kernelTCP(c)
+	}
+	return out, in
+}
+
+func kernelTCP(c fastpath.Counts) datapath.KernelTCP {
+	return datapath.KernelTCP{OK: true, FIN: c.FIN, SeqEnd: c.SeqEnd, Ack: c.Ack, Win: c.Win}
 }
 
 // fastKey and engineKey convert keys between the engine and the kernel's maps: both hold 16-byte
@@ -161,19 +150,20 @@ func fastEntry(e datapath.FastEntry) fastpath.Entry {
 		gateway = conntrack.Addr(e.Gateway)
 	}
 	return fastpath.Entry{
-		Ifindex:    e.Ifindex,
-		DivertOnly: e.DivertOnly,
-		ToL3:       e.ToL3,
-		NAT:        e.NAT,
-		Addr:       conntrack.Addr(e.Addr),
-		Port:       e.Port,
-		MTU:        uint16(min(e.MTU, 65535)),
-		SrcMAC:     e.SrcMAC,
-		DstMAC:     e.DstMAC,
-		Origin:     e.Origin,
-		Why:        e.Why,
-		Rule:       e.Rule,
-		Gateway:    gateway,
+		Ifindex:     e.Ifindex,
+		DivertOnly:  e.DivertOnly,
+		CarrySYNACK: e.CarrySYNACK,
+		ToL3:        e.ToL3,
+		NAT:         e.NAT,
+		Addr:        conntrack.Addr(e.Addr),
+		Port:        e.Port,
+		MTU:         uint16(min(e.MTU, 65535)),
+		SrcMAC:      e.SrcMAC,
+		DstMAC:      e.DstMAC,
+		Origin:      e.Origin,
+		Why:         e.Why,
+		Rule:        e.Rule,
+		Gateway:     gateway,
 	}
 }
 
@@ -211,9 +201,9 @@ func (s *Shim) adoptFast() {
 			Origin:     out.Entry.Origin,
 			Why:        out.Entry.Why,
 			Rule:       out.Entry.Rule,
-			HostSeqEnd: out.Counts.HostSeqEnd,
-			HostAck:    out.Counts.HostAck,
-			HostWin:    out.Counts.HostWin,
+			HostSeqEnd: out.Counts.SeqEnd,
+			HostAck:    out.Counts.Ack,
+			HostWin:    out.Counts.Win,
 		})
 	}
 	for key := range byOrig {

@@ -22,8 +22,9 @@ import (
 // holds its lock for one page only); with Sort "bytes" it reads every page and keeps the
 // busiest flows.
 func (s *Shim) Flows(q control.FlowQuery) (*control.FlowList, error) {
-	// A connection whose handshake the kernel completed moments ago shows established.
-	s.syncOpening()
+	// What the kernel carried since the last sync shows: the counts, and the handshakes
+	// and closes it carried.
+	s.syncFast(false)
 	// Gateway indexes are the configuration's: a reload between reading the configuration and
 	// the last page would misname flows, so the listing is read again (rarely).
 	for range 3 {

@@ -131,13 +131,17 @@ func (s *Shim) publishView() {
 	}
 }
 
-// Status implements control.Handler. It reads the published view and atomic counters only;
-// before Run has published one (it is starting) there is no status: nil.
+// Status implements control.Handler. It reads the kernel's counts into the engine (syncFast),
+// then the published view and atomic counters; before Run has published one (it is starting)
+// there is no status: nil.
 func (s *Shim) Status() *control.Status {
 	v := s.view.Load()
 	if v == nil {
 		return nil
 	}
+	// What the kernel carried since the last sync counts too: a transfer that just ended
+	// shows all its bytes.
+	s.syncFast(false)
 	cfg := v.cfg
 	st := &control.Status{
 		Started:     s.started,

@@ -46,6 +46,7 @@
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 #define IP_MF 0x2000
 #define IP_OFFMASK 0x1fff
@@ -55,6 +56,8 @@
 #define FP_DIVERT 2 // in: an answer to a flow the host opened, not yet confirmed: to user space
                     // through the host's queue, never behind frames nobody asked for
 #define FP_TO_L3 4  // the device the entry sends to (ifindex) has no link-layer header
+#define FP_FIN 8    // set by the programs: they carried a TCP FIN this way
+#define FP_SYNACK 16 // in: a connection the host is opening, whose SYN-ACK is carried too
 
 // Interface flags.
 #define IFC_L3 1 // no link-layer header: every IPv4 packet on it is l2shim's
@@ -91,12 +94,14 @@ struct flow_val {
 	__u64 packets;
 	__u64 bytes;
 	__u64 last_seen; // bpf_ktime_get_ns() of the last frame
-	// Out entries of TCP flows: what the host's last carried segment said, so user space can
-	// still judge the wire's FIN and RST (and build resets the host accepts): the sequence
-	// number after its data, its acknowledgment, its window field (unscaled).
-	__u32 host_seq_end;
-	__u32 host_ack;
-	__u16 host_win;
+	// TCP flows. Out entries: what the host's last carried segment said, so user space can
+	// still judge the wire's RST and FIN (and build resets the host accepts): the sequence
+	// number after it (its data and FIN), its acknowledgment, its window field (unscaled).
+	// In entries, with FP_FIN: seq_end is the sequence number after the wire's FIN, which
+	// user space holds for true once the host's acknowledgment covers it.
+	__u32 seq_end;
+	__u32 ack;
+	__u16 win;
 	// What user space needs to adopt the flow after a restart (opaque to the programs).
 	__u8 origin;
 	__u8 why;
@@ -369,12 +374,19 @@ static __always_inline int fits(struct __sk_buff *skb, struct frame *f, __u16 mt
 }
 
 // needs_slow_path reports whether a frame of an installed flow must go to user space anyway.
-static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *f, __u64 now)
+static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *f, struct flow_val *v, __u64 now)
 {
-	// TCP state changes are tracked in user space while it runs; after it stopped, the
-	// kernel carries the connection to its end.
-	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
+	// A SYN (a new connection on the tuple) or an RST (which must be judged against the
+	// host's sequence numbers at once) is user space's while it runs; after it stopped, the
+	// kernel carries the connection to its end. A FIN is carried and marked in the entry
+	// (mark_fin), which user space reads; so is the answer to a connection the host is
+	// opening when user space said so (FP_SYNACK: it needs no MSS clamping), which the
+	// entry's counts show.
+	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_RST))) {
+		if ((v->flags & FP_SYNACK) && (f->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) == (TCP_SYN | TCP_ACK))
+			return 0;
 		return shim_alive(now);
+	}
 	// A UDP super-frame is a tunnel's (its checksum is the inner packet's) or UDP GSO.
 	if (f->proto == IPPROTO_UDP && skb->gso_segs > 1)
 		return 1;
@@ -471,20 +483,40 @@ static __always_inline void account(struct __sk_buff *skb, struct flow_val *v, _
 	v->last_seen = now;
 }
 
-// track_host records, for an out entry, what the host's TCP segment says about its side.
-static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, struct flow_val *v)
+// tcp_seq_end returns the sequence number after a TCP segment: its data, and its FIN.
+static __always_inline __u32 tcp_seq_end(struct __sk_buff *skb, struct frame *f)
 {
-	const __u8 *h = f->l4h + 4;
-	__u32 seq = bpf_ntohl(*(__u32 *)h);
-	__u32 ack = bpf_ntohl(*(__u32 *)(h + 4));
-	__u32 doff = (h[8] >> 4) * 4;
+	const __u8 *h = f->l4h;
+	__u32 seq = bpf_ntohl(*(__u32 *)(h + 4));
+	__u32 doff = (h[12] >> 4) * 4;
 	// The IP total length, not the skb's: a short frame carries Ethernet padding. A GSO
 	// frame's total length may be 0 (BIG TCP): then the skb is the datagram.
 	__u32 end = f->ip_len ? f->l3 + f->ip_len : skb->len;
 	__u32 payload = end > f->l4 + doff ? end - f->l4 - doff : 0;
-	v->host_seq_end = seq + payload;
-	v->host_ack = ack;
-	v->host_win = bpf_ntohs(*(__u16 *)(h + 10));
+	return seq + payload + (f->tcp_flags & TCP_FIN ? 1 : 0);
+}
+
+// track_host records, for an out entry, what the host's TCP segment says about its side.
+static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, struct flow_val *v)
+{
+	const __u8 *h = f->l4h;
+	v->seq_end = tcp_seq_end(skb, f);
+	v->ack = bpf_ntohl(*(__u32 *)(h + 8));
+	v->win = bpf_ntohs(*(__u16 *)(h + 14));
+}
+
+// mark_fin records in the entry that the kernel carried a TCP FIN this way (and, for the wire's,
+// where it ends), for user space to read: it tracks the connection's close without seeing it.
+static __always_inline void mark_fin(struct __sk_buff *skb, struct frame *f, struct flow_val *v, int in)
+{
+	if (f->proto != IPPROTO_TCP || !(f->tcp_flags & TCP_FIN))
+		return;
+	if (in)
+		v->seq_end = tcp_seq_end(skb, f);
+	// A plain store: only the programs write an installed entry's flags, and every writer
+	// sets the same bit (user space replaces whole entries).
+	if (!(v->flags & FP_FIN))
+		v->flags |= FP_FIN;
 }
 
 // orphaned reports whether an entry is one no l2shim will remove: the flow has been quiet for
@@ -492,6 +524,14 @@ static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, s
 static __always_inline int orphaned(struct flow_val *v, __u64 now)
 {
 	return v->last_seen && (__s64)(now - v->last_seen) > (__s64)cfg_orphan_idle_ns && !shim_alive(now);
+}
+
+// reopened_orphan reports whether a frame is the SYN of a new connection on the tuple of one
+// the host closed (its FIN is marked in the out entry) while no l2shim runs: a new flow, which
+// takes the host's routing, not the old connection's translation.
+static __always_inline int reopened_orphan(struct flow_val *v, struct frame *f, __u64 now)
+{
+	return f->proto == IPPROTO_TCP && (v->flags & FP_FIN) && (f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN && !shim_alive(now);
 }
 
 // push_eth_proto puts an Ethernet header (dst, src, proto) in front of a bare IP packet.
@@ -673,17 +713,18 @@ int l2shim_egress(struct __sk_buff *skb)
 	int owned;
 	if (parse_frame(skb, l3, v6, &f, &k, &owned)) {
 		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, &k);
-		if (v && orphaned(v, now)) {
+		if (v && (orphaned(v, now) || reopened_orphan(v, &f, now))) {
 			bpf_map_delete_elem(&l2s_flows_out, &k);
 			v = 0;
 		}
-		if (v && !needs_slow_path(skb, &f, now) && fits(skb, &f, v->mtu)) {
+		if (v && !needs_slow_path(skb, &f, v, now) && fits(skb, &f, v->mtu)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 0, v->addr, v->port))
 				goto slow;
 			if (f.proto == IPPROTO_TCP)
 				track_host(skb, &f, v);
 			if (set_link_header(skb, v, &f))
 				return TCX_DROP; // rewritten already: never leaves half translated
+			mark_fin(skb, &f, v, 0);
 			account(skb, v, now);
 			count(STAT_FAST_OUT);
 			if (v->ifindex != skb->ifindex) {
@@ -756,11 +797,12 @@ int l2shim_ingress(struct __sk_buff *skb)
 				return divert(skb, ifc, host_queue(ifc), 0, STAT_DIVERT_IN, v6);
 			return TCX_NEXT;
 		}
-		if (v && !needs_slow_path(skb, &f, now)) {
+		if (v && !needs_slow_path(skb, &f, v, now)) {
 			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 1, v->addr, v->port))
 				goto slow;
 			if (set_link_header(skb, v, &f))
 				return TCX_DROP;
+			mark_fin(skb, &f, v, 1);
 			account(skb, v, now);
 			count(STAT_FAST_IN);
 			if (v->ifindex != skb->ifindex) {
