@@ -192,7 +192,7 @@ func TestDebContents(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Contains(unit, []byte("\nExecStart=/usr/sbin/l2shim run -c /etc/l2shim/l2shim.toml\n")) || bytes.Contains(unit, []byte("/usr/local/")) {
+			if !bytes.Contains(unit, []byte("\nExecStart=/usr/sbin/l2shim run -c /etc/l2shim/l2shim.toml --pin-dir /run/l2shim/pins\n")) || bytes.Contains(unit, []byte("/usr/local/")) {
 				t.Error("the unit's ExecStart is not /usr/sbin/l2shim, or it still names /usr/local/")
 			}
 			if conf, _ := os.ReadFile(filepath.Join(x, "etc/l2shim/l2shim.toml")); !bytes.Equal(conf, read(t, example)) {

@@ -157,10 +157,19 @@ func TestUnit(t *testing.T) {
 		}
 		unit[k] = append(unit[k], v)
 	}
+	// The pins: /sys/fs/bpf/l2shim (the binary's default, which `make uninstall` and the
+	// package's prerm clean up) made the service user's as root, bound into the sandbox where
+	// check and run are told to look, and cleaned up when the unit stops while disabled.
+	const pins, bound = "/sys/fs/bpf/l2shim", "/run/l2shim/pins"
+	preparePins := `-+/bin/sh -c 'install -d -m 0700 ` + pins + ` && chown -R "$$(stat -c %%u:%%g /run/l2shim)" ` + pins + `'`
+	if got := unit["ExecStartPre"]; len(got) != 2 || got[0] != preparePins || got[1] != "/usr/local/sbin/l2shim check -c /etc/l2shim/l2shim.toml --pin-dir "+bound {
+		t.Errorf("l2shim.service: ExecStartPre=%q, want the pin directory prepared, then check", got)
+	}
 	want := map[string]string{
 		"Type":                    "simple",
-		"ExecStartPre":            "/usr/local/sbin/l2shim check -c /etc/l2shim/l2shim.toml",
-		"ExecStart":               "/usr/local/sbin/l2shim run -c /etc/l2shim/l2shim.toml",
+		"ExecStart":               "/usr/local/sbin/l2shim run -c /etc/l2shim/l2shim.toml --pin-dir " + bound,
+		"BindPaths":               "-" + pins + ":" + bound,
+		"ExecStopPost":            `+/bin/sh -c 'systemctl is-enabled --quiet l2shim.service || exec /usr/local/sbin/l2shim cleanup --pin-dir ` + pins + `'`,
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"Restart":                 "on-failure",
 		"RuntimeDirectory":        "l2shim",

@@ -76,6 +76,27 @@ func dropPinnedLink(pin string) {
 	_ = os.Remove(pin)
 }
 
+// PinnedPrograms returns the IDs of the programs the TCX links pinned under dir run: an earlier
+// l2shim's, which the next one takes over.
+func PinnedPrograms(dir string) []ebpf.ProgramID {
+	entries, err := os.ReadDir(filepath.Join(dir, "links"))
+	if err != nil {
+		return nil
+	}
+	var ids []ebpf.ProgramID
+	for _, e := range entries {
+		l, err := link.LoadPinnedLink(filepath.Join(dir, "links", e.Name()), nil)
+		if err != nil {
+			continue
+		}
+		if info, err := l.Info(); err == nil {
+			ids = append(ids, info.Program)
+		}
+		_ = l.Close()
+	}
+	return ids
+}
+
 // Cleanup removes what l2shim left pinned under dir: it detaches the hooks' links and removes
 // the pinned maps (the kernel frees them once no program uses them). It reports how many
 // links it detached.

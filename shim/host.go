@@ -2,6 +2,7 @@ package shim
 
 import (
 	"fmt"
+	"github.com/l2shim/l2shim/fastpath"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +22,19 @@ type Host struct {
 	// own holds the IDs of a running instance's own TCX programs (ebpf.ProgramID keys), so a
 	// reload's check does not report them as foreign.
 	own *sync.Map
+}
+
+// PinnedHost is the host as l2shim sees it when an earlier l2shim may have left its hooks
+// pinned in pinDir: their programs are l2shim's own, not foreign ones (without
+// CAP_SYS_ADMIN their names cannot be read to tell).
+func PinnedHost(pinDir string) Host {
+	own := &sync.Map{}
+	if pinDir != "" {
+		for _, id := range fastpath.PinnedPrograms(pinDir) {
+			own.Store(id, true)
+		}
+	}
+	return Host{own: own}
 }
 
 // Interface implements conf.Host.

@@ -37,7 +37,8 @@ const usage = `usage: l2shim COMMAND [flags]
 
 commands:
   run -c FILE      attach to the configured interfaces and run until SIGINT/SIGTERM
-  check -c FILE    validate FILE and the host it would run on; print every problem
+  check -c FILE [--pin-dir DIR]
+                   validate FILE and the host it would run on; print every problem
   status [-s SOCKET] [--json]
                    the gateway table, rule counters and datapath counters of a running l2shim
   drain NAME [--reset] [-s SOCKET]
@@ -107,19 +108,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // loadAndCheck loads the file and checks it against this host. It prints every error and
 // returns nil when there were any.
-func loadAndCheck(path string, stderr io.Writer) (*conf.Config, []string) {
-	cfg, warnings, _ := loadAndCheckMode(path, stderr)
+// TCX programs of an earlier l2shim, pinned in pinDir, are its own, not foreign ones.
+func loadAndCheck(path, pinDir string, stderr io.Writer) (*conf.Config, []string) {
+	cfg, warnings, _ := loadAndCheckMode(path, pinDir, stderr)
 	return cfg, warnings
 }
 
 // loadAndCheckMode is loadAndCheck that also returns the attach mode the kernel gets.
-func loadAndCheckMode(path string, stderr io.Writer) (*conf.Config, []string, fastpath.Mode) {
+func loadAndCheckMode(path, pinDir string, stderr io.Writer) (*conf.Config, []string, fastpath.Mode) {
 	cfg, err := conf.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, nil, ""
 	}
-	errs, warnings := cfg.CheckHost(shim.Host{})
+	errs, warnings := cfg.CheckHost(shim.PinnedHost(pinDir))
 	mode, err := shim.CheckKernel(cfg.Shim.Attach)
 	if err != nil {
 		errs = append(errs, &conf.Error{File: path, Msg: err.Error()})
@@ -152,14 +154,17 @@ func configFlag(name string, args []string, stderr io.Writer, extra ...func(*fla
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	_, file, _, err := configFlag("check", args, stderr)
+	var pinDir string
+	_, file, _, err := configFlag("check", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&pinDir, "pin-dir", defaultPinDir, "bpffs `DIR` where `run` pins (its hooks there are l2shim's own, not foreign programs)")
+	})
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stderr, err)
 		}
 		return exitUsage
 	}
-	cfg, warnings, attach := loadAndCheckMode(*file, stderr)
+	cfg, warnings, attach := loadAndCheckMode(*file, pinDir, stderr)
 	if cfg == nil {
 		return exitUsage
 	}
@@ -231,7 +236,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg, warnings := loadAndCheck(*file, stderr)
+	cfg, warnings := loadAndCheck(*file, pinDir, stderr)
 	if cfg == nil {
 		return exitUsage
 	}
