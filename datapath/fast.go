@@ -152,8 +152,6 @@ type fastState struct {
 	// counted are the kernel's counts already added to the flow, by direction (the kernel
 	// counts from the entry's installation).
 	counted [2]struct{ packets, bytes uint64 }
-	// closedReads counts the syncs that read the flow since its TCP connection closed.
-	closedReads uint8
 	// reopened: a new TCP connection on the tuple replaces the entries; until it has, what
 	// they say (their FIN marks, that they carried frames) is the old connection's.
 	reopened bool
@@ -350,33 +348,6 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 		}
 	}
 	return ops
-}
-
-// FastFlow names a flow the fast path carries by the keys of its two entries.
-type FastFlow struct{ Orig, Reply FastKey }
-
-// FastFlows appends the flows the fast path carries whose counts a sync reads: all of them
-// when all is set (the last sync, at stop), else all but TCP connections closed for more than
-// two syncs. Those carry a last ACK at most, read when their entries go (FastTally), so
-// thousands of short connections waiting out their close do not cost two map lookups each
-// every second, while what a connection sent just before it closed is counted at once.
-func (e *Engine) FastFlows(flows []FastFlow, all bool) []FastFlow {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k, st := range e.fast {
-		fl := e.table.LookupOrig(k)
-		if fl == nil {
-			continue
-		}
-		if fl.TCPState == conntrack.TCPClosed && !all {
-			if st.closedReads >= 2 {
-				continue
-			}
-			st.closedReads++
-		}
-		flows = append(flows, FastFlow{Orig: k, Reply: fl.Reply})
-	}
-	return flows
 }
 
 // FastCount is what the kernel counted for one entry since it was installed.

@@ -405,27 +405,77 @@ type Installed struct {
 // Entries lists the entries of one direction (those an earlier l2shim left, to adopt).
 func (k *Kernel) Entries(d Direction) ([]Installed, error) {
 	var out []Installed
+	err := k.Each(d, nil, func(e Installed) { out = append(out, e) })
+	return out, err
+}
+
+// Reader holds the buffers Each reads a map's entries into, so a sync every second allocates
+// nothing once they have grown.
+type Reader struct {
+	keys   []fastpathFlowKey
+	vals   []fastpathFlowVal
+	cursor ebpf.MapBatchCursor
+}
+
+// readChunk is how many entries one batch read returns at most.
+const readChunk = 1024
+
+// Each calls fn with every entry of one direction, read a chunk at a time with
+// BPF_MAP_LOOKUP_BATCH (one system call per chunk, not one per entry); on a kernel without
+// batch reads, entry by entry. r may be nil. Entries that come or go meanwhile may be missed
+// or seen twice.
+func (k *Kernel) Each(d Direction, r *Reader, fn func(Installed)) error {
+	if r == nil {
+		r = &Reader{}
+	}
+	if r.keys == nil {
+		r.keys, r.vals = make([]fastpathFlowKey, readChunk), make([]fastpathFlowVal, readChunk)
+	}
+	m := k.flowMap(d)
+	r.cursor = ebpf.MapBatchCursor{}
+	for {
+		n, err := m.BatchLookup(&r.cursor, r.keys, r.vals, nil)
+		for i := range n {
+			fn(installedOf(&r.keys[i], &r.vals[i]))
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return k.eachByKey(m, fn)
+		case err != nil:
+			return fmt.Errorf("fastpath: read flows: %w", err)
+		}
+	}
+}
+
+// eachByKey is Each on a kernel without batch reads.
+func (k *Kernel) eachByKey(m *ebpf.Map, fn func(Installed)) error {
 	var fk fastpathFlowKey
 	var v fastpathFlowVal
-	it := k.flowMap(d).Iterate()
+	it := m.Iterate()
 	for it.Next(&fk, &v) {
-		e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, DivertOnly: v.Flags&flagDivert != 0, CarrySYNACK: v.Flags&flagSYNACK != 0, ToL3: v.Flags&flagToL3 != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
-		if v.GwIp != ([4]byte{}) {
-			e.Gateway = netip.AddrFrom4(v.GwIp)
-		}
-		if e.NAT {
-			e.Addr = netip.AddrFrom16(v.Addr).Unmap()
-		}
-		out = append(out, Installed{
-			Key:    Key{Src: netip.AddrFrom16(fk.Src).Unmap(), Dst: netip.AddrFrom16(fk.Dst).Unmap(), SrcPort: ntohs(fk.Sport), DstPort: ntohs(fk.Dport), Proto: fk.Proto},
-			Entry:  e,
-			Counts: countsOf(&v),
-		})
+		fn(installedOf(&fk, &v))
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("fastpath: list flows: %w", err)
+		return fmt.Errorf("fastpath: list flows: %w", err)
 	}
-	return out, nil
+	return nil
+}
+
+func installedOf(fk *fastpathFlowKey, v *fastpathFlowVal) Installed {
+	e := Entry{Ifindex: int(v.Ifindex), NAT: v.Flags&flagNAT != 0, DivertOnly: v.Flags&flagDivert != 0, CarrySYNACK: v.Flags&flagSYNACK != 0, ToL3: v.Flags&flagToL3 != 0, Port: ntohs(v.Port), MTU: v.Mtu, SrcMAC: v.SrcMac, DstMAC: v.DstMac, Origin: v.Origin, Why: v.Why, Rule: v.Rule}
+	if v.GwIp != ([4]byte{}) {
+		e.Gateway = netip.AddrFrom4(v.GwIp)
+	}
+	if e.NAT {
+		e.Addr = netip.AddrFrom16(v.Addr).Unmap()
+	}
+	return Installed{
+		Key:    Key{Src: netip.AddrFrom16(fk.Src).Unmap(), Dst: netip.AddrFrom16(fk.Dst).Unmap(), SrcPort: ntohs(fk.Sport), DstPort: ntohs(fk.Dport), Proto: fk.Proto},
+		Entry:  e,
+		Counts: countsOf(v),
+	}
 }
 
 func ntohs(v uint16) uint16 { return htons(v) }

@@ -692,3 +692,32 @@ func TestSlowPathFrames6(t *testing.T) {
 		}
 	}
 }
+
+// TestEach reads every entry of a map in chunks (more entries than one batch read returns),
+// each once, with what was installed.
+func TestEach(t *testing.T) {
+	k := loadTest(t)
+	const n = 3*readChunk + 17
+	want := map[Key]uint16{}
+	for i := range n {
+		key := Key{Src: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), Dst: netip.MustParseAddr("203.0.113.10"), SrcPort: uint16(1000 + i), DstPort: 443, Proto: rewrite.ProtoTCP}
+		if err := k.Put(Out, key, Entry{Ifindex: 7, NAT: true, Addr: netip.MustParseAddr("10.2.0.2"), Port: uint16(i)}); err != nil {
+			t.Fatal(err)
+		}
+		want[key] = uint16(i)
+	}
+	var r Reader
+	for round := range 2 { // the reader's buffers are reused
+		seen := 0
+		err := k.Each(Out, &r, func(e Installed) {
+			port, ok := want[e.Key]
+			if !ok || !e.Entry.NAT || e.Entry.Port != port || e.Entry.Addr != netip.MustParseAddr("10.2.0.2") {
+				t.Errorf("round %d: entry %+v not as installed", round, e)
+			}
+			seen++
+		})
+		if err != nil || seen != n {
+			t.Fatalf("round %d: read %d entries of %d (%v)", round, seen, n, err)
+		}
+	}
+}

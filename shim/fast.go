@@ -20,10 +20,12 @@ import (
 type fastSync struct {
 	mu     sync.Mutex // one writer of the kernel's maps at a time
 	ops    []datapath.FastOp
-	flows  []datapath.FastFlow
+	reader fastpath.Reader
 	cnts   []datapath.FastCount
 	finals []datapath.FastFinal
 	fails  uint64 // map updates the kernel refused (logged once)
+	// readFails counts syncs that could not read a map (logged once).
+	readFails uint64
 }
 
 // applyFast installs and removes the fast path's entries the engine asks for.
@@ -71,44 +73,51 @@ func (s *Shim) applyFast() {
 	}
 }
 
-// syncFast reads what the kernel counted for the flows it carries (every one when all is set)
-// and hands it to the engine.
-func (s *Shim) syncFast(all bool) {
-	if s.opts.SlowPathOnly {
+// syncFast reads what the kernel counted for the flows it carries and hands it to the engine:
+// every entry of both maps, a chunk per system call (fastpath.Kernel.Each), the out map first
+// (a FIN from the wire is judged against the host's acknowledgment its out entry holds).
+// The engine takes the counts a chunk at a time, so its lock is never held for long.
+func (s *Shim) syncFast() {
+	if s.opts.SlowPathOnly || s.maps == nil || s.maps.k == nil {
 		return
 	}
 	f := &s.fast
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.flows = s.engine.FastFlows(f.flows[:0], all)
-	s.readCounts()
+	offset := s.kernelClockOffset()
+	for _, d := range []fastpath.Direction{fastpath.Out, fastpath.In} {
+		f.cnts = f.cnts[:0]
+		err := s.maps.k.Each(d, &f.reader, func(e fastpath.Installed) {
+			if e.Counts.Packets == 0 || e.Entry.DivertOnly {
+				return
+			}
+			orig := e.Key
+			if d == fastpath.In {
+				orig = origOf(e)
+			}
+			c := e.Counts
+			f.cnts = append(f.cnts, datapath.FastCount{Orig: engineKey(orig), In: d == fastpath.In, Packets: c.Packets, Bytes: c.Bytes, LastSeen: c.LastSeen - offset, TCP: kernelTCP(c)})
+			if len(f.cnts) >= syncChunk {
+				s.engine.FastCounts(f.cnts)
+				f.cnts = f.cnts[:0]
+			}
+		})
+		s.engine.FastCounts(f.cnts)
+		if err != nil {
+			if f.readFails == 0 {
+				s.log.Warn("fast path: cannot read the kernel's counts", "err", err)
+			}
+			f.readFails++
+		}
+	}
 }
+
+// syncChunk is how many counts the engine takes under one hold of its lock.
+const syncChunk = 1024
 
 // kernelClockOffset is what to subtract from the kernel's time stamps to get the engine's
 // clock: the kernel stamps frames with CLOCK_MONOTONIC, the engine's clock started with the shim.
 func (s *Shim) kernelClockOffset() int64 { return fastpath.Monotonic() - s.now() }
-
-// readCounts reads what the kernel counted for the flows in s.fast.flows and hands it to the
-// engine. s.fast.mu is held.
-func (s *Shim) readCounts() {
-	f := &s.fast
-	f.cnts = f.cnts[:0]
-	offset := s.kernelClockOffset()
-	for _, fl := range f.flows {
-		for _, in := range []bool{false, true} {
-			dir, key := fastpath.Out, fl.Orig
-			if in {
-				dir, key = fastpath.In, fl.Reply
-			}
-			c, ok := s.maps.k.Counts(dir, fastKey(key))
-			if !ok || c.Packets == 0 {
-				continue
-			}
-			f.cnts = append(f.cnts, datapath.FastCount{Orig: fl.Orig, In: in, Packets: c.Packets, Bytes: c.Bytes, LastSeen: c.LastSeen - offset, TCP: kernelTCP(c)})
-		}
-	}
-	s.engine.FastCounts(f.cnts)
-}
 
 // fastLoop applies pending changes every 100 ms (those the control plane caused) and syncs
 // the counts every second.
@@ -117,7 +126,7 @@ func (s *Shim) fastLoop(ctx context.Context) {
 	every(ctx, 100*time.Millisecond, func() {
 		s.applyFast()
 		if n++; n%10 == 0 {
-			s.syncFast(false)
+			s.syncFast()
 		}
 	})
 }

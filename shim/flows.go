@@ -24,7 +24,7 @@ import (
 func (s *Shim) Flows(q control.FlowQuery) (*control.FlowList, error) {
 	// What the kernel carried since the last sync shows: the counts, and the handshakes
 	// and closes it carried.
-	s.syncFast(false)
+	s.syncFast()
 	// Gateway indexes are the configuration's: a reload between reading the configuration and
 	// the last page would misname flows, so the listing is read again (rarely).
 	for range 3 {

@@ -228,7 +228,7 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	}
 	s.setState(stateStopping)
 	s.log.Info("stopping")
-	s.syncFast(true)
+	s.syncFast()
 	s.logTotals()
 	// Let go of the hooks first: from here on new flows take the host's own routing, and
 	// nothing waits in a capture veth for a loop that is going away.

@@ -141,7 +141,7 @@ func (s *Shim) Status() *control.Status {
 	}
 	// What the kernel carried since the last sync counts too: a transfer that just ended
 	// shows all its bytes.
-	s.syncFast(false)
+	s.syncFast()
 	cfg := v.cfg
 	st := &control.Status{
 		Started:     s.started,
