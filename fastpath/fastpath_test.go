@@ -278,15 +278,22 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
-// tcpFrame builds a TCP frame of flow key with flags.
+// tcpFrame builds a TCP frame of flow key with flags (ACK unless SYN).
 func tcpFrame(t *testing.T, srcMAC, dstMAC [6]byte, key Key, syn, fin, rst bool, payload int, df bool) []byte {
+	t.Helper()
+	return tcpSegment(t, srcMAC, dstMAC, key, &layers.TCP{ACK: !syn, SYN: syn, FIN: fin, RST: rst, Seq: 1, Window: 1000}, payload, df)
+}
+
+// tcpSegment builds a frame of flow key carrying the TCP header tcp (its ports set from key)
+// and payload zero bytes.
+func tcpSegment(t *testing.T, srcMAC, dstMAC [6]byte, key Key, tcp *layers.TCP, payload int, df bool) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: key.Src.AsSlice(), DstIP: key.Dst.AsSlice()}
 	if df {
 		ip.Flags = layers.IPv4DontFragment
 	}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(key.SrcPort), DstPort: layers.TCPPort(key.DstPort), ACK: !syn, SYN: syn, FIN: fin, RST: rst, Seq: 1, Window: 1000}
+	tcp.SrcPort, tcp.DstPort = layers.TCPPort(key.SrcPort), layers.TCPPort(key.DstPort)
 	tcp.SetNetworkLayerForChecksum(ip)
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp, gopacket.Payload(make([]byte, payload))); err != nil {
@@ -427,15 +434,7 @@ func TestUnownedFramesUntouched(t *testing.T) {
 // synAckFrame builds a SYN-ACK of flow key.
 func synAckFrame(t *testing.T, srcMAC, dstMAC [6]byte, key Key) []byte {
 	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: key.Src.AsSlice(), DstIP: key.Dst.AsSlice(), Flags: layers.IPv4DontFragment}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(key.SrcPort), DstPort: layers.TCPPort(key.DstPort), SYN: true, ACK: true, Seq: 9000, Ack: 1, Window: 1000}
-	tcp.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, tcp); err != nil {
-		t.Fatal(err)
-	}
-	return append([]byte(nil), buf.Bytes()...)
+	return tcpSegment(t, srcMAC, dstMAC, key, &layers.TCP{SYN: true, ACK: true, Seq: 9000, Ack: 1, Window: 1000}, 0, true)
 }
 
 // TestSYNACKCarried: the in entry of a connection the host is opening carries the peer's
