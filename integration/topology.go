@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -99,6 +100,41 @@ type Topology struct {
 	shims  []*Shim
 	closed bool
 	l3     [2]*l3Uplink // L3 uplinks (Options.Uplinks), nil for veth
+}
+
+// waitTunnels waits until every WireGuard uplink carries a ping to its gateway (IPv4, and
+// the gateway's link-local IPv6 address in a dual-stack topology): its handshake is done. The
+// gateway's device exists before the host's, and a handshake it started toward a host port not
+// yet open is retried only after wireguard-go's 5 s rekey timeout; a test's first packets
+// would be lost meanwhile.
+func (t *Topology) waitTunnels(timeout time.Duration) error {
+	for i, u := range t.l3 {
+		if u == nil || u.kind != LinkWireGuard {
+			continue
+		}
+		ifname := hostIfName(t.opts, i)
+		_, gw := t.uplinkAddrs(i)
+		dsts := []netip.Addr{gw}
+		if t.opts.IPv6 {
+			dsts = append(dsts, GWLinkLocal.WithZone(ifname))
+		}
+		start := time.Now()
+		for _, dst := range dsts {
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				n, _, _ := Ping(ctx, t.Host, dst, 1, 250*time.Millisecond)
+				cancel()
+				if n == 1 {
+					break
+				}
+				if time.Since(start) > timeout {
+					return fmt.Errorf("WireGuard uplink %s: no answer from %s over it within %v", ifname, dst, timeout)
+				}
+			}
+		}
+		t.opts.logf("topology %s: WireGuard uplink %s carries traffic after %v", t.ID, ifname, time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -232,6 +268,9 @@ func NewTopology(opts Options) (t *Topology, err error) {
 		}
 	}
 	if err := t.finishIPv6(); err != nil {
+		return t, err
+	}
+	if err := t.waitTunnels(10 * time.Second); err != nil {
 		return t, err
 	}
 	opts.logf("topology %s: ready", t.ID)
