@@ -270,6 +270,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return exitOK
 }
 
+// How long SIGHUPs kept from starting settle before their one reload (see forwardReloads).
+const (
+	reloadSettle    = 50 * time.Millisecond
+	reloadSettleMax = time.Second
+)
+
 // forwardReloads calls reload for every SIGHUP on hup until done is closed. A SIGHUP that
 // arrives before ready (the shim is still attaching) is kept and applied once it runs: the file
 // may have changed after it was read at start, and a reload then would find half-built state.
@@ -288,17 +294,26 @@ func forwardReloads(hup <-chan os.Signal, ready, done <-chan struct{}, log *slog
 			return
 		}
 	}
-	// A SIGHUP still queued arrived before the kept reload reads the file (select picks ready
-	// at random when both are): that reload covers it, so it must not make a second one.
-	for queued := true; queued; {
-		select {
-		case <-hup:
-			pending = true
-		default:
-			queued = false
-		}
-	}
+	// The kept SIGHUPs, and those that follow them within reloadSettle of each other (a
+	// sender's last ones, which Go delivers to hup a moment after the kernel took them, or a
+	// queued one select left for later), make one reload, which reads the file after all of
+	// them. The settling ends after reloadSettleMax at most, so a steady stream of SIGHUPs
+	// cannot hold it off.
 	if pending {
+		settle := time.NewTimer(reloadSettle)
+		deadline := time.After(reloadSettleMax)
+		for settling := true; settling; {
+			select {
+			case <-hup:
+				settle.Reset(reloadSettle)
+			case <-settle.C:
+				settling = false
+			case <-deadline:
+				settling = false
+			case <-done:
+				return
+			}
+		}
 		reload()
 	}
 	for {

@@ -107,11 +107,47 @@ func TestForwardReloads(t *testing.T) {
 	expect(0, "a failed start")
 }
 
+// TestForwardReloadsLateSIGHUP: a SIGHUP sent while starting that reaches the channel only
+// after the shim became ready (Go delivers signals a moment after the kernel took them; CI
+// saw TestSIGHUPWhileStarting reload twice) joins the kept reload; one a while later is a
+// reload of its own.
+func TestForwardReloadsLateSIGHUP(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hup := make(chan os.Signal, 1)
+	ready, done := make(chan struct{}), make(chan struct{})
+	var reloads atomic.Int32
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		forwardReloads(hup, ready, done, log, func() { reloads.Add(1) })
+	}()
+	hup <- syscall.SIGHUP
+	close(ready)
+	time.Sleep(reloadSettle / 5)
+	hup <- syscall.SIGHUP // late, within the settling
+	for deadline := time.Now().Add(2 * time.Second); reloads.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(2 * reloadSettle)
+	if n := reloads.Load(); n != 1 {
+		t.Fatalf("%d reloads after SIGHUPs while starting and one just after, want 1", n)
+	}
+	hup <- syscall.SIGHUP
+	for deadline := time.Now().Add(2 * time.Second); reloads.Load() == 1 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := reloads.Load(); n != 2 {
+		t.Fatalf("%d reloads after a SIGHUP while running, want 2", n)
+	}
+	close(done)
+	<-finished
+}
+
 // TestForwardReloadsQueuedAtReady: SIGHUPs while starting, one of them still queued when the
 // shim becomes ready (select may then pick ready first), make one reload, not two.
 func TestForwardReloadsQueuedAtReady(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for i := 0; i < 300; i++ {
+	for i := 0; i < 40; i++ { // each waits out reloadSettle
 		hup := make(chan os.Signal, 1)
 		ready, done := make(chan struct{}), make(chan struct{})
 		var reloads atomic.Int32
