@@ -294,11 +294,20 @@ func forwardReloads(hup <-chan os.Signal, ready, done <-chan struct{}, log *slog
 			return
 		}
 	}
+	// A SIGHUP still queued arrived while starting (select picks ready at random when both
+	// are ready): it is kept too.
+	for queued := true; queued; {
+		select {
+		case <-hup:
+			pending = true
+		default:
+			queued = false
+		}
+	}
 	// The kept SIGHUPs, and those that follow them within reloadSettle of each other (a
-	// sender's last ones, which Go delivers to hup a moment after the kernel took them, or a
-	// queued one select left for later), make one reload, which reads the file after all of
-	// them. The settling ends after reloadSettleMax at most, so a steady stream of SIGHUPs
-	// cannot hold it off.
+	// sender's last ones, which Go delivers to hup a moment after the kernel took them), make
+	// one reload, which reads the file after all of them. The settling ends after
+	// reloadSettleMax at most, so a steady stream of SIGHUPs cannot hold it off.
 	if pending {
 		settle := time.NewTimer(reloadSettle)
 		deadline := time.After(reloadSettleMax)
@@ -307,7 +316,13 @@ func forwardReloads(hup <-chan os.Signal, ready, done <-chan struct{}, log *slog
 			case <-hup:
 				settle.Reset(reloadSettle)
 			case <-settle.C:
-				settling = false
+				// One that came before the timer (select picks at random) still joins.
+				select {
+				case <-hup:
+					settle.Reset(reloadSettle)
+				default:
+					settling = false
+				}
 			case <-deadline:
 				settling = false
 			case <-done:
