@@ -108,7 +108,7 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	if f.HasTCPFlag(rewrite.TCPSyn) || f.HasTCPFlag(rewrite.TCPRst) {
 		// The kernel may have carried the connection's close since the last sync: a SYN
 		// after it opens a new connection on the tuple.
-		e.refreshHostTCP(fl)
+		e.refreshFromKernel(fl)
 	}
 	gap := now - fl.LastSeen
 	// A SYN on a closed connection's tuple opens a new one: entries it keeps are replaced,

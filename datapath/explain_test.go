@@ -85,30 +85,7 @@ func TestExplainAgreesWithDatapath(t *testing.T) {
 				rules := compileRules(t, explainRules)
 				reconfigure(t, d, func(p *Plan) { p.Rules = rules })
 			}
-			switch tc.drain {
-			case 0, 1:
-				d.SetDrained(tc.drain, true)
-			case 2:
-				d.SetDrained(0, true)
-				d.SetDrained(1, true)
-			}
-			before := d.rules.Stats()
-			x, err := d.Explain(tc.h, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.table.Len() != 0 || d.c.Load(FlowsCreated) != 0 {
-				t.Fatal("explain created a flow")
-			}
-			for i, st := range d.rules.Stats() {
-				if st != before[i] {
-					t.Fatalf("explain counted for rule %d: %+v", i, st)
-				}
-			}
-			var kinds []StepKind
-			for _, s := range x.Steps {
-				kinds = append(kinds, s.Kind)
-			}
+			x, kinds := explainTraceless(t, d, tc.h, tc.drain)
 			if !equalKinds(kinds, tc.steps) || x.Why != tc.why {
 				t.Fatalf("steps %v why %v, want %v %v (%+v)", kinds, x.Why, tc.steps, tc.why, x)
 			}
@@ -286,30 +263,7 @@ func TestExplainAgreesWithDatapath6(t *testing.T) {
 			}
 			rules := compileRules(t, explainRules6)
 			reconfigure(t, d, func(p *Plan) { p.Rules = rules })
-			switch tc.drain {
-			case 0, 1:
-				d.SetDrained(tc.drain, true)
-			case 2:
-				d.SetDrained(0, true)
-				d.SetDrained(1, true)
-			}
-			before := d.rules.Stats()
-			x, err := d.Explain(tc.h, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.table.Len() != 0 || d.c.Load(FlowsCreated) != 0 {
-				t.Fatal("explain created a flow")
-			}
-			for i, st := range d.rules.Stats() {
-				if st != before[i] {
-					t.Fatalf("explain counted for rule %d: %+v", i, st)
-				}
-			}
-			var kinds []StepKind
-			for _, s := range x.Steps {
-				kinds = append(kinds, s.Kind)
-			}
+			x, kinds := explainTraceless(t, d, tc.h, tc.drain)
 			if !equalKinds(kinds, tc.steps) || x.Why != tc.why || tc.gateway != -2 && x.Gateway != tc.gateway {
 				t.Fatalf("steps %v why %v gateway %d, want %v %v %d (%+v)", kinds, x.Why, x.Gateway, tc.steps, tc.why, tc.gateway, x)
 			}
@@ -388,4 +342,36 @@ func TestExplainOnLink6(t *testing.T) {
 	if _, err := d.Explain(Hypothetical{Key: k, Dir: filters.Out, Iface: 0, Via: -1}, 1); err == nil {
 		t.Error("ICMP (1) in an IPv6 flow explained")
 	}
+}
+
+// explainTraceless drains gateway drain (0 or 1; 2: both; else none), explains h and checks
+// that explaining changed nothing: no flow made, no rule counted. It returns the explanation
+// and its steps' kinds.
+func explainTraceless(t *testing.T, d *Engine, h Hypothetical, drain int) (Explanation, []StepKind) {
+	t.Helper()
+	switch drain {
+	case 0, 1:
+		d.SetDrained(drain, true)
+	case 2:
+		d.SetDrained(0, true)
+		d.SetDrained(1, true)
+	}
+	before := d.rules.Stats()
+	x, err := d.Explain(h, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.table.Len() != 0 || d.c.Load(FlowsCreated) != 0 {
+		t.Fatal("explain created a flow")
+	}
+	for i, st := range d.rules.Stats() {
+		if st != before[i] {
+			t.Fatalf("explain counted for rule %d: %+v", i, st)
+		}
+	}
+	var kinds []StepKind
+	for _, s := range x.Steps {
+		kinds = append(kinds, s.Kind)
+	}
+	return x, kinds
 }

@@ -80,8 +80,9 @@ type KernelTCP struct {
 	Win         uint16
 }
 
-// refreshHostTCP brings what the kernel saw of carried TCP flow fl into fl. e.mu is held.
-func (e *Engine) refreshHostTCP(fl *conntrack.Flow) {
+// refreshFromKernel brings what the kernel carried of TCP flow fl since the last sync into
+// fl: the host's sequence space, the handshake's end and the FINs (kernelTCP). e.mu is held.
+func (e *Engine) refreshFromKernel(fl *conntrack.Flow) {
 	if fl.Fast != conntrack.FastCarry || e.opts.Tracker == nil || fl.Orig.Proto != rewrite.ProtoTCP {
 		return
 	}

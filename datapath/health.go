@@ -155,7 +155,7 @@ func (e *Engine) evacuate(match func(*conntrack.Flow) bool, moveTo func(*conntra
 		case rewrite.ProtoTCP:
 			// What the kernel carried since the last sync first: a connection it closed
 			// needs no reset, and a reset must carry the host's sequence numbers of now.
-			e.refreshHostTCP(fl)
+			e.refreshFromKernel(fl)
 			if fl.TCPState != conntrack.TCPClosed && !fl.Reset {
 				ev.Resets = append(ev.Resets, e.resetToHost(fl))
 				ev.Reset++

@@ -53,7 +53,7 @@ func (e *Engine) ingress(in int, f *rewrite.Frame, b *Batch, now int64) verdict 
 	}
 	flags, counts := f.TCPFlags, true
 	if f.Proto == rewrite.ProtoTCP {
-		e.refreshHostTCP(fl)
+		e.refreshFromKernel(fl)
 		flags, counts = wireTCP(f, fl, opened)
 	}
 	if counts {

@@ -132,7 +132,7 @@ func (e *Engine) checkUnanswered(now int64) {
 		}
 		if !fl.Replied {
 			// The kernel may have carried the answer since the last sync.
-			e.refreshHostTCP(fl)
+			e.refreshFromKernel(fl)
 		}
 		if fl.Replied {
 			continue

@@ -382,8 +382,13 @@ func (s *Set) Match(p *Packet) (Verdict, bool) {
 		}
 		return Verdict{}, false
 	}
-	a := s.src.lookup(src)
-	b := s.dst.lookup(dst)
+	return s.first(m, s.src.lookup(src), s.dst.lookup(dst), p)
+}
+
+// first returns the verdict of the first rule whose bit is set in the meta bitmap m, the
+// address bitmaps a and b and the port dimensions' bitmaps for p: the decision-tree path of
+// match4 and match6.
+func (s *Set) first(m, a, b []uint64, p *Packet) (Verdict, bool) {
 	c := s.sport.lookup(uint32(p.SrcPort))
 	d := s.dport.lookup(uint32(p.DstPort))
 	// Equal lengths let the compiler drop the bounds checks in the loop.
@@ -421,17 +426,7 @@ func (s *Set) match6(p *Packet) (Verdict, bool) {
 		}
 		return Verdict{}, false
 	}
-	a := s.src6.lookup(src)
-	b := s.dst6.lookup(dst)
-	c := s.sport.lookup(uint32(p.SrcPort))
-	d := s.dport.lookup(uint32(p.DstPort))
-	a, b, c, d = a[:len(m)], b[:len(m)], c[:len(m)], d[:len(m)]
-	for w := range m {
-		if x := m[w] & a[w] & b[w] & c[w] & d[w]; x != 0 {
-			return s.verdicts[w*64+bits.TrailingZeros64(x)], true
-		}
-	}
-	return Verdict{}, false
+	return s.first(m, s.src6.lookup(src), s.dst6.lookup(dst), p)
 }
 
 // metaIndex folds the three small dimensions into one table index, so that they cost one

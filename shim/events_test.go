@@ -127,16 +127,7 @@ affinity = "host-pair"
 		{"inbound from a neighbour", control.ExplainQuery{Proto: "tcp", Src: "203.0.113.10", SrcPort: 5000, Dst: "10.2.0.2", DstPort: 22, Direction: "in", Via: "none"},
 			[]string{"a neighbour that is no gateway", "would be left to the host's routing"}, ""},
 	} {
-		x, err := s.Explain(tc.q)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		text := x.Summary + "\n" + strings.Join(x.Steps, "\n")
-		for _, w := range tc.want {
-			if !strings.Contains(text, w) {
-				t.Errorf("%s: lacks %q:\n%s", tc.name, w, text)
-			}
-		}
+		x := explainSays(t, s, tc.name, tc.q, tc.want)
 		if tc.gw != "" && x.Gateway != tc.gw {
 			t.Errorf("%s: gateway %q, want %q", tc.name, x.Gateway, tc.gw)
 		}

@@ -80,16 +80,7 @@ action = "drop"
 		{"link-local", control.ExplainQuery{Proto: "tcp", Src: "2001:db8:a::2", SrcPort: 1, Dst: "fe80::1%eth0", DstPort: 22, Interface: "eth0"},
 			[]string{"link-scoped IPv6", "never steers it"}, ""},
 	} {
-		x, err := s.Explain(tc.q)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		text := x.Summary + "\n" + strings.Join(x.Steps, "\n")
-		for _, w := range tc.want {
-			if !strings.Contains(text, w) {
-				t.Errorf("%s: lacks %q:\n%s", tc.name, w, text)
-			}
-		}
+		x := explainSays(t, s, tc.name, tc.q, tc.want)
 		if tc.gw != "?" && x.Gateway != tc.gw {
 			t.Errorf("%s: gateway %q, want %q", tc.name, x.Gateway, tc.gw)
 		}
@@ -123,4 +114,20 @@ action = "drop"
 	if err != nil || !x.Gateways[1].Usable {
 		t.Errorf("an IPv4 flow without isp-b's IPv6 router: %+v, %v", x, err)
 	}
+}
+
+// explainSays explains q on s and checks that the summary and steps say each of want.
+func explainSays(t *testing.T, s *Shim, name string, q control.ExplainQuery, want []string) *control.Explanation {
+	t.Helper()
+	x, err := s.Explain(q)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	text := x.Summary + "\n" + strings.Join(x.Steps, "\n")
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("%s: lacks %q:\n%s", name, w, text)
+		}
+	}
+	return x
 }

@@ -107,20 +107,26 @@ func TestForwardReloads(t *testing.T) {
 	expect(0, "a failed start")
 }
 
+// startForwarding runs forwardReloads on new channels; reloads counts its reloads, finished
+// closes when it returns.
+func startForwarding() (hup chan os.Signal, ready, done chan struct{}, reloads *atomic.Int32, finished chan struct{}) {
+	hup = make(chan os.Signal, 1)
+	ready, done, finished = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	reloads = new(atomic.Int32)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() {
+		defer close(finished)
+		forwardReloads(hup, ready, done, log, func() { reloads.Add(1) })
+	}()
+	return hup, ready, done, reloads, finished
+}
+
 // TestForwardReloadsLateSIGHUP: a SIGHUP sent while starting that reaches the channel only
 // after the shim became ready (Go delivers signals a moment after the kernel took them; CI
 // saw TestSIGHUPWhileStarting reload twice) joins the kept reload; one a while later is a
 // reload of its own.
 func TestForwardReloadsLateSIGHUP(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hup := make(chan os.Signal, 1)
-	ready, done := make(chan struct{}), make(chan struct{})
-	var reloads atomic.Int32
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		forwardReloads(hup, ready, done, log, func() { reloads.Add(1) })
-	}()
+	hup, ready, done, reloads, finished := startForwarding()
 	hup <- syscall.SIGHUP
 	close(ready)
 	time.Sleep(reloadSettle / 5)
@@ -146,16 +152,8 @@ func TestForwardReloadsLateSIGHUP(t *testing.T) {
 // TestForwardReloadsQueuedAtReady: SIGHUPs while starting, one of them still queued when the
 // shim becomes ready (select may then pick ready first), make one reload, not two.
 func TestForwardReloadsQueuedAtReady(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i := 0; i < 40; i++ { // each waits out reloadSettle
-		hup := make(chan os.Signal, 1)
-		ready, done := make(chan struct{}), make(chan struct{})
-		var reloads atomic.Int32
-		finished := make(chan struct{})
-		go func() {
-			defer close(finished)
-			forwardReloads(hup, ready, done, log, func() { reloads.Add(1) })
-		}()
+		hup, ready, done, reloads, finished := startForwarding()
 		hup <- syscall.SIGHUP // taken while starting: kept
 		hup <- syscall.SIGHUP // the buffer held one: queued once the first was taken
 		close(ready)
