@@ -35,6 +35,7 @@ type env struct {
 	cpuBytes   int64         // the paced transfer's volume
 	cpuRate    float64       // its rate, bit/s
 	shimPid    int           // the shim's pid in shim runs, else 0 (for its own CPU time, logged)
+	place      placement     // where bulk senders and receivers run
 	server     netip.Addr    // the server's address the clients use; invalid: its IPv4 one
 }
 
@@ -74,7 +75,7 @@ func closeOnCancel(ctx context.Context, cs ...io.Closer) (stop func()) {
 // it can for e.dur, then half-closes; the result is what the sink counted
 // (goodput), in Gbit/s, over the time from the first write to the last count.
 func (e *env) tcpUp(srv *tcpServer, port uint16, streams int, want netip.Addr) (float64, error) {
-	srv.seen.reset()
+	srv.reset()
 	conns := make([]*net.TCPConn, 0, streams)
 	defer func() {
 		for _, c := range conns {
@@ -102,7 +103,7 @@ func (e *env) tcpUp(srv *tcpServer, port uint16, streams int, want netip.Addr) (
 	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Add(1)
-		go func() {
+		go e.place.run(e.place.senderCPU(i), func() {
 			defer wg.Done()
 			c.SetDeadline(end.Add(30 * time.Second))
 			for n := 0; n < 1<<30 && time.Now().Before(end); n++ {
@@ -121,7 +122,7 @@ func (e *env) tcpUp(srv *tcpServer, port uint16, streams int, want netip.Addr) (
 				return
 			}
 			total.Add(int64(binary.BigEndian.Uint64(cnt[:])))
-		}()
+		})
 	}
 	wg.Wait()
 	el := time.Since(start)
@@ -137,7 +138,7 @@ func (e *env) tcpUp(srv *tcpServer, port uint16, streams int, want netip.Addr) (
 // tcpDown asks the source server to send for e.dur and counts what arrives
 // until it closes: Gbit/s over the time from the request to the close.
 func (e *env) tcpDown(want netip.Addr) (float64, error) {
-	e.srv.source.seen.reset()
+	e.srv.source.reset()
 	c, err := e.dial(portSource)
 	if err != nil {
 		return 0, err
@@ -147,23 +148,32 @@ func (e *env) tcpDown(want netip.Addr) (float64, error) {
 	c.SetDeadline(time.Now().Add(e.dur + 30*time.Second))
 	var req [8]byte
 	binary.BigEndian.PutUint64(req[:], uint64(e.dur))
-	start := time.Now()
-	if _, err := c.Write(req[:]); err != nil {
+	var n int64
+	var el time.Duration
+	e.place.run(e.place.receiverCPU(0), func() {
+		start := time.Now()
+		if _, err = c.Write(req[:]); err != nil {
+			return
+		}
+		buf := make([]byte, chunk)
+		for i := 0; i < 1<<30; i++ {
+			var k int
+			k, err = c.Read(buf)
+			n += int64(k)
+			if err == io.EOF {
+				err = nil
+				break
+			}
+			if err != nil {
+				err = fmt.Errorf("read after %d bytes: %w", n, err)
+				return
+			}
+		}
+		el = time.Since(start)
+	})
+	if err != nil {
 		return 0, err
 	}
-	buf := make([]byte, chunk)
-	var n int64
-	for i := 0; i < 1<<30; i++ {
-		k, err := c.Read(buf)
-		n += int64(k)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("read after %d bytes: %w", n, err)
-		}
-	}
-	el := time.Since(start)
 	if err := e.srv.source.seen.check(want); err != nil {
 		return 0, err
 	}
@@ -253,7 +263,8 @@ func (e *env) udpUp(answered bool, want netip.Addr) (udpResult, error) {
 	}
 	srv.reset()
 	start := time.Now()
-	sent, err := blast(ipv4.NewPacketConn(c), nil, e.udpSize, e.dur)
+	var sent int64
+	e.place.run(e.place.senderCPU(0), func() { sent, err = blast(ipv4.NewPacketConn(c), nil, e.udpSize, e.dur) })
 	el := time.Since(start)
 	if err != nil {
 		return udpResult{}, fmt.Errorf("send: %w", err)
@@ -288,7 +299,7 @@ func (e *env) udpDown(want netip.Addr) (udpResult, error) {
 	var got atomic.Int64
 	done := make(chan struct{})
 	c.SetReadDeadline(time.Now().Add(e.dur + 10*time.Second))
-	go func() {
+	go e.place.run(e.place.receiverCPU(0), func() {
 		defer close(done)
 		pc := ipv4.NewPacketConn(c)
 		ms := make([]ipv4.Message, 64)
@@ -306,9 +317,10 @@ func (e *env) udpDown(want netip.Addr) (udpResult, error) {
 			}
 			got.Add(int64(n))
 		}
-	}()
+	})
 	start := time.Now()
-	sent, err := e.srv.udp.blast(seen, e.udpSize, e.dur)
+	var sent int64
+	e.place.run(e.place.senderCPU(0), func() { sent, err = e.srv.udp.blast(seen, e.udpSize, e.dur) })
 	el := time.Since(start)
 	time.Sleep(settle)
 	c.SetReadDeadline(time.Unix(1, 0))
@@ -467,7 +479,7 @@ func crrOne(d *net.Dialer, addr string, req, resp []byte) error {
 // idle, iowait or steal) per 10^9 bytes. Everything counts: the sender, the
 // receiver, both kernels' softirqs, l2shim.
 func (e *env) cpuPerGB(want netip.Addr) (float64, error) {
-	e.srv.sink.seen.reset()
+	e.srv.sink.reset()
 	c, err := e.dial(portSink)
 	if err != nil {
 		return 0, err
@@ -494,15 +506,22 @@ func (e *env) cpuPerGB(want netip.Addr) (float64, error) {
 	background := (busy0 - bg0) / 0.5
 	start := time.Now()
 	var sent int64
-	for i := 0; sent < e.cpuBytes && i < 1<<30; i++ {
-		k, err := c.Write(buf[:min(int64(len(buf)), e.cpuBytes-sent)])
-		sent += int64(k)
-		if err != nil {
-			return 0, fmt.Errorf("write after %d bytes: %w", sent, err)
+	e.place.run(e.place.senderCPU(0), func() {
+		for i := 0; sent < e.cpuBytes && i < 1<<30; i++ {
+			var k int
+			k, err = c.Write(buf[:min(int64(len(buf)), e.cpuBytes-sent)])
+			sent += int64(k)
+			if err != nil {
+				err = fmt.Errorf("write after %d bytes: %w", sent, err)
+				return
+			}
+			if ahead := time.Duration(float64(sent)/bytesPerSec*float64(time.Second)) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
 		}
-		if ahead := time.Duration(float64(sent)/bytesPerSec*float64(time.Second)) - time.Since(start); ahead > 0 {
-			time.Sleep(ahead)
-		}
+	})
+	if err != nil {
+		return 0, err
 	}
 	if err := c.CloseWrite(); err != nil {
 		return 0, err

@@ -54,12 +54,17 @@
 // record the source address they see and every measurement checks it, so no
 // number comes from the wrong path.
 //
-// Runs. Each round measures the kernel alone, l2shim (its fast path on, the
-// default) and l2shim with --no-fast-path (every frame in user space, for
-// reference: the TCP bulk and UDP lines once more, suffixed _slowpath,
-// against the same kernel numbers), alternating the order from round to
-// round; each side keeps its best result over -rounds (2), since other load
-// on the machine only ever makes a run worse. Before each measurement the
+// Runs. Each round takes the measurements one after the other, and each
+// measurement runs back to back on the kernel alone, l2shim (its fast path
+// on, the default, started for that measurement) and l2shim with
+// --no-fast-path (every frame in user space, for reference: the TCP bulk and
+// UDP lines once more, suffixed _slowpath, against the same kernel numbers),
+// the order alternating from one to the next: on a shared VM the machine's
+// speed drifts over tens of seconds, and the sides of one line are measured
+// within seconds of each other. Each side keeps its best result over -rounds
+// (2), since other load on the machine only ever makes a run worse. Every
+// value is logged to stderr as it is measured. The bulk and UDP streams'
+// threads are bound to CPUs (see -pin). Before each measurement the
 // bench waits while integration tests run (pgrep -f integration.test), up to
 // -max-wait in all, and a measurement during which tests started is taken
 // again (twice at most).
@@ -88,6 +93,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -251,6 +257,7 @@ type config struct {
 	slowpath   bool
 	only       *regexp.Regexp
 	verbose    bool
+	place      placement
 }
 
 func main() {
@@ -268,6 +275,7 @@ func main() {
 	flag.BoolVar(&c.slowpath, "slowpath", true, "also measure l2shim --no-fast-path (the _slowpath lines)")
 	only := flag.String("only", "", "run only the measurements whose name matches this regexp (e.g. 'tcp_up|udp')")
 	flag.BoolVar(&c.verbose, "v", false, "stream l2shim's output to stderr")
+	flag.BoolVar(&c.place.on, "pin", true, "bind each bulk and UDP stream's sender and receiver threads to CPUs 0 and 1 (the same in every run)")
 	flag.Parse()
 	c.cpuBytes = int64(*cpuGB * 1e9)
 	c.cpuRate = *cpuRate * 1e9
@@ -327,7 +335,7 @@ func run(c config) error {
 		return err
 	}
 	defer topo.Close()
-	srv, err := startServers(topo)
+	srv, err := startServers(topo, c.place)
 	if err != nil {
 		return err
 	}
@@ -338,7 +346,7 @@ func run(c config) error {
 	defer os.RemoveAll(cfgDir)
 	cfg := topo.Config(integration.ConfigOptions{Mode: "load-balance", Control: filepath.Join(cfgDir, "l2shim.sock"), Extra: benchRules()})
 
-	e := &env{ctx: ctx, topo: topo, srv: srv, dur: c.dur, udpSize: c.udpSize, rrMax: c.rrMax,
+	e := &env{ctx: ctx, topo: topo, srv: srv, dur: c.dur, place: c.place, udpSize: c.udpSize, rrMax: c.rrMax,
 		crrWorkers: c.crrWorkers, crrMax: c.crrMax, cpuBytes: c.cpuBytes, cpuRate: c.cpuRate}
 	var todo []step
 	for _, s := range steps() {
@@ -366,6 +374,7 @@ func run(c config) error {
 		if sd == slowSide {
 			name += "_slowpath"
 		}
+		logf("%s %s=%.2f", sd, name, v.v)
 		old, ok := best[sd][name]
 		switch {
 		case !ok, isLower(v.name) && v.v < old, !isLower(v.name) && v.v > old:
@@ -373,10 +382,13 @@ func run(c config) error {
 		}
 	}
 
-	// runSide measures every step on one side: a fresh l2shim for the shim
+	// runSide measures steps on one side: a fresh l2shim for the shim
 	// sides, stopped at the end.
-	runSide := func(round int, sd side) error {
+	runSide := func(round int, sd side, steps []step) error {
 		if sd == slowSide && !c.slowpath {
+			return nil
+		}
+		if sd == slowSide && !slices.ContainsFunc(steps, func(s step) bool { return s.slow }) {
 			return nil
 		}
 		var shim *integration.Shim
@@ -427,7 +439,7 @@ func run(c config) error {
 			return nil
 		}
 		var sideErr error
-		for _, s := range todo {
+		for _, s := range steps {
 			if sd == slowSide && !s.slow {
 				continue
 			}
@@ -480,13 +492,15 @@ func run(c config) error {
 
 	logf("topology %s, %d round(s), %v per measurement", topo.ID, c.rounds, c.dur)
 	for r := 0; r < c.rounds && len(todo) > 0; r++ {
-		order := []side{kernelSide, shimSide, slowSide}
-		if r%2 == 1 {
-			order = []side{slowSide, shimSide, kernelSide}
-		}
-		for _, sd := range order {
-			if err := runSide(r, sd); err != nil {
-				return fmt.Errorf("round %d, %s: %w", r+1, sd, err)
+		for i, s := range todo {
+			order := []side{kernelSide, shimSide, slowSide}
+			if (r+i)%2 == 1 {
+				order = []side{slowSide, shimSide, kernelSide}
+			}
+			for _, sd := range order {
+				if err := runSide(r, sd, []step{s}); err != nil {
+					return fmt.Errorf("round %d, %s, %s: %w", r+1, sd, s.name, err)
+				}
 			}
 		}
 	}

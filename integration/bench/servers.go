@@ -118,14 +118,18 @@ type tcpServer struct {
 	seen   sources
 	ln     net.Listener
 	handle func(net.Conn)
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	// pin, when set, runs the handler of the measurement's k-th connection
+	// (counted from reset) on its CPU.
+	pin      func(k int, f func())
+	accepted atomic.Int64
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	closed   bool
 }
 
-func startTCP(ns *integration.NS, addr netip.AddrPort, handle func(net.Conn)) (*tcpServer, error) {
-	s := &tcpServer{handle: handle, conns: map[net.Conn]struct{}{}}
+func startTCP(ns *integration.NS, addr netip.AddrPort, handle func(net.Conn), pin func(k int, f func())) (*tcpServer, error) {
+	s := &tcpServer{handle: handle, pin: pin, conns: map[net.Conn]struct{}{}}
 	err := ns.Do(func() error {
 		var err error
 		s.ln, err = net.Listen(tcpNet(addr.Addr()), addr.String())
@@ -161,15 +165,26 @@ func (s *tcpServer) accept() {
 		s.wg.Add(1)
 		s.mu.Unlock()
 		s.seen.add(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), 1)
+		k := int(s.accepted.Add(1) - 1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(c)
+			if s.pin != nil {
+				s.pin(k, func() { s.handle(c) })
+			} else {
+				s.handle(c)
+			}
 			c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// reset starts a measurement: no sources seen, no connection accepted.
+func (s *tcpServer) reset() {
+	s.seen.reset()
+	s.accepted.Store(0)
 }
 
 // Close stops accepting, closes the open connections and waits for the
@@ -267,7 +282,7 @@ type udpServer struct {
 	wg     sync.WaitGroup
 }
 
-func startUDP(ns *integration.NS, addr netip.AddrPort, answer bool) (*udpServer, error) {
+func startUDP(ns *integration.NS, addr netip.AddrPort, answer bool, place placement) (*udpServer, error) {
 	s := &udpServer{answer: answer}
 	err := ns.Do(func() error {
 		var err error
@@ -283,7 +298,7 @@ func startUDP(ns *integration.NS, addr netip.AddrPort, answer bool) (*udpServer,
 	}
 	s.pc = ipv4.NewPacketConn(s.conn)
 	s.wg.Add(1)
-	go s.loop()
+	go place.run(place.receiverCPU(0), s.loop)
 	ns.AddCloser(s)
 	return s, nil
 }
@@ -401,24 +416,31 @@ type servers struct {
 	udp, oneway                       *udpServer
 }
 
-func startServers(topo *integration.Topology) (*servers, error) {
+func startServers(topo *integration.Topology, place placement) (*servers, error) {
 	s := &servers{}
 	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(topo.ServerAddr, port) }
 	for _, t := range []struct {
 		srv    **tcpServer
 		port   uint16
 		handle func(net.Conn)
-	}{{&s.sink, portSink, serveSink}, {&s.sinkDirect, portSinkDirect, serveSink}, {&s.source, portSource, serveSource}, {&s.rr, portRR, serveRR}, {&s.crr, portCRR, serveCRR}} {
+		pin    func(k int, f func())
+	}{
+		{&s.sink, portSink, serveSink, place.receivers()},
+		{&s.sinkDirect, portSinkDirect, serveSink, place.receivers()},
+		{&s.source, portSource, serveSource, place.senders()},
+		{&s.rr, portRR, serveRR, nil},
+		{&s.crr, portCRR, serveCRR, nil},
+	} {
 		var err error
-		if *t.srv, err = startTCP(topo.Server, at(t.port), t.handle); err != nil {
+		if *t.srv, err = startTCP(topo.Server, at(t.port), t.handle, t.pin); err != nil {
 			return nil, err
 		}
 	}
 	var err error
-	if s.udp, err = startUDP(topo.Server, at(portUDP), true); err != nil {
+	if s.udp, err = startUDP(topo.Server, at(portUDP), true, place); err != nil {
 		return nil, err
 	}
-	if s.oneway, err = startUDP(topo.Server, at(portUDPOneway), false); err != nil {
+	if s.oneway, err = startUDP(topo.Server, at(portUDPOneway), false, place); err != nil {
 		return nil, err
 	}
 	return s, nil

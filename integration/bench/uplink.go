@@ -38,11 +38,11 @@ func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep 
 	defer topo.Close()
 	server := b.server(topo)
 	srv := &servers{}
-	if srv.sink, err = startTCP(topo.Server, netip.AddrPortFrom(server, portSink), serveSink); err != nil {
+	if srv.sink, err = startTCP(topo.Server, netip.AddrPortFrom(server, portSink), serveSink, c.place.receivers()); err != nil {
 		return err
 	}
 	defer srv.sink.Close()
-	if srv.source, err = startTCP(topo.Server, netip.AddrPortFrom(server, portSource), serveSource); err != nil {
+	if srv.source, err = startTCP(topo.Server, netip.AddrPortFrom(server, portSource), serveSource, c.place.senders()); err != nil {
 		return err
 	}
 	defer srv.source.Close()
@@ -52,7 +52,7 @@ func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep 
 	}
 	defer os.RemoveAll(cfgDir)
 	cfg := b.config(topo, filepath.Join(cfgDir, "l2shim.sock"))
-	e := &env{ctx: ctx, topo: topo, srv: srv, dur: c.dur, server: server}
+	e := &env{ctx: ctx, topo: topo, srv: srv, dur: c.dur, place: c.place, server: server}
 	want := b.want(topo)
 	route := func(op string) error {
 		args := b.route(topo, op)
