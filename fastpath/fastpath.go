@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,11 +69,16 @@ func load(o Options) (*Kernel, error) {
 	if o.OrphanIdle <= 0 {
 		o.OrphanIdle = 2*time.Hour + 4*time.Minute
 	}
+	var coarse uint8
+	if features.HaveProgramHelper(ebpf.SchedCLS, asm.FnKtimeGetCoarseNs) == nil {
+		coarse = 1
+	}
 	for name, v := range map[string]any{
 		fastpathVarCfgMark:         o.Mark,
 		fastpathVarCfgMask:         o.Mask,
 		fastpathVarCfgHeartbeatNs:  uint64(o.Heartbeat),
 		fastpathVarCfgOrphanIdleNs: uint64(o.OrphanIdle),
+		fastpathVarCfgCoarseClock:  coarse,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("fastpath: set %s: %w", name, err)
@@ -166,7 +173,8 @@ type Entry struct {
 // Counts are what the programs counted for an entry.
 type Counts struct {
 	Packets, Bytes uint64
-	// LastSeen is CLOCK_MONOTONIC nanoseconds of the last frame, 0 for none.
+	// LastSeen is CLOCK_MONOTONIC nanoseconds of the last frame (at the kernel tick's
+	// resolution where the kernel has a coarse clock for programs), 0 for none.
 	LastSeen int64
 	// TCP flows. FIN: the kernel carried a FIN this way. An out entry's SeqEnd, Ack and Win
 	// are what the host's last segment the kernel carried said: the sequence number after it

@@ -87,6 +87,7 @@ const (
 	fastpathProgL2shimInject   = "l2shim_inject"
 	fastpathProgL2shimSink     = "l2shim_sink"
 	fastpathProgL2shimWire     = "l2shim_wire"
+	fastpathVarCfgCoarseClock  = "cfg_coarse_clock"
 	fastpathVarCfgHeartbeatNs  = "cfg_heartbeat_ns"
 	fastpathVarCfgMark         = "cfg_mark"
 	fastpathVarCfgMask         = "cfg_mask"
@@ -160,6 +161,7 @@ type fastpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathVariableSpecs struct {
+	CfgCoarseClock  *ebpf.VariableSpec `ebpf:"cfg_coarse_clock"`
 	CfgHeartbeatNs  *ebpf.VariableSpec `ebpf:"cfg_heartbeat_ns"`
 	CfgMark         *ebpf.VariableSpec `ebpf:"cfg_mark"`
 	CfgMask         *ebpf.VariableSpec `ebpf:"cfg_mask"`
@@ -213,6 +215,7 @@ func (m *fastpathMaps) Close() error {
 //
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathVariables struct {
+	CfgCoarseClock  *ebpf.Variable `ebpf:"cfg_coarse_clock"`
 	CfgHeartbeatNs  *ebpf.Variable `ebpf:"cfg_heartbeat_ns"`
 	CfgMark         *ebpf.Variable `ebpf:"cfg_mark"`
 	CfgMask         *ebpf.Variable `ebpf:"cfg_mask"`

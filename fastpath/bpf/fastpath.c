@@ -69,6 +69,11 @@ volatile const __u64 cfg_heartbeat_ns = 1e9; // divert nothing when the last bea
 // An entry idle this long while no l2shim runs (heartbeat stale) is forgotten: after a stop
 // with no new start, the kernel carries each flow until it has been quiet this long.
 volatile const __u64 cfg_orphan_idle_ns = 7440e9;
+// The kernel has bpf_ktime_get_coarse_ns (5.11): the clock a frame reads (CLOCK_MONOTONIC at the
+// tick's resolution, which the timeouts it serves need) without reading the clock source, which
+// on a VM costs a frame tens of nanoseconds. Older kernels never verify the call: the branch
+// on this constant is not taken there.
+volatile const __u8 cfg_coarse_clock = 0;
 
 // flow_key is a flow's tuple as a frame carries it. Addresses are 16 bytes (IPv4 as
 // ::ffff:a.b.c.d), ports in network byte order; for ICMP echo both ports hold the identifier.
@@ -93,7 +98,7 @@ struct flow_val {
 	__u8 dst_mac[6];
 	__u64 packets;
 	__u64 bytes;
-	__u64 last_seen; // bpf_ktime_get_ns() of the last frame
+	__u64 last_seen; // clock_now() of the last frame
 	// TCP flows. Out entries: what the host's last carried segment said, so user space can
 	// still judge the wire's RST and FIN (and build resets the host accepts): the sequence
 	// number after it (its data and FIN), its acknowledgment, its window field (unscaled).
@@ -204,6 +209,14 @@ struct {
 	__type(value, __u64);
 } l2s_stats SEC(".maps");
 
+// clock_now is CLOCK_MONOTONIC in nanoseconds, at the tick's resolution where it is cheaper.
+static __always_inline __u64 clock_now(void)
+{
+	if (cfg_coarse_clock)
+		return bpf_ktime_get_coarse_ns();
+	return bpf_ktime_get_ns();
+}
+
 static __always_inline void count(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&l2s_stats, &which);
@@ -229,6 +242,14 @@ static __always_inline int shim_alive(__u64 now)
 static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
 {
 	return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
+}
+
+// mac_equal16 is mac_equal for MACs only 2-byte aligned (on the stack, the verifier refuses
+// wider misaligned reads).
+static __always_inline int mac_equal16(const __u8 *a, const __u8 *b)
+{
+	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
 }
 
 // frame is the parsed view of an untagged IPv4 or IPv6 frame, or of a bare IP packet.
@@ -451,17 +472,14 @@ static __always_inline int rewrite_ip6(struct __sk_buff *skb, struct frame *f, _
 	return bpf_skb_store_bytes(skb, f->l3 + off, new_ip, 16, BPF_F_RECOMPUTE_CSUM);
 }
 
-// rewrite_addr replaces the frame's source address and port with addr16 and port on the way
-// out (dst 0), its destination's on the way in (dst 1), and fixes the checksums. For ICMP the
-// port is the echo identifier, which the checksum covers without a pseudo-header, and it is
-// rewritten only in an echo request on the way out (its sender's choice) and in an echo reply
-// on the way in (the identifier the peer answered).
-static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, int dst, const __u8 *addr16, __u16 port)
+// rewrite_port replaces the frame's source port with port on the way out (dst 0), its
+// destination port on the way in (dst 1), and fixes the L4 checksum. For ICMP the port is the
+// echo identifier, which the checksum covers without a pseudo-header, and it is rewritten only
+// in an echo request on the way out (its sender's choice) and in an echo reply on the way in
+// (the identifier the peer answered).
+static __always_inline int rewrite_port(struct __sk_buff *skb, struct frame *f, int dst, __u16 port)
 {
 	__u8 id_type = f->v6 ? (dst ? ICMPV6_ECHO_REPLY : ICMPV6_ECHO_REQUEST) : (dst ? ICMP_ECHOREPLY : ICMP_ECHO);
-	int err = f->v6 ? rewrite_ip6(skb, f, dst ? 24 : 8, addr16) : rewrite_ip4(skb, f, dst ? 16 : 12, addr16);
-	if (err)
-		return -1;
 	int icmp = f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6;
 	if (icmp && f->icmp_type != id_type)
 		return 0;
@@ -474,6 +492,70 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, 
 	if (flags == (__u64)-1 || (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_port, port, flags)))
 		return -1;
 	return bpf_skb_store_bytes(skb, port_off, &port, 2, 0);
+}
+
+// rewrite_addr replaces the frame's source address and port with addr16 and port on the way
+// out (dst 0), its destination's on the way in (dst 1), and fixes the checksums.
+static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, int dst, const __u8 *addr16, __u16 port)
+{
+	int err = f->v6 ? rewrite_ip6(skb, f, dst ? 24 : 8, addr16) : rewrite_ip4(skb, f, dst ? 16 : 12, addr16);
+	if (err)
+		return -1;
+	return rewrite_port(skb, f, dst, port);
+}
+
+// csum_replace4 returns an Internet checksum (as stored) after the 4 bytes it covers changed
+// from from to to (as stored): RFC 1624's HC' = ~(~HC + ~m + m'), 16 bits at a time. The sum
+// is the same in either byte order, so the words are taken as they lie in memory.
+static __always_inline __u16 csum_replace4(__u16 check, __u32 from, __u32 to)
+{
+	__u32 sum = (__u16)~check;
+	sum += (__u16)~(from & 0xffff) + (__u16)~(from >> 16);
+	sum += (to & 0xffff) + (to >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+// rewrite_head4 translates an IPv4 frame with an Ethernet header and an IP header without
+// options, the frames the fast path carries most: the L4 checksum through the helper (it knows
+// how the skb's checksum is kept), then the MACs, the address and the IP checksum in one store
+// of both headers. The IP header sums to the same before and after, so a CHECKSUM_COMPLETE
+// skb's sum stays right; a frame that needs no change is not written (a clone's headers are
+// then not copied). It returns 0, -1 when the L4 rewrite failed, -2 when the headers could not
+// be written.
+static __always_inline int rewrite_head4(struct __sk_buff *skb, struct frame *f, struct flow_val *v, int dst)
+{
+	__u8 h[ETH_HLEN + 20] __attribute__((aligned(4)));
+	if (load_hdr(skb, 0, 0, h, sizeof(h)))
+		return -1;
+	int dirty = 0;
+	if (v->flags & FP_NAT) {
+		__u32 old_ip = dst ? f->ip4[1] : f->ip4[0], new_ip;
+		__builtin_memcpy(&new_ip, v->addr + 12, 4);
+		if (old_ip != new_ip) {
+			if (f->proto != IPPROTO_ICMP) {
+				int skip;
+				__u64 flags = l4_csum_flags(f, BPF_F_PSEUDO_HDR | 4, &skip);
+				if (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_ip, new_ip, flags))
+					return -1;
+			}
+			__u16 *check = (__u16 *)(h + ETH_HLEN + 10);
+			*check = csum_replace4(*check, old_ip, new_ip);
+			__builtin_memcpy(h + ETH_HLEN + (dst ? 16 : 12), &new_ip, 4);
+			dirty = 1;
+		}
+		if (rewrite_port(skb, f, dst, v->port))
+			return -1;
+	}
+	if (!mac_equal16(h, v->dst_mac) || !mac_equal16(h + ETH_ALEN, v->src_mac)) {
+		__builtin_memcpy(h, v->dst_mac, ETH_ALEN);
+		__builtin_memcpy(h + ETH_ALEN, v->src_mac, ETH_ALEN);
+		dirty = 1;
+	}
+	if (dirty && bpf_skb_store_bytes(skb, 0, h, sizeof(h), 0))
+		return -2;
+	return 0;
 }
 
 static __always_inline void account(struct __sk_buff *skb, struct flow_val *v, __u64 now)
@@ -572,6 +654,21 @@ static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_va
 	if (data + 2 * ETH_ALEN <= end && mac_equal(data, v->dst_mac) && mac_equal((__u8 *)data + ETH_ALEN, v->src_mac))
 		return 0;
 	return set_macs(skb, v->dst_mac, v->src_mac);
+}
+
+// translate gives a frame of a flow its entry's translation (dst: the destination's, on the
+// way in) and the link-layer header of the device it goes to. It returns 0; -1 when the
+// translation failed (the slow path takes the frame); -2 when the frame is translated but its
+// link-layer header could not be written (never let out half translated: drop it).
+static __always_inline int translate(struct __sk_buff *skb, struct frame *f, struct flow_val *v, int dst)
+{
+	if (!f->v6 && f->l3 == ETH_HLEN && f->l4 == ETH_HLEN + 20 && !(v->flags & FP_TO_L3))
+		return rewrite_head4(skb, f, v, dst);
+	if ((v->flags & FP_NAT) && rewrite_addr(skb, f, dst, v->addr, v->port))
+		return -1;
+	if (set_link_header(skb, v, f))
+		return -2;
+	return 0;
 }
 
 // divert redirects a frame (IPv6 when v6) to the slow path through capture veth near end
@@ -706,7 +803,7 @@ int l2shim_egress(struct __sk_buff *skb)
 	if (!host_frame(skb, ifc))
 		return TCX_NEXT;
 	__u32 l3 = (ifc->flags & IFC_L3) ? 0 : ETH_HLEN;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_now();
 
 	struct frame f = {};
 	struct flow_key k;
@@ -718,12 +815,13 @@ int l2shim_egress(struct __sk_buff *skb)
 			v = 0;
 		}
 		if (v && !needs_slow_path(skb, &f, v, now) && fits(skb, &f, v->mtu)) {
-			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 0, v->addr, v->port))
+			int err = translate(skb, &f, v, 0);
+			if (err == -1)
 				goto slow;
+			if (err)
+				return TCX_DROP;
 			if (f.proto == IPPROTO_TCP)
 				track_host(skb, &f, v);
-			if (set_link_header(skb, v, &f))
-				return TCX_DROP; // rewritten already: never leaves half translated
 			mark_fin(skb, &f, v, 0);
 			account(skb, v, now);
 			count(STAT_FAST_OUT);
@@ -781,7 +879,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		l3 = ETH_HLEN;
 	}
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_now();
 
 	struct frame f = {};
 	struct flow_key k;
@@ -798,9 +896,10 @@ int l2shim_ingress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		}
 		if (v && !needs_slow_path(skb, &f, v, now)) {
-			if ((v->flags & FP_NAT) && rewrite_addr(skb, &f, 1, v->addr, v->port))
+			int err = translate(skb, &f, v, 1);
+			if (err == -1)
 				goto slow;
-			if (set_link_header(skb, v, &f))
+			if (err)
 				return TCX_DROP;
 			mark_fin(skb, &f, v, 1);
 			account(skb, v, now);
