@@ -75,7 +75,7 @@ bench: build
 	@n=0; while pgrep -f 'integration[.]test' >/dev/null; do \
 		if [ $$n -ge 240 ]; then echo "bench: integration tests still running after 20 minutes" >&2; exit 1; fi; \
 		[ $$n -gt 0 ] || echo "bench: integration tests are running: waiting"; n=$$((n+1)); sleep 5; done
-	$(GO) test -run '^$$' -bench . -benchmem ./rewrite/ ./conntrack/ ./failover/ ./datapath/ ./shim/
+	$(GO) test -run '^$$' -bench . -benchmem ./rewrite/ ./conntrack/ ./failover/ ./datapath/ ./shim/ ./fastpath/
 	$(GO) run ./integration/bench -shim $(BIN) $(BENCHFLAGS)
 
 clean:
