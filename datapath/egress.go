@@ -105,9 +105,11 @@ func (e *Engine) outboundFlow(in int, f *rewrite.Frame, key conntrack.Key, now i
 	if f.MoreFrags {
 		e.rememberFragment(f, conntrack.DirOrig, fl.Orig, now)
 	}
-	if f.HasTCPFlag(rewrite.TCPSyn) || f.HasTCPFlag(rewrite.TCPRst) {
+	if (f.HasTCPFlag(rewrite.TCPSyn) || f.HasTCPFlag(rewrite.TCPRst)) && fl.TCPState != conntrack.TCPClosed {
 		// The kernel may have carried the connection's close since the last sync: a SYN
-		// after it opens a new connection on the tuple.
+		// after it opens a new connection on the tuple. (Known closed already, the old
+		// connection's entries have nothing more to tell: a client reusing the port of a
+		// connection synced closed costs no lookups.)
 		e.refreshFromKernel(fl)
 	}
 	gap := now - fl.LastSeen
