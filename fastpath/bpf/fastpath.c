@@ -447,29 +447,31 @@ static __always_inline int rewrite_ip4(struct __sk_buff *skb, struct frame *f, _
 	return bpf_skb_store_bytes(skb, f->l3 + off, &new_ip, 4, 0);
 }
 
-// rewrite_ip6 replaces the IPv6 address at off of the IP header with addr16 and fixes the L4
-// checksum's pseudo-header (ICMPv6 has one too). IPv6 has no header checksum, so the address
-// is stored with BPF_F_RECOMPUTE_CSUM: for a CHECKSUM_COMPLETE frame, skb->csum then follows
-// the new bytes, as bpf_l4_csum_replace makes it follow the checksum field (without
-// BPF_F_IPV6, which kernels before 6.16 refuse, the two together are exact).
-static __always_inline int rewrite_ip6(struct __sk_buff *skb, struct frame *f, __u32 off, const __u8 *addr16)
+// rewrite_ip6 replaces the IPv6 address at off of the IP header (old16, as parsed) with addr16
+// and fixes the L4 checksum's pseudo-header (ICMPv6 has one too). IPv6 has no header checksum,
+// so the address is stored with BPF_F_RECOMPUTE_CSUM: for a CHECKSUM_COMPLETE frame, skb->csum
+// then follows the new bytes, as bpf_l4_csum_replace makes it follow the checksum field
+// (without BPF_F_IPV6, which kernels before 6.16 refuse, the two together are exact).
+static __always_inline int rewrite_ip6(struct __sk_buff *skb, struct frame *f, __u32 off, const __u8 *old16, const __u8 *addr16)
 {
-	__u64 old_ip[2], new_ip[2];
-	if (bpf_skb_load_bytes(skb, f->l3 + off, old_ip, 16))
-		return -1;
-	__builtin_memcpy(new_ip, addr16, 16);
-	if (old_ip[0] == new_ip[0] && old_ip[1] == new_ip[1])
+	const __u16 *from = (const __u16 *)old16, *to = (const __u16 *)addr16;
+	// The difference of the two addresses' sums, for the pseudo-header: what bpf_csum_diff
+	// would return, without the call.
+	__u32 diff = 0, same = 1;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		diff += (__u16)~from[i] + to[i];
+		same &= from[i] == to[i];
+	}
+	if (same)
 		return 0;
 	int skip;
 	__u64 flags = l4_csum_flags(f, BPF_F_PSEUDO_HDR, &skip);
 	if (flags == (__u64)-1)
 		return -1;
-	if (!skip) {
-		__s64 diff = bpf_csum_diff((__be32 *)old_ip, 16, (__be32 *)new_ip, 16, 0);
-		if (diff < 0 || bpf_l4_csum_replace(skb, f->csum_off, 0, diff, flags))
-			return -1;
-	}
-	return bpf_skb_store_bytes(skb, f->l3 + off, new_ip, 16, BPF_F_RECOMPUTE_CSUM);
+	if (!skip && bpf_l4_csum_replace(skb, f->csum_off, 0, diff, flags))
+		return -1;
+	return bpf_skb_store_bytes(skb, f->l3 + off, addr16, 16, BPF_F_RECOMPUTE_CSUM);
 }
 
 // rewrite_port replaces the frame's source port with port on the way out (dst 0), its
@@ -496,9 +498,9 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, struct frame *f, 
 
 // rewrite_addr replaces the frame's source address and port with addr16 and port on the way
 // out (dst 0), its destination's on the way in (dst 1), and fixes the checksums.
-static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, int dst, const __u8 *addr16, __u16 port)
+static __always_inline int rewrite_addr(struct __sk_buff *skb, struct frame *f, const struct flow_key *k, int dst, const __u8 *addr16, __u16 port)
 {
-	int err = f->v6 ? rewrite_ip6(skb, f, dst ? 24 : 8, addr16) : rewrite_ip4(skb, f, dst ? 16 : 12, addr16);
+	int err = f->v6 ? rewrite_ip6(skb, f, dst ? 24 : 8, dst ? k->dst : k->src, addr16) : rewrite_ip4(skb, f, dst ? 16 : 12, addr16);
 	if (err)
 		return -1;
 	return rewrite_port(skb, f, dst, port);
@@ -660,11 +662,11 @@ static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_va
 // way in) and the link-layer header of the device it goes to. It returns 0; -1 when the
 // translation failed (the slow path takes the frame); -2 when the frame is translated but its
 // link-layer header could not be written (never let out half translated: drop it).
-static __always_inline int translate(struct __sk_buff *skb, struct frame *f, struct flow_val *v, int dst)
+static __always_inline int translate(struct __sk_buff *skb, struct frame *f, const struct flow_key *k, struct flow_val *v, int dst)
 {
 	if (!f->v6 && f->l3 == ETH_HLEN && f->l4 == ETH_HLEN + 20 && !(v->flags & FP_TO_L3))
 		return rewrite_head4(skb, f, v, dst);
-	if ((v->flags & FP_NAT) && rewrite_addr(skb, f, dst, v->addr, v->port))
+	if ((v->flags & FP_NAT) && rewrite_addr(skb, f, k, dst, v->addr, v->port))
 		return -1;
 	if (set_link_header(skb, v, f))
 		return -2;
@@ -815,7 +817,7 @@ int l2shim_egress(struct __sk_buff *skb)
 			v = 0;
 		}
 		if (v && !needs_slow_path(skb, &f, v, now) && fits(skb, &f, v->mtu)) {
-			int err = translate(skb, &f, v, 0);
+			int err = translate(skb, &f, &k, v, 0);
 			if (err == -1)
 				goto slow;
 			if (err)
@@ -896,7 +898,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		}
 		if (v && !needs_slow_path(skb, &f, v, now)) {
-			int err = translate(skb, &f, v, 1);
+			int err = translate(skb, &f, &k, v, 1);
 			if (err == -1)
 				goto slow;
 			if (err)
