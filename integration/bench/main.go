@@ -62,7 +62,7 @@
 // the order alternating from one to the next: on a shared VM the machine's
 // speed drifts over tens of seconds, and the sides of one line are measured
 // within seconds of each other. Each side keeps its best result over -rounds
-// (2), since other load on the machine only ever makes a run worse. Every
+// (3), since other load on the machine only ever makes a run worse. Every
 // value is logged to stderr as it is measured. The bulk and UDP streams'
 // threads are bound to CPUs (see -pin). Before each measurement the
 // bench waits while integration tests run (pgrep -f integration.test), up to
@@ -264,7 +264,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.shimBin, "shim", "", "l2shim binary (default: build ./cmd/l2shim into a temp dir)")
 	flag.DurationVar(&c.dur, "duration", 3*time.Second, "length of each throughput, request/response and connection-rate measurement")
-	flag.IntVar(&c.rounds, "rounds", 2, "rounds; each measures kernel, l2shim and l2shim --no-fast-path (alternating order), the best of each is printed")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds; each takes every measurement on the kernel, l2shim and l2shim --no-fast-path back to back (alternating order); the best of each is printed")
 	flag.IntVar(&c.udpSize, "udp-size", 64, "UDP payload size in bytes")
 	flag.IntVar(&c.rrMax, "rr", 20000, "request/response exchanges at most (within -duration)")
 	flag.IntVar(&c.crrMax, "crr", 50000, "connections at most in the connection-rate test (within -duration)")
