@@ -329,6 +329,11 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 			ops = append(ops, in)
 			fl.Fast = conntrack.FastDivert
 		case ok:
+			if fl.Fast == conntrack.FastCarry {
+				// The entries about to be replaced may hold FINs the kernel carried since
+				// the last sync: read them now, or the close would never be seen.
+				e.refreshFromKernel(fl)
+			}
 			ops = append(ops, FastOp{Key: fl.Orig, Entry: out, Tally: e.tally(fl, conntrack.DirOrig, fl.Gateway)},
 				FastOp{In: true, Key: fl.Reply, Entry: in, Tally: e.tally(fl, conntrack.DirReply, fl.Gateway)})
 			if e.fast == nil {
@@ -339,6 +344,7 @@ func (e *Engine) FastChanges(ops []FastOp) []FastOp {
 			fl.Fast = conntrack.FastCarry
 		case fl.Fast != conntrack.FastNone:
 			if fl.Fast == conntrack.FastCarry {
+				e.refreshFromKernel(fl) // as above: the entries go
 				ops = append(ops, FastOp{Delete: true, Key: fl.Orig, Tally: e.tally(fl, conntrack.DirOrig, fl.Gateway)},
 					FastOp{Delete: true, In: true, Key: fl.Reply, Tally: e.tally(fl, conntrack.DirReply, fl.Gateway)})
 				delete(e.fast, fl.Orig)

@@ -411,3 +411,36 @@ func TestUnansweredAsksKernel(t *testing.T) {
 		t.Fatalf("connection without an answer: %+v, want failed", fl2)
 	}
 }
+
+// TestFastPathReplaceReadsFINs: entries replaced before a sync (here: the gateway's MAC
+// changed) are read first, so FINs the kernel carried on them still close the connection.
+func TestFastPathReplaceReadsFINs(t *testing.T) {
+	tr := newFakeTracker()
+	d := New(testIfaces(), testPlan(failover.LoadBalance, 1, 1000), Options{Seed: 42, FastPath: true, Tracker: tr})
+	const sport = 7310
+	host := pkt{srcMAC: mac0, dstMAC: gwMAC0, src: addr0, dst: server, proto: 6, sport: sport, dport: 80, syn: true, seq: 5000}
+	if v := process(d, 0, host.build(t)); v.Iface != 1 {
+		t.Fatalf("SYN verdict %+v", v)
+	}
+	d.FastChanges(nil)
+	fl := d.table.LookupOrig(conntrack.Key4(addr0, server, sport, 80, 6))
+	d.FastCounts([]FastCount{{Orig: fl.Orig, In: true, Packets: 1, Bytes: 60, LastSeen: fl.LastSeen + 1, TCP: KernelTCP{OK: true}}})
+	d.FastCounts([]FastCount{{Orig: fl.Orig, Packets: 2, Bytes: 200, LastSeen: fl.LastSeen + 1, TCP: hostSide(5101, 90001, 512)}})
+	if fl.TCPState != conntrack.TCPEstablished {
+		t.Fatalf("state %d, want established", fl.TCPState)
+	}
+	// Since the last sync the kernel carried the server's FIN, the host's acknowledgment of
+	// it and the host's FIN.
+	hostFIN := hostSide(5102, 90002, 512)
+	hostFIN.FIN = true
+	tr.out[fl.Orig] = hostFIN
+	tr.in[fl.Reply] = KernelTCP{OK: true, FIN: true, SeqEnd: 90002}
+	d.ResolvedMAC(1, [6]byte{0x02, 0, 0, 0, 0, 0x22})
+	ops := d.FastChanges(nil)
+	if len(ops) != 2 || ops[0].Delete || ops[0].Entry.DstMAC != [6]byte{0x02, 0, 0, 0, 0, 0x22} {
+		t.Fatalf("ops after the MAC change: %+v; want both entries replaced with the new MAC", ops)
+	}
+	if fl.TCPState != conntrack.TCPClosed {
+		t.Fatalf("state %d after the entries were replaced; want closed (the FINs they held were read)", fl.TCPState)
+	}
+}
