@@ -96,8 +96,8 @@ func (e *Engine) refreshFromKernel(fl *conntrack.Flow) {
 
 // kernelTCP brings what the kernel saw of direction dir of TCP flow fl into fl: the host's
 // sequence space (the out entry), and the FINs the kernel carried. The host's FIN is its own
-// word; the wire's counts once the host's acknowledgment covers it, so a forged one the host
-// would not accept closes nothing. A FIN moves only a connection past its handshake: an entry
+// word; the wire's counts once the host's acknowledgment is exactly where it ends, so a forged
+// one the host would not accept closes nothing. A FIN moves only a connection past its handshake: an entry
 // a new connection on the tuple has not replaced yet still holds the old one's. Call it for
 // the out direction first. e.mu is held.
 func (e *Engine) kernelTCP(fl *conntrack.Flow, k KernelTCP, dir int) {
@@ -126,7 +126,10 @@ func (e *Engine) kernelTCP(fl *conntrack.Flow, k KernelTCP, dir int) {
 	if !k.FIN || fl.TCPState != conntrack.TCPEstablished && fl.TCPState != conntrack.TCPClosing {
 		return
 	}
-	if dir == conntrack.DirReply && (!fl.HostKnown || seqBefore(fl.HostAck, k.SeqEnd)) {
+	// Nothing follows a FIN in the peer's sequence space, so the host's acknowledgment of the
+	// real one is exactly where it ends: a forged FIN behind it (old data) counts no more
+	// than one ahead of it, which the host does not take.
+	if dir == conntrack.DirReply && (!fl.HostKnown || fl.HostAck != k.SeqEnd) {
 		return
 	}
 	e.table.FIN(fl, dir)

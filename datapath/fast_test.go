@@ -351,6 +351,8 @@ func TestFastPathTCPLifetime(t *testing.T) {
 	}
 	sync(hostSide(5101, 90001, 512), wireFIN(90002))
 	sync(hostSide(5101, 90001, 512), wireFIN(123457))
+	// Nor does one behind the host's acknowledgment (old data, which the host drops).
+	sync(hostSide(5101, 90001, 512), wireFIN(90000))
 	if fl.TCPState != conntrack.TCPEstablished {
 		t.Fatalf("after FINs from the wire the host did not acknowledge: state %d, want established", fl.TCPState)
 	}
