@@ -2,9 +2,11 @@ package dist
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"debug/elf"
 	"go/build"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The Debian package (mkdeb.sh, `make deb`): these tests build it for amd64 and arm64 into a
@@ -95,8 +98,10 @@ var wantFiles = []string{
 	"/usr/sbin/l2shim",
 	"/usr/share/doc/l2shim/LICENSE",
 	"/usr/share/doc/l2shim/README.md",
+	"/usr/share/doc/l2shim/changelog.gz",
 	"/usr/share/doc/l2shim/copyright",
 	"/usr/share/doc/l2shim/l2shim.toml",
+	"/usr/share/lintian/overrides/l2shim",
 }
 
 func init() {
@@ -199,12 +204,53 @@ func TestDebContents(t *testing.T) {
 				t.Error("/etc/l2shim/l2shim.toml differs from dist/l2shim.toml")
 			}
 			copyright, _ := os.ReadFile(filepath.Join(x, "usr/share/doc/l2shim/copyright"))
-			for _, s := range []string{"MIT License", "the Go standard library", "github.com/cilium/ebpf"} {
+			for _, s := range []string{"MIT License", "the Go standard library", "github.com/cilium/ebpf",
+				"github.com/vishvananda/netlink", "/usr/share/common-licenses/Apache-2.0"} {
 				if !bytes.Contains(copyright, []byte(s)) {
 					t.Errorf("the copyright file does not mention %s", s)
 				}
 			}
+			// The Apache License's terms are referred to, not copied (Debian policy 12.5); the
+			// copyright lines around them stay.
+			if bytes.Contains(copyright, []byte("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION")) {
+				t.Error("the copyright file holds the Apache License's full text")
+			}
+			if !bytes.Contains(copyright, []byte("Vishvananda Ishaya")) {
+				t.Error("the copyright file lost netlink's copyright line")
+			}
+			checkChangelog(t, filepath.Join(x, "usr/share/doc/l2shim/changelog.gz"))
 		})
+	}
+}
+
+// checkChangelog checks a native package's changelog: one entry for testVersion, in the
+// format dpkg-parsechangelog reads (a header line, an item, a trailer with an RFC 2822 date).
+func checkChangelog(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("changelog.gz: %v", err)
+	}
+	b, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatalf("changelog.gz: %v", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) != 5 || lines[0] != "l2shim ("+testVersion+") unstable; urgency=medium" || lines[1] != "" ||
+		!strings.HasPrefix(lines[2], "  * ") || lines[3] != "" {
+		t.Fatalf("changelog:\n%s", b)
+	}
+	m := regexp.MustCompile(`^ -- .+ <.+@.+>  (.+)$`).FindStringSubmatch(lines[4])
+	if m == nil {
+		t.Fatalf("changelog trailer %q", lines[4])
+	}
+	if _, err := time.Parse("Mon, 2 Jan 2006 15:04:05 -0700", m[1]); err != nil {
+		t.Errorf("changelog date %q: %v", m[1], err)
 	}
 }
 

@@ -12,7 +12,10 @@
 # install agree: /usr/sbin/l2shim, /usr/lib/systemd/system/l2shim.service (ExecStart with
 # /usr/sbin), /etc/l2shim/l2shim.toml (a conffile: dpkg keeps an edited one on upgrade), and
 # /usr/share/doc/l2shim/ (README.md, LICENSE, the example l2shim.toml, docs/*.md), plus a
-# copyright file with the licenses of the Go modules linked into the binary. The maintainer
+# copyright file with the licenses of the Go modules linked into the binary, a changelog, and a
+# lintian override for the static binary (lintian then reports only the placeholder maintainer
+# address, which DEB_MAINTAINER replaces, the maintainer scripts' systemctl calls and the missing
+# manual page). The maintainer
 # scripts are dist/deb/{postinst,prerm,postrm}: nothing enables or starts l2shim.
 # Needs go, make and dpkg-deb; not root (dpkg-deb --root-owner-group makes the files root's).
 set -eu
@@ -54,6 +57,25 @@ CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOFLAGS="${GOFLAGS:+$GOFLAGS }-trimpath" \
 	make --no-print-directory install DESTDIR="$root" PREFIX=/usr BIN="$stage/l2shim" \
 	GO="$GO" VERSION="$version" GO_LDFLAGS="-s -w -X main.version=$version" >/dev/null
 
+# license_text prints license file $1 for the copyright file. The Apache License 2.0 is in
+# /usr/share/common-licenses on every Debian system (Debian policy 12.5 asks to refer to it):
+# its terms are replaced by that reference, and what surrounds them (the project's own
+# copyright lines, the appendix) is kept.
+license_text() {
+	if grep -q 'TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION' "$1" &&
+		grep -q 'Version 2.0, January 2004' "$1" && grep -q 'END OF TERMS AND CONDITIONS' "$1"; then
+		awk '
+			/Apache License/ && !seen { seen = 1; skip = 1
+				print "Licensed under the Apache License, Version 2.0. On Debian systems the complete"
+				print "text is in /usr/share/common-licenses/Apache-2.0." }
+			!skip { print }
+			/END OF TERMS AND CONDITIONS/ { skip = 0 }
+		' "$1"
+	else
+		cat "$1"
+	fi
+}
+
 doc=$root/usr/share/doc/l2shim
 {
 	printf 'l2shim %s\n\nCopyright (c) 2026 The l2shim authors, under the MIT License:\n\n' "$version"
@@ -72,7 +94,7 @@ doc=$root/usr/share/doc/l2shim
 			for f in $(find "$dir" -maxdepth 1 -type f \( -iname 'licen[cs]e*' -o -iname 'copying*' \
 				-o -iname 'notice*' -o -iname patents \) | sort); do
 				[ -z "$found" ] || printf '\n---------- %s ----------\n\n' "${f##*/}"
-				cat "$f"
+				license_text "$f"
 				found=1
 			done
 			if [ -z "$found" ]; then
@@ -83,6 +105,21 @@ doc=$root/usr/share/doc/l2shim
 } >"$doc/copyright"
 chmod 0644 "$doc/copyright"
 
+# A native package's changelog (Debian policy 12.7): one entry for this build, dated by its
+# commit when there is one, so the same commit gives the same package.
+when=$(git log -1 --format=%aD 2>/dev/null || date -R)
+maintainer=${DEB_MAINTAINER:-The l2shim authors <l2shim@localhost>}
+printf 'l2shim (%s) unstable; urgency=medium\n\n  * Built from %s. What it does: /usr/share/doc/l2shim/README.md.\n\n -- %s  %s\n' \
+	"$version" "$(git describe --always --dirty 2>/dev/null || echo "version $version")" "$maintainer" "$when" |
+	gzip -9n >"$doc/changelog.gz"
+chmod 0644 "$doc/changelog.gz"
+
+# A Go binary is static by design (CGO_ENABLED=0); the modules it links are listed, with their
+# licenses, in the copyright file.
+install -d -m 0755 "$root/usr/share/lintian/overrides"
+printf '%s\n' 'l2shim: statically-linked-binary [usr/sbin/l2shim]' >"$root/usr/share/lintian/overrides/l2shim"
+chmod 0644 "$root/usr/share/lintian/overrides/l2shim"
+
 size=$(du -sk "$root" | cut -f1)
 install -d -m 0755 "$root/DEBIAN"
 # (An unquoted here-document: no backquotes in it, they would run.)
@@ -90,7 +127,7 @@ cat >"$root/DEBIAN/control" <<EOF
 Package: l2shim
 Version: $version
 Architecture: $arch
-Maintainer: ${DEB_MAINTAINER:-The l2shim authors <l2shim@localhost>}
+Maintainer: $maintainer
 Installed-Size: $size
 Section: net
 Priority: optional
