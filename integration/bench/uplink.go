@@ -61,7 +61,7 @@ func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep 
 		}
 		return nil
 	}
-	measureSide := func(round int, sd side) error {
+	measureSide := func(round int, sd side, down bool) error {
 		if sd == kernelSide {
 			if err := route("replace"); err != nil {
 				return err
@@ -83,13 +83,17 @@ func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep 
 			}
 			logf("round %d: %s: l2shim (pid %d), eth0's flows placed on %s", round+1, b.what, shim.Pid(), topo.HostIf1)
 		}
-		vals, err := measure(ctx, g, fmt.Sprintf("round %d %s %s", round+1, sd, b.up), func() ([]val, error) {
-			u, err := e.tcpUp(srv.sink, portSink, 1, want)
-			if err != nil {
-				return nil, err
+		name := b.up
+		if down {
+			name = b.down
+		}
+		vals, err := measure(ctx, g, fmt.Sprintf("round %d %s %s", round+1, sd, name), func() ([]val, error) {
+			if down {
+				d, err := e.tcpDown(want)
+				return []val{{b.down, d}}, err
 			}
-			d, err := e.tcpDown(want)
-			return []val{{b.up, u}, {b.down, d}}, err
+			u, err := e.tcpUp(srv.sink, portSink, 1, want)
+			return []val{{b.up, u}}, err
 		})
 		if err != nil {
 			return err
@@ -99,14 +103,17 @@ func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep 
 		}
 		return nil
 	}
+	// As in the main rounds, each measurement runs on both sides back to back.
 	for r := 0; r < c.rounds; r++ {
-		order := []side{kernelSide, shimSide}
-		if r%2 == 1 {
-			order = []side{shimSide, kernelSide}
-		}
-		for _, sd := range order {
-			if err := measureSide(r, sd); err != nil {
-				return fmt.Errorf("%s, round %d, %s: %w", b.what, r+1, sd, err)
+		for i, down := range []bool{false, true} {
+			order := []side{kernelSide, shimSide}
+			if (r+i)%2 == 1 {
+				order = []side{shimSide, kernelSide}
+			}
+			for _, sd := range order {
+				if err := measureSide(r, sd, down); err != nil {
+					return fmt.Errorf("%s, round %d, %s: %w", b.what, r+1, sd, err)
+				}
 			}
 		}
 	}
