@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -58,6 +59,31 @@ type Host interface {
 	FwmarkRules() ([]FwmarkRule, error)
 }
 
+// NoInterfaceError is what a Host's Interface returns (wrapped or not) for a name the host
+// has no interface of; it reads as the error it carries.
+type NoInterfaceError struct{ Err error }
+
+func (e *NoInterfaceError) Error() string { return e.Err.Error() }
+func (e *NoInterfaceError) Unwrap() error { return e.Err }
+
+// MayBeAbsent reports whether interface name may be missing when l2shim starts: it has
+// gateways and none has an IPv4 address, so it can only be a link without a link-layer
+// header (a PPP session not up yet, a modem not plugged in). l2shim then starts without it,
+// its gateways down, and attaches it when it appears.
+func (c *Config) MayBeAbsent(name string) bool {
+	found := false
+	for _, g := range c.Gateways {
+		if g.Interface != name {
+			continue
+		}
+		if g.Address.IsValid() {
+			return false
+		}
+		found = true
+	}
+	return found
+}
+
 // CheckHost checks the configuration against the host it would run on. errs lists what l2shim
 // refuses (a missing or non-Ethernet interface, a bridge port or bond slave, an interface without
 // an IPv4 address, a gateway outside the interface's networks without onlink, a gateway MTU above
@@ -89,6 +115,12 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 			ifaces[g.Interface] = nil
 			key, line := keyLine(i, "interface")
 			got, err := h.Interface(g.Interface)
+			var absent *NoInterfaceError
+			if err != nil && errors.As(err, &absent) && c.MayBeAbsent(g.Interface) {
+				warn(line, key, "%s does not exist (yet): l2shim starts without it, its gateway down, and attaches "+
+					"it when it appears (a PPP session coming up, a modem plugged in)", g.Interface)
+				continue
+			}
 			if err != nil {
 				if strings.Contains(err.Error(), g.Interface) {
 					report(line, key, "%v", err) // the Host already named the interface
@@ -112,7 +144,11 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 				report(line, key, "%s is a slave of %s %s: l2shim cannot divert frames of an aggregated link; "+
 					"configure the gateway on %s instead", g.Interface, hi.MasterKind, masterName(hi), masterName(hi))
 			}
-			if len(hi.Prefixes) == 0 {
+			if len(hi.Prefixes) == 0 && hi.L3 && c.MayBeAbsent(g.Interface) {
+				// A PPP link between its creation and its IPCP: the engine keeps a gateway
+				// whose interface has no address down until it has one.
+				warn(line, key, "%s has no IPv4 address (yet): its gateway is down until it has one", g.Interface)
+			} else if len(hi.Prefixes) == 0 {
 				report(line, key, "%s has no IPv4 address: l2shim needs one on every external interface (for ARP, probes and NAT)",
 					g.Interface)
 			}

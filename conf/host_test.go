@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -18,9 +19,9 @@ func (h fakeHost) Interface(name string) (HostInterface, error) {
 	hi, ok := h[name]
 	if !ok {
 		if name == "eth9" {
-			return HostInterface{}, fmt.Errorf("no interface %q on this host: Link not found", name)
+			return HostInterface{}, fmt.Errorf("no interface %q on this host: %w", name, &NoInterfaceError{errors.New("Link not found")})
 		}
-		return HostInterface{}, fmt.Errorf("Link not found")
+		return HostInterface{}, &NoInterfaceError{errors.New("Link not found")}
 	}
 	return hi, nil
 }
@@ -73,6 +74,19 @@ func TestCheckHost(t *testing.T) {
 			config: "[[gateway]]\ninterface = \"eth9\"\naddress = \"10.9.0.1\"\n",
 			host:   fakeHost{},
 			errs:   []string{`l2shim.toml:2: gateway[1].interface: no interface "eth9" on this host: Link not found`},
+		},
+		{
+			// An L3 link (no gateway address) may be missing at start: ppp0 before its session.
+			name:     "missing L3 interface",
+			config:   "[[gateway]]\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\n[[gateway]]\ninterface = \"ppp0\"\n",
+			host:     fakeHost{"eth0": healthy["eth0"]},
+			warnings: []string{`l2shim.toml:5: gateway[2].interface: ppp0 does not exist (yet): l2shim starts without it, its gateway down, and attaches it when it appears (a PPP session coming up, a modem plugged in)`},
+		},
+		{
+			name:     "L3 interface without an address yet",
+			config:   "[[gateway]]\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\n[[gateway]]\ninterface = \"ppp0\"\n",
+			host:     fakeHost{"eth0": healthy["eth0"], "ppp0": l3("ppp0")},
+			warnings: []string{`l2shim.toml:5: gateway[2].interface: ppp0 has no IPv4 address (yet): its gateway is down until it has one`},
 		},
 		{
 			// An L3 link's peer address need not be inside its networks.

@@ -291,7 +291,8 @@ func TestL3FailOpen(t *testing.T) {
 
 // TestL3CheckAndReload: `l2shim check` accepts a gateway that is a tun uplink alone and
 // refuses a MAC on it; a reload that removes the L3 uplink's gateway sends every new flow to
-// eth0, and one that adds it back attaches the device again and spreads flows over both.
+// eth0, and one that adds it back while the device is gone is taken with the gateway down;
+// when the device appears it is attached and flows spread over both.
 func TestL3CheckAndReload(t *testing.T) {
 	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkTun}})
 	srv := startServers(t, topo)
@@ -330,8 +331,24 @@ func TestL3CheckAndReload(t *testing.T) {
 		t.Errorf("after removing ppp1's gateway: %d/40:%s", ok, firstErrs(errs, 5))
 	}
 	requireOnly(t, "after removing ppp1's gateway", srv.echo.Seen.Counts(), topo.HostAddr0, ok)
+	// Its gateway comes back while the line is down: the reload is taken, the gateway stays
+	// down until ppp1 appears.
+	if err := topo.RemoveL3Uplink(1); err != nil {
+		t.Fatal(err)
+	}
 	reload(cfg)
-	spreadOK(t, "after adding ppp1's gateway back", topo, srv, 60, 2)
+	waitGatewayState(t, s, topo.HostIf1, "down", 5*time.Second)
+	srv.echo.Seen.Reset()
+	ok, errs = TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second)
+	if ok != 40 {
+		t.Errorf("with ppp1's gateway back but ppp1 absent: %d/40:%s", ok, firstErrs(errs, 5))
+	}
+	requireOnly(t, "with ppp1's gateway back but ppp1 absent", srv.echo.Seen.Counts(), topo.HostAddr0, ok)
+	if _, err := topo.RestoreL3Uplink(1); err != nil {
+		t.Fatal(err)
+	}
+	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
+	spreadOK(t, "after adding ppp1's gateway back and ppp1 appearing", topo, srv, 60, 2)
 	stopShim(t, s)
 }
 
@@ -396,5 +413,43 @@ func TestL3WireGuardPeerSilent(t *testing.T) {
 			t.Fatalf("wg1 back up, but new connections do not go through it: server saw %s", srv.echo.Seen)
 		}
 	}
+	stopShim(t, s)
+}
+
+// TestL3AbsentAtStart: an L3 uplink missing when l2shim starts (a PPP session not up yet, a
+// modem not plugged in) does not stop the start: l2shim runs with that gateway down and every
+// connection leaves through the other; once the link appears it is attached without a
+// restart and takes flows.
+func TestL3AbsentAtStart(t *testing.T) {
+	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkTun}})
+	srv := startServers(t, topo)
+	if err := topo.RemoveL3Uplink(1); err != nil {
+		t.Fatal(err)
+	}
+	s := startShim(t, topo, "load-balance")
+	waitGatewayState(t, s, topo.HostIf1, "down", 5*time.Second)
+	srv.echo.Seen.Reset()
+	if ok, err := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second); ok != 40 || srv.echo.Seen.Count(topo.HostAddr1) != 0 {
+		t.Fatalf("with %s absent: %d/40 connections (%v), server saw %s; want all through eth0", topo.HostIf1, ok, err, srv.echo.Seen)
+	}
+	idx, err := topo.RestoreL3Uplink(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s appeared: ifindex %d", topo.HostIf1, idx)
+	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		srv.echo.Seen.Reset()
+		ok, _ := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second)
+		if ok == 40 && srv.echo.Seen.Count(topo.HostAddr1) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s appeared: %d/40 connections, server saw %s", topo.HostIf1, ok, srv.echo.Seen)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	spreadOK(t, "after the absent uplink appeared", topo, srv, 60, 2)
 	stopShim(t, s)
 }

@@ -319,31 +319,65 @@ func (u *l3Uplink) Close() error {
 // recreate deletes the host's device of the uplink and builds it again
 // (see RecreateUplink).
 func (u *l3Uplink) recreate() (oldIdx, newIdx int, err error) {
+	if oldIdx, err = u.remove(); err != nil {
+		return oldIdx, 0, err
+	}
+	newIdx, err = u.restore()
+	return oldIdx, newIdx, err
+}
+
+// remove deletes the host's device of the uplink (a PPP session going away) and returns its
+// ifindex; restore builds it again.
+func (u *l3Uplink) remove() (int, error) {
 	t := u.t
 	ifname := hostIfName(t.opts, u.i)
 	h := t.Host.Netlink()
 	l, err := h.LinkByName(ifname)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s: %s: %w", t.Host.Name, ifname, err)
+		return 0, fmt.Errorf("%s: %s: %w", t.Host.Name, ifname, err)
 	}
-	oldIdx = l.Attrs().Index
 	u.mu.Lock()
 	if u.hostWG != nil {
 		u.hostWG.quiet.Store(true) // its tun is about to fail under it
 	}
 	u.mu.Unlock()
 	if err := h.LinkDel(l); err != nil {
-		return oldIdx, 0, fmt.Errorf("%s: delete %s: %w", t.Host.Name, ifname, err)
+		return l.Attrs().Index, fmt.Errorf("%s: delete %s: %w", t.Host.Name, ifname, err)
 	}
 	u.closeHost()
+	return l.Attrs().Index, nil
+}
+
+// restore builds the host's device of the uplink again after remove and returns its ifindex.
+func (u *l3Uplink) restore() (int, error) {
 	if err := u.addHost(); err != nil {
-		return oldIdx, 0, fmt.Errorf("re-create uplink %d: %w", u.i, err)
+		return 0, fmt.Errorf("re-create uplink %d: %w", u.i, err)
 	}
-	nl, err := h.LinkByName(ifname)
+	nl, err := u.t.Host.Netlink().LinkByName(hostIfName(u.t.opts, u.i))
 	if err != nil {
-		return oldIdx, 0, err
+		return 0, err
 	}
-	return oldIdx, nl.Attrs().Index, nil
+	return nl.Attrs().Index, nil
+}
+
+// RemoveL3Uplink deletes the host's device of L3 uplink i, as a PPP session ending does;
+// RestoreL3Uplink makes it again (addresses and routes as at the start).
+func (t *Topology) RemoveL3Uplink(i int) error {
+	u, err := t.l3Uplink(i)
+	if err != nil {
+		return err
+	}
+	_, err = u.remove()
+	return err
+}
+
+// RestoreL3Uplink makes L3 uplink i again after RemoveL3Uplink and returns its new ifindex.
+func (t *Topology) RestoreL3Uplink(i int) (int, error) {
+	u, err := t.l3Uplink(i)
+	if err != nil {
+		return 0, err
+	}
+	return u.restore()
 }
 
 // l3Uplink returns uplink i if it is an L3 link.

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"errors"
 	"fmt"
 	"github.com/l2shim/l2shim/fastpath"
 	"net"
@@ -42,6 +43,9 @@ func (h Host) Interface(name string) (conf.HostInterface, error) {
 	nh := &netlink.Handle{}
 	l, err := nh.LinkByName(name)
 	if err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			err = &conf.NoInterfaceError{Err: err}
+		}
 		return conf.HostInterface{}, fmt.Errorf("no interface %q on this host: %w", name, err)
 	}
 	a := l.Attrs()

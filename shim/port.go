@@ -44,6 +44,10 @@ type port struct {
 	hooks    []fastpath.Hook // egress and ingress on the external interface
 }
 
+// attached reports whether p has its capture veths and sockets: not while its interface has
+// not appeared since the start (an L3 link that was absent), nor once a reload removed it.
+func (p *port) attached() bool { return p.veth != nil }
+
 // captureConn returns the port's capture socket (closed once the port is removed).
 func captureConn(p *port) *packetConn { return p.capture }
 
@@ -67,6 +71,13 @@ func (s *Shim) addPort(name string) (*port, error) {
 	}
 	s.setPorts(append(s.ports, p))
 	return p, nil
+}
+
+// addAbsentPort appends a slot for interface name, absent when l2shim starts or reloads: no
+// veths, sockets or hooks until it appears (arrive). s.mu is held (or Run has not shared the
+// shim yet).
+func (s *Shim) addAbsentPort(name string) {
+	s.setPorts(append(s.ports, &port{name: name, ifi: &net.Interface{Name: name, Index: -1}}))
 }
 
 // setIface tells the programs p's interface is external, with its MAC and capture veths.
@@ -256,6 +267,9 @@ func (s *Shim) attachHooks() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.ports {
+		if !p.attached() {
+			continue // absent at start: attached when it appears
+		}
 		if err := s.attachPortHooks(p); err != nil {
 			return err
 		}

@@ -64,7 +64,7 @@ func (s *Shim) Reload() (string, error) {
 	}
 	firstNew := len(s.ports)
 	for _, name := range added {
-		ifc, err := s.attachNewPort(name)
+		ifc, err := s.attachNewPort(name, next)
 		if err != nil {
 			// Undo the ports this reload attached: the engine does not know them.
 			for i := firstNew; i < len(s.ports); i++ {
@@ -90,7 +90,9 @@ func (s *Shim) Reload() (string, error) {
 		s.removePort(i)
 	}
 	for i := firstNew; i < len(s.ports); i++ {
-		s.startLoop(i)
+		if s.ports[i].attached() {
+			s.startLoop(i)
+		}
 	}
 	s.injectResets(ev.Resets)
 	s.reloads.Add(1)
@@ -163,8 +165,13 @@ func restartOnly(old, next *conf.Config) error {
 // ports never change), and returns the engine's view of it. Its frame loop starts once the
 // engine knows the interface; until then diverted frames wait in the capture socket. s.mu is
 // held.
-func (s *Shim) attachNewPort(name string) (datapath.Iface, error) {
+func (s *Shim) attachNewPort(name string, next *conf.Config) (datapath.Iface, error) {
 	ifc, err := readIface(name)
+	if isAbsent(err) && next.MayBeAbsent(name) {
+		// The host check warned already (loadNext logs it).
+		s.addAbsentPort(name)
+		return absentIface(name), nil
+	}
 	if err != nil {
 		return datapath.Iface{}, err
 	}

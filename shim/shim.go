@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -179,8 +180,10 @@ func (s *Shim) Run(ctx context.Context) (err error) {
 	defer cancel()
 	s.runCtx = ctx
 	s.loopErr = make(chan error, 64)
-	for i := range s.ports {
-		s.startLoop(i)
+	for i, p := range s.ports {
+		if p.attached() {
+			s.startLoop(i)
+		}
 	}
 	defer s.loops.Wait()
 	var wg sync.WaitGroup
@@ -299,8 +302,14 @@ func lockInstance(control string) (*os.File, error) {
 func (s *Shim) setup() error {
 	names := s.cfg.Interfaces()
 	ifaces := make([]datapath.Iface, len(names))
+	absent := make([]bool, len(names))
 	for i, name := range names {
 		ifc, err := readIface(name)
+		if isAbsent(err) && s.cfg.MayBeAbsent(name) {
+			// The host check warned already (run logs it).
+			ifc, err = absentIface(name), nil
+			absent[i] = true
+		}
 		if err != nil {
 			return err
 		}
@@ -358,6 +367,10 @@ func (s *Shim) setup() error {
 		return err
 	}
 	for i, name := range names {
+		if absent[i] {
+			s.addAbsentPort(name)
+			continue
+		}
 		p, err := s.addPort(name)
 		if err != nil {
 			return err
@@ -384,6 +397,18 @@ func (s *Shim) teardown() {
 		s.maps.Close()
 		s.maps = nil
 	}
+}
+
+// isAbsent reports whether err says an interface does not exist.
+func isAbsent(err error) bool {
+	return err != nil && errors.As(err, new(netlink.LinkNotFoundError))
+}
+
+// absentIface is the engine's view of an L3 link not there yet (a PPP session not up, a modem
+// not plugged in; conf.Config.MayBeAbsent): down, no address, so its gateways take no flows
+// until onLink attaches it and the engine learns its addresses.
+func absentIface(name string) datapath.Iface {
+	return datapath.Iface{Name: name, L3: true, MAC: l3IfaceMAC, GatewayMAC: l3GatewayMAC}
 }
 
 // readIface reads interface name's state from netlink.

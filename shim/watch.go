@@ -2,8 +2,10 @@ package shim
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -97,6 +99,10 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 		p.ifi = &net.Interface{Name: a.Name, Index: -1}
 		return
 	}
+	if !p.attached() {
+		s.arrive(i, p, a, log)
+		return
+	}
 	switch linkChange(p, a) {
 	case linkRecreated:
 		ifi, err := net.InterfaceByIndex(a.Index)
@@ -121,6 +127,44 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 	case linkMTU:
 		s.refreshAddrs(i, a.Index)
 	}
+	s.setIfaceState(i, linkUp(a))
+}
+
+// arrive attaches interface a, absent when l2shim started, now that it appeared: a new port in
+// slot i with its capture veths, sockets and hooks (the frame loops of the others pick it up
+// from the ports' snapshot), the engine told its addresses, its loops started. It must be a
+// link without a link-layer header, as its gateways (no address) were configured. A failure
+// leaves the slot as it was, to try again at the next report. s.mu is held.
+func (s *Shim) arrive(i int, old *port, a *netlink.LinkAttrs, log *slog.Logger) {
+	if !linkIsL3(a) {
+		log.Error("interface appeared with a link-layer header: its gateways have no address, so l2shim leaves it alone; give them one and reload")
+		return
+	}
+	ifi, err := net.InterfaceByIndex(a.Index)
+	if err != nil {
+		log.Error("attach: interface vanished again", "err", err)
+		return
+	}
+	p := &port{name: old.name}
+	if err := s.buildPort(p, ifi); err != nil {
+		p.closeSockets()
+		p.release()
+		log.Error("attach failed; the interface is left to the host", "err", err)
+		return
+	}
+	p.mtu = ifi.MTU
+	ports := slices.Clone(s.ports)
+	ports[i] = p
+	s.setPorts(ports)
+	s.refreshAddrs(i, a.Index)
+	if err := s.attachPortHooks(p); err != nil {
+		p.detachHooks()
+		log.Error("attach failed; the interface is left to the host", "err", err)
+		s.setIfaceState(i, false)
+		return
+	}
+	s.startLoop(i)
+	log.Info("interface appeared; attached", "ifindex", ifi.Index)
 	s.setIfaceState(i, linkUp(a))
 }
 
