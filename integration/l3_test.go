@@ -238,20 +238,27 @@ func TestL3Recreate(t *testing.T) {
 	}
 	t.Logf("ppp1 re-created: ifindex %d → %d", oldIdx, newIdx)
 	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
+	waitFlowsOnUplink1(t, "after ppp1 was re-created", topo, srv)
+	spreadOK(t, "after ppp1 was re-created", topo, srv, 60, 2)
+	stopShim(t, s)
+}
+
+// waitFlowsOnUplink1 waits up to 5 s until a round of 40 connections all succeed and some
+// of them reached the server through uplink 1.
+func waitFlowsOnUplink1(t *testing.T, what string, topo *Topology, srv servers) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		srv.echo.Seen.Reset()
 		ok, _ := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second)
 		if ok == 40 && srv.echo.Seen.Count(topo.HostAddr1) > 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after ppp1 was re-created: %d/40 connections, server saw %s", ok, srv.echo.Seen)
+			t.Fatalf("%s: %d/40 connections, server saw %s", what, ok, srv.echo.Seen)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	spreadOK(t, "after ppp1 was re-created", topo, srv, 60, 2)
-	stopShim(t, s)
 }
 
 // TestL3FailOpen: with both uplinks tun devices, a killed l2shim (SIGKILL) and a hung one
@@ -438,18 +445,7 @@ func TestL3AbsentAtStart(t *testing.T) {
 	}
 	t.Logf("%s appeared: ifindex %d", topo.HostIf1, idx)
 	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		srv.echo.Seen.Reset()
-		ok, _ := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second)
-		if ok == 40 && srv.echo.Seen.Count(topo.HostAddr1) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s appeared: %d/40 connections, server saw %s", topo.HostIf1, ok, srv.echo.Seen)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitFlowsOnUplink1(t, "after "+topo.HostIf1+" appeared", topo, srv)
 	spreadOK(t, "after the absent uplink appeared", topo, srv, 60, 2)
 	stopShim(t, s)
 }

@@ -38,14 +38,21 @@ func PinnedHost(pinDir string) Host {
 	return Host{own: own}
 }
 
+// linkByName looks interface name up; one the host does not have is a
+// *conf.NoInterfaceError, for the host check and the start alike.
+func linkByName(name string) (netlink.Link, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil && errors.As(err, new(netlink.LinkNotFoundError)) {
+		err = &conf.NoInterfaceError{Err: err}
+	}
+	return l, err
+}
+
 // Interface implements conf.Host.
 func (h Host) Interface(name string) (conf.HostInterface, error) {
 	nh := &netlink.Handle{}
-	l, err := nh.LinkByName(name)
+	l, err := linkByName(name)
 	if err != nil {
-		if errors.As(err, new(netlink.LinkNotFoundError)) {
-			err = &conf.NoInterfaceError{Err: err}
-		}
 		return conf.HostInterface{}, fmt.Errorf("no interface %q on this host: %w", name, err)
 	}
 	a := l.Attrs()

@@ -166,14 +166,13 @@ func restartOnly(old, next *conf.Config) error {
 // engine knows the interface; until then diverted frames wait in the capture socket. s.mu is
 // held.
 func (s *Shim) attachNewPort(name string, next *conf.Config) (datapath.Iface, error) {
-	ifc, err := readIface(name)
-	if isAbsent(err) && next.MayBeAbsent(name) {
-		// The host check warned already (loadNext logs it).
-		s.addAbsentPort(name)
-		return absentIface(name), nil
-	}
+	ifc, absent, err := readIfaceFor(next, name)
 	if err != nil {
 		return datapath.Iface{}, err
+	}
+	if absent {
+		s.addAbsentPort(name)
+		return ifc, nil
 	}
 	p, err := s.addPort(name)
 	if err != nil {

@@ -304,16 +304,11 @@ func (s *Shim) setup() error {
 	ifaces := make([]datapath.Iface, len(names))
 	absent := make([]bool, len(names))
 	for i, name := range names {
-		ifc, err := readIface(name)
-		if isAbsent(err) && s.cfg.MayBeAbsent(name) {
-			// The host check warned already (run logs it).
-			ifc, err = absentIface(name), nil
-			absent[i] = true
-		}
+		ifc, gone, err := readIfaceFor(s.cfg, name)
 		if err != nil {
 			return err
 		}
-		ifaces[i] = ifc
+		ifaces[i], absent[i] = ifc, gone
 	}
 	plan, err := datapath.PlanFrom(s.cfg, names)
 	if err != nil {
@@ -399,11 +394,6 @@ func (s *Shim) teardown() {
 	}
 }
 
-// isAbsent reports whether err says an interface does not exist.
-func isAbsent(err error) bool {
-	return err != nil && errors.As(err, new(netlink.LinkNotFoundError))
-}
-
 // absentIface is the engine's view of an L3 link not there yet (a PPP session not up, a modem
 // not plugged in; conf.Config.MayBeAbsent): down, no address, so its gateways take no flows
 // until onLink attaches it and the engine learns its addresses.
@@ -411,9 +401,20 @@ func absentIface(name string) datapath.Iface {
 	return datapath.Iface{Name: name, L3: true, MAC: l3IfaceMAC, GatewayMAC: l3GatewayMAC}
 }
 
+// readIfaceFor reads interface name for configuration c. One that does not exist and that c
+// lets be absent (conf.Config.MayBeAbsent) reads as absentIface, absent true: the host check
+// warned about it already.
+func readIfaceFor(c *conf.Config, name string) (ifc datapath.Iface, absent bool, err error) {
+	ifc, err = readIface(name)
+	if errors.As(err, new(*conf.NoInterfaceError)) && c.MayBeAbsent(name) {
+		return absentIface(name), true, nil
+	}
+	return ifc, false, err
+}
+
 // readIface reads interface name's state from netlink.
 func readIface(name string) (datapath.Iface, error) {
-	l, err := netlink.LinkByName(name)
+	l, err := linkByName(name)
 	if err != nil {
 		return datapath.Iface{}, fmt.Errorf("interface %s: %w", name, err)
 	}

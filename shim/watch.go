@@ -158,7 +158,13 @@ func (s *Shim) arrive(i int, old *port, a *netlink.LinkAttrs, log *slog.Logger) 
 	s.setPorts(ports)
 	s.refreshAddrs(i, a.Index)
 	if err := s.attachPortHooks(p); err != nil {
+		// Back to the empty slot, so the next report tries again.
 		p.detachHooks()
+		p.closeSockets()
+		p.release()
+		ports = slices.Clone(s.ports)
+		ports[i] = old
+		s.setPorts(ports)
 		log.Error("attach failed; the interface is left to the host", "err", err)
 		s.setIfaceState(i, false)
 		return

@@ -103,7 +103,7 @@ struct flow_val {
 	// still judge the wire's RST and FIN (and build resets the host accepts): the sequence
 	// number after it (its data and FIN), its acknowledgment, its window field (unscaled).
 	// In entries, with FP_FIN: seq_end is the sequence number after the wire's FIN, which
-	// user space holds for true once the host's acknowledgment covers it.
+	// user space holds for true once the host's acknowledgment is exactly there.
 	__u32 seq_end;
 	__u32 ack;
 	__u16 win;
@@ -239,14 +239,9 @@ static __always_inline int shim_alive(__u64 now)
 	return beat && (__s64)(now - *beat) <= (__s64)cfg_heartbeat_ns;
 }
 
+// mac_equal compares two MACs 2 bytes at a time: they may be only 2-byte aligned (behind a
+// frame's destination MAC, or on the stack, where the verifier refuses wider misaligned reads).
 static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
-{
-	return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
-}
-
-// mac_equal16 is mac_equal for MACs only 2-byte aligned (on the stack, the verifier refuses
-// wider misaligned reads).
-static __always_inline int mac_equal16(const __u8 *a, const __u8 *b)
 {
 	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b;
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
@@ -550,7 +545,7 @@ static __always_inline int rewrite_head4(struct __sk_buff *skb, struct frame *f,
 		if (rewrite_port(skb, f, dst, v->port))
 			return -1;
 	}
-	if (!mac_equal16(h, v->dst_mac) || !mac_equal16(h + ETH_ALEN, v->src_mac)) {
+	if (!mac_equal(h, v->dst_mac) || !mac_equal(h + ETH_ALEN, v->src_mac)) {
 		__builtin_memcpy(h, v->dst_mac, ETH_ALEN);
 		__builtin_memcpy(h + ETH_ALEN, v->src_mac, ETH_ALEN);
 		dirty = 1;
