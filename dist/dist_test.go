@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/l2shim/l2shim/conf"
+	"github.com/l2shim/l2shim/integration"
 )
 
 const example = "l2shim.toml"
@@ -165,6 +166,8 @@ func TestUnit(t *testing.T) {
 	if got := unit["ExecStartPre"]; len(got) != 2 || got[0] != preparePins || got[1] != "/usr/local/sbin/l2shim check -c /etc/l2shim/l2shim.toml --pin-dir "+bound {
 		t.Errorf("l2shim.service: ExecStartPre=%q, want the pin directory prepared, then check", got)
 	}
+	// The integration tests and the bench run l2shim with these capabilities too.
+	caps := strings.Join(integration.UnitCapabilities(), " ")
 	want := map[string]string{
 		"Type":                    "simple",
 		"ExecStart":               "/usr/local/sbin/l2shim run -c /etc/l2shim/l2shim.toml --pin-dir " + bound,
@@ -173,8 +176,8 @@ func TestUnit(t *testing.T) {
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"Restart":                 "on-failure",
 		"RuntimeDirectory":        "l2shim",
-		"CapabilityBoundingSet":   "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF",
-		"AmbientCapabilities":     "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF",
+		"CapabilityBoundingSet":   caps,
+		"AmbientCapabilities":     caps,
 		"NoNewPrivileges":         "yes",
 		"ProtectSystem":           "strict",
 		"ProtectHome":             "yes",

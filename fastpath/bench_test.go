@@ -121,8 +121,20 @@ func benchTranslating(b *testing.B, k *Kernel, d Direction, p *ebpf.Program, fra
 	}
 }
 
-func benchKernel(b *testing.B) *Kernel {
-	k, err := Load(Options{Mark: 0xa0, Mask: 0xf0, Heartbeat: time.Minute, MaxFlows: 4096})
+// benchKernel loads the programs the way l2shim's systemd unit does (unit: only its
+// capabilities, so the verifier adds its Spectre barriers) or as root with every capability.
+func benchKernel(b *testing.B, unit bool) *Kernel {
+	var k *Kernel
+	load := func() (err error) {
+		k, err = Load(Options{Mark: 0xa0, Mask: 0xf0, Heartbeat: time.Minute, MaxFlows: 4096})
+		return err
+	}
+	var err error
+	if unit {
+		err = withCapabilities(unitCapabilities(b), load)
+	} else {
+		err = load()
+	}
 	if err != nil {
 		b.Skip("loading BPF programs:", err)
 	}
@@ -136,17 +148,30 @@ func benchKernel(b *testing.B) *Kernel {
 	return k
 }
 
+// benchBoth runs fn with the programs loaded as the unit loads them and as root.
+func benchBoth(b *testing.B, fn func(b *testing.B, k *Kernel)) {
+	for _, c := range []struct {
+		name string
+		unit bool
+	}{{"unit", true}, {"root", false}} {
+		b.Run(c.name, func(b *testing.B) { fn(b, benchKernel(b, c.unit)) })
+	}
+}
+
 func BenchmarkIngressUDPNAT(b *testing.B) {
-	k := benchKernel(b)
-	benchTranslating(b, k, In, k.Ingress(), natFlipFrame(b, k, In, layers.IPProtocolUDP, 64))
+	benchBoth(b, func(b *testing.B, k *Kernel) {
+		benchTranslating(b, k, In, k.Ingress(), natFlipFrame(b, k, In, layers.IPProtocolUDP, 64))
+	})
 }
 
 func BenchmarkIngressTCPNAT(b *testing.B) {
-	k := benchKernel(b)
-	benchTranslating(b, k, In, k.Ingress(), natFlipFrame(b, k, In, layers.IPProtocolTCP, 1400))
+	benchBoth(b, func(b *testing.B, k *Kernel) {
+		benchTranslating(b, k, In, k.Ingress(), natFlipFrame(b, k, In, layers.IPProtocolTCP, 1400))
+	})
 }
 
 func BenchmarkEgressTCPNAT(b *testing.B) {
-	k := benchKernel(b)
-	benchTranslating(b, k, Out, k.Egress(), natFlipFrame(b, k, Out, layers.IPProtocolTCP, 1400))
+	benchBoth(b, func(b *testing.B, k *Kernel) {
+		benchTranslating(b, k, Out, k.Egress(), natFlipFrame(b, k, Out, layers.IPProtocolTCP, 1400))
+	})
 }

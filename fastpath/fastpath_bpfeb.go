@@ -62,6 +62,39 @@ type fastpathPrefix6 struct {
 	Addr      [16]uint8
 }
 
+type fastpathScratch struct {
+	_ structs.HostLayout
+	F struct {
+		_        structs.HostLayout
+		L3       uint32
+		L4       uint32
+		IpLen    uint32
+		Proto    uint8
+		TcpFlags uint8
+		IcmpType uint8
+		V6       uint8
+		CsumOff  uint32
+		Ip4      [2]uint32
+		Sport    uint16
+		Dport    uint16
+		L4h      [20]uint8
+		Owned    uint32
+		Hdr      [54]uint8
+		_        [2]byte
+		Eth      [14]uint8
+		_        [2]byte
+		Word     uint32
+		Half     uint16
+		_        [2]byte
+		Now      uint64
+		L3Off    uint32
+		IsV6     uint32
+		P6       fastpathPrefix6
+		_        [4]byte
+	}
+	K fastpathFlowKey
+}
+
 type fastpathUplink6 struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -80,6 +113,7 @@ const (
 	fastpathMapL2sHeartbeat    = "l2s_heartbeat"
 	fastpathMapL2sIfaces       = "l2s_ifaces"
 	fastpathMapL2sInject       = "l2s_inject"
+	fastpathMapL2sScratch      = "l2s_scratch"
 	fastpathMapL2sSource6      = "l2s_source6"
 	fastpathMapL2sStats        = "l2s_stats"
 	fastpathProgL2shimEgress   = "l2shim_egress"
@@ -92,6 +126,7 @@ const (
 	fastpathVarCfgMark         = "cfg_mark"
 	fastpathVarCfgMask         = "cfg_mask"
 	fastpathVarCfgOrphanIdleNs = "cfg_orphan_idle_ns"
+	fastpathVarConstKeys       = "const_keys"
 )
 
 // loadFastpath returns the embedded CollectionSpec for fastpath.
@@ -153,6 +188,7 @@ type fastpathMapSpecs struct {
 	L2sHeartbeat *ebpf.MapSpec `ebpf:"l2s_heartbeat"`
 	L2sIfaces    *ebpf.MapSpec `ebpf:"l2s_ifaces"`
 	L2sInject    *ebpf.MapSpec `ebpf:"l2s_inject"`
+	L2sScratch   *ebpf.MapSpec `ebpf:"l2s_scratch"`
 	L2sSource6   *ebpf.MapSpec `ebpf:"l2s_source6"`
 	L2sStats     *ebpf.MapSpec `ebpf:"l2s_stats"`
 }
@@ -166,6 +202,7 @@ type fastpathVariableSpecs struct {
 	CfgMark         *ebpf.VariableSpec `ebpf:"cfg_mark"`
 	CfgMask         *ebpf.VariableSpec `ebpf:"cfg_mask"`
 	CfgOrphanIdleNs *ebpf.VariableSpec `ebpf:"cfg_orphan_idle_ns"`
+	ConstKeys       *ebpf.VariableSpec `ebpf:"const_keys"`
 }
 
 // fastpathObjects contains all objects after they have been loaded into the kernel.
@@ -194,6 +231,7 @@ type fastpathMaps struct {
 	L2sHeartbeat *ebpf.Map `ebpf:"l2s_heartbeat"`
 	L2sIfaces    *ebpf.Map `ebpf:"l2s_ifaces"`
 	L2sInject    *ebpf.Map `ebpf:"l2s_inject"`
+	L2sScratch   *ebpf.Map `ebpf:"l2s_scratch"`
 	L2sSource6   *ebpf.Map `ebpf:"l2s_source6"`
 	L2sStats     *ebpf.Map `ebpf:"l2s_stats"`
 }
@@ -206,6 +244,7 @@ func (m *fastpathMaps) Close() error {
 		m.L2sHeartbeat,
 		m.L2sIfaces,
 		m.L2sInject,
+		m.L2sScratch,
 		m.L2sSource6,
 		m.L2sStats,
 	)
@@ -220,6 +259,7 @@ type fastpathVariables struct {
 	CfgMark         *ebpf.Variable `ebpf:"cfg_mark"`
 	CfgMask         *ebpf.Variable `ebpf:"cfg_mask"`
 	CfgOrphanIdleNs *ebpf.Variable `ebpf:"cfg_orphan_idle_ns"`
+	ConstKeys       *ebpf.Variable `ebpf:"const_keys"`
 }
 
 // fastpathPrograms contains all programs after they have been loaded into the kernel.

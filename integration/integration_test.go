@@ -152,7 +152,7 @@ func startShimCfg(t *testing.T, topo *Topology, o ConfigOptions) *testShim {
 	cfg := topo.Config(o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	so := ShimOptions{Args: o.RunArgs}
+	so := ShimOptions{Args: o.RunArgs, Capabilities: UnitCapabilities()}
 	if *verboseShim {
 		so.Tee = func(s string) { t.Logf("l2shim: %s", strings.TrimRight(s, "\n")) }
 	}

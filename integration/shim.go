@@ -155,6 +155,27 @@ type ShimOptions struct {
 	Dir string
 	// Args are added to `l2shim run`.
 	Args []string
+	// Capabilities, when set, are the only ones l2shim runs with (through setpriv(1)): see
+	// UnitCapabilities.
+	Capabilities []string
+}
+
+// UnitCapabilities are the capabilities the systemd unit (dist/l2shim.service) leaves l2shim,
+// its CapabilityBoundingSet; dist's TestUnit keeps the two the same. Without
+// CAP_PERFMON the verifier refuses some programs root may load and adds Spectre barriers to
+// the others, so tests and the bench run l2shim with these.
+func UnitCapabilities() []string {
+	return []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF"}
+}
+
+// setprivArgs returns the setpriv(1) command that runs what follows with only caps.
+func setprivArgs(caps []string) []string {
+	var set []string
+	for _, c := range caps {
+		set = append(set, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	only := "-all," + strings.Join(set, ",")
+	return []string{"setpriv", "--inh-caps=" + only, "--ambient-caps=" + only, "--bounding-set=" + only}
 }
 
 // StartShim writes config to a temp file, starts `bin run -c FILE` in the
@@ -194,7 +215,12 @@ func (t *Topology) StartShimWith(ctx context.Context, bin, config string, o Shim
 		s.dir = dir
 	}
 	// Not CommandContext: the shim outlives the start context.
-	s.cmd = exec.Command("ip", append([]string{"netns", "exec", t.Host.Name, bin, "run", "-c", cfg}, o.Args...)...)
+	args := []string{"netns", "exec", t.Host.Name}
+	if len(o.Capabilities) > 0 {
+		args = append(args, setprivArgs(o.Capabilities)...)
+	}
+	args = append(append(args, bin, "run", "-c", cfg), o.Args...)
+	s.cmd = exec.Command("ip", args...)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
 	s.cmd.WaitDelay = 2 * time.Second

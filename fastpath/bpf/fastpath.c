@@ -180,11 +180,8 @@ struct {
 	__type(value, __u32);
 } l2s_inject SEC(".maps");
 
-// IPv6 per-source routing: the prefixes of each uplink's addresses, longest match first.
-struct prefix6 {
-	__u32 prefixlen;
-	__u8 addr[16];
-};
+// IPv6 per-source routing: the prefixes of each uplink's addresses, longest match first
+// (key: struct prefix6).
 
 // uplink6 is where a packet with a source address in the prefix leaves.
 struct uplink6 {
@@ -209,6 +206,12 @@ struct {
 	__type(value, __u64);
 } l2s_stats SEC(".maps");
 
+// Array map keys, for lookups with a constant key: a key on the stack is a store there, and
+// loaded without CAP_PERFMON (as l2shim's systemd unit loads them) the programs pay a
+// speculation barrier for every first store to a stack slot and every register spill. Index
+// i holds i.
+volatile const __u32 const_keys[STAT_MAX] = {0, 1, 2, 3, 4};
+
 // clock_now is CLOCK_MONOTONIC in nanoseconds, at the tick's resolution where it is cheaper.
 static __always_inline __u64 clock_now(void)
 {
@@ -219,7 +222,7 @@ static __always_inline __u64 clock_now(void)
 
 static __always_inline void count(__u32 which)
 {
-	__u64 *v = bpf_map_lookup_elem(&l2s_stats, &which);
+	__u64 *v = bpf_map_lookup_elem(&l2s_stats, (const void *)&const_keys[which]);
 	if (v)
 		*v += 1;
 }
@@ -234,20 +237,48 @@ static __always_inline int marked(struct __sk_buff *skb)
 // map lookup.
 static __always_inline int shim_alive(__u64 now)
 {
-	__u32 zero = 0;
-	__u64 *beat = bpf_map_lookup_elem(&l2s_heartbeat, &zero);
+	__u64 *beat = bpf_map_lookup_elem(&l2s_heartbeat, (const void *)&const_keys[0]);
 	return beat && (__s64)(now - *beat) <= (__s64)cfg_heartbeat_ns;
 }
 
-// mac_equal compares two MACs 2 bytes at a time: they may be only 2-byte aligned (behind a
-// frame's destination MAC, or on the stack, where the verifier refuses wider misaligned reads).
-static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+// Headers and MACs are copied and compared in words, not bytes: clang would load every byte
+// into a register of its own and spill most (see const_keys). The words may be misaligned
+// (behind a frame's destination MAC, or at an entry's MAC), which the verifier lets programs
+// on architectures with efficient unaligned access do with packets and map values alike.
+typedef __u32 __attribute__((may_alias)) word32;
+typedef __u16 __attribute__((may_alias)) word16;
+
+// copy_words copies len bytes (a constant, even) 4 at a time, the last 2 when len is not a
+// multiple of 4.
+static __always_inline void copy_words(void *dst, const void *src, const __u32 len)
 {
-	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b;
-	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+#pragma unroll
+	for (__u32 i = 0; i + 4 <= len; i += 4)
+		*(word32 *)(dst + i) = *(const word32 *)(src + i);
+	if (len % 4)
+		*(word16 *)(dst + len - 2) = *(const word16 *)(src + len - 2);
 }
 
-// frame is the parsed view of an untagged IPv4 or IPv6 frame, or of a bare IP packet.
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	return *(const word32 *)a == *(const word32 *)b && *(const word16 *)(a + 4) == *(const word16 *)(b + 4);
+}
+
+static __always_inline void mac_copy(__u8 *dst, const __u8 *src)
+{
+	*(word32 *)dst = *(const word32 *)src;
+	*(word16 *)(dst + 4) = *(const word16 *)(src + 4);
+}
+
+// prefix6 is a key of the IPv6 per-source routing map.
+struct prefix6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+// frame is the parsed view of an untagged IPv4 or IPv6 frame, or of a bare IP packet, and the
+// working memory of the run that parses it. It lives in a per-CPU map (l2s_scratch), not on the
+// stack: see const_keys.
 struct frame {
 	__u32 l3;       // offset of the IP header (ETH_HLEN, or 0 on an L3 device)
 	__u32 l4;       // offset of the L4 header
@@ -263,19 +294,51 @@ struct frame {
 	// The L4 header as parsed (TCP: 20 bytes; UDP, ICMP: the first 8), so the rewrite and the
 	// host's sequence tracking need not read the frame again.
 	__u8 l4h[20];
+	__u32 owned; // l2shim may touch the frame at all (parse_frame)
+
+	// Working memory, not cleared between frames (everything above is: FRAME_PARSED).
+	__u8 hdr[ETH_HLEN + 40] __attribute__((aligned(8))); // headers as loaded, and rewritten
+	__u8 eth[ETH_HLEN] __attribute__((aligned(8)));      // a link-layer header to write
+	__u32 word;                                          // a value a helper stores or looks up
+	__u16 half;
+	// What the run needs across helper calls, here rather than in registers the compiler
+	// would spill to the stack.
+	__u64 now;    // clock_now() at the start of the run
+	__u32 l3_off; // where the IP header starts on this device (0 or ETH_HLEN)
+	__u32 is_v6;  // skb->protocol is IPv6
+	struct prefix6 p6;
 };
+
+#define FRAME_PARSED __builtin_offsetof(struct frame, hdr)
+
+// scratch is a program run's frame and flow key: one per CPU and program direction (egress
+// and ingress never run nested on a CPU, but a slot each costs nothing).
+struct scratch {
+	struct frame f;
+	struct flow_key k;
+};
+
+enum { SCRATCH_OUT, SCRATCH_IN, SCRATCH_MAX };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SCRATCH_MAX);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} l2s_scratch SEC(".maps");
 
 // load_hdr copies len bytes at off into dst: directly when off is direct_off (a constant: the
 // offset behind an Ethernet header and an IP header without options, where the frames the fast
 // path carries most have it) and the bytes are in the linear part, so those frames pay no
 // helper call; else through the helper (packet pointer arithmetic at a variable offset needs
-// CAP_PERFMON, which l2shim does without). len is a constant too.
+// CAP_PERFMON, which l2shim does without). len is a constant too. (A second direct offset, for
+// devices without a link-layer header, compiles to such arithmetic: clang merges the copies.)
 static __always_inline int load_hdr(struct __sk_buff *skb, __u32 off, const __u32 direct_off, void *dst, const __u32 len)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	if (off == direct_off && data + direct_off + len <= end) {
-		__builtin_memcpy(dst, data + direct_off, len);
+		copy_words(dst, data + direct_off, len);
 		return 0;
 	}
 	return bpf_skb_load_bytes(skb, off, dst, len);
@@ -324,8 +387,8 @@ static __always_inline int parse_l4(struct frame *f, struct flow_key *k, __u8 ic
 // into k. It returns 0 when the frame is not one a flow entry could cover.
 static __always_inline int parse4(struct __sk_buff *skb, __u32 l3, struct frame *f, struct flow_key *k)
 {
-	__u8 ip[20];
-	if (load_hdr(skb, l3, ETH_HLEN, ip, sizeof(ip)))
+	const __u8 *ip = f->hdr;
+	if (load_hdr(skb, l3, ETH_HLEN, f->hdr, 20))
 		return 0;
 	if ((ip[0] & 0xf0) != 0x40)
 		return 0;
@@ -429,6 +492,7 @@ static __always_inline int rewrite_ip4(struct __sk_buff *skb, struct frame *f, _
 {
 	__u32 old_ip = off == 12 ? f->ip4[0] : f->ip4[1], new_ip;
 	__builtin_memcpy(&new_ip, addr16 + 12, 4);
+	f->word = new_ip;
 	if (old_ip == new_ip)
 		return 0;
 	if (f->proto != IPPROTO_ICMP) {
@@ -439,7 +503,7 @@ static __always_inline int rewrite_ip4(struct __sk_buff *skb, struct frame *f, _
 	}
 	if (bpf_l3_csum_replace(skb, f->l3 + 10, old_ip, new_ip, 4))
 		return -1;
-	return bpf_skb_store_bytes(skb, f->l3 + off, &new_ip, 4, 0);
+	return bpf_skb_store_bytes(skb, f->l3 + off, &f->word, 4, 0);
 }
 
 // rewrite_ip6 replaces the IPv6 address at off of the IP header (old16, as parsed) with addr16
@@ -488,7 +552,8 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, struct frame *f, 
 	__u64 flags = l4_csum_flags(f, 2, &skip);
 	if (flags == (__u64)-1 || (!skip && bpf_l4_csum_replace(skb, f->csum_off, old_port, port, flags)))
 		return -1;
-	return bpf_skb_store_bytes(skb, port_off, &port, 2, 0);
+	f->half = port;
+	return bpf_skb_store_bytes(skb, port_off, &f->half, 2, 0);
 }
 
 // rewrite_addr replaces the frame's source address and port with addr16 and port on the way
@@ -514,6 +579,13 @@ static __always_inline __u16 csum_replace4(__u16 check, __u32 from, __u32 to)
 	return ~sum;
 }
 
+// How rewrite_head4 treats a frame's Ethernet header.
+enum link_header {
+	LINK_KEEP,   // as it is: the frame goes to a device without one (bpf_redirect pulls it)
+	LINK_SET,    // the entry's MACs, written only when the frame's differ
+	LINK_PUSHED, // just pushed in front of a bare IP packet (zeros): the MACs and the type
+};
+
 // rewrite_head4 translates an IPv4 frame with an Ethernet header and an IP header without
 // options, the frames the fast path carries most: the L4 checksum through the helper (it knows
 // how the skb's checksum is kept), then the MACs, the address and the IP checksum in one store
@@ -521,10 +593,10 @@ static __always_inline __u16 csum_replace4(__u16 check, __u32 from, __u32 to)
 // skb's sum stays right; a frame that needs no change is not written (a clone's headers are
 // then not copied). It returns 0, -1 when the L4 rewrite failed, -2 when the headers could not
 // be written.
-static __always_inline int rewrite_head4(struct __sk_buff *skb, struct frame *f, struct flow_val *v, int dst)
+static __always_inline int rewrite_head4(struct __sk_buff *skb, struct frame *f, struct flow_val *v, int dst, enum link_header link)
 {
-	__u8 h[ETH_HLEN + 20] __attribute__((aligned(4)));
-	if (load_hdr(skb, 0, 0, h, sizeof(h)))
+	__u8 *h = f->hdr;
+	if (load_hdr(skb, 0, 0, h, ETH_HLEN + 20))
 		return -1;
 	int dirty = 0;
 	if (v->flags & FP_NAT) {
@@ -545,12 +617,16 @@ static __always_inline int rewrite_head4(struct __sk_buff *skb, struct frame *f,
 		if (rewrite_port(skb, f, dst, v->port))
 			return -1;
 	}
-	if (!mac_equal(h, v->dst_mac) || !mac_equal(h + ETH_ALEN, v->src_mac)) {
-		__builtin_memcpy(h, v->dst_mac, ETH_ALEN);
-		__builtin_memcpy(h + ETH_ALEN, v->src_mac, ETH_ALEN);
+	if (link == LINK_PUSHED) {
+		h[12] = ETH_P_IP >> 8;
+		h[13] = ETH_P_IP & 0xff;
+	}
+	if (link != LINK_KEEP && (link == LINK_PUSHED || !mac_equal(h, v->dst_mac) || !mac_equal(h + ETH_ALEN, v->src_mac))) {
+		mac_copy(h, v->dst_mac);
+		mac_copy(h + ETH_ALEN, v->src_mac);
 		dirty = 1;
 	}
-	if (dirty && bpf_skb_store_bytes(skb, 0, h, sizeof(h), 0))
+	if (dirty && bpf_skb_store_bytes(skb, 0, h, ETH_HLEN + 20, 0))
 		return -2;
 	return 0;
 }
@@ -613,12 +689,13 @@ static __always_inline int reopened_orphan(struct flow_val *v, struct frame *f, 
 	return f->proto == IPPROTO_TCP && (v->flags & FP_FIN) && (f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN && !shim_alive(now);
 }
 
-// push_eth_proto puts an Ethernet header (dst, src, proto) in front of a bare IP packet.
-static __always_inline int push_eth_proto(struct __sk_buff *skb, const __u8 *dst, const __u8 *src, __u16 proto)
+// push_eth_proto puts an Ethernet header (dst, src, proto) in front of a bare IP packet; f is
+// the frame's working memory.
+static __always_inline int push_eth_proto(struct __sk_buff *skb, struct frame *f, const __u8 *dst, const __u8 *src, __u16 proto)
 {
-	__u8 h[ETH_HLEN];
-	__builtin_memcpy(h, dst, ETH_ALEN);
-	__builtin_memcpy(h + ETH_ALEN, src, ETH_ALEN);
+	__u8 *h = f->eth;
+	mac_copy(h, dst);
+	mac_copy(h + ETH_ALEN, src);
 	h[12] = proto >> 8;
 	h[13] = proto & 0xff;
 	if (bpf_skb_change_head(skb, ETH_HLEN, 0))
@@ -627,12 +704,12 @@ static __always_inline int push_eth_proto(struct __sk_buff *skb, const __u8 *dst
 }
 
 // set_macs writes an Ethernet frame's destination and source MAC with one store.
-static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
+static __always_inline int set_macs(struct __sk_buff *skb, struct frame *f, const __u8 *dst, const __u8 *src)
 {
-	__u8 macs[2 * ETH_ALEN];
-	__builtin_memcpy(macs, dst, ETH_ALEN);
-	__builtin_memcpy(macs + ETH_ALEN, src, ETH_ALEN);
-	return bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0);
+	__u8 *macs = f->eth;
+	mac_copy(macs, dst);
+	mac_copy(macs + ETH_ALEN, src);
+	return bpf_skb_store_bytes(skb, 0, macs, 2 * ETH_ALEN, 0);
 }
 
 // set_link_header gives a frame of a flow the link-layer header the entry's device needs: its
@@ -643,14 +720,14 @@ static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_va
 	if (v->flags & FP_TO_L3)
 		return 0;
 	if (f->l3 == 0)
-		return push_eth_proto(skb, v->dst_mac, v->src_mac, f->v6 ? ETH_P_IPV6 : ETH_P_IP);
+		return push_eth_proto(skb, f, v->dst_mac, v->src_mac, f->v6 ? ETH_P_IPV6 : ETH_P_IP);
 	// Already right (a flow placed where the host sent it): no write, which for a clone (a
 	// TCP segment the host keeps for retransmission) would copy its headers.
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	if (data + 2 * ETH_ALEN <= end && mac_equal(data, v->dst_mac) && mac_equal((__u8 *)data + ETH_ALEN, v->src_mac))
 		return 0;
-	return set_macs(skb, v->dst_mac, v->src_mac);
+	return set_macs(skb, f, v->dst_mac, v->src_mac);
 }
 
 // translate gives a frame of a flow its entry's translation (dst: the destination's, on the
@@ -659,8 +736,21 @@ static __always_inline int set_link_header(struct __sk_buff *skb, struct flow_va
 // link-layer header could not be written (never let out half translated: drop it).
 static __always_inline int translate(struct __sk_buff *skb, struct frame *f, const struct flow_key *k, struct flow_val *v, int dst)
 {
-	if (!f->v6 && f->l3 == ETH_HLEN && f->l4 == ETH_HLEN + 20 && !(v->flags & FP_TO_L3))
-		return rewrite_head4(skb, f, v, dst);
+	if (!f->v6 && f->l4 == f->l3 + 20) {
+		int to_l3 = v->flags & FP_TO_L3;
+		if (f->l3 == ETH_HLEN)
+			return rewrite_head4(skb, f, v, dst, to_l3 ? LINK_KEEP : LINK_SET);
+		if (!to_l3) {
+			// A bare packet from an L3 device to an Ethernet one: its header first, then
+			// the same single store. Past the push the frame cannot go back (-2).
+			if (bpf_skb_change_head(skb, ETH_HLEN, 0))
+				return -1;
+			f->l3 += ETH_HLEN;
+			f->l4 += ETH_HLEN;
+			f->csum_off += ETH_HLEN;
+			return rewrite_head4(skb, f, v, dst, LINK_PUSHED) ? -2 : 0;
+		}
+	}
 	if ((v->flags & FP_NAT) && rewrite_addr(skb, f, k, dst, v->addr, v->port))
 		return -1;
 	if (set_link_header(skb, v, f))
@@ -672,11 +762,11 @@ static __always_inline int translate(struct __sk_buff *skb, struct frame *f, con
 // ifindex. A packet from an L3 device first gets the Ethernet header user space expects: from
 // the device to its gateway (egress) or the other way (ingress). When that fails the packet
 // passes.
-static __always_inline int divert(struct __sk_buff *skb, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat, int v6)
+static __always_inline int divert(struct __sk_buff *skb, struct frame *f, struct iface_cfg *ifc, __u32 ifindex, int egress, __u32 stat, int v6)
 {
 	if (ifc->flags & IFC_L3) {
 		__u16 proto = v6 ? ETH_P_IPV6 : ETH_P_IP;
-		int err = egress ? push_eth_proto(skb, ifc->gw_mac, ifc->mac, proto) : push_eth_proto(skb, ifc->mac, ifc->gw_mac, proto);
+		int err = egress ? push_eth_proto(skb, f, ifc->gw_mac, ifc->mac, proto) : push_eth_proto(skb, f, ifc->mac, ifc->gw_mac, proto);
 		if (err)
 			return TCX_NEXT;
 	}
@@ -739,19 +829,21 @@ static __always_inline int to_gateway(struct __sk_buff *skb, struct iface_cfg *i
 	return bpf_map_lookup_elem(&l2s_gws, &gw) != 0;
 }
 
-// parse_frame parses the frame's IP header at l3 and what follows into f and k, and reports
-// whether l2shim may touch the frame at all (*owned): every IPv4 packet, IPv6 ones but for
-// what owned6 leaves alone. It returns 1 when a flow entry could cover the frame.
-static __always_inline int parse_frame(struct __sk_buff *skb, __u32 l3, int v6, struct frame *f, struct flow_key *k, int *owned)
+// parse_frame clears f's parsed part and parses the frame's IP header at l3 and what follows
+// into f and k, and records whether l2shim may touch the frame at all (f->owned): every IPv4
+// packet, IPv6 ones but for what owned6 leaves alone. It returns 1 when a flow entry could
+// cover the frame.
+static __always_inline int parse_frame(struct __sk_buff *skb, __u32 l3, int v6, struct frame *f, struct flow_key *k)
 {
-	*owned = 1;
+	__builtin_memset(f, 0, FRAME_PARSED);
+	f->owned = 1;
 	if (!v6)
 		return parse4(skb, l3, f, k);
-	__u8 ip6[40];
-	if (load_hdr(skb, l3, ETH_HLEN, ip6, sizeof(ip6)))
-		return *owned = 0;
+	const __u8 *ip6 = f->hdr;
+	if (load_hdr(skb, l3, ETH_HLEN, f->hdr, 40))
+		return f->owned = 0;
 	if (!owned6(skb, l3, ip6))
-		return *owned = 0;
+		return f->owned = 0;
 	return parse6(skb, l3, ip6, f, k);
 }
 
@@ -759,19 +851,19 @@ static __always_inline int parse_frame(struct __sk_buff *skb, __u32 l3, int v6, 
 // through that uplink's router, whatever interface the host's routing chose (that uplink's ISP
 // is the one that accepts the address), without user space. It returns -1 when the packet's
 // source is of no other uplink.
-static __always_inline int source6(struct __sk_buff *skb, __u32 l3)
+static __always_inline int source6(struct __sk_buff *skb, struct frame *f, __u32 l3)
 {
-	struct prefix6 key = {.prefixlen = 128};
-	if (bpf_skb_load_bytes(skb, l3 + 8, key.addr, 16))
+	f->p6.prefixlen = 128;
+	if (bpf_skb_load_bytes(skb, l3 + 8, f->p6.addr, 16))
 		return -1;
-	struct uplink6 *u = bpf_map_lookup_elem(&l2s_source6, &key);
+	struct uplink6 *u = bpf_map_lookup_elem(&l2s_source6, &f->p6);
 	if (!u || u->ifindex == skb->ifindex)
 		return -1;
 	if (!(u->flags & IFC_L3)) {
 		if (l3 == 0) {
-			if (push_eth_proto(skb, u->dst_mac, u->src_mac, ETH_P_IPV6))
+			if (push_eth_proto(skb, f, u->dst_mac, u->src_mac, ETH_P_IPV6))
 				return TCX_NEXT;
-		} else if (set_macs(skb, u->dst_mac, u->src_mac)) {
+		} else if (set_macs(skb, f, u->dst_mac, u->src_mac)) {
 			return TCX_NEXT;
 		}
 	}
@@ -790,8 +882,13 @@ int l2shim_egress(struct __sk_buff *skb)
 {
 	if (marked(skb) || skb->vlan_present)
 		return TCX_NEXT;
-	__u32 ifindex = skb->ifindex;
-	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
+	struct scratch *s = bpf_map_lookup_elem(&l2s_scratch, (const void *)&const_keys[SCRATCH_OUT]);
+	if (!s)
+		return TCX_NEXT;
+	struct frame *f = &s->f;
+	struct flow_key *k = &s->k;
+	f->word = skb->ifindex;
+	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &f->word);
 	if (!ifc)
 		return TCX_NEXT;
 	int v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
@@ -799,28 +896,26 @@ int l2shim_egress(struct __sk_buff *skb)
 		return TCX_NEXT;
 	if (!host_frame(skb, ifc))
 		return TCX_NEXT;
-	__u32 l3 = (ifc->flags & IFC_L3) ? 0 : ETH_HLEN;
-	__u64 now = clock_now();
+	f->l3_off = (ifc->flags & IFC_L3) ? 0 : ETH_HLEN;
+	f->is_v6 = v6;
+	f->now = clock_now();
 
-	struct frame f = {};
-	struct flow_key k;
-	int owned;
-	if (parse_frame(skb, l3, v6, &f, &k, &owned)) {
-		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, &k);
-		if (v && (orphaned(v, now) || reopened_orphan(v, &f, now))) {
-			bpf_map_delete_elem(&l2s_flows_out, &k);
+	if (parse_frame(skb, f->l3_off, v6, f, k)) {
+		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_out, k);
+		if (v && (orphaned(v, f->now) || reopened_orphan(v, f, f->now))) {
+			bpf_map_delete_elem(&l2s_flows_out, k);
 			v = 0;
 		}
-		if (v && !needs_slow_path(skb, &f, v, now) && fits(skb, &f, v->mtu)) {
-			int err = translate(skb, &f, &k, v, 0);
+		if (v && !needs_slow_path(skb, f, v, f->now) && fits(skb, f, v->mtu)) {
+			int err = translate(skb, f, k, v, 0);
 			if (err == -1)
 				goto slow;
 			if (err)
 				return TCX_DROP;
-			if (f.proto == IPPROTO_TCP)
-				track_host(skb, &f, v);
-			mark_fin(skb, &f, v, 0);
-			account(skb, v, now);
+			if (f->proto == IPPROTO_TCP)
+				track_host(skb, f, v);
+			mark_fin(skb, f, v, 0);
+			account(skb, v, f->now);
 			count(STAT_FAST_OUT);
 			if (v->ifindex != skb->ifindex) {
 				// Out of another uplink than the host chose (or than the one it sends
@@ -831,20 +926,20 @@ int l2shim_egress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		}
 	}
-	if (!owned)
+	if (!f->owned)
 		return TCX_NEXT;
 slow:
 	// Once l2shim is gone (or hung), the host's own routing: nothing is diverted, and IPv6
 	// leaves where the host sent it.
-	if (!shim_alive(now))
+	if (!shim_alive(f->now))
 		return TCX_NEXT;
-	if (v6) {
-		int ret = source6(skb, l3);
+	if (f->is_v6) {
+		int ret = source6(skb, f, f->l3_off);
 		if (ret >= 0)
 			return ret;
 	}
 	if (to_gateway(skb, ifc))
-		return divert(skb, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT, v6);
+		return divert(skb, f, ifc, host_queue(ifc), 1, STAT_DIVERT_OUT, f->is_v6);
 	return TCX_NEXT;
 }
 
@@ -861,45 +956,48 @@ int l2shim_ingress(struct __sk_buff *skb)
 	}
 	if (skb->vlan_present || skb->pkt_type != 0 /* PACKET_HOST */)
 		return TCX_NEXT;
-	__u32 ifindex = skb->ifindex;
-	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &ifindex);
+	struct scratch *s = bpf_map_lookup_elem(&l2s_scratch, (const void *)&const_keys[SCRATCH_IN]);
+	if (!s)
+		return TCX_NEXT;
+	struct frame *f = &s->f;
+	struct flow_key *k = &s->k;
+	f->word = skb->ifindex;
+	struct iface_cfg *ifc = bpf_map_lookup_elem(&l2s_ifaces, &f->word);
 	if (!ifc)
 		return TCX_NEXT;
 	int v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
 	if (!v6 && skb->protocol != bpf_htons(ETH_P_IP))
 		return TCX_NEXT;
-	__u32 l3 = 0;
+	f->l3_off = 0;
 	if (!(ifc->flags & IFC_L3)) {
 		void *data = (void *)(long)skb->data;
 		void *end = (void *)(long)skb->data_end;
 		if (data + ETH_HLEN > end || !mac_equal(data, ifc->mac))
 			return TCX_NEXT;
-		l3 = ETH_HLEN;
+		f->l3_off = ETH_HLEN;
 	}
-	__u64 now = clock_now();
+	f->is_v6 = v6;
+	f->now = clock_now();
 
-	struct frame f = {};
-	struct flow_key k;
-	int owned;
-	if (parse_frame(skb, l3, v6, &f, &k, &owned)) {
-		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_in, &k);
-		if (v && orphaned(v, now)) {
-			bpf_map_delete_elem(&l2s_flows_in, &k);
+	if (parse_frame(skb, f->l3_off, v6, f, k)) {
+		struct flow_val *v = bpf_map_lookup_elem(&l2s_flows_in, k);
+		if (v && orphaned(v, f->now)) {
+			bpf_map_delete_elem(&l2s_flows_in, k);
 			v = 0;
 		}
 		if (v && (v->flags & FP_DIVERT)) {
-			if (shim_alive(now))
-				return divert(skb, ifc, host_queue(ifc), 0, STAT_DIVERT_IN, v6);
+			if (shim_alive(f->now))
+				return divert(skb, f, ifc, host_queue(ifc), 0, STAT_DIVERT_IN, f->is_v6);
 			return TCX_NEXT;
 		}
-		if (v && !needs_slow_path(skb, &f, v, now)) {
-			int err = translate(skb, &f, &k, v, 1);
+		if (v && !needs_slow_path(skb, f, v, f->now)) {
+			int err = translate(skb, f, k, v, 1);
 			if (err == -1)
 				goto slow;
 			if (err)
 				return TCX_DROP;
-			mark_fin(skb, &f, v, 1);
-			account(skb, v, now);
+			mark_fin(skb, f, v, 1);
+			account(skb, v, f->now);
 			count(STAT_FAST_IN);
 			if (v->ifindex != skb->ifindex) {
 				// Into the interface the host sent the flow's frames on; its ingress
@@ -910,11 +1008,11 @@ int l2shim_ingress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		}
 	}
-	if (!owned)
+	if (!f->owned)
 		return TCX_NEXT;
 slow:
-	if (shim_alive(now))
-		return divert(skb, ifc, ifc->capture, 0, STAT_DIVERT_IN, v6);
+	if (shim_alive(f->now))
+		return divert(skb, f, ifc, ifc->capture, 0, STAT_DIVERT_IN, f->is_v6);
 	return TCX_NEXT;
 }
 

@@ -258,6 +258,7 @@ type config struct {
 	only       *regexp.Regexp
 	verbose    bool
 	place      placement
+	caps       []string // l2shim's capabilities (nil: all of root's)
 }
 
 func main() {
@@ -275,9 +276,13 @@ func main() {
 	flag.BoolVar(&c.slowpath, "slowpath", true, "also measure l2shim --no-fast-path (the _slowpath lines)")
 	only := flag.String("only", "", "run only the measurements whose name matches this regexp (e.g. 'tcp_up|udp')")
 	flag.BoolVar(&c.verbose, "v", false, "stream l2shim's output to stderr")
+	fullCaps := flag.Bool("full-caps", false, "run l2shim with all of root's capabilities, not only the systemd unit's (with CAP_PERFMON the kernel loads the programs without its Spectre barriers)")
 	flag.BoolVar(&c.place.on, "pin", true, "bind each bulk and UDP stream's sender and receiver threads to CPUs 0 and 1 (the same in every run)")
 	flag.Parse()
 	c.cpuBytes = int64(*cpuGB * 1e9)
+	if !*fullCaps {
+		c.caps = integration.UnitCapabilities()
+	}
 	c.cpuRate = *cpuRate * 1e9
 	if *only != "" {
 		re, err := regexp.Compile(*only)
@@ -400,7 +405,7 @@ func run(c config) error {
 			}
 			// Nothing pinned: every l2shim run starts with an empty kernel
 			// side, and none leaves flows behind for the next run.
-			o := integration.ShimOptions{Dir: cfgDir, Args: []string{"--pin-dir", ""}}
+			o := integration.ShimOptions{Dir: cfgDir, Args: []string{"--pin-dir", ""}, Capabilities: c.caps}
 			if sd == slowSide {
 				o.Args = append(o.Args, "--no-fast-path")
 			}
@@ -523,7 +528,7 @@ func run(c config) error {
 			return err
 		}
 		logf("restart_under_load: 4 downloads of %d MiB while l2shim restarts (SIGTERM, pinned)", restartSize>>20)
-		lost, err := restartUnderLoad(ctx, c.shimBin, cfg, cfgDir, topo)
+		lost, err := restartUnderLoad(ctx, c.shimBin, c.caps, cfg, cfgDir, topo)
 		if err != nil {
 			failures = append(failures, fmt.Sprintf("restart_under_load: %v", err))
 		} else {

@@ -20,7 +20,7 @@ const restartSize = 512 << 20
 // restartUnderLoad runs four downloads (two NATed onto eth1, two direct on eth0) while l2shim,
 // pinned to a bpffs of its own, is stopped by SIGTERM and started again; it returns how many of
 // them did not arrive byte-exact. The kernel alone has nothing to restart: its side is 0.
-func restartUnderLoad(ctx context.Context, bin, cfg, cfgDir string, topo *integration.Topology) (lost int, err error) {
+func restartUnderLoad(ctx context.Context, bin string, caps []string, cfg, cfgDir string, topo *integration.Topology) (lost int, err error) {
 	mnt, err := os.MkdirTemp("", "l2shim-bench-bpffs-")
 	if err != nil {
 		return 0, err
@@ -37,7 +37,7 @@ func restartUnderLoad(ctx context.Context, bin, cfg, cfgDir string, topo *integr
 	start := func() (*integration.Shim, error) {
 		sctx, cancel := context.WithTimeout(ctx, integration.DefaultStartTimeout)
 		defer cancel()
-		return topo.StartShimWith(sctx, bin, cfg, integration.ShimOptions{Dir: cfgDir, Args: []string{"--pin-dir", pins}})
+		return topo.StartShimWith(sctx, bin, cfg, integration.ShimOptions{Dir: cfgDir, Args: []string{"--pin-dir", pins}, Capabilities: caps})
 	}
 	first, err := start()
 	if err != nil {

@@ -70,7 +70,7 @@ func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep 
 			logf("round %d: %s: kernel alone through %s", round+1, b.what, topo.HostIf1)
 		} else {
 			sctx, cancel := context.WithTimeout(ctx, integration.DefaultStartTimeout)
-			shim, err := topo.StartShimWith(sctx, c.shimBin, cfg, integration.ShimOptions{Dir: cfgDir, Args: []string{"--pin-dir", ""}})
+			shim, err := topo.StartShimWith(sctx, c.shimBin, cfg, integration.ShimOptions{Dir: cfgDir, Args: []string{"--pin-dir", ""}, Capabilities: c.caps})
 			cancel()
 			if err != nil {
 				return err
