@@ -66,11 +66,22 @@ type NoInterfaceError struct{ Err error }
 func (e *NoInterfaceError) Error() string { return e.Err.Error() }
 func (e *NoInterfaceError) Unwrap() error { return e.Err }
 
-// MayBeAbsent reports whether interface name may be missing when l2shim starts: it has
-// gateways and none has an IPv4 address, so it can only be a link without a link-layer
-// header (a PPP session not up yet, a modem not plugged in). l2shim then starts without it,
-// its gateways down, and attaches it when it appears.
+// MayBeAbsent reports whether interface name may be missing when l2shim starts or reloads:
+// any interface of a gateway (a USB modem not plugged in, a PPP session not up yet). l2shim
+// then starts without it, its gateways down, and attaches it when it appears. CheckHost
+// refuses a configuration none of whose interfaces exists.
 func (c *Config) MayBeAbsent(name string) bool {
+	for _, g := range c.Gateways {
+		if g.Interface == name {
+			return true
+		}
+	}
+	return false
+}
+
+// OnlyL3 reports whether interface name can only be a link without a link-layer header: it has
+// gateways and none has an address (an Ethernet gateway needs one, for ARP).
+func (c *Config) OnlyL3(name string) bool {
 	found := false
 	for _, g := range c.Gateways {
 		if g.Interface != name {
@@ -85,12 +96,13 @@ func (c *Config) MayBeAbsent(name string) bool {
 }
 
 // CheckHost checks the configuration against the host it would run on. errs lists what l2shim
-// refuses (a missing or non-Ethernet interface, a bridge port or bond slave, an interface without
-// an IPv4 address, a gateway outside the interface's networks without onlink, a gateway MTU above
-// the interface's), each naming the file, the line and the key; warnings lists what works but
-// deserves attention (strict rp_filter, foreign TCX programs, an interface that is down, BIG TCP
-// on an interface, a metrics endpoint on every address, the host's fwmark rules on l2shim's mark
-// bits), in the same format.
+// refuses (none of the configured interfaces there, an interface of a kind it cannot rewrite, a
+// bridge port or bond slave, an interface without an IPv4 address, a gateway outside the
+// interface's networks without onlink, a gateway MTU above the interface's), each naming the
+// file, the line and the key; warnings lists what works but deserves attention (an interface
+// that does not exist yet, strict rp_filter, foreign TCX programs, an interface that is down,
+// BIG TCP on an interface, a metrics endpoint on every address, the host's fwmark rules on
+// l2shim's mark bits), in the same format.
 func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 	report := func(line int, key, format string, args ...any) {
 		errs = append(errs, &Error{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
@@ -108,6 +120,11 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 	}
 
 	ifaces := map[string]*HostInterface{}
+	// Interfaces that do not exist (yet): each a warning, unless none of the configured ones
+	// exists, which is a wrong configuration rather than modems not plugged in yet.
+	var missing, absentWarnings []string
+	var firstKey string
+	var firstLine int
 	for i, g := range c.Gateways {
 		hi, seen := ifaces[g.Interface]
 		if !seen {
@@ -117,8 +134,13 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 			got, err := h.Interface(g.Interface)
 			var absent *NoInterfaceError
 			if err != nil && errors.As(err, &absent) && c.MayBeAbsent(g.Interface) {
-				warn(line, key, "%s does not exist (yet): l2shim starts without it, its gateway down, and attaches "+
-					"it when it appears (a PPP session coming up, a modem plugged in)", g.Interface)
+				if len(missing) == 0 {
+					firstKey, firstLine = key, line
+				}
+				missing = append(missing, g.Interface)
+				absentWarnings = append(absentWarnings, (&Error{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(
+					"%s does not exist (yet): l2shim starts without it, its gateways down, and attaches it when it appears "+
+						"(a modem plugged in, a PPP session coming up); if the name is wrong, correct it", g.Interface)}).Error())
 				continue
 			}
 			if err != nil {
@@ -144,7 +166,7 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 				report(line, key, "%s is a slave of %s %s: l2shim cannot divert frames of an aggregated link; "+
 					"configure the gateway on %s instead", g.Interface, hi.MasterKind, masterName(hi), masterName(hi))
 			}
-			if len(hi.Prefixes) == 0 && hi.L3 && c.MayBeAbsent(g.Interface) {
+			if len(hi.Prefixes) == 0 && hi.L3 && c.OnlyL3(g.Interface) {
 				// A PPP link between its creation and its IPCP: the engine keeps a gateway
 				// whose interface has no address down until it has one.
 				warn(line, key, "%s has no IPv4 address (yet): its gateway is down until it has one", g.Interface)
@@ -175,6 +197,12 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 			continue // missing interface, already reported
 		}
 		c.checkGatewayOnHost(i, g, hi, keyLine, report)
+	}
+	if len(missing) > 0 && len(missing) == len(ifaces) {
+		report(firstLine, firstKey, "none of the gateways' interfaces exists (%s): l2shim would have nothing to "+
+			"balance; check the names", strings.Join(missing, ", "))
+	} else {
+		warnings = append(warnings, absentWarnings...)
 	}
 	c.checkMarks(h, warn)
 	c.checkMetrics(warn)

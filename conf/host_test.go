@@ -64,23 +64,24 @@ func TestCheckHost(t *testing.T) {
 	}{
 		{name: "healthy", config: twoGateways, host: healthy},
 		{
-			name:   "missing interface",
-			config: twoGateways,
-			host:   fakeHost{"eth0": healthy["eth0"]},
-			errs:   []string{`l2shim.toml:7: gateway[2].interface: no interface "eth1" on this host: Link not found`},
+			// A USB modem's Ethernet interface not plugged in when l2shim starts.
+			name:     "missing interface",
+			config:   twoGateways,
+			host:     fakeHost{"eth0": healthy["eth0"]},
+			warnings: []string{`l2shim.toml:7: gateway[2].interface: eth1 does not exist (yet): l2shim starts without it, its gateways down, and attaches it when it appears (a modem plugged in, a PPP session coming up); if the name is wrong, correct it`},
 		},
 		{
-			name:   "missing interface, the Host's error naming it",
-			config: "[[gateway]]\ninterface = \"eth9\"\naddress = \"10.9.0.1\"\n",
+			name:   "no configured interface exists",
+			config: "[[gateway]]\ninterface = \"eth9\"\naddress = \"10.9.0.1\"\n[[gateway]]\ninterface = \"eth8\"\naddress = \"10.8.0.1\"\n",
 			host:   fakeHost{},
-			errs:   []string{`l2shim.toml:2: gateway[1].interface: no interface "eth9" on this host: Link not found`},
+			errs:   []string{`l2shim.toml:2: gateway[1].interface: none of the gateways' interfaces exists (eth9, eth8): l2shim would have nothing to balance; check the names`},
 		},
 		{
-			// An L3 link (no gateway address) may be missing at start: ppp0 before its session.
+			// An L3 link may be missing at start too: ppp0 before its session.
 			name:     "missing L3 interface",
 			config:   "[[gateway]]\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\n[[gateway]]\ninterface = \"ppp0\"\n",
 			host:     fakeHost{"eth0": healthy["eth0"]},
-			warnings: []string{`l2shim.toml:5: gateway[2].interface: ppp0 does not exist (yet): l2shim starts without it, its gateway down, and attaches it when it appears (a PPP session coming up, a modem plugged in)`},
+			warnings: []string{`l2shim.toml:5: gateway[2].interface: ppp0 does not exist (yet): l2shim starts without it, its gateways down, and attaches it when it appears (a modem plugged in, a PPP session coming up); if the name is wrong, correct it`},
 		},
 		{
 			name:     "L3 interface without an address yet",
@@ -218,7 +219,7 @@ func TestCheckHost(t *testing.T) {
 			name:   "interface problems are reported once per interface",
 			config: "[[gateway]]\nname = \"a\"\ninterface = \"eth0\"\naddress = \"10.1.0.1\"\n[[gateway]]\nname = \"b\"\ninterface = \"eth0\"\naddress = \"10.1.0.254\"\n",
 			host:   fakeHost{},
-			errs:   []string{`l2shim.toml:3: gateway[1].interface: no interface "eth0" on this host`},
+			errs:   []string{`l2shim.toml:3: gateway[1].interface: none of the gateways' interfaces exists (eth0)`},
 		},
 	}
 	for _, tc := range tests {

@@ -340,7 +340,7 @@ func TestL3CheckAndReload(t *testing.T) {
 	requireOnly(t, "after removing ppp1's gateway", srv.echo.Seen.Counts(), topo.HostAddr0, ok)
 	// Its gateway comes back while the line is down: the reload is taken, the gateway stays
 	// down until ppp1 appears.
-	if err := topo.RemoveL3Uplink(1); err != nil {
+	if _, err := topo.RemoveUplink(1); err != nil {
 		t.Fatal(err)
 	}
 	reload(cfg)
@@ -351,7 +351,7 @@ func TestL3CheckAndReload(t *testing.T) {
 		t.Errorf("with ppp1's gateway back but ppp1 absent: %d/40:%s", ok, firstErrs(errs, 5))
 	}
 	requireOnly(t, "with ppp1's gateway back but ppp1 absent", srv.echo.Seen.Counts(), topo.HostAddr0, ok)
-	if _, err := topo.RestoreL3Uplink(1); err != nil {
+	if _, err := topo.RestoreUplink(1); err != nil {
 		t.Fatal(err)
 	}
 	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
@@ -423,29 +423,34 @@ func TestL3WireGuardPeerSilent(t *testing.T) {
 	stopShim(t, s)
 }
 
-// TestL3AbsentAtStart: an L3 uplink missing when l2shim starts (a PPP session not up yet, a
-// modem not plugged in) does not stop the start: l2shim runs with that gateway down and every
-// connection leaves through the other; once the link appears it is attached without a
-// restart and takes flows.
-func TestL3AbsentAtStart(t *testing.T) {
-	topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, LinkTun}})
-	srv := startServers(t, topo)
-	if err := topo.RemoveL3Uplink(1); err != nil {
-		t.Fatal(err)
+// TestUplinkAbsentAtStart: an uplink missing when l2shim starts (a USB modem not plugged in,
+// a PPP session not up yet) does not stop the start: l2shim runs with that gateway down and
+// every connection leaves through the other; once the interface appears it is attached without
+// a restart and takes flows (an Ethernet one's gateway once it answers ARP).
+func TestUplinkAbsentAtStart(t *testing.T) {
+	for _, kind := range []LinkKind{LinkVeth, LinkTun} {
+		t.Run(kind.String(), func(t *testing.T) {
+			topo := newTopoWith(t, Options{Uplinks: [2]LinkKind{LinkVeth, kind}})
+			srv := startServers(t, topo)
+			if _, err := topo.RemoveUplink(1); err != nil {
+				t.Fatal(err)
+			}
+			s := startShim(t, topo, "load-balance")
+			waitGatewayState(t, s, topo.HostIf1, "down", 5*time.Second)
+			srv.echo.Seen.Reset()
+			if ok, err := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second); ok != 40 || srv.echo.Seen.Count(topo.HostAddr1) != 0 {
+				t.Fatalf("with %s absent: %d/40 connections (%v), server saw %s; want all through eth0", topo.HostIf1, ok, err, srv.echo.Seen)
+			}
+			idx, err := topo.RestoreUplink(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
+			t.Logf("MEASURED %s appeared (ifindex %d): its gateway up after %v", topo.HostIf1, idx, time.Since(t0).Round(10*time.Millisecond))
+			waitFlowsOnUplink1(t, "after "+topo.HostIf1+" appeared", topo, srv)
+			spreadOK(t, "after the absent uplink appeared", topo, srv, 60, 2)
+			stopShim(t, s)
+		})
 	}
-	s := startShim(t, topo, "load-balance")
-	waitGatewayState(t, s, topo.HostIf1, "down", 5*time.Second)
-	srv.echo.Seen.Reset()
-	if ok, err := TCPEchoMany(context.Background(), topo.Host, srv.echoAddr(), 40, 2, 2*time.Second); ok != 40 || srv.echo.Seen.Count(topo.HostAddr1) != 0 {
-		t.Fatalf("with %s absent: %d/40 connections (%v), server saw %s; want all through eth0", topo.HostIf1, ok, err, srv.echo.Seen)
-	}
-	idx, err := topo.RestoreL3Uplink(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s appeared: ifindex %d", topo.HostIf1, idx)
-	waitGatewayState(t, s, topo.HostIf1, "up", 5*time.Second)
-	waitFlowsOnUplink1(t, "after "+topo.HostIf1+" appeared", topo, srv)
-	spreadOK(t, "after the absent uplink appeared", topo, srv, 60, 2)
-	stopShim(t, s)
 }

@@ -360,26 +360,6 @@ func (u *l3Uplink) restore() (int, error) {
 	return nl.Attrs().Index, nil
 }
 
-// RemoveL3Uplink deletes the host's device of L3 uplink i, as a PPP session ending does;
-// RestoreL3Uplink makes it again (addresses and routes as at the start).
-func (t *Topology) RemoveL3Uplink(i int) error {
-	u, err := t.l3Uplink(i)
-	if err != nil {
-		return err
-	}
-	_, err = u.remove()
-	return err
-}
-
-// RestoreL3Uplink makes L3 uplink i again after RemoveL3Uplink and returns its new ifindex.
-func (t *Topology) RestoreL3Uplink(i int) (int, error) {
-	u, err := t.l3Uplink(i)
-	if err != nil {
-		return 0, err
-	}
-	return u.restore()
-}
-
 // l3Uplink returns uplink i if it is an L3 link.
 func (t *Topology) l3Uplink(i int) (*l3Uplink, error) {
 	if i < 0 || i > 1 {

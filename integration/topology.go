@@ -608,6 +608,21 @@ func (t *Topology) RecreateUplink(i int) (oldIdx, newIdx int, err error) {
 	if u, err := t.l3Uplink(i); err == nil {
 		return u.recreate()
 	}
+	if oldIdx, err = t.RemoveUplink(i); err != nil {
+		return oldIdx, 0, err
+	}
+	newIdx, err = t.RestoreUplink(i)
+	return oldIdx, newIdx, err
+}
+
+// RemoveUplink deletes the host's interface of uplink i, as unplugging a
+// USB modem or a PPP session ending does (for an Ethernet uplink, gateway
+// i's LAN side goes with it), and returns its ifindex. RestoreUplink makes
+// it again.
+func (t *Topology) RemoveUplink(i int) (int, error) {
+	if u, err := t.l3Uplink(i); err == nil {
+		return u.remove()
+	}
 	ifname := t.HostIf0
 	if i == 1 {
 		ifname = t.HostIf1
@@ -615,23 +630,35 @@ func (t *Topology) RecreateUplink(i int) (oldIdx, newIdx int, err error) {
 	h := t.Host.Netlink()
 	l, err := h.LinkByName(ifname)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s: %s: %w", t.Host.Name, ifname, err)
+		return 0, fmt.Errorf("%s: %s: %w", t.Host.Name, ifname, err)
 	}
-	oldIdx = l.Attrs().Index
 	if err := h.LinkDel(l); err != nil {
-		return oldIdx, 0, fmt.Errorf("%s: delete %s: %w", t.Host.Name, ifname, err)
+		return l.Attrs().Index, fmt.Errorf("%s: delete %s: %w", t.Host.Name, ifname, err)
+	}
+	return l.Attrs().Index, nil
+}
+
+// RestoreUplink makes uplink i again after RemoveUplink, as at the start
+// (names, MACs, addresses, routes), and returns its new ifindex.
+func (t *Topology) RestoreUplink(i int) (int, error) {
+	if u, err := t.l3Uplink(i); err == nil {
+		return u.restore()
+	}
+	ifname := t.HostIf0
+	if i == 1 {
+		ifname = t.HostIf1
 	}
 	if err := t.addUplink(i); err != nil {
-		return oldIdx, 0, fmt.Errorf("re-create uplink %d: %w", i, err)
+		return 0, fmt.Errorf("re-create uplink %d: %w", i, err)
 	}
 	if err := waitCarrier(t.Host, ifname, 5*time.Second); err != nil {
-		return oldIdx, 0, err
+		return 0, err
 	}
-	nl, err := h.LinkByName(ifname)
+	nl, err := t.Host.Netlink().LinkByName(ifname)
 	if err != nil {
-		return oldIdx, 0, err
+		return 0, err
 	}
-	return oldIdx, nl.Attrs().Index, nil
+	return nl.Attrs().Index, nil
 }
 
 // AddLAN creates a namespace "<prefix><id>-<role>" behind the host: a veth

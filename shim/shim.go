@@ -394,10 +394,15 @@ func (s *Shim) teardown() {
 	}
 }
 
-// absentIface is the engine's view of an L3 link not there yet (a PPP session not up, a modem
-// not plugged in; conf.Config.MayBeAbsent): down, no address, so its gateways take no flows
-// until onLink attaches it and the engine learns its addresses.
-func absentIface(name string) datapath.Iface {
+// absentIface is the engine's view of an interface not there yet (a modem not plugged in, a PPP
+// session not up; conf.Config.MayBeAbsent): down, no address, so its gateways take no flows
+// until onLink attaches it and the engine learns what it is and its addresses. l3 says whether
+// it can only be a link without a link-layer header (conf.Config.OnlyL3); else it is taken for
+// Ethernet, whose gateways answer ARP once it is there.
+func absentIface(name string, l3 bool) datapath.Iface {
+	if !l3 {
+		return datapath.Iface{Name: name}
+	}
 	return datapath.Iface{Name: name, L3: true, MAC: l3IfaceMAC, GatewayMAC: l3GatewayMAC}
 }
 
@@ -407,7 +412,7 @@ func absentIface(name string) datapath.Iface {
 func readIfaceFor(c *conf.Config, name string) (ifc datapath.Iface, absent bool, err error) {
 	ifc, err = readIface(name)
 	if errors.As(err, new(*conf.NoInterfaceError)) && c.MayBeAbsent(name) {
-		return absentIface(name), true, nil
+		return absentIface(name, c.OnlyL3(name)), true, nil
 	}
 	return ifc, false, err
 }

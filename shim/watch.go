@@ -132,11 +132,12 @@ func (s *Shim) onLink(u netlink.LinkUpdate) {
 
 // arrive attaches interface a, absent when l2shim started, now that it appeared: a new port in
 // slot i with its capture veths, sockets and hooks (the frame loops of the others pick it up
-// from the ports' snapshot), the engine told its addresses, its loops started. It must be a
-// link without a link-layer header, as its gateways (no address) were configured. A failure
-// leaves the slot as it was, to try again at the next report. s.mu is held.
+// from the ports' snapshot), the engine told what it is and its addresses, its loops started.
+// An Ethernet interface's gateways then take flows once they answer ARP. One whose gateways
+// have no address must be a link without a link-layer header. A failure leaves the slot as it
+// was, to try again at the next report. s.mu is held.
 func (s *Shim) arrive(i int, old *port, a *netlink.LinkAttrs, log *slog.Logger) {
-	if !linkIsL3(a) {
+	if !linkIsL3(a) && s.config().OnlyL3(a.Name) {
 		log.Error("interface appeared with a link-layer header: its gateways have no address, so l2shim leaves it alone; give them one and reload")
 		return
 	}
