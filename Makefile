@@ -97,10 +97,12 @@ deb-arm64:
 # `make` as yourself, then `sudo make install`: the binary to $(PREFIX)/sbin, the systemd unit
 # to $(UNITDIR) (/usr/local/lib/systemd/system is on systemd's unit path; packagers use
 # PREFIX=/usr), the example config to /etc/l2shim/l2shim.toml unless one is there already, the
-# docs to $(DOCDIR). DESTDIR stages the whole tree. uninstall keeps /etc/l2shim.
+# docs to $(DOCDIR), the manual page to $(MANDIR)/man8. DESTDIR stages the whole tree.
+# uninstall keeps /etc/l2shim.
 PREFIX  ?= /usr/local
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR  ?= $(PREFIX)/share/doc/l2shim
+MANDIR  ?= $(PREFIX)/share/man
 
 .PHONY: install uninstall
 
@@ -114,6 +116,7 @@ install:
 	chmod 0644 $(DESTDIR)$(UNITDIR)/l2shim.service
 	install -m 0644 README.md LICENSE dist/l2shim.toml $(DESTDIR)$(DOCDIR)/
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	install -D -m 0644 dist/l2shim.8 $(DESTDIR)$(MANDIR)/man8/l2shim.8
 	@if [ -e $(DESTDIR)/etc/l2shim/l2shim.toml ]; then \
 		echo "install: kept $(DESTDIR)/etc/l2shim/l2shim.toml; the new example is $(DESTDIR)$(DOCDIR)/l2shim.toml"; \
 	else install -D -m 0644 dist/l2shim.toml $(DESTDIR)/etc/l2shim/l2shim.toml && \
@@ -123,6 +126,6 @@ install:
 # keep carrying established flows until then): only on the live system, not into a DESTDIR.
 uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -x $(PREFIX)/sbin/l2shim ]; then $(PREFIX)/sbin/l2shim cleanup || true; fi
-	rm -f $(DESTDIR)$(PREFIX)/sbin/l2shim $(DESTDIR)$(UNITDIR)/l2shim.service
+	rm -f $(DESTDIR)$(PREFIX)/sbin/l2shim $(DESTDIR)$(UNITDIR)/l2shim.service $(DESTDIR)$(MANDIR)/man8/l2shim.8
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@echo "uninstall: kept /etc/l2shim (your configuration); systemctl daemon-reload to forget the unit"

@@ -102,6 +102,7 @@ var wantFiles = []string{
 	"/usr/share/doc/l2shim/copyright",
 	"/usr/share/doc/l2shim/l2shim.toml",
 	"/usr/share/lintian/overrides/l2shim",
+	"/usr/share/man/man8/l2shim.8.gz",
 }
 
 func init() {

@@ -11,11 +11,11 @@
 # The tree is what `make install DESTDIR=... PREFIX=/usr` installs, so the package and a source
 # install agree: /usr/sbin/l2shim, /usr/lib/systemd/system/l2shim.service (ExecStart with
 # /usr/sbin), /etc/l2shim/l2shim.toml (a conffile: dpkg keeps an edited one on upgrade), and
-# /usr/share/doc/l2shim/ (README.md, LICENSE, the example l2shim.toml, docs/*.md), plus a
-# copyright file with the licenses of the Go modules linked into the binary, a changelog, and a
-# lintian override for the static binary (lintian then reports only the placeholder maintainer
-# address, which DEB_MAINTAINER replaces, the maintainer scripts' systemctl calls and the missing
-# manual page). The maintainer
+# /usr/share/doc/l2shim/ (README.md, LICENSE, the example l2shim.toml, docs/*.md), the manual
+# page l2shim(8) (compressed here, as Debian policy wants), plus a copyright file with the
+# licenses of the Go modules linked into the binary, a changelog, and a lintian override for the
+# static binary (lintian then reports only the placeholder maintainer address, which
+# DEB_MAINTAINER replaces, and the maintainer scripts' systemctl calls). The maintainer
 # scripts are dist/deb/{postinst,prerm,postrm}: nothing enables or starts l2shim.
 # Needs go, make and dpkg-deb; not root (dpkg-deb --root-owner-group makes the files root's).
 set -eu
@@ -113,6 +113,8 @@ printf 'l2shim (%s) unstable; urgency=medium\n\n  * Built from %s. What it does:
 	"$version" "$(git describe --always --dirty 2>/dev/null || echo "version $version")" "$maintainer" "$when" |
 	gzip -9n >"$doc/changelog.gz"
 chmod 0644 "$doc/changelog.gz"
+
+gzip -9n "$root/usr/share/man/man8/l2shim.8"
 
 # A Go binary is static by design (CGO_ENABLED=0); the modules it links are listed, with their
 # licenses, in the copyright file.
