@@ -623,10 +623,7 @@ func (t *Topology) RemoveUplink(i int) (int, error) {
 	if u, err := t.l3Uplink(i); err == nil {
 		return u.remove()
 	}
-	ifname := t.HostIf0
-	if i == 1 {
-		ifname = t.HostIf1
-	}
+	ifname := hostIfName(t.opts, i)
 	h := t.Host.Netlink()
 	l, err := h.LinkByName(ifname)
 	if err != nil {
@@ -644,10 +641,7 @@ func (t *Topology) RestoreUplink(i int) (int, error) {
 	if u, err := t.l3Uplink(i); err == nil {
 		return u.restore()
 	}
-	ifname := t.HostIf0
-	if i == 1 {
-		ifname = t.HostIf1
-	}
+	ifname := hostIfName(t.opts, i)
 	if err := t.addUplink(i); err != nil {
 		return 0, fmt.Errorf("re-create uplink %d: %w", i, err)
 	}
