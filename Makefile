@@ -65,7 +65,7 @@ test: build lint generated cross unit fuzz integration
 demo: build
 	./$(BIN) demo
 
-# The Go benchmarks, then integration/bench (root, about 5 minutes in all): kernel alone vs
+# The Go benchmarks, then integration/bench (root, about 10 minutes in all): kernel alone vs
 # l2shim, with its fast path and with --no-fast-path, on the integration topology; see
 # docs/testing.md. Neither runs while integration tests run (pgrep -f integration.test): they
 # would disturb each other; both wait, at most 20 minutes. BENCHFLAGS go to integration/bench
