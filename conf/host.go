@@ -66,19 +66,6 @@ type NoInterfaceError struct{ Err error }
 func (e *NoInterfaceError) Error() string { return e.Err.Error() }
 func (e *NoInterfaceError) Unwrap() error { return e.Err }
 
-// MayBeAbsent reports whether interface name may be missing when l2shim starts or reloads:
-// any interface of a gateway (a USB modem not plugged in, a PPP session not up yet). l2shim
-// then starts without it, its gateways down, and attaches it when it appears. CheckHost
-// refuses a configuration none of whose interfaces exists.
-func (c *Config) MayBeAbsent(name string) bool {
-	for _, g := range c.Gateways {
-		if g.Interface == name {
-			return true
-		}
-	}
-	return false
-}
-
 // OnlyL3 reports whether interface name can only be a link without a link-layer header: it has
 // gateways and none has an address (an Ethernet gateway needs one, for ARP).
 func (c *Config) OnlyL3(name string) bool {
@@ -120,11 +107,14 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 	}
 
 	ifaces := map[string]*HostInterface{}
-	// Interfaces that do not exist (yet): each a warning, unless none of the configured ones
-	// exists, which is a wrong configuration rather than modems not plugged in yet.
-	var missing, absentWarnings []string
-	var firstKey string
-	var firstLine int
+	// Interfaces that do not exist (yet: a USB modem not plugged in, a PPP session not up):
+	// l2shim starts without them and attaches each when it appears. Each is a warning, unless
+	// none of the configured ones exists: then the names are wrong.
+	type absentIface struct {
+		line      int
+		key, name string
+	}
+	var missing []absentIface
 	for i, g := range c.Gateways {
 		hi, seen := ifaces[g.Interface]
 		if !seen {
@@ -132,15 +122,8 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 			ifaces[g.Interface] = nil
 			key, line := keyLine(i, "interface")
 			got, err := h.Interface(g.Interface)
-			var absent *NoInterfaceError
-			if err != nil && errors.As(err, &absent) && c.MayBeAbsent(g.Interface) {
-				if len(missing) == 0 {
-					firstKey, firstLine = key, line
-				}
-				missing = append(missing, g.Interface)
-				absentWarnings = append(absentWarnings, (&Error{File: c.File, Line: line, Key: key, Msg: fmt.Sprintf(
-					"%s does not exist (yet): l2shim starts without it, its gateways down, and attaches it when it appears "+
-						"(a modem plugged in, a PPP session coming up); if the name is wrong, correct it", g.Interface)}).Error())
+			if errors.As(err, new(*NoInterfaceError)) {
+				missing = append(missing, absentIface{line, key, g.Interface})
 				continue
 			}
 			if err != nil {
@@ -199,10 +182,17 @@ func (c *Config) CheckHost(h Host) (errs Errors, warnings []string) {
 		c.checkGatewayOnHost(i, g, hi, keyLine, report)
 	}
 	if len(missing) > 0 && len(missing) == len(ifaces) {
-		report(firstLine, firstKey, "none of the gateways' interfaces exists (%s): l2shim would have nothing to "+
-			"balance; check the names", strings.Join(missing, ", "))
+		names := make([]string, len(missing))
+		for i, m := range missing {
+			names[i] = m.name
+		}
+		report(missing[0].line, missing[0].key, "none of the gateways' interfaces exists (%s): l2shim would have "+
+			"nothing to balance; check the names", strings.Join(names, ", "))
 	} else {
-		warnings = append(warnings, absentWarnings...)
+		for _, m := range missing {
+			warn(m.line, m.key, "%s does not exist (yet): l2shim starts without it, its gateways down, and attaches it "+
+				"when it appears (a modem plugged in, a PPP session coming up); if the name is wrong, correct it", m.name)
+		}
 	}
 	c.checkMarks(h, warn)
 	c.checkMetrics(warn)

@@ -1,45 +1,29 @@
 package fastpath
 
 import (
-	"bufio"
 	"os"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/l2shim/l2shim/integration"
 	"golang.org/x/sys/unix"
 )
 
-// unitCapabilities returns the capabilities dist/l2shim.service leaves l2shim
-// (CapabilityBoundingSet), as a bit set.
+// unitCapabilities returns the capabilities the systemd unit leaves l2shim
+// (integration.UnitCapabilities, which dist's TestUnit keeps equal to the unit), as a bit set.
 func unitCapabilities(t testing.TB) uint64 {
 	t.Helper()
-	f, err := os.Open("../dist/l2shim.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	known := map[string]uint{"CAP_NET_ADMIN": unix.CAP_NET_ADMIN, "CAP_NET_RAW": unix.CAP_NET_RAW, "CAP_BPF": unix.CAP_BPF}
 	var set uint64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "CapabilityBoundingSet=")
+	for _, name := range integration.UnitCapabilities() {
+		c, ok := known[name]
 		if !ok {
-			continue
+			t.Fatalf("the unit grants %s: teach this test its number", name)
 		}
-		for _, name := range strings.Fields(v) {
-			c, ok := known[name]
-			if !ok {
-				t.Fatalf("the unit grants %s: teach this test its number", name)
-			}
-			set |= 1 << c
-		}
-	}
-	if set == 0 {
-		t.Fatal("no CapabilityBoundingSet in the unit")
+		set |= 1 << c
 	}
 	return set
 }

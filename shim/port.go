@@ -45,7 +45,7 @@ type port struct {
 }
 
 // attached reports whether p has its capture veths and sockets: not while its interface has
-// not appeared since the start (an L3 link that was absent), nor once a reload removed it.
+// not appeared since the start or the reload that added it, nor once a reload removed it.
 func (p *port) attached() bool { return p.veth != nil }
 
 // captureConn returns the port's capture socket (closed once the port is removed).

@@ -395,7 +395,7 @@ func (s *Shim) teardown() {
 }
 
 // absentIface is the engine's view of an interface not there yet (a modem not plugged in, a PPP
-// session not up; conf.Config.MayBeAbsent): down, no address, so its gateways take no flows
+// session not up): down, no address, so its gateways take no flows
 // until onLink attaches it and the engine learns what it is and its addresses. l3 says whether
 // it can only be a link without a link-layer header (conf.Config.OnlyL3); else it is taken for
 // Ethernet, whose gateways answer ARP once it is there.
@@ -406,12 +406,11 @@ func absentIface(name string, l3 bool) datapath.Iface {
 	return datapath.Iface{Name: name, L3: true, MAC: l3IfaceMAC, GatewayMAC: l3GatewayMAC}
 }
 
-// readIfaceFor reads interface name for configuration c. One that does not exist and that c
-// lets be absent (conf.Config.MayBeAbsent) reads as absentIface, absent true: the host check
-// warned about it already.
+// readIfaceFor reads interface name for configuration c. One that does not exist reads as
+// absentIface, absent true: the host check warned about it already.
 func readIfaceFor(c *conf.Config, name string) (ifc datapath.Iface, absent bool, err error) {
 	ifc, err = readIface(name)
-	if errors.As(err, new(*conf.NoInterfaceError)) && c.MayBeAbsent(name) {
+	if errors.As(err, new(*conf.NoInterfaceError)) {
 		return absentIface(name, c.OnlyL3(name)), true, nil
 	}
 	return ifc, false, err
