@@ -395,6 +395,48 @@ func TestFINMarked(t *testing.T) {
 			}
 		}
 	}
+	// The wire's FIN counts once the host acknowledges exactly its end: a FIN that ends
+	// elsewhere (forged, behind or ahead of the real one) never moves the recorded end. While
+	// l2shim runs it goes to user space, which checks it against the host's window; the real
+	// FIN's retransmission is carried.
+	for _, c := range []struct {
+		name     string
+		payload  int
+		alive    bool
+		wantRet  uint32
+		wantFast bool
+	}{
+		{"the FIN retransmitted", 10, true, retNext, true},
+		{"a FIN ending at 52", 50, true, retRedirect, false},
+		{"a FIN ending at 2", 0, true, retRedirect, false},
+		{"a FIN ending at 52, no l2shim", 50, false, retNext, true},
+	} {
+		if c.alive {
+			if err := k.Beat(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			zero, old := uint32(0), uint64(1)
+			if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before, err := k.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ret, _ := run(t, k.Ingress(), tcpFrame(t, gwMAC, hostMAC, in, false, true, false, c.payload, true), nil)
+		after, err := k.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fast := after.FastIn > before.FastIn; ret != c.wantRet || fast != c.wantFast {
+			t.Errorf("%s: ret %d, fast path %v; want ret %d, fast path %v", c.name, int32(ret), fast, int32(c.wantRet), c.wantFast)
+		}
+		if got, _ := k.Counts(In, in); got.SeqEnd != 12 {
+			t.Errorf("%s: the in entry's FIN end is %d, want the first FIN's 12", c.name, got.SeqEnd)
+		}
+	}
 	// With no l2shim running, a SYN on the closed connection's tuple is a new flow: the host's
 	// routing, and the old entry goes.
 	zero, old := uint32(0), uint64(1)

@@ -459,8 +459,22 @@ static __always_inline int fits(struct __sk_buff *skb, struct frame *f, __u16 mt
 	return skb->len - f->l3 <= mtu;
 }
 
-// needs_slow_path reports whether a frame of an installed flow must go to user space anyway.
-static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *f, struct flow_val *v, __u64 now)
+// tcp_seq_end returns the sequence number after a TCP segment: its data, and its FIN.
+static __always_inline __u32 tcp_seq_end(struct __sk_buff *skb, struct frame *f)
+{
+	const __u8 *h = f->l4h;
+	__u32 seq = bpf_ntohl(*(__u32 *)(h + 4));
+	__u32 doff = (h[12] >> 4) * 4;
+	// The IP total length, not the skb's: a short frame carries Ethernet padding. A GSO
+	// frame's total length may be 0 (BIG TCP): then the skb is the datagram.
+	__u32 end = f->ip_len ? f->l3 + f->ip_len : skb->len;
+	__u32 payload = end > f->l4 + doff ? end - f->l4 - doff : 0;
+	return seq + payload + (f->tcp_flags & TCP_FIN ? 1 : 0);
+}
+
+// needs_slow_path reports whether a frame of an installed flow must go to user space anyway
+// (in: it came from the wire).
+static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *f, struct flow_val *v, __u64 now, int in)
 {
 	// A SYN (a new connection on the tuple) or an RST (which must be judged against the
 	// host's sequence numbers at once) is user space's while it runs; after it stopped, the
@@ -473,6 +487,10 @@ static __always_inline int needs_slow_path(struct __sk_buff *skb, struct frame *
 			return 0;
 		return shim_alive(now);
 	}
+	// The wire's FIN is recorded once (mark_fin). A FIN that ends elsewhere is a forgery or
+	// the real one behind a forgery: user space judges it against the host's window.
+	if (in && f->proto == IPPROTO_TCP && (f->tcp_flags & TCP_FIN) && (v->flags & FP_FIN) && tcp_seq_end(skb, f) != v->seq_end)
+		return shim_alive(now);
 	// A UDP super-frame is a tunnel's (its checksum is the inner packet's) or UDP GSO.
 	if (f->proto == IPPROTO_UDP && skb->gso_segs > 1)
 		return 1;
@@ -645,19 +663,6 @@ static __always_inline void account(struct __sk_buff *skb, struct flow_val *v, _
 	v->last_seen = now;
 }
 
-// tcp_seq_end returns the sequence number after a TCP segment: its data, and its FIN.
-static __always_inline __u32 tcp_seq_end(struct __sk_buff *skb, struct frame *f)
-{
-	const __u8 *h = f->l4h;
-	__u32 seq = bpf_ntohl(*(__u32 *)(h + 4));
-	__u32 doff = (h[12] >> 4) * 4;
-	// The IP total length, not the skb's: a short frame carries Ethernet padding. A GSO
-	// frame's total length may be 0 (BIG TCP): then the skb is the datagram.
-	__u32 end = f->ip_len ? f->l3 + f->ip_len : skb->len;
-	__u32 payload = end > f->l4 + doff ? end - f->l4 - doff : 0;
-	return seq + payload + (f->tcp_flags & TCP_FIN ? 1 : 0);
-}
-
 // track_host records, for an out entry, what the host's TCP segment says about its side.
 static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, struct flow_val *v)
 {
@@ -667,13 +672,16 @@ static __always_inline void track_host(struct __sk_buff *skb, struct frame *f, s
 	v->win = bpf_ntohs(*(__u16 *)(h + 14));
 }
 
-// mark_fin records in the entry that the kernel carried a TCP FIN this way (and, for the wire's,
-// where it ends), for user space to read: it tracks the connection's close without seeing it.
+// mark_fin records in the entry that the kernel carried a TCP FIN this way (and, for the wire's
+// first, where it ends), for user space to read: it tracks the connection's close without
+// seeing it. The wire's FIN counts once the host acknowledges exactly its end, so a forged FIN
+// carried after the real one must not move that end (needs_slow_path gives user space those
+// that differ; with no user space they are carried and change nothing).
 static __always_inline void mark_fin(struct __sk_buff *skb, struct frame *f, struct flow_val *v, int in)
 {
 	if (f->proto != IPPROTO_TCP || !(f->tcp_flags & TCP_FIN))
 		return;
-	if (in)
+	if (in && !(v->flags & FP_FIN))
 		v->seq_end = tcp_seq_end(skb, f);
 	// A plain store: only the programs write an installed entry's flags, and every writer
 	// sets the same bit (user space replaces whole entries).
@@ -920,7 +928,7 @@ int l2shim_egress(struct __sk_buff *skb)
 			bpf_map_delete_elem(&l2s_flows_out, k);
 			v = 0;
 		}
-		if (v && !needs_slow_path(skb, f, v, f->now) && fits(skb, f, v->mtu)) {
+		if (v && !needs_slow_path(skb, f, v, f->now, 0) && fits(skb, f, v->mtu)) {
 			int err = translate(skb, f, k, v, 0);
 			if (err == -1)
 				goto slow;
@@ -1003,7 +1011,7 @@ int l2shim_ingress(struct __sk_buff *skb)
 				return divert(skb, f, ifc, host_queue(ifc), 0, STAT_DIVERT_IN, f->is_v6);
 			return TCX_NEXT;
 		}
-		if (v && !needs_slow_path(skb, f, v, f->now)) {
+		if (v && !needs_slow_path(skb, f, v, f->now, 1)) {
 			int err = translate(skb, f, k, v, 1);
 			if (err == -1)
 				goto slow;
