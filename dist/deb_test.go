@@ -543,6 +543,11 @@ mount -t tmpfs tmpfs /sys/fs/bpf
 mkdir -p /run/systemd/system
 printf '#!/bin/sh\necho "l2shim $*" >>"$T/calls"\nexit ${FAKE_L2SHIM_RC:-0}\n' >/usr/sbin/l2shim
 chmod 755 /usr/sbin/l2shim
+rm -f /usr/sbin/policy-rc.d
+if [ -n "${FAKE_POLICY:-}" ]; then
+	printf '#!/bin/sh\nexit %s\n' "$FAKE_POLICY" >/usr/sbin/policy-rc.d
+	chmod 755 /usr/sbin/policy-rc.d
+fi
 eval "$PRE"
 set +e
 PATH="$T/bin:$PATH" sh "$SCRIPTS/$1" "$2" ${3:+"$3"} >"$T/out" 2>&1
@@ -552,13 +557,23 @@ for p in /etc/l2shim /etc/systemd/system/multi-user.target.wants/l2shim.service 
 	if [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi
 done >"$T/left"
 `
-	// The fake systemctl: is-active answers FAKE_ACTIVE (0 active, 3 inactive), anything else
-	// FAKE_RC.
+	// The fake systemctl (deb-systemd-invoke, the real one, calls it too): is-active answers
+	// FAKE_ACTIVE (0 active, 3 inactive) until a stop succeeded, is-enabled "disabled",
+	// anything else FAKE_RC. FAKE_POLICY is what /usr/sbin/policy-rc.d answers (none: no such
+	// script; 101: "do not").
 	const systemctl = `#!/bin/sh
 echo "systemctl $*" >>"$T/calls"
-case "$1" in is-active) exit ${FAKE_ACTIVE:-3} ;; esac
+case " $* " in
+*" is-active "*) [ -e "$T/stopped" ] && exit 3; exit ${FAKE_ACTIVE:-3} ;;
+*" is-enabled "*) echo disabled; exit 1 ;;
+*" stop "*) [ "${FAKE_RC:-0}" = 0 ] && : >"$T/stopped" ;;
+esac
 exit ${FAKE_RC:-0}
 `
+	// deb-systemd-invoke restart: whether the unit is enabled and active, then the restart.
+	restart := []string{"systemctl --system is-enabled -- l2shim.service", "systemctl --system --quiet is-active -- l2shim.service", "systemctl --quiet --system restart l2shim.service"}
+	upgrade := []string{"systemctl daemon-reload", "systemctl is-active --quiet l2shim.service"}
+	stopped := []string{"systemctl is-active --quiet l2shim.service", "systemctl stop l2shim.service", "systemctl is-active --quiet l2shim.service"}
 	const installed = `mkdir -p /etc/l2shim /etc/systemd/system/multi-user.target.wants /sys/fs/bpf/l2shim
 echo x >/etc/l2shim/l2shim.toml
 ln -s /usr/lib/systemd/system/l2shim.service /etc/systemd/system/multi-user.target.wants/l2shim.service`
@@ -574,16 +589,23 @@ ln -s /usr/lib/systemd/system/l2shim.service /etc/systemd/system/multi-user.targ
 		{"first install", []string{"postinst", "configure", ""}, nil, "",
 			[]string{"systemctl daemon-reload"}, nil, "systemctl enable --now l2shim"},
 		{"upgrade, running", []string{"postinst", "configure", "1.0"}, []string{"FAKE_ACTIVE=0"}, "",
-			[]string{"systemctl daemon-reload", "systemctl is-active --quiet l2shim.service", "systemctl try-restart l2shim.service"}, nil, ""},
+			append(upgrade, restart...), nil, ""},
 		{"upgrade, stopped", []string{"postinst", "configure", "1.0"}, nil, "",
-			[]string{"systemctl daemon-reload", "systemctl is-active --quiet l2shim.service"}, nil, ""},
+			upgrade, nil, ""},
 		{"upgrade, restart fails", []string{"postinst", "configure", "1.0"}, []string{"FAKE_ACTIVE=0", "FAKE_RC=1"}, "",
-			[]string{"systemctl daemon-reload", "systemctl is-active --quiet l2shim.service", "systemctl try-restart l2shim.service"}, nil, "the restart failed"},
+			append(upgrade, restart...), nil, "the restart failed"},
+		{"upgrade, running, policy-rc.d says no", []string{"postinst", "configure", "1.0"}, []string{"FAKE_ACTIVE=0", "FAKE_POLICY=101"}, "",
+			upgrade, nil, ""},
 		{"remove, running", []string{"prerm", "remove"}, []string{"FAKE_ACTIVE=0"}, installed,
-			[]string{"systemctl is-active --quiet l2shim.service", "systemctl stop l2shim.service", "l2shim cleanup"},
+			append(stopped, "l2shim cleanup"),
 			[]string{"/etc/l2shim", "/etc/systemd/system/multi-user.target.wants/l2shim.service", "/sys/fs/bpf/l2shim"}, ""},
-		{"remove, running, all fail", []string{"prerm", "remove"}, []string{"FAKE_ACTIVE=0", "FAKE_RC=1", "FAKE_L2SHIM_RC=1"}, "",
-			[]string{"systemctl is-active --quiet l2shim.service", "systemctl stop l2shim.service", "l2shim cleanup"}, nil, ""},
+		{"remove, running, the cleanup fails", []string{"prerm", "remove"}, []string{"FAKE_ACTIVE=0", "FAKE_L2SHIM_RC=1"}, "",
+			append(stopped, "l2shim cleanup"), nil, ""},
+		// Still running after the stop: its hooks are left alone.
+		{"remove, running, the stop fails", []string{"prerm", "remove"}, []string{"FAKE_ACTIVE=0", "FAKE_RC=1"}, "",
+			stopped, nil, ""},
+		{"remove, running, policy-rc.d says no", []string{"prerm", "remove"}, []string{"FAKE_ACTIVE=0", "FAKE_POLICY=101"}, "",
+			[]string{"systemctl is-active --quiet l2shim.service", "systemctl is-active --quiet l2shim.service"}, nil, ""},
 		{"remove, stopped", []string{"prerm", "remove"}, nil, "",
 			[]string{"systemctl is-active --quiet l2shim.service"}, nil, ""},
 		{"upgrade's prerm", []string{"prerm", "upgrade", "1.1"}, []string{"FAKE_ACTIVE=0"}, "", nil, nil, ""},
@@ -638,7 +660,7 @@ ln -s /usr/lib/systemd/system/l2shim.service /etc/systemd/system/multi-user.targ
 				t.Errorf("calls:\n  %s\nwant\n  %s", strings.Join(calls, "\n  "), strings.Join(c.calls, "\n  "))
 			}
 			for _, call := range calls {
-				if strings.Contains(call, "enable") || strings.Contains(call, " start") {
+				if f := strings.Fields(call); slices.Contains(f, "enable") || slices.Contains(f, "start") {
 					t.Errorf("%s: enables or starts l2shim", call)
 				}
 			}

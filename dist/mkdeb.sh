@@ -15,8 +15,8 @@
 # page l2shim(8) (compressed here, as Debian policy wants), plus a copyright file with the
 # licenses of the Go modules linked into the binary, a changelog, and a lintian override for the
 # static binary (lintian then reports only the placeholder maintainer address, which
-# DEB_MAINTAINER replaces, and the maintainer scripts' systemctl calls). The maintainer
-# scripts are dist/deb/{postinst,prerm,postrm}: nothing enables or starts l2shim.
+# DEB_MAINTAINER replaces). The maintainer scripts are dist/deb/{postinst,prerm,postrm}: nothing
+# enables or starts l2shim; they stop and restart it through deb-systemd-invoke (policy-rc.d).
 # Needs go, make and dpkg-deb; not root (dpkg-deb --root-owner-group makes the files root's).
 set -eu
 umask 022
