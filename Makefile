@@ -124,6 +124,7 @@ install:
 
 # uninstall first removes what a stopped l2shim may have left pinned in the kernel (its hooks
 # keep carrying established flows until then): only on the live system, not into a DESTDIR.
+# l2shim cleanup refuses while l2shim runs (stop it first; the files go anyway).
 uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -x $(PREFIX)/sbin/l2shim ]; then $(PREFIX)/sbin/l2shim cleanup || true; fi
 	rm -f $(DESTDIR)$(PREFIX)/sbin/l2shim $(DESTDIR)$(UNITDIR)/l2shim.service $(DESTDIR)$(MANDIR)/man8/l2shim.8

@@ -2,12 +2,15 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -167,4 +170,46 @@ func copyBinary(t *testing.T, bin string) string {
 		t.Fatal(fmt.Errorf("copy %s: %w", bin, err))
 	}
 	return dst
+}
+
+// TestCleanupRefusedWhileRunning: `l2shim cleanup` pointed at a running l2shim's control
+// socket removes nothing (that l2shim would lose its hooks and veths under it) and says why;
+// the l2shim goes on placing flows. Once it is stopped (SIGTERM leaves its pinned hooks), the
+// same command removes the hooks and pins.
+func TestCleanupRefusedWhileRunning(t *testing.T) {
+	requireRoot(t)
+	topo := newTopo(t)
+	srv := startServers(t, topo)
+	pins := bpffs(t)
+	s := startShimCfg(t, topo, ConfigOptions{Mode: "load-balance", RunArgs: []string{"--pin-dir", pins}})
+	linksBefore, err := topo.ShimLinks()
+	if err != nil || len(linksBefore) == 0 {
+		t.Fatalf("l2shim's veths before: %v (%v)", linksBefore, err)
+	}
+	cleanup := func() (string, error) {
+		return topo.Host.Run(nil, needShim(t), "cleanup", "-s", s.sock, "--pin-dir", pins)
+	}
+
+	out, err := cleanup()
+	t.Logf("while l2shim runs: %s", strings.TrimSpace(out))
+	if err == nil || !strings.Contains(out, "an l2shim is running") || !strings.Contains(out, "nothing was removed") {
+		t.Errorf("cleanup while l2shim runs: err %v, output %q; want exit 1 and the refusal", err, out)
+	}
+	if links, _ := topo.ShimLinks(); !slices.Equal(links, linksBefore) {
+		t.Errorf("l2shim's veths after the refused cleanup: %v, want %v", links, linksBefore)
+	}
+	if pinned, err := os.ReadDir(filepath.Join(pins, "links")); err != nil || len(pinned) == 0 {
+		t.Errorf("pinned hooks after the refused cleanup: %d (%v), want them all", len(pinned), err)
+	}
+	spreadOK(t, "after the refused cleanup", topo, srv, 40, 2)
+
+	stopShim(t, s)
+	out, err = cleanup()
+	t.Logf("after SIGTERM: %s", strings.TrimSpace(out))
+	if err != nil || strings.Contains(out, " 0 pinned hooks detached") {
+		t.Errorf("cleanup after SIGTERM: err %v, output %q; want the pinned hooks detached", err, out)
+	}
+	if _, err := os.Stat(pins); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the pin directory is still there after cleanup (%v)", err)
+	}
 }

@@ -58,9 +58,9 @@ commands:
                    a live view: gateways' rates and last minute, the busiest flows
   events [--json] [--follow] [-n N] [-s SOCKET]
                    the last state changes (gateways, drains, flows reset or moved, reloads)
-  cleanup [--pin-dir DIR]
-                   remove what an l2shim left (pinned hooks and maps, capture veths); not
-                   while one runs
+  cleanup [--pin-dir DIR] [-s SOCKET]
+                   remove what an l2shim left (pinned hooks and maps, capture veths);
+                   refused while the l2shim of SOCKET runs
   demo             build a throwaway two-uplink topology and show l2shim at work (root)
   version          print l2shim's version, its Go version and platform
 
@@ -193,6 +193,7 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("l2shim cleanup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	pinDir := fs.String("pin-dir", defaultPinDir, "bpffs `DIR` the kernel side was pinned in")
+	sock := fs.String("s", conf.DefaultControl, "control `SOCKET` of the l2shim whose leftovers to remove (refused while it runs)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -203,7 +204,11 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "l2shim cleanup: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	r, err := shim.Cleanup(*pinDir)
+	r, err := shim.Cleanup(*pinDir, *sock)
+	if errors.Is(err, shim.ErrRunning) {
+		fmt.Fprintln(stderr, "l2shim cleanup:", err)
+		return exitRuntime
+	}
 	fmt.Fprintf(stdout, "l2shim cleanup: %d pinned hooks detached, %d tc filters removed, %d veths removed\n", r.Links, r.Filters, len(r.Veths))
 	if err != nil {
 		fmt.Fprintln(stderr, "l2shim cleanup:", err)
