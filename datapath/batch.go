@@ -103,8 +103,19 @@ func (e *Engine) ProcessBatch(in int, b *Batch, now int64) {
 			e.segment(in, b, now)
 			continue
 		}
-		b.Out = append(b.Out, e.process(in, pkt, b, now))
+		e.handle(in, pkt, b, now)
 	}
+}
+
+// handle processes the frame just decoded from pkt and appends where it goes to b.Out: one
+// output, or the fragments of a datagram without DF cut for a smaller path MTU.
+func (e *Engine) handle(in int, pkt []byte, b *Batch, now int64) {
+	out, fragMTU := e.process(in, pkt, b, now)
+	if fragMTU > 0 {
+		e.fragment(out, fragMTU, b)
+		return
+	}
+	b.Out = append(b.Out, out)
 }
 
 // segment cuts the super-frame just decoded into the arena and processes each segment.
@@ -135,6 +146,6 @@ func (e *Engine) segment(in int, b *Batch, now int64) {
 			b.Out = append(b.Out, Output{To: Drop, Reason: DropMalformed})
 			continue
 		}
-		b.Out = append(b.Out, e.process(in, seg, b, now))
+		e.handle(in, seg, b, now)
 	}
 }

@@ -20,6 +20,7 @@ const (
 	Rotations                     // connection requests moved to the next gateway
 	LateAnswers                   // wire frames for a tuple a flow rotated away from
 	Segmented                     // tunnels' TSO super-frames cut in software
+	Fragmented                    // IPv4 datagrams without DF cut into fragments for a smaller path MTU
 	TCPReset                      // TCP flows of a down gateway reset toward the host
 	UDPMoved                      // UDP flows of a down gateway moved to a live one
 	ProbeReplies                  // replies to the shim's own probes, consumed
@@ -52,6 +53,8 @@ func (c Counter) String() string {
 		return "late_answers"
 	case Segmented:
 		return "segmented"
+	case Fragmented:
+		return "fragmented"
 	case TCPReset:
 		return "tcp_reset"
 	case UDPMoved:

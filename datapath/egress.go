@@ -43,8 +43,9 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	if !ok {
 		return e.pass(in)
 	}
-	if v, replaced := e.fitPath(in, f, g, b); replaced {
-		return v
+	fit, replaced := e.fitPath(in, f, g, b)
+	if replaced {
+		return fit
 	}
 	if fl.NAT {
 		setSrc(f, fl.Reply.Dst, fl.Reply.DstPort)
@@ -53,7 +54,7 @@ func (e *Engine) egress(in int, f *rewrite.Frame, b *Batch, now int64) verdict {
 	f.SetMACs(e.ifaces[fl.WireIf].MAC, mac)
 	g.stats.PacketsOut.Add(1)
 	g.stats.BytesOut.Add(uint64(len(f.Buf)))
-	return verdict{to: ToWire, iface: int(fl.WireIf)}
+	return verdict{to: ToWire, iface: int(fl.WireIf), fragMTU: fit.fragMTU}
 }
 
 // pass sends a frame out as the host sent it.
@@ -406,9 +407,11 @@ func NATPorts(lo, hi int) (int, int) {
 
 // fitPath makes an egress frame of a flow placed on gateway g fit the path's MTU when it is
 // smaller than the MTU of the interface the host chose: the MSS of a SYN is clamped, a GSO
-// frame's segment size lowered, and an oversized DF frame answered with an ICMP
+// frame's segment size lowered, an oversized DF frame answered with an ICMP
 // fragmentation-needed to the host (the kernel gives it no such signal for a frame the shim
-// sends). It returns a verdict when the frame was replaced by that answer.
+// sends), and an oversized IPv4 datagram without DF marked to go out in fragments (fragMTU),
+// as a router on the path would cut it. It returns a verdict when the frame was replaced by
+// that answer.
 func (e *Engine) fitPath(in int, f *rewrite.Frame, g *gateway, b *Batch) (verdict, bool) {
 	mtu := e.pathMTU(g)
 	if mtu <= 0 || mtu >= e.ifaces[in].MTU {
@@ -421,8 +424,11 @@ func (e *Engine) fitPath(in int, f *rewrite.Frame, g *gateway, b *Batch) (verdic
 		f.FitGSO(mtu)
 		return verdict{}, false
 	}
-	if f.End-f.L3 <= mtu || !f.DontFrag {
+	if f.End-f.L3 <= mtu {
 		return verdict{}, false
+	}
+	if !f.DontFrag {
+		return verdict{fragMTU: mtu}, false
 	}
 	buf := answerBuf(b)
 	n := 0

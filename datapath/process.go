@@ -12,6 +12,9 @@ type verdict struct {
 	iface  int
 	reason DropReason
 	answer []byte
+	// fragMTU: the frame, an IPv4 datagram without DF, is larger than its path's MTU and
+	// goes out cut into fragments of at most this size.
+	fragMTU int
 }
 
 // decode parses pkt (virtio-net header and Ethernet frame) into e.frame. A frame that does not
@@ -38,7 +41,7 @@ func (e *Engine) decode(pkt []byte) bool {
 // host's MAC as its source is still a wire frame. pkt is rewritten in place (its virtio-net
 // header too, when the frame's GSO size must shrink), or replaced by an answer written into b's
 // arena.
-func (e *Engine) process(in int, pkt []byte, b *Batch, now int64) Output {
+func (e *Engine) process(in int, pkt []byte, b *Batch, now int64) (out Output, fragMTU int) {
 	f := &e.frame
 	ifc := &e.ifaces[in]
 	var v verdict
@@ -53,25 +56,51 @@ func (e *Engine) process(in int, pkt []byte, b *Batch, now int64) Output {
 		v = e.egress(in, f, b, now)
 	default:
 		e.c.drop(DropUnknownDirection)
-		return Output{To: Drop, Reason: DropUnknownDirection}
+		return Output{To: Drop, Reason: DropUnknownDirection}, 0
 	}
 	if v.to == Drop && v.reason == DropUnknownDirection {
 		e.c.drop(DropUnknownDirection)
-		return Output{To: Drop, Reason: DropUnknownDirection}
+		return Output{To: Drop, Reason: DropUnknownDirection}, 0
 	}
 	if v.reason != DropNone {
 		// A drop, or a frame too big for its path answered in its place.
 		e.c.drop(v.reason)
 	}
-	out := Output{To: v.to, Iface: v.iface, Reason: v.reason, Frame: pkt}
+	out = Output{To: v.to, Iface: v.iface, Reason: v.reason, Frame: pkt}
 	if v.answer != nil {
 		out.Frame = v.answer
-		return out
+		return out, 0
+	}
+	if v.to == ToWire && v.fragMTU > 0 {
+		return out, v.fragMTU
 	}
 	if f.Vnet != e.vnet {
 		f.Vnet.Encode(pkt)
 	}
-	return out
+	return out, 0
+}
+
+// fragment appends to b.Out the fragments of out, the frame just processed (e.frame), an IPv4
+// datagram without DF too large for its path, each of at most mtu bytes, written into the
+// batch's arena: what a router on that path would send. Without room in the arena the
+// datagram is dropped (counted as no-room).
+func (e *Engine) fragment(out Output, mtu int, b *Batch) {
+	f := &e.frame
+	n := f.Fragment4(b.room(), b.lens, mtu)
+	if n == 0 {
+		why := DropTooBig
+		if size, count := f.Fragment4Size(mtu); count > 0 && (size > len(b.room()) || count > len(b.lens)) {
+			why = DropNoRoom
+		}
+		e.c.drop(why)
+		b.Out = append(b.Out, Output{To: Drop, Reason: why})
+		return
+	}
+	e.c.Add(Fragmented, 1)
+	for _, l := range b.lens[:n] {
+		b.Out = append(b.Out, Output{To: out.To, Iface: out.Iface, Frame: b.arena[b.used : b.used+l]})
+		b.used += l
+	}
 }
 
 // linkScoped6 reports whether an IPv6 frame is none of l2shim's business: neighbour discovery

@@ -1130,6 +1130,32 @@ func TestConntrackMTU(t *testing.T) {
 		}
 	}
 
+	// UDP without DF (a DNS server's answers, a LAN client's datagrams): 1450 bytes fit eth0
+	// (the host's choice), not eth1; l2shim cuts them as a router on the path would, and the
+	// server gets them whole. OMIT: the socket ignores any path MTU the host learned. The
+	// first echo may be lost: the server's answer has DF, and gw1's LAN side (1400) teaches
+	// the server its path MTU with it.
+	nodf, err := ctDialUDP(topo.Host, netip.AddrPort{}, netip.AddrPortFrom(topo.ServerAddr, udpPort), map[int]int{unix.IP_MTU_DISCOVER: unix.IP_PMTUDISC_OMIT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nodf.Close()
+	nodfData := bytes.Repeat([]byte("nodf "), 1450/5)
+	reply := make([]byte, 4096)
+	var echoed bool
+	for try := 1; try <= 3 && !echoed; try++ {
+		if err := nodf.Send(nodfData); err != nil {
+			t.Errorf("send %d bytes without DF: %v", len(nodfData), err)
+			break
+		}
+		n, err := nodf.Recv(reply, time.Second)
+		echoed = err == nil && bytes.Equal(reply[:n], nodfData)
+		t.Logf("datagram of %d bytes without DF toward the MTU-1400 uplink, try %d: echo of %d bytes (%v), whole %v", len(nodfData)+28, try, n, err, echoed)
+	}
+	if !echoed {
+		t.Errorf("a %d-byte datagram without DF on the MTU-1400 uplink was not echoed whole", len(nodfData))
+	}
+
 	// UDP with DF: 1450 bytes fit eth0 (the host's choice), not eth1.
 	u, err := ctDialUDP(topo.Host, netip.AddrPort{}, netip.AddrPortFrom(topo.ServerAddr, udpPort), map[int]int{unix.IP_RECVERR: 1, unix.IP_MTU_DISCOVER: unix.IP_PMTUDISC_DO})
 	if err != nil {
@@ -1166,7 +1192,10 @@ func TestConntrackMTU(t *testing.T) {
 	if !answered {
 		t.Errorf("a %d-byte datagram that fits the uplink was not echoed", len(small))
 	}
-	stopShim(t, s)
+	totals := stopShim(t, s)
+	if n, _ := strconv.Atoi(totals["fragmented"]); n < 1 {
+		t.Errorf("l2shim's fragmented counter is %q, want the datagrams without DF it cut", totals["fragmented"])
+	}
 }
 
 // ---- 5. fragments ----
