@@ -4,7 +4,7 @@ BIN      := bin/l2shim
 # A count, not a duration: with a duration, a worker still busy when it ends fails the run with
 # "context deadline exceeded" (seen in CI on 2 cores).
 FUZZTIME ?= 40000x
-UNIT     := ./cmd/... ./conf/... ./conntrack/... ./control/... ./datapath/... ./dist/... ./failover/... ./fastpath/... ./filters/... ./internal/... ./metrics/... ./rewrite/... ./shim/...
+UNIT     := ./cmd/... ./integration/bench/ ./conf/... ./conntrack/... ./control/... ./datapath/... ./dist/... ./failover/... ./fastpath/... ./filters/... ./internal/... ./metrics/... ./rewrite/... ./shim/...
 export CGO_ENABLED := 0
 # The version `l2shim version` prints and the Debian package carries: git describe made a
 # Debian version (dist/version.sh: tag v1.2.3 -> 1.2.3, no tag -> 0.0.0~gitYYYYMMDD.HASH).

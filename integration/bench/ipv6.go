@@ -14,7 +14,7 @@ const ipv6Up, ipv6Down = "tcp_up_ipv6", "tcp_down_ipv6"
 // ipv6Bench measures IPv6 TCP bulk up and down through eth1 on a dual-stack topology, kernel
 // alone (source 2001:db8:2::2) vs l2shim, which, eth0's gateway being off, places eth0's flows
 // on eth1 translated to eth1's address (NAT66).
-func ipv6Bench(ctx context.Context, c config, g *gate, keep func(side, val)) error {
+func ipv6Bench(ctx context.Context, c config, g *gate, keep func(side, int, val)) error {
 	return runUplinkBench(ctx, c, g, uplinkBench{
 		what:   "ipv6",
 		opts:   integration.Options{Prefix: "l2b", IPv6: true},

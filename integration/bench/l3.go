@@ -20,7 +20,7 @@ func l3Names(k integration.LinkKind) (up, down string) {
 // l3Bench measures TCP bulk up and down through an L3 uplink of kind k (wg1 or ppp1), kernel
 // alone vs l2shim: a strict route-to rule places eth0's flows on the L3 uplink, source NATed, so
 // frames go from an Ethernet device to one without a header and back.
-func l3Bench(ctx context.Context, c config, g *gate, k integration.LinkKind, keep func(side, val)) error {
+func l3Bench(ctx context.Context, c config, g *gate, k integration.LinkKind, keep func(side, int, val)) error {
 	up, down := l3Names(k)
 	return runUplinkBench(ctx, c, g, uplinkBench{
 		what:   k.String(),

@@ -30,7 +30,7 @@ type uplinkBench struct {
 	ready  func(*integration.Shim) error
 }
 
-func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep func(side, val)) error {
+func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep func(side, int, val)) error {
 	topo, err := integration.NewTopology(b.opts)
 	if err != nil {
 		return err
@@ -99,7 +99,7 @@ func runUplinkBench(ctx context.Context, c config, g *gate, b uplinkBench, keep 
 			return err
 		}
 		for _, v := range vals {
-			keep(sd, v)
+			keep(sd, round, v)
 		}
 		return nil
 	}
