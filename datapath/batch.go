@@ -118,6 +118,12 @@ func (e *Engine) handle(in int, pkt []byte, b *Batch, now int64) {
 	b.Out = append(b.Out, out)
 }
 
+// dropOut counts a frame dropped for why and says so in b.Out.
+func (e *Engine) dropOut(b *Batch, why DropReason) {
+	e.c.drop(why)
+	b.Out = append(b.Out, Output{To: Drop, Reason: why})
+}
+
 // segment cuts the super-frame just decoded into the arena and processes each segment.
 func (e *Engine) segment(in int, b *Batch, now int64) {
 	start := b.used
@@ -130,8 +136,7 @@ func (e *Engine) segment(in int, b *Batch, now int64) {
 		if need := e.frame.SegmentEncapSize(); need > 0 && (need > len(b.room()) || e.frame.SegmentEncapCount() > len(b.lens)) {
 			why = DropNoRoom
 		}
-		e.c.drop(why)
-		b.Out = append(b.Out, Output{To: Drop, Reason: why})
+		e.dropOut(b, why)
 		return
 	}
 	e.c.Add(Segmented, 1)

@@ -92,8 +92,7 @@ func (e *Engine) fragment(out Output, mtu int, b *Batch) {
 		if size, count := f.Fragment4Size(mtu); count > 0 && (size > len(b.room()) || count > len(b.lens)) {
 			why = DropNoRoom
 		}
-		e.c.drop(why)
-		b.Out = append(b.Out, Output{To: Drop, Reason: why})
+		e.dropOut(b, why)
 		return
 	}
 	e.c.Add(Fragmented, 1)

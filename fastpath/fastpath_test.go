@@ -278,6 +278,22 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
+// setAlive makes the programs see user space alive (a fresh heartbeat) or gone (a beat long
+// past).
+func setAlive(t *testing.T, k *Kernel, alive bool) {
+	t.Helper()
+	if alive {
+		if err := k.Beat(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	zero, old := uint32(0), uint64(1)
+	if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // tcpFrame builds a TCP frame of flow key with flags (ACK unless SYN).
 func tcpFrame(t *testing.T, srcMAC, dstMAC [6]byte, key Key, syn, fin, rst bool, payload int, df bool) []byte {
 	t.Helper()
@@ -338,16 +354,7 @@ func TestSlowPathFrames(t *testing.T) {
 		{"a truncated TCP header", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 0, false)[:rewrite.EthHdrLen+20+4], nil, true, retRedirect, false},
 		{"over the MTU after the shim stopped", tcpFrame(t, hostMAC, gwMAC, key, false, false, false, 1400, true), nil, false, retNext, false},
 	} {
-		if c.alive {
-			if err := k.Beat(); err != nil {
-				t.Fatal(err)
-			}
-		} else {
-			zero, old := uint32(0), uint64(1)
-			if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
-				t.Fatal(err)
-			}
-		}
+		setAlive(t, k, c.alive)
 		before := stats()
 		ret, _ := run(t, k.Egress(), c.frame, c.ctx)
 		after := stats()
@@ -411,16 +418,7 @@ func TestFINMarked(t *testing.T) {
 		{"a FIN ending at 2", 0, true, retRedirect, false},
 		{"a FIN ending at 52, no l2shim", 50, false, retNext, true},
 	} {
-		if c.alive {
-			if err := k.Beat(); err != nil {
-				t.Fatal(err)
-			}
-		} else {
-			zero, old := uint32(0), uint64(1)
-			if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
-				t.Fatal(err)
-			}
-		}
+		setAlive(t, k, c.alive)
 		before, err := k.Stats()
 		if err != nil {
 			t.Fatal(err)
@@ -439,10 +437,7 @@ func TestFINMarked(t *testing.T) {
 	}
 	// With no l2shim running, a SYN on the closed connection's tuple is a new flow: the host's
 	// routing, and the old entry goes.
-	zero, old := uint32(0), uint64(1)
-	if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
-		t.Fatal(err)
-	}
+	setAlive(t, k, false)
 	syn := tcpFrame(t, hostMAC, gwMAC, out, true, false, false, 0, true)
 	if ret, got := run(t, k.Egress(), syn, nil); ret != retNext || !bytes.Equal(got, syn) {
 		t.Fatalf("a new SYN after the close, no l2shim: ret %d, changed %v; want it passed as sent", int32(ret), !bytes.Equal(got, syn))
@@ -538,10 +533,7 @@ func TestDivertOnlyEntry(t *testing.T) {
 	if ret != retRedirect || !bytes.Equal(out, synack) || after.DivertIn != before.DivertIn+1 || after.FastIn != before.FastIn {
 		t.Fatalf("answer to a new flow: ret %d, changed %v, diverted %d", int32(ret), !bytes.Equal(out, synack), after.DivertIn-before.DivertIn)
 	}
-	zero, old := uint32(0), uint64(1)
-	if err := k.objs.L2sHeartbeat.Put(&zero, &old); err != nil {
-		t.Fatal(err)
-	}
+	setAlive(t, k, false)
 	if ret, _ := run(t, k.Ingress(), synack, nil); ret != retNext {
 		t.Fatalf("with l2shim gone: ret %d, want it passed", int32(ret))
 	}
