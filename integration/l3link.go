@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,7 +171,12 @@ func (t *Topology) addL3Uplink(i int) error {
 		if err := addAddrUp(gw, "wgu", gwU); err != nil {
 			return err
 		}
-		d, err := newWGDevice(gw, "lan", u.mtu, wgPort, u.gwKey, u.hostKey.PublicKey(), netip.AddrPortFrom(hostU.Addr(), uint16(wgPort+i)), t.opts)
+		// The gateway knows no endpoint for the host: it learns it from the host's first
+		// handshake, as a WireGuard server does. Were both sides to initiate, their
+		// initiations could cross: each side's answer to the other's overwrites its own
+		// pending handshake, both responses are dropped, and the tunnel waits for
+		// wireguard-go's 5 s retry (or, with sessions left mismatched, 15 s).
+		d, err := newWGDevice(gw, "lan", u.mtu, wgPort, u.gwKey, u.hostKey.PublicKey(), netip.AddrPort{}, t.opts)
 		if err != nil {
 			return err
 		}
@@ -524,7 +530,8 @@ type wgDevice struct {
 
 // newWGDevice creates the WireGuard device name in ns: its tun is created on
 // a thread in ns, its UDP sockets are opened in ns (nsBind) on listenPort,
-// with one peer (peerPub at endpoint, allowed-ips 0.0.0.0/0), up.
+// with one peer (peerPub at endpoint, none when it is the zero AddrPort: the peer's first handshake
+// tells it; allowed-ips 0.0.0.0/0), up.
 func newWGDevice(ns *NS, name string, mtu, listenPort int, priv *ecdh.PrivateKey, peerPub *ecdh.PublicKey, endpoint netip.AddrPort, opts Options) (*wgDevice, error) {
 	var td tun.Device
 	var ctl *os.File
@@ -558,8 +565,12 @@ func newWGDevice(ns *NS, name string, mtu, listenPort int, priv *ecdh.PrivateKey
 	}
 	w.tun = &nsTun{Device: td, ctl: ctl, name: name}
 	w.dev = device.NewDevice(w.tun, &nsBind{Bind: conn.NewStdNetBind(), ns: ns}, logger)
-	cfg := fmt.Sprintf("private_key=%s\nlisten_port=%d\nreplace_peers=true\npublic_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=0.0.0.0/0\n",
-		hex.EncodeToString(priv.Bytes()), listenPort, hex.EncodeToString(peerPub.Bytes()), endpoint)
+	cfg := fmt.Sprintf("private_key=%s\nlisten_port=%d\nreplace_peers=true\npublic_key=%s\n",
+		hex.EncodeToString(priv.Bytes()), listenPort, hex.EncodeToString(peerPub.Bytes()))
+	if endpoint.IsValid() {
+		cfg += fmt.Sprintf("endpoint=%s\n", endpoint)
+	}
+	cfg += "replace_allowed_ips=true\nallowed_ip=0.0.0.0/0\n"
 	if opts.IPv6 {
 		cfg += "allowed_ip=::/0\n"
 	}
@@ -572,6 +583,27 @@ func newWGDevice(ns *NS, name string, mtu, listenPort int, priv *ecdh.PrivateKey
 		return nil, fmt.Errorf("%s: wireguard %s up: %w", ns.Name, name, err)
 	}
 	return w, nil
+}
+
+// peerState describes the device's peer as wireguard-go reports it (the last handshake, bytes
+// sent and received), for an error that says where a tunnel stuck.
+func (w *wgDevice) peerState() string {
+	if w == nil || w.dev == nil {
+		return "no device"
+	}
+	cfg, err := w.dev.IpcGet()
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, l := range strings.Split(cfg, "\n") {
+		for _, k := range []string{"endpoint=", "last_handshake_time_sec=", "tx_bytes=", "rx_bytes="} {
+			if strings.HasPrefix(l, k) {
+				parts = append(parts, l)
+			}
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // listenUAPI serves the device's configuration protocol on /var/run/wireguard/NAME.sock, so

@@ -128,7 +128,10 @@ func (t *Topology) waitTunnels(timeout time.Duration) error {
 					break
 				}
 				if time.Since(start) > timeout {
-					return fmt.Errorf("WireGuard uplink %s: no answer from %s over it within %v", ifname, dst, timeout)
+					u.mu.Lock()
+					host, gw := u.hostWG, u.gwWG
+					u.mu.Unlock()
+					return fmt.Errorf("WireGuard uplink %s: no answer from %s over it within %v (host: %s; gateway: %s)", ifname, dst, timeout, host.peerState(), gw.peerState())
 				}
 			}
 		}
@@ -270,7 +273,8 @@ func NewTopology(opts Options) (t *Topology, err error) {
 	if err := t.finishIPv6(); err != nil {
 		return t, err
 	}
-	if err := t.waitTunnels(10 * time.Second); err != nil {
+	// wireguard-go retries a handshake every 5 s: 20 s are four attempts.
+	if err := t.waitTunnels(20 * time.Second); err != nil {
 		return t, err
 	}
 	opts.logf("topology %s: ready", t.ID)
