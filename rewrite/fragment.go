@@ -2,8 +2,9 @@ package rewrite
 
 import "encoding/binary"
 
-// IPv4 header fields fragmentation writes.
+// IPv4 header fields of fragmentation.
 const (
+	ipFlagDF      = 0x4000 // don't fragment
 	ipFlagMF      = 0x2000 // more fragments
 	ipFragOffMask = 0x1fff // fragment offset, in 8-byte units
 	ipOptEnd      = 0      // end of the option list
@@ -11,16 +12,16 @@ const (
 	ipOptCopied   = 0x80   // the option is copied into every fragment
 )
 
-// CanFragment4 reports whether Fragment4 can cut f: an IPv4 frame without DF that is not a GSO
+// canFragment4 reports whether Fragment4 can cut f: an IPv4 frame without DF that is not a GSO
 // super-frame (its segments would each need cutting; the kernel sends such frames itself).
-func (f *Frame) CanFragment4() bool {
+func (f *Frame) canFragment4() bool {
 	return f.valid4() && !f.DontFrag && !f.Vnet.IsGSO()
 }
 
 // Fragment4Size returns how many bytes Fragment4 writes for f at mtu and how many fragments, or
 // 0, 0 when it would write none (see Fragment4).
 func (f *Frame) Fragment4Size(mtu int) (size, count int) {
-	if !f.CanFragment4() {
+	if !f.canFragment4() {
 		return 0, 0
 	}
 	ihl := int(f.Buf[f.L3]&0x0f) * 4
@@ -38,7 +39,7 @@ func (f *Frame) Fragment4Size(mtu int) (size, count int) {
 // ip_do_fragment): each fragment is written to dst as a frame for a packet socket (a
 // virtio-net header without flags, then f's link-layer header and the IP header), one after
 // the other, with its length in lens. It returns how many fragments it wrote, 0 when f cannot
-// be cut (see CanFragment4; an mtu too small for 8 bytes of data behind the header) or dst or
+// be cut (see canFragment4; an mtu too small for 8 bytes of data behind the header) or dst or
 // lens are too short (Fragment4Size says what they need).
 //
 // A CHECKSUM_PARTIAL frame's checksum (NEEDS_CSUM: the field holds the pseudo-header sum) is

@@ -289,9 +289,9 @@ func (f *Frame) parse(buf []byte, vnet VnetHdr) Reason {
 	f.Dst = [4]byte(ip[16:20])
 	f.IPID = binary.BigEndian.Uint16(ip[4:])
 	fo := binary.BigEndian.Uint16(ip[6:])
-	f.DontFrag = fo&0x4000 != 0
-	f.MoreFrags = fo&0x2000 != 0
-	f.FragOff = fo & 0x1fff
+	f.DontFrag = fo&ipFlagDF != 0
+	f.MoreFrags = fo&ipFlagMF != 0
+	f.FragOff = fo & ipFragOffMask
 
 	if f.FragOff == 0 {
 		l4 := EthHdrLen + ihl
@@ -346,7 +346,7 @@ func (f *Frame) parseQuote(q int) {
 	f.InnerProto = b[9]
 	f.InnerSrc = [4]byte(b[12:16])
 	f.InnerDst = [4]byte(b[16:20])
-	if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
+	if binary.BigEndian.Uint16(b[6:])&ipFragOffMask != 0 {
 		return
 	}
 	f.InnerL4 = q + ihl

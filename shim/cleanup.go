@@ -3,10 +3,8 @@ package shim
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/l2shim/l2shim/fastpath"
-	"golang.org/x/sys/unix"
 )
 
 // ErrRunning is Cleanup's refusal: an l2shim holds the instance lock of the control socket.
@@ -27,8 +25,11 @@ type Cleaned struct {
 // l2shim starts under it.
 func Cleanup(pinDir, control string) (Cleaned, error) {
 	var r Cleaned
-	lock, err := lockIfPresent(control)
+	lock, err := lockInstance(control, false)
 	if err != nil {
+		if errors.Is(err, ErrRunning) {
+			err = fmt.Errorf("%w: stop it first; nothing was removed", err)
+		}
 		return r, err
 	}
 	if lock != nil {
@@ -48,25 +49,4 @@ func Cleanup(pinDir, control string) (Cleaned, error) {
 	r.Filters = n
 	errs = append(errs, err)
 	return r, errors.Join(errs...)
-}
-
-// lockIfPresent takes the instance lock of control (see lockInstance) if its file exists: an
-// l2shim creates it before it touches anything, so without it none ran with that socket.
-func lockIfPresent(control string) (*os.File, error) {
-	path := control + ".lock"
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w (it holds %s): stop it first; nothing was removed", ErrRunning, path)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return f, nil
 }

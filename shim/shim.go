@@ -150,7 +150,7 @@ func (s *Shim) now() int64 { return int64(time.Since(s.base)) }
 // Run attaches everything, runs until ctx is done or a frame loop fails, then detaches
 // everything and removes its veths.
 func (s *Shim) Run(ctx context.Context) (err error) {
-	lock, err := lockInstance(s.cfg.Shim.Control)
+	lock, err := lockInstance(s.cfg.Shim.Control, true)
 	if err != nil {
 		return err
 	}
@@ -279,20 +279,32 @@ func (s *Shim) removeStaleFilters() {
 	}
 }
 
-// lockInstance takes an exclusive lock next to the control socket, so a second instance in
-// the same network namespace cannot tear down the first one's veths as "leftovers".
-func lockInstance(control string) (*os.File, error) {
+// lockInstance takes the exclusive lock next to the control socket that a running l2shim
+// holds, so a second instance in the same network namespace (or a cleanup) cannot tear down
+// the first one's veths as "leftovers". With create false a missing lock file means no l2shim
+// ran with that socket: nil, nil. While another holds it, the error wraps ErrRunning.
+func lockInstance(control string, create bool) (*os.File, error) {
 	path := control + ".lock"
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	flags := os.O_RDWR
+	if create {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+		}
+		flags |= os.O_CREATE
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(path, flags, 0o600)
+	if !create && errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("another l2shim holds %s: %w", path, err)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (it holds %s)", ErrRunning, path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return f, nil
 }
